@@ -1,0 +1,7 @@
+//! rbuild's build engine: the Dockerfile frontend, the build context, cache keys, and the
+//! solver that runs each step against the store, the runner and registries.
+#![deny(missing_docs)]
+
+mod error;
+
+pub use error::Error;

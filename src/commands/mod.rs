@@ -1,0 +1,66 @@
+//! One module per command group; `run` dispatches a parsed command line to it.
+
+mod build;
+mod debug;
+mod registry;
+mod store;
+
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command};
+use crate::exit::UsageError;
+
+/// What every command needs from the global flags.
+pub struct Globals {
+    /// The store root.
+    #[allow(dead_code)] // read by the store-backed commands as they land
+    pub root: PathBuf,
+}
+
+impl Globals {
+    fn from_cli(root: Option<PathBuf>) -> Self {
+        Self {
+            root: root.unwrap_or_else(default_root),
+        }
+    }
+}
+
+/// The store root when neither `--root` nor `RBUILD_ROOT` is given.
+fn default_root() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/rbuild");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("rbuild");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/rbuild")
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = Globals::from_cli(cli.root);
+    match cli.command {
+        Command::Build(args) => build::build(&g, args).await,
+        Command::Push(args) => registry::push(&g, args).await,
+        Command::Pull(args) => registry::pull(&g, args).await,
+        Command::Login(args) => registry::login(&g, args).await,
+        Command::Logout(args) => registry::logout(&g, args).await,
+        Command::Images(args) => store::images(&g, args),
+        Command::Inspect(args) => store::inspect(&g, args),
+        Command::Tag(args) => store::tag(&g, args),
+        Command::Rmi(args) => store::rmi(&g, args),
+        Command::Prune(args) => store::prune(&g, args),
+        Command::Fsck(args) => store::fsck(&g, args),
+        Command::Save(args) => store::save(&g, args),
+        Command::Debug(cmd) => debug::run(cmd),
+    }
+}
+
+/// The error for a command whose implementation has not landed yet (exit 2).
+pub fn not_implemented(command: &str) -> anyhow::Error {
+    UsageError(format!("not implemented yet: {command}")).into()
+}

@@ -1,0 +1,52 @@
+//! The `rbuild` binary: parses the command line, runs one command, prints errors in one place.
+
+mod cli;
+mod commands;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::exit::exit_code;
+
+fn main() -> ExitCode {
+    // The sandbox child is re-executed from this binary. It must stay single-threaded,
+    // so it is dispatched before clap or tokio get a chance to start anything.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(rbuild_runner::INIT_ARG))
+    {
+        return ExitCode::from(rbuild_runner::sandbox_init_main());
+    }
+
+    let args = cli::insert_default_command(std::env::args().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = err.print();
+            return ExitCode::from(err.exit_code() as u8);
+        }
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if exit::is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
