@@ -1,5 +1,8 @@
 //! The builder's error type.
 
+use crate::context::ContextError;
+use crate::frontend::ParseError;
+
 /// Everything that can go wrong in a build.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -13,4 +16,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A Dockerfile that does not parse or makes no sense.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The build context cannot be read.
+    #[error(transparent)]
+    Context(#[from] ContextError),
 }

@@ -2,6 +2,8 @@
 //! solver that runs each step against the store, the runner and registries.
 #![deny(missing_docs)]
 
+pub mod context;
 mod error;
+pub mod frontend;
 
 pub use error::Error;
