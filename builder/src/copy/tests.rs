@@ -523,3 +523,83 @@ fn context_from_a_tar_stream() {
     assert!(context_from_stream(&tar[..], &inner, 1 << 20).is_err());
     assert!(!hostile.path().join("x").exists());
 }
+
+/// Serves `body` once over real HTTP on 127.0.0.1; returns the URL base.
+fn serve_once(body: &'static [u8], status: &'static str) -> String {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn add_url_downloads_with_checksum_and_mode_0600() {
+    let f = Fixture::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("{}/files/tool.sh?v=2", serve_once(b"#!/bin/sh\n", "200 OK"));
+    let good = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"#!/bin/sh\n"))
+    );
+    let client = reqwest::Client::new();
+    let fetched = runtime()
+        .block_on(fetch_url(&client, &url, tmp.path(), Some(&good)))
+        .unwrap();
+    assert_eq!((fetched.name.as_str(), fetched.size), ("tool.sh", 10));
+    assert_eq!(fetched.digest, good);
+    let layers = Layers {
+        upper: f.upper.path(),
+        lowers: &f.lowers,
+    };
+    copy_into(
+        &CopySpec::new(CopySource::Fetched(&fetched), "/usr/local/bin/"),
+        &layers,
+    )
+    .unwrap();
+    assert_eq!(f.read("usr/local/bin/tool.sh"), "#!/bin/sh\n");
+    assert_eq!(meta(&f.up("usr/local/bin/tool.sh")).mode() & 0o7777, 0o600);
+}
+
+#[test]
+fn add_url_checksum_mismatch_and_http_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/x.bin", serve_once(b"payload", "200 OK"));
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let err = runtime()
+        .block_on(fetch_url(&client, &url, tmp.path(), Some(&wrong)))
+        .unwrap_err();
+    assert!(matches!(err, CopyError::ChecksumMismatch { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "partial download left behind"
+    );
+    let url = format!("{}/missing", serve_once(b"", "404 Not Found"));
+    let err = runtime()
+        .block_on(fetch_url(&client, &url, tmp.path(), None))
+        .unwrap_err();
+    assert!(
+        matches!(err, CopyError::DownloadStatus { status: 404, .. }),
+        "{err}"
+    );
+}
