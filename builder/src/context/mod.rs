@@ -53,6 +53,15 @@ pub enum ContextError {
         #[source]
         source: Box<ContextError>,
     },
+    /// A bad pattern in an ignore file, by line.
+    #[error("line {line}")]
+    IgnoreLine {
+        /// 1-based line.
+        line: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<ContextError>,
+    },
     /// The context path is not a directory.
     #[error("build context {} is not a directory", path.display())]
     NotADirectory {
