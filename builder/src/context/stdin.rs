@@ -20,7 +20,7 @@ pub enum StreamContext {
 
 /// Reads a build context from `reader` into the empty directory `dir` (e.g. a temporary
 /// directory under the store's `tmp/`). Archive entries never land outside `dir`; their
-/// owners are kept and the unpacked size is capped at `limit` bytes.
+/// files are owned by the caller and the unpacked size is capped at `limit` bytes.
 pub fn context_from_stream<R: Read>(
     mut reader: R,
     dir: &Path,
@@ -55,7 +55,15 @@ pub fn context_from_stream<R: Read>(
         })?;
         return Ok(StreamContext::Dockerfile(dockerfile));
     }
-    let options = ExtractOptions { chown: None, limit };
+    // Owners in a context do not matter (COPY makes files 0:0), and this works unprivileged.
+    let me = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let options = ExtractOptions {
+        chown: Some(me),
+        limit,
+    };
     extract_archive(stream, dir, &options, Path::new("-")).map_err(|source| {
         ContextError::Archive {
             source: Box::new(source),

@@ -7,6 +7,8 @@
 //! the root (Docker extracts ADD archives in a chroot); a hardlink's target must be inside
 //! too. Device nodes and fifos are created with `mknod` as what they are. The total size
 //! unpacked is capped ([`DEFAULT_ARCHIVE_LIMIT`], 64 GiB) against decompression bombs.
+//! Symlinks are resolved against what is in the destination directory itself; links in
+//! lower layers below the ADD destination are not consulted.
 
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
