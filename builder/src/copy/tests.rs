@@ -603,3 +603,35 @@ fn add_url_checksum_mismatch_and_http_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn lowers_whiteouts_and_opaque_dirs() {
+    use std::os::unix::ffi::OsStrExt;
+    let top = tempfile::tempdir().unwrap();
+    let bottom = tempfile::tempdir().unwrap();
+    let upper = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(bottom.path().join("etc")).unwrap();
+    std::fs::write(bottom.path().join("etc/gone"), "old").unwrap();
+    std::fs::create_dir_all(bottom.path().join("opt/hidden")).unwrap();
+    std::fs::create_dir_all(top.path().join("etc")).unwrap();
+    make_node(&top.path().join("etc/gone"), libc::S_IFCHR | 0o600, 0).unwrap();
+    std::fs::create_dir_all(top.path().join("opt")).unwrap();
+    let opt = std::ffi::CString::new(top.path().join("opt").as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a valid value buffer.
+    let rc = unsafe {
+        libc::lsetxattr(opt.as_ptr(), c"trusted.overlay.opaque".as_ptr(), b"y".as_ptr().cast(), 1, 0)
+    };
+    assert_eq!(rc, 0, "setting trusted.overlay.opaque needs root: {}", std::io::Error::last_os_error());
+    let lowers = vec![top.path().to_path_buf(), bottom.path().to_path_buf()];
+    let layers = Layers {
+        upper: upper.path(),
+        lowers: &lowers,
+    };
+    assert!(layers.lookup("etc/gone").is_none(), "whiteout hides the lower file");
+    assert!(layers.lookup("opt/hidden").is_none(), "opaque dir hides the lower dir");
+    assert!(layers.lookup("opt").is_some_and(|f| f.meta.is_dir()));
+    // A whited-out dest does not exist: a single file is written as it.
+    let docs = vec![("n".to_string(), b"new".to_vec())];
+    copy_into(&CopySpec::new(CopySource::Inline(&docs), "/etc/gone"), &layers).unwrap();
+    assert_eq!(std::fs::read(upper.path().join("etc/gone")).unwrap(), b"new");
+}
