@@ -41,7 +41,7 @@ pub use fetch::{fetch_url, FetchedFile};
 pub use layers::Layers;
 
 use crate::context::{
-    pathclean, source_entries, ContextEntry, ContextFiles, EntryKind, SelectedSource,
+    pathclean, source_entries, ContextEntry, ContextFiles, EntryKind, SelectedSource, StatCache,
 };
 
 /// An error writing the files of a COPY or ADD.
@@ -208,6 +208,26 @@ pub struct CopyReport {
 /// Writes the files of `spec` into `layers.upper`, checking `layers.lowers` for what
 /// already exists. Blocking: the engine runs it in `spawn_blocking`.
 pub fn copy_into(spec: &CopySpec<'_>, layers: &Layers<'_>) -> Result<CopyReport, CopyError> {
+    copy_with(spec, layers, None)
+}
+
+/// [`copy_into`] that also hashes, in the same pass, every file it copies whose digest
+/// `cache` does not hold, and records it there. Use it when the step's cache key is still
+/// needed after the copy (e.g. an earlier step already missed, so this one will too):
+/// [`crate::context::digest_sources`] afterwards reads nothing.
+pub fn copy_into_hashing(
+    spec: &CopySpec<'_>,
+    layers: &Layers<'_>,
+    cache: &mut StatCache,
+) -> Result<CopyReport, CopyError> {
+    copy_with(spec, layers, Some(cache))
+}
+
+fn copy_with(
+    spec: &CopySpec<'_>,
+    layers: &Layers<'_>,
+    cache: Option<&mut StatCache>,
+) -> Result<CopyReport, CopyError> {
     let count = match spec.source {
         CopySource::Tree { selected, .. } => selected.len(),
         CopySource::Inline(docs) => docs.len(),
@@ -235,6 +255,7 @@ pub fn copy_into(spec: &CopySpec<'_>, layers: &Layers<'_>) -> Result<CopyReport,
         report: CopyReport::default(),
         links: HashMap::new(),
         dir_times: Vec::new(),
+        cache,
     };
     // Where a non-directory source goes: into `dest` or as `dest`.
     let into_dir = dest_is_dir || layers.is_dir(&dest)?;
@@ -310,6 +331,8 @@ struct Writer<'s, 'a> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Directories whose mtime is set once everything inside them is written.
     dir_times: Vec<(PathBuf, filetime::FileTime)>,
+    /// Where digests computed while copying go.
+    cache: Option<&'s mut StatCache>,
 }
 
 impl Writer<'_, '_> {
@@ -432,7 +455,17 @@ impl Writer<'_, '_> {
         }
         match entry.kind {
             EntryKind::File => {
-                copy_file(&src, &real)?;
+                let mut copied = false;
+                if let Some(cache) = self.cache.as_deref_mut() {
+                    if cache.lookup(&entry.rel, meta).is_none() {
+                        let digest = copy_file_hashing(&src, &real)?;
+                        cache.insert(&entry.rel, meta, digest);
+                        copied = true;
+                    }
+                }
+                if !copied {
+                    copy_file(&src, &real)?;
+                }
                 self.report.bytes += meta.size();
                 apply_metadata(&real, owner, Some(mode))?;
             }
@@ -555,6 +588,43 @@ fn copy_file(src: &Path, dst: &Path) -> Result<u64, CopyError> {
         path: dst.to_path_buf(),
         source,
     })
+}
+
+/// Copies a regular file's content and returns its sha256, reading it once.
+fn copy_file_hashing(src: &Path, dst: &Path) -> Result<[u8; 32], CopyError> {
+    use sha2::Digest as _;
+    use std::io::Read;
+    let mut input = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+        .map_err(|source| CopyError::Io {
+            op: "open",
+            path: src.to_path_buf(),
+            source,
+        })?;
+    let mut output = create_new(dst)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = input.read(&mut buf).map_err(|source| CopyError::Io {
+            op: "read",
+            path: src.to_path_buf(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        output
+            .write_all(&buf[..n])
+            .map_err(|source| CopyError::Io {
+                op: "write",
+                path: dst.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(hasher.finalize().into())
 }
 
 pub(crate) fn make_node(path: &Path, mode: u32, rdev: u64) -> Result<(), CopyError> {

@@ -619,19 +619,73 @@ fn lowers_whiteouts_and_opaque_dirs() {
     let opt = std::ffi::CString::new(top.path().join("opt").as_os_str().as_bytes()).unwrap();
     // SAFETY: NUL-terminated strings and a valid value buffer.
     let rc = unsafe {
-        libc::lsetxattr(opt.as_ptr(), c"trusted.overlay.opaque".as_ptr(), b"y".as_ptr().cast(), 1, 0)
+        libc::lsetxattr(
+            opt.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            b"y".as_ptr().cast(),
+            1,
+            0,
+        )
     };
-    assert_eq!(rc, 0, "setting trusted.overlay.opaque needs root: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "setting trusted.overlay.opaque needs root: {}",
+        std::io::Error::last_os_error()
+    );
     let lowers = vec![top.path().to_path_buf(), bottom.path().to_path_buf()];
     let layers = Layers {
         upper: upper.path(),
         lowers: &lowers,
     };
-    assert!(layers.lookup("etc/gone").is_none(), "whiteout hides the lower file");
-    assert!(layers.lookup("opt/hidden").is_none(), "opaque dir hides the lower dir");
+    assert!(
+        layers.lookup("etc/gone").is_none(),
+        "whiteout hides the lower file"
+    );
+    assert!(
+        layers.lookup("opt/hidden").is_none(),
+        "opaque dir hides the lower dir"
+    );
     assert!(layers.lookup("opt").is_some_and(|f| f.meta.is_dir()));
     // A whited-out dest does not exist: a single file is written as it.
     let docs = vec![("n".to_string(), b"new".to_vec())];
-    copy_into(&CopySpec::new(CopySource::Inline(&docs), "/etc/gone"), &layers).unwrap();
-    assert_eq!(std::fs::read(upper.path().join("etc/gone")).unwrap(), b"new");
+    copy_into(
+        &CopySpec::new(CopySource::Inline(&docs), "/etc/gone"),
+        &layers,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(upper.path().join("etc/gone")).unwrap(),
+        b"new"
+    );
+}
+
+#[test]
+fn copy_and_hash_in_one_pass() {
+    use crate::context::{digest_sources, StatCache, StatCacheStats};
+    let f = Fixture::new();
+    f.file("d/a", "alpha");
+    f.file("d/sub/b", "beta");
+    let files = ContextFiles::walk(f.context.path(), &IgnoreRules::default()).unwrap();
+    let selected = select_sources(&files, &["d"]).unwrap();
+    let spec = CopySpec::new(
+        CopySource::Tree {
+            files: &files,
+            selected: &selected,
+        },
+        "/app/",
+    );
+    let layers = Layers {
+        upper: f.upper.path(),
+        lowers: &f.lowers,
+    };
+    let mut cache = StatCache::in_memory();
+    copy_into_hashing(&spec, &layers, &mut cache).unwrap();
+    assert_eq!(cache.stats(), StatCacheStats { hits: 0, misses: 2 });
+    assert_eq!(f.read("app/sub/b"), "beta");
+    let after = digest_sources(&files, &selected, &mut cache).unwrap();
+    // The digest pass read nothing: both files came from the copy.
+    assert_eq!(cache.stats(), StatCacheStats { hits: 2, misses: 2 });
+    let fresh = digest_sources(&files, &selected, &mut StatCache::in_memory()).unwrap();
+    assert_eq!(after, fresh);
 }
