@@ -305,6 +305,11 @@ fn copy_with(
             }
         }
         CopySource::Fetched(fetched) => {
+            if into_dir && fetched.name.is_empty() {
+                return Err(CopyError::NoFileName {
+                    url: fetched.url.clone(),
+                });
+            }
             let target = target_for(&fetched.name);
             writer.parent_of(&target, created_owner)?;
             let real = writer.prepare(&target)?;

@@ -526,6 +526,10 @@ fn context_from_a_tar_stream() {
 
 /// Serves `body` once over real HTTP on 127.0.0.1; returns the URL base.
 fn serve_once(body: &'static [u8], status: &'static str) -> String {
+    serve_once_with(body, status, "")
+}
+
+fn serve_once_with(body: &'static [u8], status: &'static str, extra: &'static str) -> String {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -534,7 +538,7 @@ fn serve_once(body: &'static [u8], status: &'static str) -> String {
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
             let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = stream.write_all(head.as_bytes());
@@ -555,7 +559,12 @@ fn runtime() -> tokio::runtime::Runtime {
 fn add_url_downloads_with_checksum_and_mode_0600() {
     let f = Fixture::new();
     let tmp = tempfile::tempdir().unwrap();
-    let url = format!("{}/files/tool.sh?v=2", serve_once(b"#!/bin/sh\n", "200 OK"));
+    let base = serve_once_with(
+        b"#!/bin/sh\n",
+        "200 OK",
+        "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n",
+    );
+    let url = format!("{base}/files/tool.sh?v=2");
     let good = format!(
         "sha256:{}",
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"#!/bin/sh\n"))
@@ -576,7 +585,8 @@ fn add_url_downloads_with_checksum_and_mode_0600() {
     )
     .unwrap();
     assert_eq!(f.read("usr/local/bin/tool.sh"), "#!/bin/sh\n");
-    assert_eq!(meta(&f.up("usr/local/bin/tool.sh")).mode() & 0o7777, 0o600);
+    let m = meta(&f.up("usr/local/bin/tool.sh"));
+    assert_eq!((m.mode() & 0o7777, m.mtime()), (0o600, 784_111_777));
 }
 
 #[test]
