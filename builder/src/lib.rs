@@ -4,6 +4,7 @@
 
 pub mod context;
 mod error;
+pub mod events;
 pub mod frontend;
 
 pub use error::Error;
