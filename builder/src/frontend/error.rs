@@ -114,6 +114,9 @@ pub enum ErrorKind {
         /// The instruction keyword.
         instruction: String,
     },
+    /// A Dockerfile without any FROM.
+    #[error("no build stage: a Dockerfile needs at least one FROM")]
+    NoStage,
     /// A stage name used twice.
     #[error("duplicate stage name {0:?}")]
     DuplicateStage(String),
