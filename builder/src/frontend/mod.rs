@@ -10,6 +10,8 @@ pub mod json;
 pub mod parser;
 pub mod shell;
 pub mod stages;
+#[cfg(test)]
+mod tests;
 
 pub use error::{ErrorKind, ParseError};
 pub use heredoc::Heredoc;
