@@ -1,4 +1,26 @@
 //! The Dockerfile frontend: text to AST (with spans) to typed stages and the step graph.
+//!
+//! Pipeline: [`parse`] (bytes to a [`Document`] of [`Node`]s, BuildKit-exact, see
+//! [`dump::dump`]) then [`StepGraph::new`] (every node typed as an [`Instruction`], stages
+//! resolved, build args scoped, `--target` pruned). Errors are [`ParseError`]s naming file,
+//! line and column and showing the line.
+//!
+//! # Who expands which words
+//!
+//! Words are kept as written in [`Instruction`]; the build engine expands them at dispatch
+//! time with [`StepGraph::lexer`] and a [`Scope`] (the stage's ENV so far, image config
+//! included, over [`Step::args`]), as BuildKit does:
+//!
+//! | instruction | expanded words |
+//! |---|---|
+//! | `FROM` | image and `--platform`, here, with the global args only ([`Stage::base`], [`Stage::platform`]) |
+//! | `ARG` | each default value (here, without image ENV: [`Step::args`] holds the results) |
+//! | `ENV`, `LABEL` | each key and each value |
+//! | `ADD`, `COPY` | each source path and the destination, `--chown`, `--chmod`, `--checksum`; `--from` here ([`Step::copy_from`]); a heredoc's content when [`instructions::InlineFile::expand`], with a lexer in `skip_process_quotes` mode |
+//! | `RUN` | the value of each `--mount` option (`from=` is resolved here: [`Step::mount_from`]); never the command |
+//! | `EXPOSE`, `VOLUME` | each word |
+//! | `USER`, `WORKDIR`, `STOPSIGNAL` | the value |
+//! | `CMD`, `ENTRYPOINT`, `RUN` command, `SHELL`, `HEALTHCHECK`, `ONBUILD`, `MAINTAINER` | nothing |
 
 pub mod directives;
 pub mod dump;
