@@ -133,7 +133,9 @@ pub struct Run {
     pub network: Network,
     /// `--security=insecure`.
     pub insecure: bool,
-    /// Heredocs: the first one is the script when the command is only `<<EOF`.
+    /// Heredocs, in order. As in BuildKit, when the shell-form command is a single heredoc
+    /// word (`RUN <<EOF`) the engine runs that heredoc's content as the script; otherwise each
+    /// heredoc is fed to its file descriptor (stdin for `<<EOF`) of the shell command.
     pub heredocs: Vec<InlineFile>,
 }
 

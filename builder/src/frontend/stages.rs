@@ -1,7 +1,7 @@
 //! Stages and the step graph: build args and their scopes, platform args, stage references
 //! (`FROM <stage>`, `COPY --from`, `RUN --mount=from=`), and `--target` pruning.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::error::{ErrorKind, ParseError};
 use super::instructions::{parse_instruction, Instruction};
@@ -459,13 +459,4 @@ fn later_stage(doc: &Document, from: usize, name: &str) -> bool {
         seen += 1;
     }
     false
-}
-
-/// Build args and the stage map as plain data for tests and debugging.
-pub fn describe(graph: &StepGraph) -> BTreeMap<usize, (Option<String>, Base, Vec<usize>)> {
-    graph
-        .stages
-        .iter()
-        .map(|s| (s.index, (s.name.clone(), s.base.clone(), s.deps.clone())))
-        .collect()
 }

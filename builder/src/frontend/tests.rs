@@ -300,3 +300,14 @@ fn every_instruction_types() {
     let e = error("FROM a\nSHELL sh -c\n");
     assert!(matches!(*e.kind, ErrorKind::Arguments { .. }), "{e}");
 }
+
+#[test]
+fn expansion_errors_keep_their_cause() {
+    let e = error("ARG V\nFROM alpine:${V:?unset}\n");
+    assert_eq!(first_line(&e), "Dockerfile:2: cannot expand");
+    let cause = std::error::Error::source(&e).map(|c| c.to_string());
+    assert_eq!(
+        cause.as_deref(),
+        Some("failed to process \"alpine:${V:?unset}\": V: unset")
+    );
+}
