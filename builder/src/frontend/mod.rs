@@ -41,3 +41,13 @@ pub use instructions::{Instruction, ShellOrExec};
 pub use parser::{parse, Document, Node};
 pub use shell::{Env, ExpandError, Expansion, Lexer};
 pub use stages::{Base, Location, Platform, Scope, Stage, Step, StepGraph};
+
+/// Reads and parses the Dockerfile at `path`; errors name the path as given.
+pub fn read_dockerfile(path: &std::path::Path) -> Result<Document, crate::Error> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| crate::Error::ReadDockerfile {
+        path: name.clone(),
+        source,
+    })?;
+    Ok(parse(&name, &bytes)?)
+}
