@@ -11,9 +11,9 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
             let doc = read_dockerfile(&file)?;
             // Type-check every instruction and stage reference too, so that errors such as
             // an unknown instruction are reported here as a build would report them.
-            StepGraph::new(&doc, &[], None)?;
+            let graph = StepGraph::new(&doc, &[], None)?;
             print!("{}", dump(&doc));
-            for warning in &doc.warnings {
+            for warning in &graph.warnings {
                 eprintln!("warning: {warning}");
             }
             Ok(())

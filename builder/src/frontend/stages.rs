@@ -147,7 +147,7 @@ pub struct StepGraph {
     pub global_args: Vec<(String, String)>,
     /// `--build-arg` names that no ARG of a built stage (or global ARG) declares.
     pub unused_build_args: Vec<String>,
-    /// Parser warnings.
+    /// Parser warnings and lint warnings (a FROM using an undeclared build arg).
     pub warnings: Vec<String>,
 }
 
@@ -202,6 +202,7 @@ impl StepGraph {
             doc.error(node.start_line, col, kind)
         };
         let mut declared: BTreeSet<String> = BTreeSet::new();
+        let mut warnings = doc.warnings.clone();
         let mut global: Vec<(String, String)> = platform_args(build, target_platform);
         let mut stages: Vec<Stage> = Vec::new();
         // Per stage: the build args declared in it, for unused-arg accounting.
@@ -225,6 +226,14 @@ impl StepGraph {
                 platform,
             } = &instruction
             {
+                if let Ok(found) = lexer.expand(image, &global) {
+                    for name in found.unmatched.iter().filter(|n| !declared.contains(*n)) {
+                        warnings.push(format!(
+                            "{}:{}: FROM uses undefined build arg {name:?}",
+                            doc.file, node.start_line
+                        ));
+                    }
+                }
                 let image = expand(image, &global)?;
                 let platform = platform
                     .as_deref()
@@ -423,7 +432,7 @@ impl StepGraph {
             escape: doc.escape,
             global_args: global,
             unused_build_args: unused,
-            warnings: doc.warnings.clone(),
+            warnings,
         })
     }
 
