@@ -1,6 +1,6 @@
 //! `rbuild debug`: developer views of rbuild's internals.
 
-use rbuild_builder::frontend::{dump::dump, read_dockerfile, StepGraph};
+use rbuild_builder::frontend::{dump, read_dockerfile, StepGraph};
 
 use crate::cli::DebugCommand;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::ErrorKind;
 use super::flags::{FlagKind, Flags};
-use super::heredoc::{chomp, parse_heredoc, Heredoc};
+use super::heredoc::{chomp_heredoc, parse_heredoc, Heredoc};
 use super::parser::Node;
 
 /// The 18 Dockerfile instructions, upper case.
@@ -598,7 +598,7 @@ fn inline_file(h: &Heredoc) -> InlineFile {
     InlineFile {
         name: h.name.clone(),
         data: if h.chomp {
-            chomp(&h.content)
+            chomp_heredoc(&h.content)
         } else {
             h.content.clone()
         },

@@ -313,7 +313,7 @@ fn expansion_errors_keep_their_cause() {
 }
 
 fn dump_of(text: &str) -> String {
-    super::dump::dump(&parse("Dockerfile", text.as_bytes()).unwrap())
+    super::dump(&parse("Dockerfile", text.as_bytes()).unwrap())
 }
 
 #[test]
