@@ -123,7 +123,9 @@ impl StepCgroup {
             if !base.exists() {
                 return Err(Error::NoController { controller });
             }
-            let dir = base.join(own.trim_start_matches('/')).join(name);
+            let parent = base.join(own.trim_start_matches('/'));
+            sweep_stale(Layout::V1, &parent);
+            let dir = parent.join(name);
             fs::create_dir(&dir).map_err(cgroup_err(&dir))?;
             // Registered first, so a failed limit still removes the directory.
             cgroup.dirs.push(dir.clone());
@@ -170,6 +172,7 @@ impl StepCgroup {
             enable.push("+pids");
         }
         write(&parent.join("cgroup.subtree_control"), &enable.join(" "))?;
+        sweep_stale(Layout::V2, &parent);
         let dir = parent.join(name);
         fs::create_dir(&dir).map_err(cgroup_err(&dir))?;
         let mut cgroup = StepCgroup {
@@ -230,6 +233,28 @@ impl StepCgroup {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Removes the cgroups of runners that were killed before they could clean up
+/// (`rbuild-<pid>-<n>` whose pid is gone). Best effort: a failure leaves an empty cgroup.
+fn sweep_stale(layout: Layout, parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("rbuild-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = remove(layout, &entry.path());
+        }
     }
 }
 

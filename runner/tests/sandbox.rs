@@ -555,6 +555,28 @@ fn host_mounts_unchanged_after_success_and_failure() -> TestResult {
     Ok(())
 }
 
+/// Cgroup directories (any v1 hierarchy or v2) whose name starts with `prefix`.
+fn cgroups_named(prefix: &str) -> Vec<PathBuf> {
+    fn visit(dir: &Path, prefix: &str, depth: u32, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                out.push(entry.path());
+            } else if depth > 0 {
+                visit(&entry.path(), prefix, depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(Path::new("/sys/fs/cgroup"), prefix, 4, &mut out);
+    out
+}
+
 /// Processes whose command line contains `marker`.
 fn processes_with(marker: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -606,6 +628,20 @@ fn kill_of_runner_kills_step_and_leaves_no_mount() -> TestResult {
         processes_with(&marker).is_empty()
     })?;
     check!(host_mountinfo() == before, "host mounts changed");
+    // The killed runner's cgroup is swept by the next step that needs one.
+    let prefix = format!("rbuild-{}-", runner.id());
+    check!(
+        !cgroups_named(&prefix).is_empty(),
+        "no cgroup was left to sweep"
+    );
+    let mut spec = step.spec("true");
+    spec.limits.pids = Some(100);
+    run(&spec)?;
+    check!(
+        cgroups_named(&prefix).is_empty(),
+        "stale cgroups {:?}",
+        cgroups_named(&prefix)
+    );
     Ok(())
 }
 
