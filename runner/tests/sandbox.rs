@@ -645,6 +645,53 @@ fn kill_of_runner_kills_step_and_leaves_no_mount() -> TestResult {
     Ok(())
 }
 
+/// The pids of this process's children re-executed as sandbox init.
+fn own_inits() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let status = fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let parent = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(str::trim);
+        let is_init = cmdline.split(|b| *b == 0).nth(1) == Some(rbuild_runner::INIT_ARG.as_bytes());
+        if is_init && parent == Some(me.as_str()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn sigterm_is_forwarded_to_the_command() -> TestResult {
+    let step = Step::new();
+    let spec =
+        step.spec("trap 'echo got-term; exit 42' TERM; touch /ready; while :; do sleep 0.05; done");
+    let ready = step.upper().join("ready");
+    let out = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| run(&spec));
+        let started = poll("the step to start", || ready.exists());
+        for pid in own_inits() {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let out = handle.join().unwrap();
+        started.and(out)
+    })?;
+    check!(
+        out.status.code == Some(42),
+        "status {:?} {}",
+        out.status,
+        out.stderr
+    );
+    check!(out.stdout == "got-term\n", "stdout {:?}", out.stdout);
+    Ok(())
+}
+
 /// Helper mode for the kill test and benchmarks: run the spec in file argv[2].
 const RUN_STEP_ARG: &str = "run-step";
 
@@ -684,6 +731,10 @@ const TESTS: &[Test] = &[
         extra_mounts_do_not_leak_into_upper,
     ),
     ("many_lowers_mount", many_lowers_mount),
+    (
+        "sigterm_is_forwarded_to_the_command",
+        sigterm_is_forwarded_to_the_command,
+    ),
     ("setup_failure_is_an_error", setup_failure_is_an_error),
     ("no_fds_leak_into_the_step", no_fds_leak_into_the_step),
     (
