@@ -692,6 +692,63 @@ fn sigterm_is_forwarded_to_the_command() -> TestResult {
     Ok(())
 }
 
+/// The step's v1 cgroup dir of `controller`, or its v2 cgroup, while a step of this process runs.
+fn step_cgroup(controller: &str) -> Option<PathBuf> {
+    let prefix = format!("rbuild-{}-", std::process::id());
+    cgroups_named(&prefix).into_iter().find(|dir| {
+        let v1 = dir.starts_with(Path::new("/sys/fs/cgroup").join(controller));
+        v1 || !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    })
+}
+
+fn cpu_quota_is_applied_to_the_step() -> TestResult {
+    let step = Step::new();
+    let ctl = tempfile::tempdir().unwrap();
+    let mut spec =
+        step.spec("touch /ctl/ready; while [ ! -e /ctl/go ]; do sleep 0.02; done; echo done");
+    spec.mounts.push(ExtraMount::Bind {
+        source: ctl.path().to_path_buf(),
+        target: "/ctl".into(),
+        readonly: false,
+    });
+    spec.limits.cpu_quota = Some(0.5);
+    let (out, seen) = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| run(&spec));
+        let started = poll("the step to start", || ctl.path().join("ready").exists());
+        let seen = step_cgroup("cpu").map(|dir| {
+            let v2 = dir.join("cpu.max").exists();
+            let quota = if v2 {
+                fs::read_to_string(dir.join("cpu.max")).unwrap_or_default()
+            } else {
+                fs::read_to_string(dir.join("cpu.cfs_quota_us")).unwrap_or_default()
+            };
+            let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            (quota.trim().to_string(), procs.lines().count())
+        });
+        fs::write(ctl.path().join("go"), "").unwrap();
+        let out = handle.join().unwrap();
+        (started.and(out), seen)
+    });
+    let out = out?;
+    check!(
+        out.stdout == "done\n",
+        "output {:?} {}",
+        out.stdout,
+        out.stderr
+    );
+    let Some((quota, procs)) = seen else {
+        return Err("no step cgroup while the step ran".into());
+    };
+    check!(
+        quota == "50000" || quota == "50000 100000",
+        "quota {quota:?}"
+    );
+    // init, pid 1, the shell (and maybe a sleep).
+    check!(procs >= 3, "{procs} processes in the step's cgroup");
+    check!(step_cgroup("cpu").is_none(), "cgroup left behind");
+    Ok(())
+}
+
 /// Helper mode for the kill test and benchmarks: run the spec in file argv[2].
 const RUN_STEP_ARG: &str = "run-step";
 
@@ -731,6 +788,10 @@ const TESTS: &[Test] = &[
         extra_mounts_do_not_leak_into_upper,
     ),
     ("many_lowers_mount", many_lowers_mount),
+    (
+        "cpu_quota_is_applied_to_the_step",
+        cpu_quota_is_applied_to_the_step,
+    ),
     (
         "sigterm_is_forwarded_to_the_command",
         sigterm_is_forwarded_to_the_command,
