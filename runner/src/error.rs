@@ -30,6 +30,14 @@ pub enum Error {
         /// The offending target.
         target: String,
     },
+    /// A layer, upper or work directory is given as a relative path.
+    #[error("{what} {path} is not an absolute path")]
+    RelativePath {
+        /// Which directory: `lower`, `upper` or `work`.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
     /// The spec could not be serialised.
     #[error("cannot encode the sandbox spec")]
     SpecEncode(#[source] serde_json::Error),
@@ -85,6 +93,15 @@ pub enum Error {
     NoController {
         /// Controller name: `memory`, `cpu` or `pids`.
         controller: &'static str,
+    },
+    /// Removing overlayfs's own traces from the upper dir after the step failed.
+    #[error("cannot tidy the upper dir at {path}")]
+    TidyUpper {
+        /// The entry being tidied.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
     },
     /// Reading the image's passwd or group file failed.
     #[error("cannot read {path}")]

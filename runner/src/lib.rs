@@ -16,6 +16,7 @@ mod process;
 mod rootfs;
 mod sandbox;
 mod spec;
+mod upper;
 mod user;
 
 pub use error::Error;

@@ -7,6 +7,7 @@
 //! upper dir only ever holds what the command wrote.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::{Path, PathBuf};
 
@@ -17,14 +18,15 @@ use rustix::mount::{
 };
 
 use crate::error::os;
-use crate::spec::{ExtraMount, SandboxSpec};
+use crate::spec::{ExtraMount, SandboxSpec, MAX_LOWERS};
 use crate::Error;
 
 /// Host device nodes bound into the sandbox's /dev.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Builds the root filesystem for `spec` and pivots into it; the caller is then at `/`.
-pub(crate) fn enter(spec: &SandboxSpec) -> Result<(), Error> {
+/// `legacy_overlay` forces the `mount(2)` path that kernels before 6.8 need.
+pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Error> {
     let root = spec.work.join("root");
     let ovl_work = spec.work.join("ovl");
     let runtime = spec.work.join("runtime");
@@ -58,7 +60,10 @@ pub(crate) fn enter(spec: &SandboxSpec) -> Result<(), Error> {
 
     let mut lowers: Vec<&Path> = spec.lowers.iter().map(PathBuf::as_path).collect();
     lowers.push(&stubs);
-    mount_overlay(&lowers, &spec.upper, &ovl_work, &root)?;
+    let mounted = !legacy_overlay && mount_overlay(&lowers, &spec.upper, &ovl_work, &root)?;
+    if !mounted {
+        mount_overlay_legacy(&lowers, &spec.upper, &ovl_work, &root)?;
+    }
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_legacy(
@@ -134,17 +139,40 @@ fn write_stubs(spec: &SandboxSpec, stubs: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Options that keep the upper dir a plain layer diff: no metadata-only copy-ups, no
+/// redirects, no index or inode-number xattrs.
+const OVERLAY_OPTIONS: [(&str, &str); 4] = [
+    ("redirect_dir", "off"),
+    ("index", "off"),
+    ("metacopy", "off"),
+    ("xino", "off"),
+];
+
 /// Mounts overlayfs with the new mount API: one `lowerdir+` per layer, so the stack is not
-/// limited by the one-page option string of `mount(2)`.
-fn mount_overlay(lowers: &[&Path], upper: &Path, work: &Path, target: &Path) -> Result<(), Error> {
+/// limited by the one-page option string of `mount(2)`. `Ok(false)` when the kernel has
+/// no `lowerdir+` (before 6.8) or no `fsopen` (before 5.2).
+fn mount_overlay(
+    lowers: &[&Path],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<bool, Error> {
     let failed = |source: rustix::io::Errno| Error::Mount {
         what: "overlay".into(),
         target: target.to_path_buf(),
         source: source.into(),
     };
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(failed)?;
-    for lower in lowers {
-        fsconfig_set_string(&fs, "lowerdir+", *lower).map_err(|source| Error::Mount {
+    let fs = match fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
+        Ok(fs) => fs,
+        Err(rustix::io::Errno::NOSYS) => return Ok(false),
+        Err(err) => return Err(failed(err)),
+    };
+    for (i, lower) in lowers.iter().enumerate() {
+        let result = fsconfig_set_string(&fs, "lowerdir+", *lower);
+        if i == 0 && result == Err(rustix::io::Errno::INVAL) {
+            return Ok(false);
+        }
+        result.map_err(|source| Error::Mount {
             what: format!("overlay lower {}", lower.display()),
             target: target.to_path_buf(),
             source: source.into(),
@@ -184,7 +212,78 @@ fn mount_overlay(lowers: &[&Path], upper: &Path, work: &Path, target: &Path) -> 
         target,
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
-    .map_err(failed)
+    .map_err(failed)?;
+    Ok(true)
+}
+
+/// Mounts overlayfs with `mount(2)`, whose options are cut at one page. Every directory is
+/// passed as the number of an `O_PATH` fd, resolved relative to `/proc/self/fd` (the cwd
+/// during the mount): about 4 bytes a layer instead of ~100, so 500 layers fit.
+fn mount_overlay_legacy(
+    lowers: &[&Path],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), Error> {
+    let open = |dir: &Path| {
+        nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::Mount {
+            what: format!("overlay layer {}", dir.display()),
+            target: target.to_path_buf(),
+            source: os(e),
+        })
+    };
+    let lower_fds = lowers
+        .iter()
+        .map(|l| open(l))
+        .collect::<Result<Vec<OwnedFd>, Error>>()?;
+    let upper_fd = open(upper)?;
+    let work_fd = open(work)?;
+    let names: Vec<String> = lower_fds
+        .iter()
+        .map(|fd| fd.as_raw_fd().to_string())
+        .collect();
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        names.join(":"),
+        upper_fd.as_raw_fd(),
+        work_fd.as_raw_fd()
+    );
+    for (key, value) in OVERLAY_OPTIONS {
+        data.push_str(&format!(",{key}={value}"));
+    }
+    if data.len() >= 4096 {
+        return Err(Error::TooManyLayers {
+            count: lowers.len(),
+            max: MAX_LOWERS,
+        });
+    }
+    let failed = |e| Error::Mount {
+        what: "overlay".into(),
+        target: target.to_path_buf(),
+        source: os(e),
+    };
+    let cwd = std::env::current_dir().map_err(|source| Error::Mount {
+        what: "overlay".into(),
+        target: target.to_path_buf(),
+        source,
+    })?;
+    nix::unistd::chdir("/proc/self/fd").map_err(failed)?;
+    let result = mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    );
+    nix::unistd::chdir(&cwd).map_err(failed)?;
+    result.map_err(failed)
 }
 
 /// A minimal /dev: tmpfs, the host's basic device nodes, a private devpts, /dev/shm, links.

@@ -84,6 +84,7 @@ fn human_bytes(bytes: u64) -> String {
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     init_exe: PathBuf,
+    legacy_overlay: bool,
 }
 
 impl Default for Sandbox {
@@ -104,6 +105,7 @@ impl Sandbox {
     pub fn new() -> Self {
         Sandbox {
             init_exe: PathBuf::from("/proc/self/exe"),
+            legacy_overlay: false,
         }
     }
 
@@ -111,7 +113,15 @@ impl Sandbox {
     pub fn with_init_exe(exe: impl Into<PathBuf>) -> Self {
         Sandbox {
             init_exe: exe.into(),
+            legacy_overlay: false,
         }
+    }
+
+    /// Mounts the overlay with `mount(2)` and a one-page option string, as kernels before
+    /// 6.8 (without `lowerdir+`) need; the runner falls back to it by itself there.
+    pub fn with_legacy_overlay(mut self, legacy: bool) -> Self {
+        self.legacy_overlay = legacy;
+        self
     }
 
     /// Runs one step and blocks until it ends. `output` gets the command's stdout and stderr
@@ -132,6 +142,8 @@ impl Sandbox {
             cgroup.destroy()?;
         }
         let mut status = result?;
+        // The overlay is gone with the sandbox's mount namespace: the upper dir is ours again.
+        crate::upper::tidy(&spec.upper)?;
         status.oom_killed = oom_killed;
         status.memory_limit = spec.limits.memory;
         Ok(status)
@@ -146,6 +158,7 @@ impl Sandbox {
         let request = InitRequest {
             spec: spec.clone(),
             cgroup_procs: cgroup.map(StepCgroup::procs_files).unwrap_or_default(),
+            legacy_overlay: self.legacy_overlay,
         };
         let request = serde_json::to_vec(&request).map_err(Error::SpecEncode)?;
         let (report_read, report_write): (OwnedFd, OwnedFd) =

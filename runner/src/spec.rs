@@ -153,6 +153,15 @@ impl SandboxSpec {
                 max: MAX_LOWERS,
             });
         }
+        let dirs = self.lowers.iter().map(|l| ("lower", l));
+        for (what, path) in dirs.chain([("upper", &self.upper), ("work", &self.work)]) {
+            if !path.is_absolute() {
+                return Err(Error::RelativePath {
+                    what,
+                    path: path.clone(),
+                });
+            }
+        }
         if !self.cwd.starts_with('/') {
             return Err(Error::RelativeCwd {
                 cwd: self.cwd.clone(),
