@@ -75,6 +75,7 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
     )?;
     mount_dev(&root.join("dev"))?;
     mount_sys(&root.join("sys"))?;
+    protect_kernel_files(&root)?;
     for (name, _) in etc_files(spec) {
         bind(&files.join(name), &root.join("etc").join(name), false)?;
     }
@@ -339,6 +340,56 @@ fn mount_sys(sys: &Path) -> Result<(), Error> {
         return Ok(());
     }
     bind(Path::new("/sys"), sys, true)
+}
+
+/// Parts of /proc that stay read-only (docker's list): a root step could otherwise write
+/// host sysctls or `/proc/sysrq-trigger` without any capability.
+const READONLY_PATHS: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// Files and directories hidden entirely (docker's list).
+const MASKED_PATHS: [&str; 10] = [
+    "proc/acpi",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+
+/// Makes [`READONLY_PATHS`] read-only and hides [`MASKED_PATHS`] (files under /dev/null,
+/// directories under an empty read-only tmpfs); paths this kernel lacks are skipped.
+fn protect_kernel_files(root: &Path) -> Result<(), Error> {
+    for rel in READONLY_PATHS {
+        let path = root.join(rel);
+        if path.exists() {
+            bind(&path, &path, true)?;
+        }
+    }
+    for rel in MASKED_PATHS {
+        let path = root.join(rel);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => mount_legacy(
+                Some("tmpfs"),
+                &path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=555"),
+            )?,
+            Ok(_) => bind(Path::new("/dev/null"), &path, false)?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Bind-mounts `source` at `target` (recursively), read-only if asked.

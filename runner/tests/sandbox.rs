@@ -198,6 +198,81 @@ fn deletion_becomes_whiteout() -> TestResult {
     Ok(())
 }
 
+fn dev_sys_and_proc_are_minimal_and_protected() -> TestResult {
+    let step = Step::new();
+    let out = run(&step.spec(
+        "ls /dev | tr '\\n' ' '; echo; \
+         echo x > /dev/null && echo null-ok; \
+         head -c 16 /dev/urandom | wc -c; \
+         test -c /dev/pts/ptmx && echo pts-ok; \
+         echo x > /dev/shm/x && echo shm-ok; \
+         touch /sys/x 2>/dev/null || echo sys-ro; \
+         echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || echo sysctl-ro; \
+         wc -c < /proc/timer_list",
+    ))?;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    // This kernel has no /proc/kcore or /proc/sysrq-trigger; /proc/timer_list (7 KB on
+    // the host) stands for the masked paths.
+    let host_timer_list = fs::read("/proc/timer_list").map(|b| b.len()).unwrap_or(0);
+    check!(host_timer_list > 0, "/proc/timer_list is empty on the host");
+    check!(lines.len() == 8, "output {:?} {}", out.stdout, out.stderr);
+    let dev: Vec<&str> = lines[0].split_whitespace().collect();
+    let expected = [
+        "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty",
+        "urandom", "zero",
+    ];
+    check!(dev == expected, "/dev holds {dev:?}");
+    check!(
+        lines[1..7] == ["null-ok", "16", "pts-ok", "shm-ok", "sys-ro", "sysctl-ro"],
+        "{lines:?}"
+    );
+    check!(
+        lines[7].trim() == "0",
+        "/proc/timer_list not masked: {:?}",
+        lines[7]
+    );
+    Ok(())
+}
+
+fn concurrent_steps_stay_apart() -> TestResult {
+    let steps: Vec<Step> = (0..4).map(|_| Step::new()).collect();
+    let results: Vec<Result<Output, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let mut spec = step.spec(&format!("echo {i} > /mine; ls /proc | grep -c '^[0-9]'"));
+                spec.limits.pids = Some(50);
+                scope.spawn(move || run(&spec))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (step, result)) in steps.iter().zip(results).enumerate() {
+        let out = result?;
+        check!(
+            out.status.success(),
+            "step {i}: {:?} {}",
+            out.status,
+            out.stderr
+        );
+        // PID 1, the shell, ls and grep: no process of another step is visible.
+        check!(
+            out.stdout.trim().parse::<u32>().is_ok_and(|n| n <= 4),
+            "step {i} sees {:?} pids",
+            out.stdout
+        );
+        let mine = fs::read_to_string(step.upper().join("mine")).unwrap_or_default();
+        check!(mine == format!("{i}\n"), "step {i} wrote {mine:?}");
+        check!(
+            step.upper_paths() == ["mine"],
+            "step {i} upper {:?}",
+            step.upper_paths()
+        );
+    }
+    Ok(())
+}
+
 fn upper_is_a_plain_diff() -> TestResult {
     let step = Step::new();
     let out = run(&step.spec(
@@ -852,6 +927,11 @@ const TESTS: &[Test] = &[
     ("deletion_becomes_whiteout", deletion_becomes_whiteout),
     ("sees_only_its_rootfs", sees_only_its_rootfs),
     ("upper_is_a_plain_diff", upper_is_a_plain_diff),
+    ("concurrent_steps_stay_apart", concurrent_steps_stay_apart),
+    (
+        "dev_sys_and_proc_are_minimal_and_protected",
+        dev_sys_and_proc_are_minimal_and_protected,
+    ),
     ("zero_lowers_from_scratch", zero_lowers_from_scratch),
     ("memory_limit_kills_with_oom", memory_limit_kills_with_oom),
     ("pids_limit_stops_forks", pids_limit_stops_forks),
