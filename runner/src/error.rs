@@ -73,9 +73,9 @@ pub enum Error {
     Setup {
         /// The step, e.g. `mount overlay at /x/root`.
         step: String,
-        /// The OS error.
+        /// The OS error, when the step was a system call.
         #[source]
-        source: io::Error,
+        source: Option<io::Error>,
     },
     /// Creating or writing a cgroup file failed.
     #[error("cannot set up cgroup {path}")]

@@ -11,6 +11,14 @@
 //!
 //! Every process dies with its parent (`PR_SET_PDEATHSIG`), and the pid namespace dies
 //! with its PID 1, so killing the runner kills the whole step.
+//!
+//! The entry sequence, in one place (each step one call below):
+//! 1. join cgroups ([`run_init`]),
+//! 2. namespaces: `unshare` ([`run_init`]) — a rootless mode adds a user namespace here
+//!    and has the runner write the uid/gid maps (newuidmap) before going on,
+//! 3. mount the root and pivot ([`crate::rootfs::enter`], from [`run_pid1`]) — a chroot
+//!    isolation replaces unshare + pivot with `chroot`,
+//! 4. drop user and capabilities, then exec ([`crate::process::exec`]).
 
 use std::fs::File;
 use std::io::{Read, Write};

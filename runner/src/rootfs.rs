@@ -18,7 +18,7 @@ use rustix::mount::{
 };
 
 use crate::error::os;
-use crate::spec::{ExtraMount, SandboxSpec, MAX_LOWERS};
+use crate::spec::{default_hosts, host_resolv_conf, ExtraMount, SandboxSpec, MAX_LOWERS};
 use crate::Error;
 
 /// Host device nodes bound into the sandbox's /dev.
@@ -76,7 +76,7 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
     mount_dev(&root.join("dev"))?;
     mount_sys(&root.join("sys"))?;
     protect_kernel_files(&root)?;
-    for (name, _) in etc_files(spec) {
+    for name in ETC_FILES {
         bind(&files.join(name), &root.join("etc").join(name), false)?;
     }
     for extra in &spec.mounts {
@@ -103,11 +103,22 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
     pivot_into(&root)
 }
 
+/// The files bound over /etc.
+const ETC_FILES: [&str; 3] = ["hosts", "resolv.conf", "hostname"];
+
 /// The files bound over /etc, by name and contents.
 fn etc_files(spec: &SandboxSpec) -> [(&'static str, String); 3] {
     [
-        ("hosts", spec.hosts.clone()),
-        ("resolv.conf", spec.resolv_conf.clone()),
+        (
+            "hosts",
+            spec.hosts
+                .clone()
+                .unwrap_or_else(|| default_hosts(&spec.hostname)),
+        ),
+        (
+            "resolv.conf",
+            spec.resolv_conf.clone().unwrap_or_else(host_resolv_conf),
+        ),
         ("hostname", format!("{}\n", spec.hostname)),
     ]
 }
@@ -122,7 +133,7 @@ fn write_stubs(spec: &SandboxSpec, stubs: &Path) -> Result<(), Error> {
     for dir in ["proc", "dev", "sys", "etc"] {
         create_dir(&stubs.join(dir))?;
     }
-    for (name, _) in etc_files(spec) {
+    for name in ETC_FILES {
         write_file(&stubs.join("etc").join(name), b"")?;
     }
     for extra in &spec.mounts {

@@ -256,7 +256,7 @@ impl Sandbox {
             if let Message::SetupFailed { step, errno } = report {
                 return Err(Error::Setup {
                     step: step.clone(),
-                    source: std::io::Error::from_raw_os_error(*errno),
+                    source: (*errno != 0).then(|| std::io::Error::from_raw_os_error(*errno)),
                 });
             }
         }

@@ -328,7 +328,7 @@ fn upper_is_a_plain_diff() -> TestResult {
 fn sees_only_its_rootfs() -> TestResult {
     let step = Step::new();
     let mut spec = step.spec(
-        "hostname; cat /etc/hostname; echo pid=$$; ls /; ls /proc | grep -c '^[0-9]' ; test -e /work && echo HOSTWORK; cat /etc/hosts",
+        "hostname; cat /etc/hostname; echo pid=$$; ls /; ls /proc | grep -c '^[0-9]' ; test -e /work && echo HOSTWORK; grep -c steppy /etc/hosts",
     );
     spec.hostname = "steppy".into();
     let out = run(&spec)?;
@@ -347,7 +347,11 @@ fn sees_only_its_rootfs() -> TestResult {
     // PID 1 is our init, the shell is its child.
     check!(lines[2] == "pid=2", "pid {:?}", lines[2]);
     check!(!out.stdout.contains("HOSTWORK"), "host's /work visible");
-    check!(out.stdout.contains("steppy"), "/etc/hosts {:?}", out.stdout);
+    check!(
+        lines.last() == Some(&"1"),
+        "/etc/hosts lacks the hostname: {:?}",
+        out.stdout
+    );
     let nprocs_line = lines.iter().rev().find(|l| l.parse::<u32>().is_ok());
     check!(
         nprocs_line.is_some_and(|n| n.parse::<u32>().unwrap() <= 4),
