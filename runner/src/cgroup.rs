@@ -1,6 +1,6 @@
 //! The step's cgroups: created under the runner's own cgroup, limits written, removed after.
 //!
-//! Supports both layouts: v1 (one hierarchy per controller under /sys/fs/cgroup/<ctrl>,
+//! Supports both layouts: v1 (one hierarchy per controller under `/sys/fs/cgroup/<ctrl>`,
 //! as on hybrid machines) and v2 (unified /sys/fs/cgroup with cgroup.subtree_control).
 
 use std::fs;

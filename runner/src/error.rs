@@ -216,7 +216,7 @@ pub enum Error {
     /// The command was not found in the sandbox.
     #[error("executable {name:?} not found in $PATH")]
     NotFound {
-        /// argv[0].
+        /// `argv[0]`.
         name: String,
     },
     /// `execve` of the command failed.
