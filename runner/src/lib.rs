@@ -21,7 +21,6 @@ mod user;
 
 pub use error::Error;
 pub use init::sandbox_init_main;
-pub use message::Message;
 pub use process::DEFAULT_CAPABILITIES;
 pub use sandbox::{ExitStatus, Sandbox, Stream};
 pub use spec::{

@@ -38,15 +38,16 @@ pub struct ExitStatus {
 }
 
 impl ExitStatus {
-    /// True when the command exited with code 0 and nothing was OOM-killed.
+    /// True when the command exited with code 0. As in docker, a step whose command
+    /// survived the OOM kill of one of its children (and exited 0) succeeded.
     pub fn success(&self) -> bool {
-        self.code == Some(0) && !self.oom_killed
+        self.code == Some(0)
     }
 }
 
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.oom_killed {
+        if self.oom_killed && !self.success() {
             write!(f, "out of memory")?;
             if let Some(limit) = self.memory_limit {
                 write!(f, " (limit {})", human_bytes(limit))?;

@@ -415,7 +415,7 @@ fn zero_lowers_from_scratch() -> TestResult {
 fn memory_limit_kills_with_oom() -> TestResult {
     let step = Step::new();
     // dd allocates its 200 MiB block buffer and fills it: far above 64 MiB.
-    let mut spec = step.spec("dd if=/dev/zero of=/dev/null bs=200M count=1; echo survived");
+    let mut spec = step.spec("dd if=/dev/zero of=/dev/null bs=200M count=1 && echo survived");
     spec.limits = Limits {
         memory: Some(64 << 20),
         ..Limits::default()
@@ -428,7 +428,12 @@ fn memory_limit_kills_with_oom() -> TestResult {
         out.stdout,
         out.stderr
     );
-    check!(!out.status.success(), "success despite OOM");
+    check!(
+        out.status.code == Some(137),
+        "dd was not killed: {:?}",
+        out.status
+    );
+    check!(!out.stdout.contains("survived"), "dd survived");
     check!(
         out.status.to_string() == "out of memory (limit 64MiB)",
         "message {:?}",
