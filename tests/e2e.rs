@@ -5,3 +5,4 @@ mod util;
 mod cli;
 mod fixtures;
 mod frontend;
+mod runner;
