@@ -63,9 +63,15 @@ fn check(registry: &str, e: CredentialRetrievalError) -> Result<()> {
         CredentialRetrievalError::NoCredentialConfigured
         | CredentialRetrievalError::ConfigNotFound
         | CredentialRetrievalError::ConfigReadError => return Ok(()),
-        CredentialRetrievalError::HelperFailure { helper, stderr, .. } => {
-            // A helper that has nothing for this server says so; that is not an error.
-            if stderr.contains("not found") || stderr.trim().is_empty() {
+        CredentialRetrievalError::HelperFailure {
+            helper,
+            stdout,
+            stderr,
+        } => {
+            // A helper that has nothing for this server says so (on stdout, by convention);
+            // that is not an error. Its output is never repeated: it may hold secrets.
+            let said = format!("{stdout}{stderr}").to_ascii_lowercase();
+            if said.contains("not found") || said.trim().is_empty() {
                 return Ok(());
             }
             format!(

@@ -191,7 +191,7 @@ pub enum Error {
     #[error("background task failed")]
     Task(#[source] tokio::task::JoinError),
     /// The registry refused a manifest in both OCI and Docker media types.
-    #[error("{reference}: registry refused the manifest ({detail}); a zstd image has no docker media type")]
+    #[error("{reference}: registry refused the manifest ({detail})")]
     ManifestRefused {
         /// The destination.
         reference: String,

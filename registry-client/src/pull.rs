@@ -124,7 +124,11 @@ impl Client {
             let desc = manifest_desc.clone();
             let registry = reference.registry().to_string();
             let repo = repo.to_string();
-            let blobs: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
+            let blobs: Vec<String> = layers
+                .iter()
+                .chain(std::iter::once(&config))
+                .map(|l| l.digest.clone())
+                .collect();
             let expected = fetched.digest.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
                 let got = store

@@ -180,13 +180,18 @@ impl Client {
         .buffer_unordered(parallel)
         .try_collect::<Vec<Outcome>>()
         .await?;
+        let config_from: Vec<String> = sources
+            .repositories(&registry, &config_blob.digest.to_string())
+            .filter(|r| *r != repo)
+            .map(String::from)
+            .collect();
         push_blob(
             &ep,
             &repo,
             &scopes,
             store,
             config_blob,
-            &[],
+            &config_from,
             progress.clone(),
         )
         .await?;
