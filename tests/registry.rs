@@ -384,6 +384,58 @@ fn basic_auth_with_config_json_and_login() {
     let env2: Vec<(&str, &Path)> = vec![("HOME", &home), ("DOCKER_CONFIG", &other)];
     let rb3 = Rbuild::new();
     ok_env(&rb3, &env2, &["pull", &dest]);
+
+    // A credential helper named in credHelpers is run (docker-credential-<name> get).
+    let helpers = dir.path().join("helpers");
+    std::fs::create_dir_all(&helpers).unwrap();
+    let helper = helpers.join("docker-credential-rbuildtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh
+read server
+[ \"$1\" = get ] && [ \"$server\" = \"{}\" ] || exit 1
+\
+             printf '%s' '{{\"Username\":\"{user}\",\"Secret\":\"{password}\"}}'\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let with_helper = dir.path().join("docker3");
+    std::fs::create_dir_all(&with_helper).unwrap();
+    std::fs::write(
+        with_helper.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"rbuildtest"}}}}"#, registry.addr),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let path = PathBuf::from(path);
+    let env3: Vec<(&str, &Path)> = vec![
+        ("HOME", &home),
+        ("DOCKER_CONFIG", &with_helper),
+        ("PATH", &path),
+    ];
+    let rb4 = Rbuild::new();
+    ok_env(&rb4, &env3, &["pull", &dest]);
+
+    // podman's auth.json through REGISTRY_AUTH_FILE, when docker has nothing.
+    let auth_file = dir.write(
+        "podman/auth.json",
+        format!(r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#, registry.addr),
+    );
+    let empty = dir.path().join("docker-empty");
+    let env4: Vec<(&str, &Path)> = vec![
+        ("HOME", &home),
+        ("DOCKER_CONFIG", &empty),
+        ("REGISTRY_AUTH_FILE", &auth_file),
+    ];
+    let rb5 = Rbuild::new();
+    ok_env(&rb5, &env4, &["pull", &dest]);
 }
 
 #[test]
