@@ -41,7 +41,7 @@ pub use pull::PulledImage;
 pub use push::PushedImage;
 pub use reference::{normalize_registry, Reference, DOCKER_HUB};
 pub use secret::{Credential, Secret};
-pub use transport::{default_cert_dirs, is_loopback, ClientOptions, CredentialSource};
+pub use transport::{default_cert_dirs, is_loopback, ClientOptions, CredentialSource, UploadMode};
 
 /// The registry client's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -20,9 +20,6 @@ use crate::store_desc;
 use crate::transport::{registry_error_detail, status_error, Body, Endpoint, Req};
 use crate::{Error, Result};
 
-/// Size of one PATCH in a chunked upload.
-const CHUNK: u64 = 16 << 20;
-
 /// What a push put in the registry.
 #[derive(Debug, Clone)]
 pub struct PushedImage {
@@ -369,7 +366,8 @@ async fn push_blob(
 
     let path = store.blobs().path(digest);
     progress.started(digest, blob.size);
-    let mut chunked = false;
+    let chunk_size = ep.chunk_size();
+    let mut chunked = ep.always_chunked();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -383,7 +381,7 @@ async fn push_blob(
             blob,
             &path,
             session.take(),
-            chunked,
+            chunked.then_some(chunk_size),
             &progress,
         )
         .await;
@@ -415,7 +413,7 @@ async fn upload(
     blob: &Blob,
     path: &std::path::Path,
     session: Option<String>,
-    chunked: bool,
+    chunked: Option<u64>,
     progress: &Arc<dyn Progress>,
 ) -> Result<()> {
     let digest = &blob.digest;
@@ -432,10 +430,10 @@ async fn upload(
             location(ep, &resp).await?
         }
     };
-    if chunked {
+    if let Some(chunk) = chunked {
         let mut offset = 0;
         while offset < blob.size {
-            let len = CHUNK.min(blob.size - offset);
+            let len = chunk.min(blob.size - offset);
             let req = Req::new(Method::PATCH, loc.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_RANGE, &format!("{offset}-{}", offset + len - 1))

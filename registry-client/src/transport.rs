@@ -48,6 +48,31 @@ pub struct ClientOptions {
     pub attempts: u32,
     /// First retry delay; doubles per attempt.
     pub backoff: Duration,
+    /// How blobs are uploaded.
+    pub upload: UploadMode,
+}
+
+/// How blobs are uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadMode {
+    /// One PUT per blob; PATCH chunks of `chunk_size` when the registry refuses that.
+    Monolithic {
+        /// Chunk size for the fallback.
+        chunk_size: u64,
+    },
+    /// Always PATCH chunks of `chunk_size` (registries behind proxies with a body limit).
+    Chunked {
+        /// Bytes per PATCH.
+        chunk_size: u64,
+    },
+}
+
+impl Default for UploadMode {
+    fn default() -> Self {
+        UploadMode::Monolithic {
+            chunk_size: 16 << 20,
+        }
+    }
 }
 
 impl Default for ClientOptions {
@@ -59,6 +84,7 @@ impl Default for ClientOptions {
             parallel: 3,
             attempts: 5,
             backoff: Duration::from_millis(200),
+            upload: UploadMode::default(),
         }
     }
 }
@@ -158,6 +184,7 @@ pub(crate) struct Endpoint {
     auth: Mutex<AuthState>,
     attempts: u32,
     backoff: Duration,
+    upload: UploadMode,
 }
 
 impl Endpoint {
@@ -219,6 +246,7 @@ impl Endpoint {
             }),
             attempts: options.attempts.max(1),
             backoff: options.backoff,
+            upload: options.upload,
         })
     }
 
@@ -456,6 +484,20 @@ impl Endpoint {
         let backoff = self.backoff * 2u32.saturating_pow(attempt.saturating_sub(1));
         let wait = server_says.unwrap_or(backoff).min(Duration::from_secs(30));
         tokio::time::sleep(wait).await;
+    }
+
+    /// Bytes per PATCH in a chunked upload.
+    pub(crate) fn chunk_size(&self) -> u64 {
+        match self.upload {
+            UploadMode::Monolithic { chunk_size } | UploadMode::Chunked { chunk_size } => {
+                chunk_size.max(1)
+            }
+        }
+    }
+
+    /// Whether every upload is chunked.
+    pub(crate) fn always_chunked(&self) -> bool {
+        matches!(self.upload, UploadMode::Chunked { .. })
     }
 
     /// Attempts allowed per operation.
