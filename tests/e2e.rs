@@ -5,4 +5,5 @@ mod util;
 mod cli;
 mod fixtures;
 mod frontend;
+mod registry;
 mod runner;
