@@ -68,6 +68,9 @@ pub enum Error {
         /// How the init ended.
         status: std::process::ExitStatus,
     },
+    /// The step was stopped through its [`crate::Cancel`] handle.
+    #[error("the step was cancelled")]
+    Cancelled,
     /// A setup step inside the sandbox failed (reported by the init over the pipe).
     #[error("sandbox setup failed: {step}")]
     Setup {

@@ -22,7 +22,7 @@ mod user;
 pub use error::Error;
 pub use init::sandbox_init_main;
 pub use process::DEFAULT_CAPABILITIES;
-pub use sandbox::{ExitStatus, Sandbox, Stream};
+pub use sandbox::{Cancel, ExitStatus, Sandbox, Stream};
 pub use spec::{
     default_hosts, host_resolv_conf, ExtraMount, Limits, Network, SandboxSpec, User, DEFAULT_PATH,
     MAX_LOWERS,

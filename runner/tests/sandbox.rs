@@ -907,6 +907,53 @@ fn cpu_quota_is_applied_to_the_step() -> TestResult {
     Ok(())
 }
 
+fn cancel_kills_the_step() -> TestResult {
+    let before = host_mountinfo();
+    let step = Step::new();
+    let marker = format!("cancel-{}", step.dir.path().display());
+    let spec = step.spec(&format!("touch /ready; sleep 1000; : {marker}"));
+    let cancel = rbuild_runner::Cancel::new();
+    let result = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| sandbox().run_cancellable(&spec, &mut |_, _| {}, &cancel));
+        let started = poll("the step to start", || step.upper().join("ready").exists());
+        cancel.cancel();
+        started.map(|()| handle.join().unwrap())
+    })?;
+    check!(
+        matches!(result, Err(rbuild_runner::Error::Cancelled)),
+        "result {result:?}"
+    );
+    // PID 1 dies with the init (PR_SET_PDEATHSIG), asynchronously.
+    poll("the step's processes to die", || {
+        processes_with(&marker).is_empty()
+    })?;
+    check!(host_mountinfo() == before, "host mounts changed");
+    // A cancelled handle stops the next step before it starts.
+    let result = sandbox().run_cancellable(&step.spec("true"), &mut |_, _| {}, &cancel);
+    check!(
+        matches!(result, Err(rbuild_runner::Error::Cancelled)),
+        "result {result:?}"
+    );
+    Ok(())
+}
+
+fn long_lines_are_cut() -> TestResult {
+    let step = Step::new();
+    let mut pieces = Vec::new();
+    let status = sandbox()
+        .run(
+            &step.spec("head -c 200000 /dev/zero | tr '\\0' x; echo; echo end"),
+            &mut |_, line| pieces.push(line.len()),
+        )
+        .map_err(|e| error_chain(&e))?;
+    check!(status.success(), "status {status:?}");
+    check!(
+        pieces == [65536, 65536, 65536, 3393, 4],
+        "pieces {pieces:?}"
+    );
+    Ok(())
+}
+
 /// Helper mode for the kill test and benchmarks: run the spec in file argv[2].
 const RUN_STEP_ARG: &str = "run-step";
 
@@ -937,6 +984,8 @@ const TESTS: &[Test] = &[
     ("sees_only_its_rootfs", sees_only_its_rootfs),
     ("upper_is_a_plain_diff", upper_is_a_plain_diff),
     ("concurrent_steps_stay_apart", concurrent_steps_stay_apart),
+    ("cancel_kills_the_step", cancel_kills_the_step),
+    ("long_lines_are_cut", long_lines_are_cut),
     (
         "dev_sys_and_proc_are_minimal_and_protected",
         dev_sys_and_proc_are_minimal_and_protected,
