@@ -1030,10 +1030,25 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(RUN_STEP_ARG) {
         return run_step_main(&std::env::args().nth(2).unwrap_or_default());
     }
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    // libtest's flags are accepted and ignored (tests run one by one); the rest filter.
+    let mut filter = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if [
+            "--test-threads",
+            "--skip",
+            "--format",
+            "--color",
+            "--logfile",
+            "-Z",
+        ]
+        .contains(&arg.as_str())
+        {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filter.push(arg);
+        }
+    }
     let selected: Vec<_> = TESTS
         .iter()
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
