@@ -151,6 +151,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A mount target could not be resolved inside the new root.
+    #[error("resolve mount target {path} inside {root}")]
+    Resolve {
+        /// The target, as a path in the sandbox.
+        path: String,
+        /// The new root.
+        root: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// Creating a mountpoint, stub or /dev entry failed.
     #[error("create {path}")]
     Create {
@@ -244,6 +255,7 @@ impl Error {
             Error::Fork { source, .. }
             | Error::Mount { source, .. }
             | Error::Create { source, .. }
+            | Error::Resolve { source, .. }
             | Error::PivotRoot { source, .. }
             | Error::Hostname { source, .. }
             | Error::JoinCgroup { source, .. }

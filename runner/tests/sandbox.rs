@@ -273,6 +273,53 @@ fn concurrent_steps_stay_apart() -> TestResult {
     Ok(())
 }
 
+fn image_symlinks_resolve_inside_the_root() -> TestResult {
+    // An image whose mount targets are absolute symlinks: they must resolve in the image,
+    // never on the host (where these paths do not exist).
+    let image = tempfile::tempdir().unwrap();
+    let unique = format!("rbuild-{}", std::process::id());
+    fs::create_dir_all(image.path().join("etc")).unwrap();
+    fs::create_dir_all(image.path().join(format!("srv/{unique}"))).unwrap();
+    fs::write(image.path().join(format!("etc/{unique}-hosts")), "image\n").unwrap();
+    symlink(
+        format!("/etc/{unique}-hosts"),
+        image.path().join("etc/hosts"),
+    )
+    .unwrap();
+    symlink(format!("/srv/{unique}"), image.path().join("cache")).unwrap();
+    check!(
+        !Path::new("/etc").join(format!("{unique}-hosts")).exists(),
+        "host has the target"
+    );
+    let step = Step::new();
+    let cache = tempfile::tempdir().unwrap();
+    let mut spec = step.spec("grep -c steppy /etc/hosts; echo c > /cache/c");
+    spec.hostname = "steppy".into();
+    spec.lowers.insert(0, image.path().to_path_buf());
+    spec.mounts.push(ExtraMount::Bind {
+        source: cache.path().to_path_buf(),
+        target: "/cache".into(),
+        readonly: false,
+    });
+    let out = run(&spec)?;
+    check!(
+        out.stdout == "1\n",
+        "output {:?} {}",
+        out.stdout,
+        out.stderr
+    );
+    check!(
+        fs::read_to_string(cache.path().join("c")).unwrap_or_default() == "c\n",
+        "cache write lost"
+    );
+    check!(
+        step.upper_paths().is_empty(),
+        "upper holds {:?}",
+        step.upper_paths()
+    );
+    Ok(())
+}
+
 fn upper_is_a_plain_diff() -> TestResult {
     let step = Step::new();
     let out = run(&step.spec(
@@ -983,6 +1030,10 @@ const TESTS: &[Test] = &[
     ("deletion_becomes_whiteout", deletion_becomes_whiteout),
     ("sees_only_its_rootfs", sees_only_its_rootfs),
     ("upper_is_a_plain_diff", upper_is_a_plain_diff),
+    (
+        "image_symlinks_resolve_inside_the_root",
+        image_symlinks_resolve_inside_the_root,
+    ),
     ("concurrent_steps_stay_apart", concurrent_steps_stay_apart),
     ("cancel_kills_the_step", cancel_kills_the_step),
     ("long_lines_are_cut", long_lines_are_cut),
