@@ -139,14 +139,18 @@ fn resolve_in_root(root: &Path, target: &str) -> Result<PathBuf, Error> {
         FsMode::empty(),
     )
     .map_err(|e| failed(e.into()))?;
-    let fd = rustix::fs::openat2(
+    let fd = match rustix::fs::openat2(
         &root_fd,
         target.trim_start_matches('/'),
         OFlags::PATH | OFlags::CLOEXEC,
         FsMode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(|e| failed(e.into()))?;
+    ) {
+        Ok(fd) => fd,
+        // Before Linux 5.6: no openat2, so symlinks on the way are refused instead.
+        Err(rustix::io::Errno::NOSYS) => return resolve_without_symlinks(root, target),
+        Err(err) => return Err(failed(err.into())),
+    };
     let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(failed)?;
     if real.starts_with(root) {
         Ok(real)
@@ -154,6 +158,33 @@ fn resolve_in_root(root: &Path, target: &str) -> Result<PathBuf, Error> {
         // Not reachable with RESOLVE_IN_ROOT; kept as the invariant the mounts rely on.
         Err(failed(io::Error::from_raw_os_error(libc::EXDEV)))
     }
+}
+
+/// [`resolve_in_root`] for kernels without `openat2`: `target` must not pass a symlink.
+fn resolve_without_symlinks(root: &Path, target: &str) -> Result<PathBuf, Error> {
+    let mut path = root.to_path_buf();
+    for component in target.split('/').filter(|c| !c.is_empty()) {
+        path.push(component);
+        let is_link = fs::symlink_metadata(&path).map(|m| m.file_type().is_symlink());
+        match is_link {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(Error::Resolve {
+                    path: target.to_string(),
+                    root: root.to_path_buf(),
+                    source: io::Error::from_raw_os_error(libc::ELOOP),
+                })
+            }
+            Err(source) => {
+                return Err(Error::Resolve {
+                    path: target.to_string(),
+                    root: root.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(path)
 }
 
 /// A path inside the new root for an absolute sandbox path.
