@@ -9,7 +9,7 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -60,6 +60,7 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
         write_file(&files.join(name), contents.as_bytes())?;
     }
 
+    align_upper_root(spec)?;
     let mut lowers: Vec<&Path> = spec.lowers.iter().map(PathBuf::as_path).collect();
     lowers.push(&stubs);
     let mounted = !legacy_overlay && mount_overlay(&lowers, &spec.upper, &ovl_work, &root)?;
@@ -102,6 +103,28 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
         }
     }
     pivot_into(&root)
+}
+
+/// The merged root directory takes its mode and owner from the upper dir, so the upper dir
+/// gets the image's (the top-most lower's; `0755 root` for `FROM scratch`). A `0700` upper
+/// dir, as temp-dir helpers make, would otherwise lock every non-root user out of `/`.
+fn align_upper_root(spec: &SandboxSpec) -> Result<(), Error> {
+    let (mode, uid, gid) = match spec.lowers.first() {
+        Some(top) => {
+            let meta = fs::metadata(top).map_err(|source| Error::Create {
+                path: top.clone(),
+                source,
+            })?;
+            (meta.mode() & 0o7777, meta.uid(), meta.gid())
+        }
+        None => (0o755, 0, 0),
+    };
+    let failed = |source: io::Error| Error::Create {
+        path: spec.upper.clone(),
+        source,
+    };
+    fs::set_permissions(&spec.upper, fs::Permissions::from_mode(mode)).map_err(failed)?;
+    std::os::unix::fs::chown(&spec.upper, Some(uid), Some(gid)).map_err(failed)
 }
 
 /// The files bound over /etc.

@@ -2,7 +2,7 @@
 //! binary is also the sandbox's init (argv[1] == INIT_ARG), like the `rbuild` binary.
 
 use std::fs;
-use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -574,6 +574,9 @@ fn capabilities_are_dockers_set() -> TestResult {
 
 fn runs_as_user_without_caps() -> TestResult {
     let step = Step::new();
+    // A 0700 upper dir (as temp-dir helpers make) must not lock the user out of `/`.
+    fs::create_dir_all(step.upper()).unwrap();
+    fs::set_permissions(step.upper(), fs::Permissions::from_mode(0o700)).unwrap();
     let mut spec = step.spec("id -u; id -g; id -G; grep CapEff /proc/self/status; touch /etc/x 2>/dev/null || echo denied");
     spec.user = User {
         uid: 65534,
