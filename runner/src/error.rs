@@ -68,6 +68,9 @@ pub enum Error {
         /// How the init ended.
         status: std::process::ExitStatus,
     },
+    /// The step was stopped through its [`crate::Cancel`] handle.
+    #[error("the step was cancelled")]
+    Cancelled,
     /// A setup step inside the sandbox failed (reported by the init over the pipe).
     #[error("sandbox setup failed: {step}")]
     Setup {
@@ -144,6 +147,17 @@ pub enum Error {
         what: String,
         /// The mountpoint.
         target: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A mount target could not be resolved inside the new root.
+    #[error("resolve mount target {path} inside {root}")]
+    Resolve {
+        /// The target, as a path in the sandbox.
+        path: String,
+        /// The new root.
+        root: PathBuf,
         /// The cause.
         #[source]
         source: io::Error,
@@ -241,6 +255,7 @@ impl Error {
             Error::Fork { source, .. }
             | Error::Mount { source, .. }
             | Error::Create { source, .. }
+            | Error::Resolve { source, .. }
             | Error::PivotRoot { source, .. }
             | Error::Hostname { source, .. }
             | Error::JoinCgroup { source, .. }

@@ -7,11 +7,13 @@
 //! upper dir only ever holds what the command wrote.
 
 use std::fs;
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use rustix::fs::{Mode as FsMode, OFlags, ResolveFlags};
 use rustix::mount::{
     fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags,
     MountAttrFlags, MoveMountFlags,
@@ -58,6 +60,7 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
         write_file(&files.join(name), contents.as_bytes())?;
     }
 
+    align_upper_root(spec)?;
     let mut lowers: Vec<&Path> = spec.lowers.iter().map(PathBuf::as_path).collect();
     lowers.push(&stubs);
     let mounted = !legacy_overlay && mount_overlay(&lowers, &spec.upper, &ovl_work, &root)?;
@@ -65,22 +68,21 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
         mount_overlay_legacy(&lowers, &spec.upper, &ovl_work, &root)?;
     }
 
+    // Every target below is resolved inside the new root first: a symlink in the image
+    // (`/proc -> /`, `/etc/hosts -> /etc/shadow`) must not send a mount outside it.
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount_legacy(
-        Some("proc"),
-        &root.join("proc"),
-        Some("proc"),
-        nosuid_nodev_noexec,
-        None,
-    )?;
-    mount_dev(&root.join("dev"))?;
-    mount_sys(&root.join("sys"))?;
-    protect_kernel_files(&root)?;
+    let proc = resolve_in_root(&root, "/proc")?;
+    mount_legacy(Some("proc"), &proc, Some("proc"), nosuid_nodev_noexec, None)?;
+    mount_dev(&resolve_in_root(&root, "/dev")?)?;
+    let sys = resolve_in_root(&root, "/sys")?;
+    mount_sys(&sys)?;
+    protect_kernel_files(&proc, &sys)?;
     for name in ETC_FILES {
-        bind(&files.join(name), &root.join("etc").join(name), false)?;
+        let target = resolve_in_root(&root, &format!("/etc/{name}"))?;
+        bind(&files.join(name), &target, false)?;
     }
     for extra in &spec.mounts {
-        let target = inside(&root, extra.target());
+        let target = resolve_in_root(&root, extra.target())?;
         match extra {
             ExtraMount::Bind {
                 source, readonly, ..
@@ -103,6 +105,28 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
     pivot_into(&root)
 }
 
+/// The merged root directory takes its mode and owner from the upper dir, so the upper dir
+/// gets the image's (the top-most lower's; `0755 root` for `FROM scratch`). A `0700` upper
+/// dir, as temp-dir helpers make, would otherwise lock every non-root user out of `/`.
+fn align_upper_root(spec: &SandboxSpec) -> Result<(), Error> {
+    let (mode, uid, gid) = match spec.lowers.first() {
+        Some(top) => {
+            let meta = fs::metadata(top).map_err(|source| Error::Create {
+                path: top.clone(),
+                source,
+            })?;
+            (meta.mode() & 0o7777, meta.uid(), meta.gid())
+        }
+        None => (0o755, 0, 0),
+    };
+    let failed = |source: io::Error| Error::Create {
+        path: spec.upper.clone(),
+        source,
+    };
+    fs::set_permissions(&spec.upper, fs::Permissions::from_mode(mode)).map_err(failed)?;
+    std::os::unix::fs::chown(&spec.upper, Some(uid), Some(gid)).map_err(failed)
+}
+
 /// The files bound over /etc.
 const ETC_FILES: [&str; 3] = ["hosts", "resolv.conf", "hostname"];
 
@@ -121,6 +145,69 @@ fn etc_files(spec: &SandboxSpec) -> [(&'static str, String); 3] {
         ),
         ("hostname", format!("{}\n", spec.hostname)),
     ]
+}
+
+/// The real path of the absolute sandbox path `target`, following the image's symlinks as
+/// if `root` were `/` (`openat2` with `RESOLVE_IN_ROOT`). Nothing in the sandbox runs yet,
+/// so the path cannot change between this lookup and the mount.
+fn resolve_in_root(root: &Path, target: &str) -> Result<PathBuf, Error> {
+    let failed = |source: io::Error| Error::Resolve {
+        path: target.to_string(),
+        root: root.to_path_buf(),
+        source,
+    };
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        FsMode::empty(),
+    )
+    .map_err(|e| failed(e.into()))?;
+    let fd = match rustix::fs::openat2(
+        &root_fd,
+        target.trim_start_matches('/'),
+        OFlags::PATH | OFlags::CLOEXEC,
+        FsMode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        // Before Linux 5.6: no openat2, so symlinks on the way are refused instead.
+        Err(rustix::io::Errno::NOSYS) => return resolve_without_symlinks(root, target),
+        Err(err) => return Err(failed(err.into())),
+    };
+    let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(failed)?;
+    if real.starts_with(root) {
+        Ok(real)
+    } else {
+        // Not reachable with RESOLVE_IN_ROOT; kept as the invariant the mounts rely on.
+        Err(failed(io::Error::from_raw_os_error(libc::EXDEV)))
+    }
+}
+
+/// [`resolve_in_root`] for kernels without `openat2`: `target` must not pass a symlink.
+fn resolve_without_symlinks(root: &Path, target: &str) -> Result<PathBuf, Error> {
+    let mut path = root.to_path_buf();
+    for component in target.split('/').filter(|c| !c.is_empty()) {
+        path.push(component);
+        let is_link = fs::symlink_metadata(&path).map(|m| m.file_type().is_symlink());
+        match is_link {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(Error::Resolve {
+                    path: target.to_string(),
+                    root: root.to_path_buf(),
+                    source: io::Error::from_raw_os_error(libc::ELOOP),
+                })
+            }
+            Err(source) => {
+                return Err(Error::Resolve {
+                    path: target.to_string(),
+                    root: root.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(path)
 }
 
 /// A path inside the new root for an absolute sandbox path.
@@ -355,39 +442,34 @@ fn mount_sys(sys: &Path) -> Result<(), Error> {
 
 /// Parts of /proc that stay read-only (docker's list): a root step could otherwise write
 /// host sysctls or `/proc/sysrq-trigger` without any capability.
-const READONLY_PATHS: [&str; 5] = [
-    "proc/bus",
-    "proc/fs",
-    "proc/irq",
-    "proc/sys",
-    "proc/sysrq-trigger",
+const READONLY_PATHS: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+/// Files and directories of /proc hidden entirely (docker's list).
+const MASKED_PROC_PATHS: [&str; 8] = [
+    "acpi",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "scsi",
 ];
 
-/// Files and directories hidden entirely (docker's list).
-const MASKED_PATHS: [&str; 10] = [
-    "proc/acpi",
-    "proc/kcore",
-    "proc/keys",
-    "proc/latency_stats",
-    "proc/timer_list",
-    "proc/timer_stats",
-    "proc/sched_debug",
-    "proc/scsi",
-    "sys/firmware",
-    "sys/devices/virtual/powercap",
-];
+/// Directories of /sys hidden entirely (docker's list).
+const MASKED_SYS_PATHS: [&str; 2] = ["firmware", "devices/virtual/powercap"];
 
-/// Makes [`READONLY_PATHS`] read-only and hides [`MASKED_PATHS`] (files under /dev/null,
+/// Makes [`READONLY_PATHS`] read-only and hides the masked paths (files under /dev/null,
 /// directories under an empty read-only tmpfs); paths this kernel lacks are skipped.
-fn protect_kernel_files(root: &Path) -> Result<(), Error> {
+fn protect_kernel_files(proc: &Path, sys: &Path) -> Result<(), Error> {
     for rel in READONLY_PATHS {
-        let path = root.join(rel);
+        let path = proc.join(rel);
         if path.exists() {
             bind(&path, &path, true)?;
         }
     }
-    for rel in MASKED_PATHS {
-        let path = root.join(rel);
+    let masked = MASKED_PROC_PATHS.iter().map(|rel| proc.join(rel));
+    for path in masked.chain(MASKED_SYS_PATHS.iter().map(|rel| sys.join(rel))) {
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => mount_legacy(
                 Some("tmpfs"),

@@ -2,7 +2,7 @@
 //! binary is also the sandbox's init (argv[1] == INIT_ARG), like the `rbuild` binary.
 
 use std::fs;
-use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -273,6 +273,53 @@ fn concurrent_steps_stay_apart() -> TestResult {
     Ok(())
 }
 
+fn image_symlinks_resolve_inside_the_root() -> TestResult {
+    // An image whose mount targets are absolute symlinks: they must resolve in the image,
+    // never on the host (where these paths do not exist).
+    let image = tempfile::tempdir().unwrap();
+    let unique = format!("rbuild-{}", std::process::id());
+    fs::create_dir_all(image.path().join("etc")).unwrap();
+    fs::create_dir_all(image.path().join(format!("srv/{unique}"))).unwrap();
+    fs::write(image.path().join(format!("etc/{unique}-hosts")), "image\n").unwrap();
+    symlink(
+        format!("/etc/{unique}-hosts"),
+        image.path().join("etc/hosts"),
+    )
+    .unwrap();
+    symlink(format!("/srv/{unique}"), image.path().join("cache")).unwrap();
+    check!(
+        !Path::new("/etc").join(format!("{unique}-hosts")).exists(),
+        "host has the target"
+    );
+    let step = Step::new();
+    let cache = tempfile::tempdir().unwrap();
+    let mut spec = step.spec("grep -c steppy /etc/hosts; echo c > /cache/c");
+    spec.hostname = "steppy".into();
+    spec.lowers.insert(0, image.path().to_path_buf());
+    spec.mounts.push(ExtraMount::Bind {
+        source: cache.path().to_path_buf(),
+        target: "/cache".into(),
+        readonly: false,
+    });
+    let out = run(&spec)?;
+    check!(
+        out.stdout == "1\n",
+        "output {:?} {}",
+        out.stdout,
+        out.stderr
+    );
+    check!(
+        fs::read_to_string(cache.path().join("c")).unwrap_or_default() == "c\n",
+        "cache write lost"
+    );
+    check!(
+        step.upper_paths().is_empty(),
+        "upper holds {:?}",
+        step.upper_paths()
+    );
+    Ok(())
+}
+
 fn upper_is_a_plain_diff() -> TestResult {
     let step = Step::new();
     let out = run(&step.spec(
@@ -527,6 +574,9 @@ fn capabilities_are_dockers_set() -> TestResult {
 
 fn runs_as_user_without_caps() -> TestResult {
     let step = Step::new();
+    // A 0700 upper dir (as temp-dir helpers make) must not lock the user out of `/`.
+    fs::create_dir_all(step.upper()).unwrap();
+    fs::set_permissions(step.upper(), fs::Permissions::from_mode(0o700)).unwrap();
     let mut spec = step.spec("id -u; id -g; id -G; grep CapEff /proc/self/status; touch /etc/x 2>/dev/null || echo denied");
     spec.user = User {
         uid: 65534,
@@ -907,6 +957,53 @@ fn cpu_quota_is_applied_to_the_step() -> TestResult {
     Ok(())
 }
 
+fn cancel_kills_the_step() -> TestResult {
+    let before = host_mountinfo();
+    let step = Step::new();
+    let marker = format!("cancel-{}", step.dir.path().display());
+    let spec = step.spec(&format!("touch /ready; sleep 1000; : {marker}"));
+    let cancel = rbuild_runner::Cancel::new();
+    let result = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| sandbox().run_cancellable(&spec, &mut |_, _| {}, &cancel));
+        let started = poll("the step to start", || step.upper().join("ready").exists());
+        cancel.cancel();
+        started.map(|()| handle.join().unwrap())
+    })?;
+    check!(
+        matches!(result, Err(rbuild_runner::Error::Cancelled)),
+        "result {result:?}"
+    );
+    // PID 1 dies with the init (PR_SET_PDEATHSIG), asynchronously.
+    poll("the step's processes to die", || {
+        processes_with(&marker).is_empty()
+    })?;
+    check!(host_mountinfo() == before, "host mounts changed");
+    // A cancelled handle stops the next step before it starts.
+    let result = sandbox().run_cancellable(&step.spec("true"), &mut |_, _| {}, &cancel);
+    check!(
+        matches!(result, Err(rbuild_runner::Error::Cancelled)),
+        "result {result:?}"
+    );
+    Ok(())
+}
+
+fn long_lines_are_cut() -> TestResult {
+    let step = Step::new();
+    let mut pieces = Vec::new();
+    let status = sandbox()
+        .run(
+            &step.spec("head -c 200000 /dev/zero | tr '\\0' x; echo; echo end"),
+            &mut |_, line| pieces.push(line.len()),
+        )
+        .map_err(|e| error_chain(&e))?;
+    check!(status.success(), "status {status:?}");
+    check!(
+        pieces == [65536, 65536, 65536, 3393, 4],
+        "pieces {pieces:?}"
+    );
+    Ok(())
+}
+
 /// Helper mode for the kill test and benchmarks: run the spec in file argv[2].
 const RUN_STEP_ARG: &str = "run-step";
 
@@ -936,7 +1033,13 @@ const TESTS: &[Test] = &[
     ("deletion_becomes_whiteout", deletion_becomes_whiteout),
     ("sees_only_its_rootfs", sees_only_its_rootfs),
     ("upper_is_a_plain_diff", upper_is_a_plain_diff),
+    (
+        "image_symlinks_resolve_inside_the_root",
+        image_symlinks_resolve_inside_the_root,
+    ),
     ("concurrent_steps_stay_apart", concurrent_steps_stay_apart),
+    ("cancel_kills_the_step", cancel_kills_the_step),
+    ("long_lines_are_cut", long_lines_are_cut),
     (
         "dev_sys_and_proc_are_minimal_and_protected",
         dev_sys_and_proc_are_minimal_and_protected,
@@ -981,10 +1084,25 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(RUN_STEP_ARG) {
         return run_step_main(&std::env::args().nth(2).unwrap_or_default());
     }
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    // libtest's flags are accepted and ignored (tests run one by one); the rest filter.
+    let mut filter = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if [
+            "--test-threads",
+            "--skip",
+            "--format",
+            "--color",
+            "--logfile",
+            "-Z",
+        ]
+        .contains(&arg.as_str())
+        {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filter.push(arg);
+        }
+    }
     let selected: Vec<_> = TESTS
         .iter()
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
