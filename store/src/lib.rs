@@ -5,6 +5,7 @@
 //! The store is blocking code and never mounts anything: it hands out paths.
 #![deny(missing_docs)]
 
+mod archive;
 mod blob;
 mod cache;
 mod compress;

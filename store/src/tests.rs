@@ -265,3 +265,257 @@ fn mknod(path: &Path, fmt: libc::mode_t, major: u32, minor: u32) {
     let r = unsafe { libc::mknod(c.as_ptr(), fmt | 0o644, libc::makedev(major, minor)) };
     assert_eq!(r, 0, "mknod {}", path.display());
 }
+
+/// A tar built by hand: (name, type, link target, body). Names are written raw, so `..`
+/// and absolute paths get through.
+fn hostile_tar(members: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, body) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(*kind);
+        h.set_mode(0o755);
+        h.set_size(body.len() as u64);
+        h.set_mtime(1);
+        h.set_uid(0);
+        h.set_gid(0);
+        let u = h.as_ustar_mut().unwrap();
+        u.name[..name.len()].copy_from_slice(name.as_bytes());
+        u.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_device_major(0).unwrap();
+        h.set_device_minor(0).unwrap();
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(body);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
+
+#[test]
+fn hostile_tars_never_write_outside_the_snapshot() {
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    let base = tempfile::tempdir().unwrap();
+    let outside = base.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"precious").unwrap();
+    let outside_s = outside.to_str().unwrap().to_owned();
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "dotdot",
+            hostile_tar(&[("../outside/pwned", Regular, "", b"x")]),
+            true,
+        ),
+        (
+            "nested dotdot",
+            hostile_tar(&[("a/../../outside/pwned", Regular, "", b"x")]),
+            true,
+        ),
+        (
+            "symlink escape",
+            hostile_tar(&[
+                ("esc", Symlink, &outside_s, b""),
+                ("esc/pwned", Regular, "", b"x"),
+            ]),
+            true,
+        ),
+        (
+            "relative symlink escape",
+            hostile_tar(&[
+                ("up", Symlink, "../outside", b""),
+                ("up/pwned", Regular, "", b"x"),
+            ]),
+            true,
+        ),
+        (
+            "symlinked dir then file",
+            hostile_tar(&[
+                ("d", Directory, "", b""),
+                ("d/l", Symlink, "/", b""),
+                ("d/l/etc/pwned", Regular, "", b"x"),
+            ]),
+            true,
+        ),
+        (
+            "hardlink absolute",
+            hostile_tar(&[("h", Link, "/etc/hostname", b"")]),
+            true,
+        ),
+        (
+            "hardlink dotdot",
+            hostile_tar(&[("h", Link, "../outside/victim", b"")]),
+            true,
+        ),
+        (
+            "hardlink through symlink",
+            hostile_tar(&[
+                ("s", Symlink, &outside_s, b""),
+                ("h", Link, "s/victim", b""),
+            ]),
+            true,
+        ),
+        (
+            "whiteout dotdot",
+            hostile_tar(&[("a/.wh...", Regular, "", b"")]),
+            true,
+        ),
+        // An absolute member name lands inside the snapshot.
+        (
+            "absolute",
+            hostile_tar(&[("/outside/pwned", Regular, "", b"x")]),
+            false,
+        ),
+    ];
+    for (what, bytes, refused) in cases {
+        let dest = base.path().join(format!("dest-{}", what.replace(' ', "-")));
+        std::fs::create_dir(&dest).unwrap();
+        let r = unpack_layer(&bytes[..], &dest, None, what);
+        assert_eq!(r.is_err(), refused, "{what}: {r:?}");
+        if let Err(e) = &r {
+            assert!(matches!(e, Error::UnsafeMember { .. }), "{what}: {e}");
+        }
+        assert_eq!(
+            std::fs::read(outside.join("victim")).unwrap(),
+            b"precious",
+            "{what}"
+        );
+        assert!(!outside.join("pwned").exists(), "{what}: wrote outside");
+        assert!(!Path::new("/etc/pwned").exists());
+    }
+    let abs = base.path().join("dest-absolute/outside/pwned");
+    assert_eq!(std::fs::read(abs).unwrap(), b"x");
+}
+
+#[test]
+fn a_symlink_replaced_by_a_file_is_not_followed() {
+    use tar::EntryType::{Regular, Symlink};
+    let base = tempfile::tempdir().unwrap();
+    let target = base.path().join("target");
+    std::fs::write(&target, b"keep").unwrap();
+    let dest = base.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let bytes = hostile_tar(&[
+        ("f", Symlink, target.to_str().unwrap(), b""),
+        ("f", Regular, "", b"new"),
+    ]);
+    unpack_layer(&bytes[..], &dest, None, "replace").unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"new");
+    assert!(!std::fs::symlink_metadata(dest.join("f"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn same_directory_gives_same_diff_id_and_epoch_clamps() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        write(
+            dir.path(),
+            &format!("d{}/f{i}", i % 7),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let tar = |opts: &TarOptions| {
+        let mut v = Vec::new();
+        write_layer_tar(dir.path(), &mut v, opts).unwrap();
+        Digest::of(&v)
+    };
+    let a = tar(&TarOptions::default());
+    assert_eq!(a, tar(&TarOptions::default()));
+    let epoch = TarOptions {
+        source_date_epoch: Some(100),
+    };
+    let clamped = tar(&epoch);
+    assert_ne!(clamped, a);
+    // Touching files changes nothing once mtimes are clamped.
+    let t = filetime::FileTime::from_unix_time(2_000_000_000, 0);
+    filetime::set_file_mtime(dir.path().join("d0/f0"), t).unwrap();
+    assert_eq!(tar(&epoch), clamped);
+    assert_ne!(tar(&TarOptions::default()), a);
+    // Every mtime in the clamped tar is <= 100.
+    let mut v = Vec::new();
+    write_layer_tar(dir.path(), &mut v, &epoch).unwrap();
+    for e in tar::Archive::new(&v[..]).entries().unwrap() {
+        let e = e.unwrap();
+        assert!(e.header().mtime().unwrap() <= 100);
+        assert_eq!(e.header().username_bytes(), Some(&b""[..]));
+    }
+}
+
+#[test]
+fn startup_removes_dead_debris_but_not_a_live_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = Store::open(dir.path()).unwrap();
+    let mut w = live.blobs().writer().unwrap();
+    std::io::Write::write_all(&mut w, b"in flight").unwrap();
+    let tmp = dir.path().join("tmp");
+    // Debris: a dead process's scratch (lock file present, nobody holds it) and junk.
+    std::fs::create_dir_all(tmp.join("p999-dead/active-1/fs")).unwrap();
+    std::fs::write(tmp.join("p999-dead.lock"), b"").unwrap();
+    std::fs::write(tmp.join("stray-file"), b"junk").unwrap();
+    let second = Store::open(dir.path()).unwrap();
+    assert!(!tmp.join("p999-dead").exists());
+    assert!(!tmp.join("p999-dead.lock").exists());
+    assert!(!tmp.join("stray-file").exists());
+    assert!(
+        live.scratch().exists(),
+        "a live handle's scratch was deleted"
+    );
+    let d = w.commit(None).unwrap();
+    assert!(second.blobs().contains(&d));
+    drop(live);
+    drop(second);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
+#[test]
+fn concurrent_commits_of_the_same_content_keep_one_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let root = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                let store = Store::open(&root).unwrap();
+                let active = store.prepare().unwrap();
+                write(&active.upper, "same/file", b"same");
+                filetime::set_file_mtime(
+                    active.upper.join("same/file"),
+                    filetime::FileTime::from_unix_time(5, 0),
+                )
+                .unwrap();
+                filetime::set_file_mtime(
+                    active.upper.join("same"),
+                    filetime::FileTime::from_unix_time(5, 0),
+                )
+                .unwrap();
+                let layer = store.commit(active, None).unwrap();
+                let m = store
+                    .put_image(b"{}", std::slice::from_ref(&layer.descriptor))
+                    .unwrap();
+                for i in 0..20 {
+                    store
+                        .tag(&format!("docker.io/library/race:{i}"), &m)
+                        .unwrap();
+                }
+                layer.chain_id
+            })
+        })
+        .collect();
+    let ids: Vec<ChainId> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(store.root().join("snapshots"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read(store.snapshot_path(&ids[0]).unwrap().join("same/file")).unwrap(),
+        b"same"
+    );
+    assert_eq!(store.images().unwrap().len(), 20);
+    assert!(store.fsck().unwrap().is_empty());
+}
