@@ -7,3 +7,4 @@ mod fixtures;
 mod frontend;
 mod registry;
 mod runner;
+mod store;
