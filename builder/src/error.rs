@@ -1,6 +1,7 @@
 //! The builder's error type.
 
 use crate::context::ContextError;
+use crate::copy::CopyError;
 use crate::frontend::ParseError;
 
 /// Everything that can go wrong in a build.
@@ -22,4 +23,7 @@ pub enum Error {
     /// The build context cannot be read.
     #[error(transparent)]
     Context(#[from] ContextError),
+    /// The files of a COPY or ADD cannot be written.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
 }

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod context;
+pub mod copy;
 mod error;
 pub mod events;
 pub mod frontend;

@@ -334,4 +334,42 @@ mod tests {
         let cache = StatCache::open(&file);
         assert_eq!(cache.stats(), StatCacheStats::default());
     }
+
+    /// Cold vs warm stat cache on 20k small files. A measurement, not a check:
+    /// `cargo test -p rbuild-builder --lib stat_cache_20k -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn stat_cache_20k_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        for d in 0..200 {
+            let sub = dir.path().join(format!("d{d:03}"));
+            std::fs::create_dir(&sub).unwrap();
+            for f in 0..100 {
+                let body = format!("{d}/{f}").repeat(100);
+                std::fs::write(sub.join(format!("f{f:03}.txt")), body).unwrap();
+            }
+        }
+        let cache_file = StatCache::path_for(store.path(), dir.path());
+        let run = |label: &str| {
+            let start = std::time::Instant::now();
+            let mut cache = StatCache::open(&cache_file);
+            let files = ContextFiles::walk(dir.path(), &IgnoreRules::default()).unwrap();
+            let walked = start.elapsed();
+            let selected = select_sources(&files, &["."]).unwrap();
+            let d = digest_sources(&files, &selected, &mut cache).unwrap();
+            cache.save().unwrap();
+            eprintln!(
+                "{label}: {:?} total ({:?} walk), {:?}, {}",
+                start.elapsed(),
+                walked,
+                cache.stats(),
+                d.digest
+            );
+            d
+        };
+        let cold = run("cold");
+        let warm = run("warm");
+        assert_eq!(cold, warm);
+    }
 }

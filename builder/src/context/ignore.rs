@@ -50,34 +50,23 @@ impl IgnoreRules {
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, ContextError> {
         let mut compiled = Vec::with_capacity(patterns.len());
         for raw in patterns {
-            let trimmed = raw.as_ref().trim();
-            if trimmed.is_empty() {
-                continue;
-            }
-            let cleaned = pathclean::clean(trimmed);
-            let (exception, text) = match cleaned.strip_prefix('!') {
-                Some("") => {
-                    return Err(ContextError::BareExclamation);
-                }
-                Some(rest) => (true, rest.to_string()),
-                None => (false, cleaned),
-            };
-            if glob::validate(&text).is_err() {
-                return Err(ContextError::BadPattern { pattern: text });
-            }
-            let how = compile(&text);
-            compiled.push(Pattern {
-                text,
-                exception,
-                how,
-            });
+            compiled.extend(Pattern::compile(raw.as_ref())?);
         }
         Ok(Self { patterns: compiled })
     }
 
-    /// Parses the text of a `.dockerignore` file and compiles its patterns.
+    /// Parses the text of a `.dockerignore` file and compiles its patterns; an error
+    /// names the 1-based line.
     pub fn parse(content: &str) -> Result<Self, ContextError> {
-        Self::new(&parse_ignore_file(content))
+        let mut compiled = Vec::new();
+        for (line, raw) in parse_lines(content) {
+            let pattern = Pattern::compile(&raw).map_err(|source| ContextError::IgnoreLine {
+                line,
+                source: Box::new(source),
+            })?;
+            compiled.extend(pattern);
+        }
+        Ok(Self { patterns: compiled })
     }
 
     /// No patterns at all.
@@ -140,6 +129,29 @@ impl IgnoreRules {
 }
 
 impl Pattern {
+    /// Compiles one pattern: trimmed (`None` when empty), cleaned, `!` split off.
+    fn compile(raw: &str) -> Result<Option<Self>, ContextError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        let cleaned = pathclean::clean(trimmed);
+        let (exception, text) = match cleaned.strip_prefix('!') {
+            Some("") => return Err(ContextError::BareExclamation),
+            Some(rest) => (true, rest.to_string()),
+            None => (false, cleaned),
+        };
+        if glob::validate(&text).is_err() {
+            return Err(ContextError::BadPattern { pattern: text });
+        }
+        let how = compile(&text);
+        Ok(Some(Self {
+            text,
+            exception,
+            how,
+        }))
+    }
+
     fn matches(&self, path: &str) -> Result<bool, ContextError> {
         Ok(match &self.how {
             MatchKind::Exact => path == self.text,
@@ -275,9 +287,14 @@ fn compile(pattern: &str) -> MatchKind {
 /// very start of the line); lines are trimmed and empty ones dropped; the path is cleaned
 /// and a leading `/` removed; a `!` prefix is kept in front.
 pub fn parse_ignore_file(content: &str) -> Vec<String> {
+    parse_lines(content).into_iter().map(|(_, p)| p).collect()
+}
+
+/// [`parse_ignore_file`] with the 1-based line of each pattern.
+fn parse_lines(content: &str) -> Vec<(usize, String)> {
     let content = content.strip_prefix('\u{feff}').unwrap_or(content);
     let mut patterns = Vec::new();
-    for line in content.split('\n') {
+    for (index, line) in content.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.starts_with('#') {
             continue;
@@ -297,11 +314,12 @@ pub fn parse_ignore_file(content: &str) -> Vec<String> {
                 cleaned.remove(0);
             }
         }
-        patterns.push(if invert {
+        let pattern = if invert {
             format!("!{cleaned}")
         } else {
             cleaned
-        });
+        };
+        patterns.push((index + 1, pattern));
     }
     patterns
 }
@@ -400,5 +418,37 @@ mod tests {
     fn ignore_file_syntax() {
         let got = parse_ignore_file("\u{feff}# c\n  #x\n/abs\r\n! /inv/../p\n\n!\n./a//b/");
         assert_eq!(got, ["#x", "abs", "!p", "!", "a/b"]);
+    }
+
+    #[test]
+    fn dockerfile_specific_ignore_file_wins() {
+        let context = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(context.path().join(".dockerignore"), "general\n").unwrap();
+        // `-f` may name a Dockerfile outside the context.
+        let dockerfile = elsewhere.path().join("app.Dockerfile");
+        std::fs::write(&dockerfile, "FROM scratch\n").unwrap();
+        let rules = load_ignore_rules(context.path(), Some(&dockerfile)).unwrap();
+        assert!(rules.is_excluded("general").unwrap());
+
+        std::fs::write(
+            elsewhere.path().join("app.Dockerfile.dockerignore"),
+            "specific\n",
+        )
+        .unwrap();
+        let rules = load_ignore_rules(context.path(), Some(&dockerfile)).unwrap();
+        assert!(rules.is_excluded("specific").unwrap());
+        assert!(!rules.is_excluded("general").unwrap());
+
+        std::fs::write(context.path().join(".dockerignore"), "ok\n[z\n").unwrap();
+        let err = load_ignore_rules(context.path(), None).unwrap_err();
+        assert!(matches!(err, ContextError::IgnoreFile { .. }), "{err}");
+        let ContextError::IgnoreFile { source, .. } = err else {
+            unreachable!()
+        };
+        assert_eq!(source.to_string(), "line 2");
+        assert!(load_ignore_rules(elsewhere.path(), None)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -7,14 +7,17 @@ mod ignore;
 pub mod pathclean;
 mod select;
 mod statcache;
+mod stdin;
 mod walk;
 
 use std::path::PathBuf;
 
+pub(crate) use digest::source_entries;
 pub use digest::{digest_sources, hash_file, ContentDigest, SourceDigest};
 pub use ignore::{find_ignore_file, load_ignore_rules, parse_ignore_file, IgnoreRules};
 pub use select::{select_sources, SelectedSource};
 pub use statcache::{StatCache, StatCacheStats};
+pub use stdin::{context_from_stream, StreamContext};
 pub use walk::{ContextEntry, ContextFiles, EntryKind};
 
 /// An error reading the build context or its ignore rules.
@@ -50,6 +53,15 @@ pub enum ContextError {
         #[source]
         source: Box<ContextError>,
     },
+    /// A bad pattern in an ignore file, by line.
+    #[error("line {line}")]
+    IgnoreLine {
+        /// 1-based line.
+        line: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<ContextError>,
+    },
     /// The context path is not a directory.
     #[error("build context {} is not a directory", path.display())]
     NotADirectory {
@@ -73,5 +85,12 @@ pub enum ContextError {
     SymlinkLoop {
         /// The source argument.
         path: String,
+    },
+    /// A context archive that cannot be extracted.
+    #[error("cannot extract the build context archive")]
+    Archive {
+        /// The cause.
+        #[source]
+        source: Box<crate::copy::CopyError>,
     },
 }
