@@ -4,3 +4,7 @@ mod util;
 
 mod cli;
 mod fixtures;
+mod frontend;
+mod registry;
+mod runner;
+mod store;

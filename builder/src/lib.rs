@@ -5,6 +5,7 @@
 pub mod context;
 pub mod copy;
 mod error;
+pub mod events;
 pub mod frontend;
 
 pub use error::Error;

@@ -1,11 +1,22 @@
 //! `rbuild debug`: developer views of rbuild's internals.
 
-use super::not_implemented;
+use rbuild_builder::frontend::{dump, read_dockerfile, StepGraph};
+
 use crate::cli::DebugCommand;
 
 /// Runs a debug subcommand.
 pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
-        DebugCommand::Parse { .. } => Err(not_implemented("debug parse")),
+        DebugCommand::Parse { file } => {
+            let doc = read_dockerfile(&file)?;
+            // Type-check every instruction and stage reference too, so that errors such as
+            // an unknown instruction are reported here as a build would report them.
+            let graph = StepGraph::new(&doc, &[], None)?;
+            print!("{}", dump(&doc));
+            for warning in &graph.warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(())
+        }
     }
 }
