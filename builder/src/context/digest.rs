@@ -111,16 +111,16 @@ pub fn digest_sources(
     let mut digests: std::collections::HashMap<&Path, [u8; 32]> = Default::default();
     let mut misses = Vec::new();
     for entry in wanted {
-        match cache.lookup(&entry.rel, &entry.metadata) {
+        match cache.lookup(&entry.path, &entry.metadata) {
             Some(d) => {
-                digests.insert(&entry.rel, d);
+                digests.insert(&entry.path, d);
             }
             None => misses.push(entry),
         }
     }
-    for (entry, digest) in hash_parallel(files.root(), &misses)? {
-        cache.insert(&entry.rel, &entry.metadata, digest);
-        digests.insert(&entry.rel, digest);
+    for (entry, digest) in hash_parallel(&misses)? {
+        cache.insert(&entry.path, &entry.metadata, digest);
+        digests.insert(&entry.path, digest);
     }
 
     let mut all = Encoder::new("rbuild-copy-v1");
@@ -143,11 +143,14 @@ pub fn digest_sources(
             match entry.kind {
                 EntryKind::File => {
                     enc.u64(meta.size());
-                    let digest = digests.get(entry.rel.as_path()).copied().unwrap_or([0; 32]);
+                    let digest = digests
+                        .get(entry.path.as_path())
+                        .copied()
+                        .unwrap_or([0; 32]);
                     enc.bytes(&digest);
                 }
                 EntryKind::Symlink => {
-                    let full = files.root().join(&entry.rel);
+                    let full = entry.path.clone();
                     let target = std::fs::read_link(&full).map_err(|source| ContextError::Io {
                         op: "read link",
                         path: full,
@@ -175,7 +178,6 @@ pub fn digest_sources(
 
 /// Hashes `entries` on a few scoped threads.
 fn hash_parallel<'a>(
-    root: &Path,
     entries: &[&'a ContextEntry],
 ) -> Result<Vec<(&'a ContextEntry, [u8; 32])>, ContextError> {
     let threads = std::thread::available_parallelism()
@@ -190,7 +192,7 @@ fn hash_parallel<'a>(
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(entry) = entries.get(i) else { break };
-                match hash_file(&root.join(&entry.rel)) {
+                match hash_file(&entry.path) {
                     Ok(d) => results
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

@@ -27,6 +27,8 @@ mod archive;
 mod fetch;
 mod layers;
 
+pub(crate) use layers::is_opaque;
+
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::Write;
@@ -269,7 +271,9 @@ fn copy_with(
     match spec.source {
         CopySource::Tree { files, selected } => {
             for source in selected {
-                let full = files.root().join(&source.resolved);
+                let full = files
+                    .get(&source.resolved)
+                    .map_or_else(|| files.root().join(&source.resolved), |e| e.path.clone());
                 if source.kind == EntryKind::Dir {
                     // An existing destination keeps its own mode and owner.
                     let existed = layers.lookup(&dest).is_some();
@@ -292,7 +296,7 @@ fn copy_with(
                     writer.parent_of(&target, created_owner)?;
                     let entry = files.get(&source.resolved);
                     if let Some(entry) = entry {
-                        writer.copy_entry(files.root(), entry, &target)?;
+                        writer.copy_entry(entry, &target)?;
                     }
                 }
             }
@@ -410,19 +414,14 @@ impl Writer<'_, '_> {
                 (".", r) => r.to_string(),
                 (d, r) => format!("{d}/{r}"),
             };
-            self.copy_entry(files.root(), entry, &target)?;
+            self.copy_entry(entry, &target)?;
         }
         Ok(())
     }
 
     /// Writes one entry at `target` (root-relative, parents existing).
-    fn copy_entry(
-        &mut self,
-        root: &Path,
-        entry: &ContextEntry,
-        target: &str,
-    ) -> Result<(), CopyError> {
-        let src = root.join(&entry.rel);
+    fn copy_entry(&mut self, entry: &ContextEntry, target: &str) -> Result<(), CopyError> {
+        let src = entry.path.clone();
         let meta = &entry.metadata;
         let owner = self.owner_of(meta);
         let mtime = filetime::FileTime::from_last_modification_time(meta);
@@ -462,9 +461,9 @@ impl Writer<'_, '_> {
             EntryKind::File => {
                 let mut copied = false;
                 if let Some(cache) = self.cache.as_deref_mut() {
-                    if cache.lookup(&entry.rel, meta).is_none() {
+                    if cache.lookup(&entry.path, meta).is_none() {
                         let digest = copy_file_hashing(&src, &real)?;
-                        cache.insert(&entry.rel, meta, digest);
+                        cache.insert(&entry.path, meta, digest);
                         copied = true;
                     }
                 }
