@@ -17,7 +17,9 @@ use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{ContextEntry, ContextError, ContextFiles, EntryKind, SelectedSource, StatCache};
+use super::{
+    ContextEntry, ContextError, ContextFiles, EntryKind, IgnoreRules, SelectedSource, StatCache,
+};
 
 /// The digest of one source argument's selection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,27 +88,48 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32], ContextError> {
 }
 
 /// The entries one source covers: the resolved entry itself and, for a directory,
-/// everything kept below it. The root (`.`) has no entry of its own.
+/// everything kept below it. The root (`.`) has no entry of its own. `exclude` (COPY
+/// `--exclude`) is matched against paths relative to the source directory, or against
+/// the source's own name for a file.
 pub(crate) fn source_entries<'a>(
     files: &'a ContextFiles,
     source: &'a SelectedSource,
-) -> impl Iterator<Item = &'a ContextEntry> + 'a {
-    let own = files.get(&source.resolved);
-    let below = (source.kind == EntryKind::Dir).then(|| files.below(&source.resolved));
-    own.into_iter().chain(below.into_iter().flatten())
+    exclude: &IgnoreRules,
+) -> Result<Vec<&'a ContextEntry>, ContextError> {
+    let mut out = Vec::new();
+    if source.kind != EntryKind::Dir {
+        if !exclude.is_excluded(&source.name)? {
+            out.extend(files.get(&source.resolved));
+        }
+        return Ok(out);
+    }
+    out.extend(files.get(&source.resolved));
+    let prefix = format!("{}/", source.resolved);
+    for entry in files.below(&source.resolved) {
+        let rel = match source.resolved.as_str() {
+            "." => entry.name.as_str(),
+            _ => entry.name.strip_prefix(&prefix).unwrap_or(&entry.name),
+        };
+        if exclude.is_empty() || !exclude.is_excluded(rel)? {
+            out.push(entry);
+        }
+    }
+    Ok(out)
 }
 
 /// Computes the content digest of `sources` (from [`super::select_sources`]) using and
-/// updating `cache`.
+/// updating `cache`. `exclude` holds COPY's `--exclude` patterns (empty rules for none).
 pub fn digest_sources(
     files: &ContextFiles,
     sources: &[SelectedSource],
+    exclude: &IgnoreRules,
     cache: &mut StatCache,
 ) -> Result<ContentDigest, ContextError> {
     // Every regular file that needs a content digest, cached or not.
     let mut wanted: Vec<&ContextEntry> = Vec::new();
     for source in sources {
-        wanted.extend(source_entries(files, source).filter(|e| e.kind == EntryKind::File));
+        let entries = source_entries(files, source, exclude)?;
+        wanted.extend(entries.into_iter().filter(|e| e.kind == EntryKind::File));
     }
     let mut digests: std::collections::HashMap<&Path, [u8; 32]> = Default::default();
     let mut misses = Vec::new();
@@ -132,7 +155,7 @@ pub fn digest_sources(
             "." => String::new(),
             r => format!("{r}/"),
         };
-        for entry in source_entries(files, source) {
+        for entry in source_entries(files, source, exclude)? {
             let rel = entry.name.strip_prefix(&prefix).unwrap_or("");
             let meta = &entry.metadata;
             enc.bytes(rel.as_bytes());
@@ -232,7 +255,7 @@ mod tests {
     fn digest(root: &Path, args: &[&str], cache: &mut StatCache) -> ContentDigest {
         let files = ContextFiles::walk(root, &IgnoreRules::default()).unwrap();
         let selected = select_sources(&files, args).unwrap();
-        digest_sources(&files, &selected, cache).unwrap()
+        digest_sources(&files, &selected, &IgnoreRules::default(), cache).unwrap()
     }
 
     #[test]
@@ -359,7 +382,7 @@ mod tests {
             let files = ContextFiles::walk(dir.path(), &IgnoreRules::default()).unwrap();
             let walked = start.elapsed();
             let selected = select_sources(&files, &["."]).unwrap();
-            let d = digest_sources(&files, &selected, &mut cache).unwrap();
+            let d = digest_sources(&files, &selected, &IgnoreRules::default(), &mut cache).unwrap();
             cache.save().unwrap();
             eprintln!(
                 "{label}: {:?} total ({:?} walk), {:?}, {}",

@@ -43,7 +43,8 @@ pub use fetch::{fetch_url, FetchedFile};
 pub use layers::Layers;
 
 use crate::context::{
-    pathclean, source_entries, ContextEntry, ContextFiles, EntryKind, SelectedSource, StatCache,
+    pathclean, source_entries, ContextEntry, ContextError, ContextFiles, EntryKind, IgnoreRules,
+    SelectedSource, StatCache,
 };
 
 /// An error writing the files of a COPY or ADD.
@@ -102,6 +103,9 @@ pub enum CopyError {
         #[source]
         source: std::io::Error,
     },
+    /// COPY `--exclude` patterns that fail to match.
+    #[error("cannot apply --exclude")]
+    Exclude(#[from] Box<ContextError>),
     /// A download that failed.
     #[error("cannot download {url}")]
     Download {
@@ -180,6 +184,9 @@ pub struct CopySpec<'a> {
     pub unpack_archives: bool,
     /// The most bytes one archive may unpack to ([`DEFAULT_ARCHIVE_LIMIT`]).
     pub archive_limit: u64,
+    /// COPY `--exclude` patterns, matched relative to each source directory (the same
+    /// rules must go to [`crate::context::digest_sources`]).
+    pub exclude: IgnoreRules,
 }
 
 impl<'a> CopySpec<'a> {
@@ -194,6 +201,7 @@ impl<'a> CopySpec<'a> {
             preserve_owner: false,
             unpack_archives: false,
             archive_limit: DEFAULT_ARCHIVE_LIMIT,
+            exclude: IgnoreRules::default(),
         }
     }
 }
@@ -271,6 +279,12 @@ fn copy_with(
     match spec.source {
         CopySource::Tree { files, selected } => {
             for source in selected {
+                if source.kind != EntryKind::Dir
+                    && !spec.exclude.is_empty()
+                    && spec.exclude.is_excluded(&source.name).map_err(Box::new)?
+                {
+                    continue;
+                }
                 let full = files
                     .get(&source.resolved)
                     .map_or_else(|| files.root().join(&source.resolved), |e| e.path.clone());
@@ -404,7 +418,8 @@ impl Writer<'_, '_> {
             "." => String::new(),
             r => format!("{r}/"),
         };
-        for entry in source_entries(files, source) {
+        let entries = source_entries(files, source, &self.spec.exclude).map_err(Box::new)?;
+        for entry in entries {
             let rel = entry.name.strip_prefix(&prefix).unwrap_or("");
             if rel.is_empty() && dest_existed {
                 continue;

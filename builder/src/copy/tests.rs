@@ -693,9 +693,49 @@ fn copy_and_hash_in_one_pass() {
     copy_into_hashing(&spec, &layers, &mut cache).unwrap();
     assert_eq!(cache.stats(), StatCacheStats { hits: 0, misses: 2 });
     assert_eq!(f.read("app/sub/b"), "beta");
-    let after = digest_sources(&files, &selected, &mut cache).unwrap();
+    let after = digest_sources(&files, &selected, &IgnoreRules::default(), &mut cache).unwrap();
     // The digest pass read nothing: both files came from the copy.
     assert_eq!(cache.stats(), StatCacheStats { hits: 2, misses: 2 });
-    let fresh = digest_sources(&files, &selected, &mut StatCache::in_memory()).unwrap();
+    let fresh = digest_sources(
+        &files,
+        &selected,
+        &IgnoreRules::default(),
+        &mut StatCache::in_memory(),
+    )
+    .unwrap();
     assert_eq!(after, fresh);
+}
+
+#[test]
+fn exclude_patterns_apply_to_copy_and_digest() {
+    use crate::context::{digest_sources, StatCache};
+    let f = Fixture::new();
+    f.file("src/main.rs", "fn main() {}");
+    f.file("src/notes.txt", "v1");
+    f.file("src/sub/more.txt", "more");
+    f.file("top.txt", "top");
+    f.copy(&["src", "top.txt"], "/app/", |s| {
+        s.exclude = IgnoreRules::new(&["*.txt", "sub"]).unwrap()
+    })
+    .unwrap();
+    assert!(f.up("app/main.rs").exists());
+    assert!(!f.up("app/notes.txt").exists());
+    assert!(!f.up("app/sub").exists());
+    assert!(!f.up("app/top.txt").exists());
+
+    let exclude = IgnoreRules::new(&["*.txt"]).unwrap();
+    let digest = |f: &Fixture| {
+        let files = ContextFiles::walk(f.context.path(), &IgnoreRules::default()).unwrap();
+        let selected = select_sources(&files, &["src"]).unwrap();
+        digest_sources(&files, &selected, &exclude, &mut StatCache::in_memory()).unwrap()
+    };
+    let before = digest(&f);
+    f.file("src/notes.txt", "v2 changed");
+    assert_eq!(
+        before,
+        digest(&f),
+        "an excluded file does not change the key"
+    );
+    f.file("src/main.rs", "fn main() { changed() }");
+    assert_ne!(before, digest(&f));
 }
