@@ -20,8 +20,10 @@
 //!   kept; device nodes and fifos are re-created; sockets are skipped.
 //! - An upper entry simply shadows the lower one (overlay semantics). A file replacing a
 //!   lower directory needs no whiteout: a non-directory in the upper hides the lower
-//!   entry entirely, in the overlay mount and when the layer tar is applied.
-//!   xattrs are not copied.
+//!   entry entirely, in the overlay mount and when the layer tar is applied. Below the
+//!   destination, a source directory meeting a lower-layer symlink of the same name
+//!   replaces it with a directory (classic docker's behaviour; BuildKit errors). xattrs
+//!   are not copied.
 
 mod archive;
 mod fetch;
