@@ -23,7 +23,8 @@ mod snapshot;
 mod store;
 
 pub use blob::{BlobStore, BlobWriter, VerifiedReader};
-pub use cache::CacheRecord;
+pub use cache::{CacheRecord, CACHE_RECORD_VERSION};
+pub use compress::{gzip_parallel, zstd_compress, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{ChainId, DiffId, Digest};
 pub use error::Error;
 pub use gc::{FsckProblem, PruneReport};
