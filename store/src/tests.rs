@@ -184,6 +184,7 @@ fn special_files_round_trip_in_overlay_form() {
     xattr::set(up.join("opaque"), "trusted.overlay.origin", b"junk").unwrap();
     write(&up, "opaque/new", b"n");
     xattr::set(up.join("keep/file"), "user.note", b"v\0binary").unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(up.join("sock")).unwrap();
     let long = format!("deep/{}/{}", "d".repeat(120), "f".repeat(150));
     write(&up, &long, b"long");
     let layer = store.commit(active, None).unwrap();
@@ -201,6 +202,10 @@ fn special_files_round_trip_in_overlay_form() {
         "{names:?}"
     );
     assert!(names.contains(&long), "{names:?}");
+    assert!(
+        !names.contains(&"sock".to_owned()),
+        "sockets are left out: {names:?}"
+    );
 
     // Unpack into another store and compare the overlay form.
     let (_d2, other) = self::store();
