@@ -25,6 +25,8 @@ fn commit_image_tag_resolve_and_unpack_gzip() {
     write(&active.upper, "etc/hello", b"hello\n");
     write(&active.upper, "bin/tool", b"#!/bin/sh\n");
     let upper = active.upper.clone();
+    let upper_ino = std::fs::metadata(&upper).unwrap().ino();
+    let file_ino = std::fs::metadata(upper.join("etc/hello")).unwrap().ino();
     let layer = store.commit(active, None).unwrap();
     assert!(!upper.exists(), "upper was renamed away");
     assert!(!layer.empty);
@@ -35,6 +37,12 @@ fn commit_image_tag_resolve_and_unpack_gzip() {
     );
     let snap = store.snapshot_path(&layer.chain_id).unwrap();
     assert_eq!(std::fs::read(snap.join("etc/hello")).unwrap(), b"hello\n");
+    // Renamed, not copied.
+    assert_eq!(std::fs::metadata(&snap).unwrap().ino(), upper_ino);
+    assert_eq!(
+        std::fs::metadata(snap.join("etc/hello")).unwrap().ino(),
+        file_ino
+    );
 
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
