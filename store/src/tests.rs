@@ -149,7 +149,15 @@ fn blob_writer_verifies_and_cleans_up() {
     assert!(matches!(err, Error::DigestMismatch { .. }));
     assert!(!store.blobs().contains(&Digest::of(b"abc")));
     assert!(!store.blobs().contains(&Digest::of(b"abd")));
-    let d = store.blobs().put(b"abc").unwrap();
+    assert!(store
+        .blobs()
+        .ingest(&b"abc"[..], Some(&Digest::of(b"x")))
+        .is_err());
+    let d = store
+        .blobs()
+        .ingest(&b"abc"[..], Some(&Digest::of(b"abc")))
+        .unwrap();
+    assert_eq!(store.blobs().put(b"abc").unwrap(), d);
     assert_eq!(store.blobs().read(&d).unwrap(), b"abc");
     // Corrupt it: reads fail.
     std::fs::write(store.blobs().path(&d), b"abx").unwrap();
