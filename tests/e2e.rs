@@ -4,3 +4,5 @@ mod util;
 
 mod cli;
 mod fixtures;
+mod frontend;
+mod runner;

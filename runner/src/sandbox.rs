@@ -1,0 +1,321 @@
+//! The runner side of a step: starts the init, feeds it the spec, streams output, collects the status.
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+use crate::cgroup::StepCgroup;
+use crate::error::os;
+use crate::init::{InitRequest, REPORT_FD};
+use crate::message::Message;
+use crate::spec::SandboxSpec;
+use crate::{Error, INIT_ARG};
+
+/// Which of the command's output streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// How the step's command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal number, if it was killed.
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer killed a process of the step.
+    pub oom_killed: bool,
+    /// The memory limit the step ran with, for messages.
+    pub memory_limit: Option<u64>,
+}
+
+impl ExitStatus {
+    /// True when the command exited with code 0 and nothing was OOM-killed.
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.oom_killed
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.oom_killed {
+            write!(f, "out of memory")?;
+            if let Some(limit) = self.memory_limit {
+                write!(f, " (limit {})", human_bytes(limit))?;
+            }
+            return Ok(());
+        }
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit code: {code}"),
+            (None, Some(signal)) => write!(f, "killed by signal {signal}"),
+            (None, None) => write!(f, "unknown status"),
+        }
+    }
+}
+
+/// `64MiB`, `1.5GiB`, `100B`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for next in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    if value.fract() == 0.0 {
+        format!("{value}{unit}")
+    } else {
+        format!("{value:.1}{unit}")
+    }
+}
+
+/// Runs steps by re-executing a binary as the sandbox's init.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    init_exe: PathBuf,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::new()
+    }
+}
+
+enum Event {
+    Line(Stream, Vec<u8>),
+    Report(Message),
+    ChannelError(std::io::Error),
+}
+
+impl Sandbox {
+    /// A sandbox that re-executes the current binary (`/proc/self/exe`), whose `main` must
+    /// dispatch [`INIT_ARG`] to [`crate::sandbox_init_main`].
+    pub fn new() -> Self {
+        Sandbox {
+            init_exe: PathBuf::from("/proc/self/exe"),
+        }
+    }
+
+    /// A sandbox that re-executes `exe` as its init (tests use their own binary).
+    pub fn with_init_exe(exe: impl Into<PathBuf>) -> Self {
+        Sandbox {
+            init_exe: exe.into(),
+        }
+    }
+
+    /// Runs one step and blocks until it ends. `output` gets the command's stdout and stderr
+    /// line by line, each line with its trailing `\n` (the last may lack one).
+    ///
+    /// `Ok` carries the command's status, whatever it is; `Err` means the sandbox could
+    /// not be set up (a failed mount, an unknown executable...).
+    pub fn run(
+        &self,
+        spec: &SandboxSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<ExitStatus, Error> {
+        spec.validate()?;
+        let cgroup = StepCgroup::create(&spec.limits)?;
+        let result = self.run_in(spec, cgroup.as_ref(), output);
+        let oom_killed = cgroup.as_ref().is_some_and(StepCgroup::oom_killed);
+        if let Some(cgroup) = cgroup {
+            cgroup.destroy()?;
+        }
+        let mut status = result?;
+        status.oom_killed = oom_killed;
+        status.memory_limit = spec.limits.memory;
+        Ok(status)
+    }
+
+    fn run_in(
+        &self,
+        spec: &SandboxSpec,
+        cgroup: Option<&StepCgroup>,
+        output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<ExitStatus, Error> {
+        let request = InitRequest {
+            spec: spec.clone(),
+            cgroup_procs: cgroup.map(StepCgroup::procs_files).unwrap_or_default(),
+        };
+        let request = serde_json::to_vec(&request).map_err(Error::SpecEncode)?;
+        let (report_read, report_write): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Pipe(os(e)))?;
+        let report_raw = report_write.as_raw_fd();
+
+        let mut command = Command::new(&self.init_exe);
+        command
+            .arg(INIT_ARG)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if report_raw == REPORT_FD {
+                    if libc::fcntl(REPORT_FD, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(report_raw, REPORT_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The init dies with the thread that runs this step.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|source| Error::Spawn {
+            exe: self.init_exe.clone(),
+            source,
+        })?;
+        drop(report_write);
+
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (tx, rx) = mpsc::channel::<Event>();
+        let events = std::thread::scope(|scope| {
+            if let Some(mut stdin) = stdin {
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    // The init reads the request to EOF before anything else; if it died
+                    // early, the missing status is reported below.
+                    if let Err(err) = stdin.write_all(&request) {
+                        if err.kind() != std::io::ErrorKind::BrokenPipe {
+                            let _ = tx.send(Event::ChannelError(err));
+                        }
+                    }
+                });
+            }
+            if let Some(stdout) = stdout {
+                let tx = tx.clone();
+                scope.spawn(move || forward_lines(stdout, Stream::Stdout, &tx));
+            }
+            if let Some(stderr) = stderr {
+                let tx = tx.clone();
+                scope.spawn(move || forward_lines(stderr, Stream::Stderr, &tx));
+            }
+            let tx_report = tx;
+            scope.spawn(move || {
+                let reader = BufReader::new(std::fs::File::from(report_read));
+                for line in reader.split(b'\n') {
+                    match line {
+                        Ok(line) => {
+                            if let Some(message) = Message::from_line(&line) {
+                                let _ = tx_report.send(Event::Report(message));
+                            }
+                        }
+                        Err(err) => {
+                            let _ = tx_report.send(Event::ChannelError(err));
+                            break;
+                        }
+                    }
+                }
+            });
+            let mut reports = Vec::new();
+            let mut channel_error = None;
+            for event in rx.iter() {
+                match event {
+                    Event::Line(stream, line) => output(stream, &line),
+                    Event::Report(message) => reports.push(message),
+                    Event::ChannelError(err) => {
+                        channel_error.get_or_insert(err);
+                    }
+                }
+            }
+            (reports, channel_error)
+        });
+        let init_status = child.wait().map_err(Error::Wait)?;
+        let (reports, channel_error) = events;
+
+        for report in &reports {
+            if let Message::SetupFailed { step, errno } = report {
+                return Err(Error::Setup {
+                    step: step.clone(),
+                    source: std::io::Error::from_raw_os_error(*errno),
+                });
+            }
+        }
+        for report in reports.iter().rev() {
+            match report {
+                Message::Exited(code) => {
+                    return Ok(ExitStatus {
+                        code: Some(*code),
+                        signal: None,
+                        oom_killed: false,
+                        memory_limit: None,
+                    })
+                }
+                Message::Signaled(signal) => {
+                    return Ok(ExitStatus {
+                        code: None,
+                        signal: Some(*signal),
+                        oom_killed: false,
+                        memory_limit: None,
+                    })
+                }
+                _ => {}
+            }
+        }
+        if let Some(err) = channel_error {
+            return Err(Error::Channel(err));
+        }
+        Err(Error::InitDied {
+            status: init_status,
+        })
+    }
+}
+
+fn forward_lines(stream: impl Read, which: Stream, tx: &mpsc::Sender<Event>) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return,
+            Ok(_) => {
+                if tx.send(Event::Line(which, line)).is_err() {
+                    return;
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                let _ = tx.send(Event::ChannelError(err));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_status_names_the_limit() {
+        let status = ExitStatus {
+            code: None,
+            signal: Some(9),
+            oom_killed: true,
+            memory_limit: Some(64 << 20),
+        };
+        assert_eq!(status.to_string(), "out of memory (limit 64MiB)");
+        assert!(!status.success());
+    }
+
+    #[test]
+    fn human_bytes_rounds() {
+        assert_eq!(human_bytes(100), "100B");
+        assert_eq!(human_bytes(1536 << 20), "1.5GiB");
+    }
+}

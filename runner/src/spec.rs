@@ -1,0 +1,187 @@
+//! The sandbox spec: everything the builder decides about one RUN step, serialisable for the init pipe.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// docker's default `PATH` for a step whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One RUN step: root filesystem layers, the command and its environment, isolation and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Read-only layers of the root filesystem, top-most first. May be empty (`FROM scratch`).
+    pub lowers: Vec<PathBuf>,
+    /// The writable layer: everything the step changes lands here, as an overlayfs diff.
+    pub upper: PathBuf,
+    /// A scratch directory on the same filesystem as `upper`; the runner creates its
+    /// overlay work dir and merged mountpoint inside it. Nothing in it is part of the layer.
+    pub work: PathBuf,
+    /// The command; `argv[0]` is looked up in the step's `PATH` unless it contains a `/`.
+    pub argv: Vec<String>,
+    /// The environment, `KEY=value` each.
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox (created if missing, as runc does).
+    pub cwd: String,
+    /// The user the command runs as.
+    pub user: User,
+    /// Hostname of the sandbox (UTS namespace), also written to `/etc/hostname`.
+    pub hostname: String,
+    /// Network isolation.
+    pub network: Network,
+    /// Extra mounts (`RUN --mount=...`), applied in order after the standard ones.
+    pub mounts: Vec<ExtraMount>,
+    /// Resource limits enforced through cgroups.
+    pub limits: Limits,
+    /// Contents bound onto `/etc/hosts`.
+    pub hosts: String,
+    /// Contents bound onto `/etc/resolv.conf`.
+    pub resolv_conf: String,
+}
+
+/// The identity a step runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary group ids.
+    pub groups: Vec<u32>,
+}
+
+/// Network isolation of a step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// Share the host's network namespace (BuildKit's default for RUN).
+    #[default]
+    Host,
+    /// A fresh network namespace with only `lo`, brought up.
+    None,
+}
+
+/// An extra mount for `RUN --mount=type=cache|bind|tmpfs|secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExtraMount {
+    /// Bind a host file or directory at `target`.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Absolute path inside the sandbox.
+        target: String,
+        /// Mount read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs at `target`.
+    Tmpfs {
+        /// Absolute path inside the sandbox.
+        target: String,
+        /// Size limit in bytes (the kernel's default, half of RAM, if `None`).
+        size: Option<u64>,
+    },
+}
+
+impl ExtraMount {
+    /// The absolute path inside the sandbox this mount covers.
+    pub fn target(&self) -> &str {
+        match self {
+            ExtraMount::Bind { target, .. } | ExtraMount::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
+/// Resource limits of a step; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes (swap included where the kernel accounts it).
+    pub memory: Option<u64>,
+    /// CPU quota in CPUs (1.5 = one and a half cores).
+    pub cpu_quota: Option<f64>,
+    /// Maximum number of processes and threads.
+    pub pids: Option<u64>,
+}
+
+impl Limits {
+    /// True when no limit is set, so no cgroup is needed.
+    pub fn is_unlimited(&self) -> bool {
+        self.memory.is_none() && self.cpu_quota.is_none() && self.pids.is_none()
+    }
+}
+
+impl SandboxSpec {
+    /// A spec with docker's defaults: root, `/`, default `PATH`, host network,
+    /// hostname `rbuild`, a localhost `/etc/hosts` and the host's `/etc/resolv.conf`.
+    pub fn new(lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf, argv: Vec<String>) -> Self {
+        let hostname = "rbuild".to_string();
+        SandboxSpec {
+            lowers,
+            upper,
+            work,
+            argv,
+            env: vec![format!("PATH={DEFAULT_PATH}")],
+            cwd: "/".to_string(),
+            user: User::default(),
+            hosts: default_hosts(&hostname),
+            hostname,
+            network: Network::Host,
+            mounts: Vec::new(),
+            limits: Limits::default(),
+            resolv_conf: host_resolv_conf(),
+        }
+    }
+
+    /// Serialises the spec for the init pipe.
+    pub fn to_json(&self) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(self).map_err(Error::SpecEncode)
+    }
+
+    /// Reads a spec written by [`SandboxSpec::to_json`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(bytes).map_err(Error::SpecDecode)
+    }
+
+    /// Checks what the kernel would otherwise reject with a vague errno.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.argv.is_empty() {
+            return Err(Error::EmptyCommand);
+        }
+        if self.lowers.len() > MAX_LOWERS {
+            return Err(Error::TooManyLayers {
+                count: self.lowers.len(),
+                max: MAX_LOWERS,
+            });
+        }
+        if !self.cwd.starts_with('/') {
+            return Err(Error::RelativeCwd {
+                cwd: self.cwd.clone(),
+            });
+        }
+        for mount in &self.mounts {
+            let target = mount.target();
+            if !target.starts_with('/') || target.split('/').any(|c| c == "..") || target == "/" {
+                return Err(Error::BadMountTarget {
+                    target: target.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// overlayfs's stack limit (`OVL_MAX_STACK`), minus the runner's own stub layer.
+pub const MAX_LOWERS: usize = 499;
+
+/// The `/etc/hosts` docker writes for a build container.
+pub fn default_hosts(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+/// The host's `/etc/resolv.conf`, or public resolvers when it cannot be read.
+pub fn host_resolv_conf() -> String {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_else(|_| "nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_string())
+}

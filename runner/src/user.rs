@@ -1,0 +1,280 @@
+//! `USER name|uid[:group|gid]` resolved against the image's /etc/passwd and /etc/group,
+//! with docker's rules, read through the layer stack.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use crate::spec::User;
+use crate::Error;
+
+/// Resolves a USER spec against the layer stack `lowers` (top-most first).
+///
+/// docker's rules: a user matches a passwd entry by name or by uid; a numeric uid without
+/// an entry is fine (gid 0); an unknown name is an error naming it. An explicit group
+/// matches /etc/group by name or gid (a numeric gid without an entry is fine). Without
+/// an explicit group, the supplementary groups are those listing the user as a member.
+pub fn resolve_user(lowers: &[PathBuf], user_spec: &str) -> Result<User, Error> {
+    let (user_part, group_part) = match user_spec.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (user_spec, None),
+    };
+    let passwd = read_through(lowers, "etc/passwd")?.unwrap_or_default();
+    let group_file = read_through(lowers, "etc/group")?.unwrap_or_default();
+
+    let numeric_uid = user_part.parse::<u32>().ok();
+    let entry = passwd
+        .lines()
+        .filter_map(PasswdEntry::parse)
+        .find(|e| e.name == user_part || Some(e.uid) == numeric_uid);
+    let (uid, mut gid, name) = match (entry, numeric_uid) {
+        (Some(e), _) => (e.uid, e.gid, Some(e.name)),
+        (None, Some(uid)) => (uid, 0, None),
+        (None, None) => {
+            return Err(Error::UnknownUser {
+                name: user_part.to_string(),
+            })
+        }
+    };
+    let groups: Vec<GroupEntry> = group_file.lines().filter_map(GroupEntry::parse).collect();
+    let mut supplementary = Vec::new();
+    match group_part {
+        Some(group) if !group.is_empty() => {
+            let numeric_gid = group.parse::<u32>().ok();
+            match groups
+                .iter()
+                .find(|g| g.name == group || Some(g.gid) == numeric_gid)
+            {
+                Some(g) => gid = g.gid,
+                None => match numeric_gid {
+                    Some(n) => gid = n,
+                    None => {
+                        return Err(Error::UnknownGroup {
+                            name: group.to_string(),
+                        })
+                    }
+                },
+            }
+        }
+        _ => {
+            if let Some(name) = name {
+                for g in &groups {
+                    if g.members.contains(&name) && !supplementary.contains(&g.gid) {
+                        supplementary.push(g.gid);
+                    }
+                }
+            }
+        }
+    }
+    Ok(User {
+        uid,
+        gid,
+        groups: supplementary,
+    })
+}
+
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+}
+
+impl<'a> PasswdEntry<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        if line.starts_with('#') {
+            return None;
+        }
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 4 {
+            return None;
+        }
+        Some(PasswdEntry {
+            name: fields[0],
+            uid: fields[2].parse().ok()?,
+            gid: fields[3].parse().ok()?,
+        })
+    }
+}
+
+struct GroupEntry<'a> {
+    name: &'a str,
+    gid: u32,
+    members: Vec<&'a str>,
+}
+
+impl<'a> GroupEntry<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        if line.starts_with('#') {
+            return None;
+        }
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 3 {
+            return None;
+        }
+        let members = fields
+            .get(3)
+            .map(|m| {
+                m.split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(GroupEntry {
+            name: fields[0],
+            gid: fields[2].parse().ok()?,
+            members,
+        })
+    }
+}
+
+/// Reads `rel` as the merged overlay would show it: the top-most layer that has it wins;
+/// a whiteout (char device 0:0) hides it; a missing file is `None`.
+fn read_through(lowers: &[PathBuf], rel: &str) -> Result<Option<String>, Error> {
+    for lower in lowers {
+        let path = lower.join(rel);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_char_device() => return Ok(None),
+            Ok(_) => {
+                return fs::read(&path)
+                    .map(|bytes| Some(String::from_utf8_lossy(&bytes).into_owned()))
+                    .map_err(|source| Error::ReadUserDb { path, source })
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                if hides_below(lower, rel) {
+                    return Ok(None);
+                }
+            }
+            Err(source) => return Err(Error::ReadUserDb { path, source }),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a parent directory of `rel` in `lower` is opaque or whited out.
+fn hides_below(lower: &Path, rel: &str) -> bool {
+    let mut dir = lower.to_path_buf();
+    for component in Path::new(rel)
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+    {
+        dir.push(component);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_char_device() => return true,
+            Ok(_) => {
+                if xattr_opaque(&dir) {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+fn xattr_opaque(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut value = [0u8; 1];
+    // SAFETY: lgetxattr writes at most value.len() bytes into value.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(passwd: &str, group: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("etc")).unwrap();
+        fs::write(dir.path().join("etc/passwd"), passwd).unwrap();
+        fs::write(dir.path().join("etc/group"), group).unwrap();
+        dir
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nalice:x:1000:\nwheel:x:10:alice,bob\naudio:x:29:alice\n";
+
+    #[test]
+    fn name_resolves_with_supplementary_groups() {
+        let l = layer(PASSWD, GROUP);
+        let user = resolve_user(&[l.path().to_path_buf()], "alice").unwrap();
+        assert_eq!(
+            user,
+            User {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![10, 29]
+            }
+        );
+    }
+
+    #[test]
+    fn numeric_uid_without_entry_gets_gid_zero() {
+        let l = layer(PASSWD, GROUP);
+        let user = resolve_user(&[l.path().to_path_buf()], "4242").unwrap();
+        assert_eq!(
+            user,
+            User {
+                uid: 4242,
+                gid: 0,
+                groups: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn explicit_group_by_name_and_number() {
+        let l = layer(PASSWD, GROUP);
+        let lowers = [l.path().to_path_buf()];
+        assert_eq!(resolve_user(&lowers, "alice:wheel").unwrap().gid, 10);
+        assert_eq!(
+            resolve_user(&lowers, "alice:wheel").unwrap().groups,
+            Vec::<u32>::new()
+        );
+        assert_eq!(resolve_user(&lowers, "1000:777").unwrap().gid, 777);
+    }
+
+    #[test]
+    fn unknown_names_are_errors_naming_them() {
+        let l = layer(PASSWD, GROUP);
+        let lowers = [l.path().to_path_buf()];
+        let err = resolve_user(&lowers, "mallory").unwrap_err();
+        assert!(err.to_string().contains("mallory"), "{err}");
+        let err = resolve_user(&lowers, "alice:nogroup").unwrap_err();
+        assert!(err.to_string().contains("nogroup"), "{err}");
+    }
+
+    #[test]
+    fn top_layer_wins_and_whiteouts_hide() {
+        let bottom = layer(PASSWD, GROUP);
+        let top = layer("alice:x:2000:2000::/:/bin/sh\n", "");
+        let lowers = [top.path().to_path_buf(), bottom.path().to_path_buf()];
+        assert_eq!(resolve_user(&lowers, "alice").unwrap().uid, 2000);
+
+        let wh = tempfile::tempdir().unwrap();
+        fs::create_dir(wh.path().join("etc")).unwrap();
+        nix::sys::stat::mknod(
+            &wh.path().join("etc/passwd"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .unwrap();
+        let lowers = [wh.path().to_path_buf(), bottom.path().to_path_buf()];
+        assert!(resolve_user(&lowers, "alice").is_err());
+        assert_eq!(resolve_user(&lowers, "0").unwrap().uid, 0);
+    }
+}
