@@ -6,3 +6,4 @@ mod cli;
 mod fixtures;
 mod frontend;
 mod runner;
+mod registry;

@@ -1,24 +1,158 @@
 //! `rbuild push|pull|login|logout`: the commands that talk to registries.
 
-use super::{not_implemented, Globals};
-use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs};
+use std::io::Read;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rbuild_registry::{
+    docker_config_path, normalize_registry, Client, ClientOptions, Platform, Reference, Secret,
+    DOCKER_HUB,
+};
+use rbuild_store::Store;
+
+use super::Globals;
+use crate::cli::{Compression, LoginArgs, LogoutArgs, PullArgs, PushArgs, RegistryFlags};
+use crate::exit::UsageError;
+use crate::progress::transfer::{Direction, TransferView};
+use crate::progress::Style;
+
+/// Client options from the shared registry flags.
+pub fn client_options(flags: &RegistryFlags) -> ClientOptions {
+    ClientOptions {
+        tls_verify: flags.tls_verify,
+        ..ClientOptions::default()
+    }
+}
+
+fn open_store(g: &Globals) -> anyhow::Result<Store> {
+    Store::open(&g.root).with_context(|| format!("cannot open the store at {}", g.root.display()))
+}
+
+fn parse_reference(s: &str) -> anyhow::Result<Reference> {
+    Reference::parse(s).map_err(|e| UsageError(e.to_string()).into())
+}
 
 /// `rbuild push`.
-pub async fn push(_g: &Globals, _args: PushArgs) -> anyhow::Result<()> {
-    Err(not_implemented("push"))
+pub async fn push(g: &Globals, args: PushArgs) -> anyhow::Result<()> {
+    let destination = parse_reference(args.destination.as_deref().unwrap_or(&args.image))?;
+    let store = open_store(g)?;
+    let client = Client::new(client_options(&args.registry));
+    let mode = Style::pick(args.progress, args.quiet);
+    let view = Arc::new(TransferView::new(mode, Direction::Push));
+    let compression = match args.compression {
+        Compression::Gzip => rbuild_store::Compression::Gzip,
+        Compression::Zstd => rbuild_store::Compression::Zstd,
+    };
+    if mode == Style::Plain {
+        eprintln!("The push refers to repository [{}]", destination.name());
+    }
+    let pushed = client
+        .push(&store, &args.image, &destination, compression, view.clone())
+        .await;
+    view.finish();
+    let pushed = pushed?;
+    if args.quiet {
+        println!("{}", pushed.digest);
+    } else {
+        println!(
+            "{}: digest: {} size: {}",
+            destination.manifest_ref(),
+            pushed.digest,
+            pushed.size
+        );
+    }
+    Ok(())
 }
 
 /// `rbuild pull`.
-pub async fn pull(_g: &Globals, _args: PullArgs) -> anyhow::Result<()> {
-    Err(not_implemented("pull"))
+pub async fn pull(g: &Globals, args: PullArgs) -> anyhow::Result<()> {
+    let reference = parse_reference(&args.image)?;
+    let platform = match &args.platform {
+        Some(p) => Some(
+            p.parse::<Platform>()
+                .map_err(|e| UsageError(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let store = open_store(g)?;
+    let client = Client::new(client_options(&args.registry));
+    let mode = Style::pick(args.progress, args.quiet);
+    let view = Arc::new(TransferView::new(mode, Direction::Pull));
+    if mode == Style::Plain {
+        eprintln!(
+            "{}: Pulling from {}",
+            reference.manifest_ref(),
+            reference.repository()
+        );
+    }
+    let pulled = client
+        .pull(&store, &reference, platform.as_ref(), view.clone())
+        .await;
+    view.finish();
+    let pulled = pulled?;
+    if args.quiet {
+        println!("{}", pulled.config.digest);
+    } else {
+        println!("Digest: {}", pulled.resolved);
+        println!("Status: Downloaded image for {reference}");
+        println!("{reference}");
+    }
+    Ok(())
 }
 
 /// `rbuild login`.
-pub async fn login(_g: &Globals, _args: LoginArgs) -> anyhow::Result<()> {
-    Err(not_implemented("login"))
+pub async fn login(_g: &Globals, args: LoginArgs) -> anyhow::Result<()> {
+    let registry = normalize_registry(args.server.as_deref().unwrap_or(DOCKER_HUB));
+    let username = args
+        .username
+        .ok_or_else(|| UsageError("login needs --username".into()))?;
+    let password = match (args.password, args.password_stdin) {
+        (Some(_), true) => {
+            return Err(UsageError("--password and --password-stdin are exclusive".into()).into())
+        }
+        (Some(p), false) => {
+            eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+            Secret::new(p)
+        }
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the password from stdin")?;
+            let p = s.trim_end_matches(['\n', '\r']).to_string();
+            if p.is_empty() {
+                return Err(UsageError("empty password on stdin".into()).into());
+            }
+            Secret::new(p)
+        }
+        (None, false) => {
+            return Err(UsageError("login needs --password-stdin (or --password)".into()).into())
+        }
+    };
+    let client = Client::new(client_options(&args.registry));
+    client
+        .login(&registry, &username, &password)
+        .await
+        .with_context(|| format!("login to {registry} failed"))?;
+    let path = docker_config_path();
+    let (p, r, u) = (path.clone(), registry.clone(), username.clone());
+    tokio::task::spawn_blocking(move || rbuild_registry::store_login(&p, &r, &u, &password))
+        .await??;
+    println!("Login Succeeded");
+    Ok(())
 }
 
 /// `rbuild logout`.
-pub async fn logout(_g: &Globals, _args: LogoutArgs) -> anyhow::Result<()> {
-    Err(not_implemented("logout"))
+pub async fn logout(_g: &Globals, args: LogoutArgs) -> anyhow::Result<()> {
+    let registry = normalize_registry(args.server.as_deref().unwrap_or(DOCKER_HUB));
+    let path = docker_config_path();
+    let r = registry.clone();
+    let removed =
+        tokio::task::spawn_blocking(move || rbuild_registry::remove_login(&path, &r)).await??;
+    if removed {
+        println!("Removing login credentials for {registry}");
+    } else {
+        println!("Not logged in to {registry}");
+    }
+    Ok(())
 }

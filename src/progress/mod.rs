@@ -1,6 +1,7 @@
 //! Rendering of long-running work (builds, transfers) as bars, plain lines or nothing.
 
 pub mod build;
+pub mod transfer;
 
 use std::io::IsTerminal;
 

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod proxy;
 pub mod registry;
+pub mod tokenissuer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

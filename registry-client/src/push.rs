@@ -1,0 +1,500 @@
+//! Push: compress layers at the edge (store), then per blob HEAD → mount → upload
+//! (monolithic, chunked as fallback) in parallel with retries, config, and the manifest last.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use rbuild_store::{Compression, Digest, Image, Store};
+use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, Response, StatusCode};
+
+use crate::auth::Scopes;
+use crate::client::Client;
+use crate::manifest::{self, BlobRef};
+use crate::progress::{Outcome, Progress};
+use crate::reference::Reference;
+use crate::sources::Sources;
+use crate::store_desc;
+use crate::transport::{registry_error_detail, status_error, Body, Endpoint, Req};
+use crate::{Error, Result};
+
+/// What a push put in the registry.
+#[derive(Debug, Clone)]
+pub struct PushedImage {
+    /// Where it went.
+    pub reference: Reference,
+    /// The manifest digest in the registry.
+    pub digest: Digest,
+    /// The manifest size in bytes.
+    pub size: u64,
+    /// The manifest media type the registry accepted (OCI, or Docker schema2 as fallback).
+    pub media_type: String,
+}
+
+/// One blob to push.
+#[derive(Clone)]
+struct Blob {
+    digest: Digest,
+    size: u64,
+}
+
+impl Client {
+    /// Pushes the store image named `image` (a tag or an image-id prefix) to `destination`.
+    pub async fn push(
+        &self,
+        store: &Store,
+        image: &str,
+        destination: &Reference,
+        compression: Compression,
+        progress: Arc<dyn Progress>,
+    ) -> Result<PushedImage> {
+        let s = store.clone();
+        let name = image.to_string();
+        let normalized = Reference::parse(image).ok().map(|r| r.to_string());
+        let found = tokio::task::spawn_blocking(move || -> Result<Option<Image>> {
+            if let Some(n) = normalized {
+                if let Some(img) = s
+                    .resolve(&n)
+                    .map_err(Error::store(format!("resolve {n}")))?
+                {
+                    return Ok(Some(img));
+                }
+            }
+            s.resolve(&name)
+                .map_err(Error::store(format!("resolve {name}")))
+        })
+        .await
+        .map_err(Error::Task)??;
+        let image_found = found.ok_or_else(|| Error::ImageNotInStore {
+            name: image.to_string(),
+        })?;
+        self.push_image(store, &image_found, destination, compression, progress)
+            .await
+    }
+
+    /// Pushes a store image to `destination`.
+    pub async fn push_image(
+        &self,
+        store: &Store,
+        image: &Image,
+        destination: &Reference,
+        compression: Compression,
+        progress: Arc<dyn Progress>,
+    ) -> Result<PushedImage> {
+        let what = destination.to_string();
+        let manifest_value: serde_json::Value = serde_json::from_slice(&image.manifest_json)
+            .map_err(|source| Error::InvalidManifest {
+                what: what.clone(),
+                source,
+            })?;
+        let (_, parsed) = manifest::parse(
+            &what,
+            &image.manifest_json,
+            Some(&store_desc::media_type(&image.manifest)),
+        )?;
+        let manifest::Parsed::Image { config, layers } = parsed else {
+            return Err(Error::UnsupportedMediaType {
+                what,
+                media_type: store_desc::media_type(&image.manifest),
+            });
+        };
+
+        // Compression happens here, at the edge, once per layer (the store remembers it).
+        let s = store.clone();
+        let originals = layers.clone();
+        let w = what.clone();
+        let compressed: Vec<BlobRef> = tokio::task::spawn_blocking(move || {
+            originals
+                .iter()
+                .map(|l| {
+                    let desc = store_desc::from_ref(&w, l)?;
+                    let c = s
+                        .compressed_layer(&desc, compression)
+                        .map_err(Error::store(format!("compress layer {}", l.digest)))?;
+                    let mut r = store_desc::to_ref(&c);
+                    r.annotations = l.annotations.clone();
+                    Ok(r)
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(Error::Task)??;
+
+        let ep = self.endpoint(destination.registry())?;
+        let repo = destination.repository().to_string();
+        let registry = destination.registry().to_string();
+        let root = store.root().to_path_buf();
+        let mut sources = tokio::task::spawn_blocking(move || Sources::load(&root))
+            .await
+            .map_err(Error::Task)?;
+
+        let mut blobs: Vec<Blob> = Vec::new();
+        for l in compressed.iter().chain(std::iter::once(&config)) {
+            let digest = Digest::from_str(&l.digest).map_err(|_| Error::InvalidReference {
+                reference: format!("{what}: {}", l.digest),
+                reason: "manifest names an invalid digest",
+            })?;
+            if !blobs.iter().any(|b| b.digest == digest) {
+                blobs.push(Blob {
+                    digest,
+                    size: l.size,
+                });
+            }
+        }
+        let mount_sources: BTreeSet<String> = blobs
+            .iter()
+            .flat_map(|b| sources.repositories(&registry, &b.digest.to_string()))
+            .filter(|r| *r != repo)
+            .map(String::from)
+            .collect();
+        let scopes = Scopes::push(&repo, mount_sources.iter().map(String::as_str));
+
+        // Layers in parallel, config after them, manifest last.
+        let (config_blob, layer_blobs) =
+            blobs.split_last().ok_or_else(|| Error::InvalidReference {
+                reference: what.clone(),
+                reason: "manifest has no config",
+            })?;
+        let parallel = self.options().parallel.max(1);
+        let sources_ref = &sources;
+        futures::stream::iter(layer_blobs.iter().map(|b| {
+            let ep = ep.clone();
+            let scopes = scopes.clone();
+            let progress = progress.clone();
+            let repo = repo.clone();
+            let registry = registry.clone();
+            async move {
+                let from: Vec<String> = sources_ref
+                    .repositories(&registry, &b.digest.to_string())
+                    .filter(|r| *r != repo)
+                    .map(String::from)
+                    .collect();
+                push_blob(&ep, &repo, &scopes, store, b, &from, progress).await
+            }
+        }))
+        .buffer_unordered(parallel)
+        .try_collect::<Vec<Outcome>>()
+        .await?;
+        let config_from: Vec<String> = sources
+            .repositories(&registry, &config_blob.digest.to_string())
+            .filter(|r| *r != repo)
+            .map(String::from)
+            .collect();
+        push_blob(
+            &ep,
+            &repo,
+            &scopes,
+            store,
+            config_blob,
+            &config_from,
+            progress.clone(),
+        )
+        .await?;
+
+        // The manifest: the stored bytes when no layer changed (the digest stays the
+        // local image's), else the local manifest with the compressed descriptors.
+        let unchanged = compressed
+            .iter()
+            .zip(&layers)
+            .all(|(c, l)| c.digest == l.digest && c.media_type == l.media_type);
+        let (bytes, media_type) = if unchanged {
+            (
+                image.manifest_json.clone(),
+                store_desc::media_type(&image.manifest),
+            )
+        } else {
+            let mut m = manifest_value.clone();
+            m["layers"] =
+                serde_json::to_value(&compressed).map_err(|source| Error::InvalidManifest {
+                    what: what.clone(),
+                    source,
+                })?;
+            if m.get("mediaType").is_none() {
+                m["mediaType"] = manifest::OCI_MANIFEST.into();
+            }
+            let mt = m["mediaType"]
+                .as_str()
+                .unwrap_or(manifest::OCI_MANIFEST)
+                .to_string();
+            (canonical(&m, &what)?, mt)
+        };
+        let pushed = match put_manifest(&ep, destination, &scopes, &bytes, &media_type).await? {
+            Ok(()) => (bytes, media_type),
+            Err(detail) => {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|source| Error::InvalidManifest {
+                        what: what.clone(),
+                        source,
+                    })?;
+                let docker = match manifest::to_docker(&value) {
+                    Some(d) if media_type != manifest::DOCKER_MANIFEST => d,
+                    _ => {
+                        return Err(Error::ManifestRefused {
+                            reference: what,
+                            detail,
+                        })
+                    }
+                };
+                let dbytes = canonical(&docker, &what)?;
+                match put_manifest(
+                    &ep,
+                    destination,
+                    &scopes,
+                    &dbytes,
+                    manifest::DOCKER_MANIFEST,
+                )
+                .await?
+                {
+                    Ok(()) => (dbytes, manifest::DOCKER_MANIFEST.to_string()),
+                    Err(detail) => {
+                        return Err(Error::ManifestRefused {
+                            reference: what,
+                            detail,
+                        })
+                    }
+                }
+            }
+        };
+
+        for b in &blobs {
+            sources.add(&b.digest.to_string(), &registry, &repo);
+        }
+        let root = store.root().to_path_buf();
+        // Only a hint for later mounts: failing to record it does not fail the push.
+        let _ = tokio::task::spawn_blocking(move || sources.save(&root)).await;
+
+        Ok(PushedImage {
+            reference: destination.clone(),
+            digest: Digest::of(&pushed.0),
+            size: pushed.0.len() as u64,
+            media_type: pushed.1,
+        })
+    }
+}
+
+fn canonical(v: &serde_json::Value, what: &str) -> Result<Vec<u8>> {
+    // serde_json's Value keeps object keys sorted: this is our canonical form.
+    serde_json::to_vec(v).map_err(|source| Error::InvalidManifest {
+        what: what.to_string(),
+        source,
+    })
+}
+
+/// PUTs a manifest. `Ok(Err(detail))` when the registry refused its content (400/415),
+/// so the caller may retry with Docker media types.
+async fn put_manifest(
+    ep: &Endpoint,
+    destination: &Reference,
+    scopes: &Scopes,
+    bytes: &[u8],
+    media_type: &str,
+) -> Result<std::result::Result<(), String>> {
+    let url = ep
+        .url(&format!(
+            "/v2/{}/manifests/{}",
+            destination.repository(),
+            destination.manifest_ref()
+        ))
+        .await?;
+    let req = Req::new(Method::PUT, url.clone())
+        .header(CONTENT_TYPE, media_type)
+        .body(Body::Bytes(bytes.to_vec().into()));
+    let resp = ep.send_retry(&req, scopes).await?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(Ok(()));
+    }
+    if status == StatusCode::BAD_REQUEST || status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        let body = crate::transport::read_limited(resp, 64 * 1024, &url)
+            .await
+            .unwrap_or_default();
+        let detail = registry_error_detail(&body).unwrap_or_else(|| format!("status {status}"));
+        return Ok(Err(detail));
+    }
+    Err(status_error(&Method::PUT, &url, resp).await)
+}
+
+/// Pushes one blob unless the registry has it: HEAD, then a mount from `from`, then an
+/// upload, retried (with a fresh upload session) on connection errors, 5xx and 429.
+async fn push_blob(
+    ep: &Endpoint,
+    repo: &str,
+    scopes: &Scopes,
+    store: &Store,
+    blob: &Blob,
+    from: &[String],
+    progress: Arc<dyn Progress>,
+) -> Result<Outcome> {
+    let digest = &blob.digest;
+    let head_url = ep.url(&format!("/v2/{repo}/blobs/{digest}")).await?;
+    let resp = ep
+        .send_retry(&Req::new(Method::HEAD, head_url.clone()), scopes)
+        .await?;
+    if resp.status().is_success() {
+        progress.finished(digest, Outcome::Skipped);
+        return Ok(Outcome::Skipped);
+    }
+    if resp.status() != StatusCode::NOT_FOUND {
+        return Err(status_error(&Method::HEAD, &head_url, resp).await);
+    }
+
+    let mut session: Option<String> = None;
+    for source in from.iter().take(3) {
+        let url = ep
+            .url(&format!(
+                "/v2/{repo}/blobs/uploads/?mount={digest}&from={source}"
+            ))
+            .await?;
+        let resp = ep
+            .send_retry(&Req::new(Method::POST, url.clone()), scopes)
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => {
+                progress.finished(digest, Outcome::Mounted);
+                return Ok(Outcome::Mounted);
+            }
+            // The registry could not mount: it opened an upload session instead.
+            StatusCode::ACCEPTED => {
+                session = Some(location(ep, &resp).await?);
+                break;
+            }
+            _ => {}
+        }
+    }
+
+    let path = store.blobs().path(digest);
+    progress.started(digest, blob.size);
+    let chunk_size = ep.chunk_size();
+    let mut chunked = ep.always_chunked();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        if attempt > 1 {
+            progress.retrying(digest, attempt);
+        }
+        let result = upload(
+            ep,
+            repo,
+            scopes,
+            blob,
+            &path,
+            session.take(),
+            chunked.then_some(chunk_size),
+            &progress,
+        )
+        .await;
+        match result {
+            Ok(()) => {
+                progress.finished(digest, Outcome::Transferred);
+                return Ok(Outcome::Transferred);
+            }
+            // A registry that refuses a monolithic PUT gets the blob in chunks.
+            Err(Error::Status { status, .. })
+                if !chunked && matches!(status, 400 | 405 | 411 | 413 | 416 | 501) =>
+            {
+                chunked = true;
+            }
+            Err(e) if e.is_retryable() && attempt < ep.attempts() => {
+                ep.pause(attempt, None).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One upload session: POST (unless `session` is open) then PUT, or PATCHes then PUT.
+#[allow(clippy::too_many_arguments)]
+async fn upload(
+    ep: &Endpoint,
+    repo: &str,
+    scopes: &Scopes,
+    blob: &Blob,
+    path: &std::path::Path,
+    session: Option<String>,
+    chunked: Option<u64>,
+    progress: &Arc<dyn Progress>,
+) -> Result<()> {
+    let digest = &blob.digest;
+    let mut loc = match session {
+        Some(l) => l,
+        None => {
+            let url = ep.url(&format!("/v2/{repo}/blobs/uploads/")).await?;
+            let resp = ep
+                .send(&Req::new(Method::POST, url.clone()), scopes)
+                .await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(status_error(&Method::POST, &url, resp).await);
+            }
+            location(ep, &resp).await?
+        }
+    };
+    if let Some(chunk) = chunked {
+        let mut offset = 0;
+        while offset < blob.size {
+            let len = chunk.min(blob.size - offset);
+            let req = Req::new(Method::PATCH, loc.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_RANGE, &format!("{offset}-{}", offset + len - 1))
+                .body(Body::File {
+                    path: path.to_path_buf(),
+                    offset,
+                    len,
+                    progress: Some((progress.clone(), digest.clone())),
+                });
+            let resp = ep.send(&req, scopes).await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(status_error(&Method::PATCH, &loc, resp).await);
+            }
+            loc = location(ep, &resp).await?;
+            offset += len;
+        }
+        let url = with_digest(&loc, digest);
+        let resp = ep.send(&Req::new(Method::PUT, url.clone()), scopes).await?;
+        return finish(resp, &url).await;
+    }
+    let url = with_digest(&loc, digest);
+    let req = Req::new(Method::PUT, url.clone())
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .body(Body::File {
+            path: path.to_path_buf(),
+            offset: 0,
+            len: blob.size,
+            progress: Some((progress.clone(), digest.clone())),
+        });
+    let resp = ep.send(&req, scopes).await?;
+    finish(resp, &url).await
+}
+
+async fn finish(resp: Response, url: &str) -> Result<()> {
+    if resp.status() == StatusCode::CREATED || resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(status_error(&Method::PUT, url, resp).await)
+    }
+}
+
+/// The upload URL from a `Location` header, made absolute.
+async fn location(ep: &Endpoint, resp: &Response) -> Result<String> {
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Status {
+            method: "POST".into(),
+            url: resp.url().to_string(),
+            status: resp.status().as_u16(),
+            detail: Some("upload session without a Location header".into()),
+        })?;
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        Ok(loc.to_string())
+    } else {
+        ep.url(loc).await
+    }
+}
+
+fn with_digest(location: &str, digest: &Digest) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}

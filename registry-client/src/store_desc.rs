@@ -1,0 +1,40 @@
+//! Conversions between descriptors inside manifests ([`BlobRef`]) and the store's
+//! `Descriptor` type, kept in one place so the store's type can change without touching
+//! pull and push.
+
+use std::str::FromStr;
+
+use rbuild_store::{Descriptor, Digest};
+
+use crate::manifest::BlobRef;
+use crate::{Error, Result};
+
+/// A store descriptor for a blob.
+pub(crate) fn make(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+    Descriptor::new(media_type, digest, size)
+}
+
+/// The store descriptor for a manifest entry.
+pub(crate) fn from_ref(what: &str, r: &BlobRef) -> Result<Descriptor> {
+    let digest = Digest::from_str(&r.digest).map_err(|_| Error::InvalidReference {
+        reference: format!("{what}: {}", r.digest),
+        reason: "manifest names an invalid digest",
+    })?;
+    Ok(make(&r.media_type, digest, r.size))
+}
+
+/// The manifest entry for a store descriptor.
+pub(crate) fn to_ref(d: &Descriptor) -> BlobRef {
+    BlobRef {
+        media_type: media_type(d),
+        digest: d.digest.to_string(),
+        size: d.size,
+        platform: None,
+        annotations: Default::default(),
+    }
+}
+
+/// A store descriptor's media type.
+pub(crate) fn media_type(d: &Descriptor) -> String {
+    d.media_type.to_string()
+}
