@@ -337,7 +337,13 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         for sel in &selected {
             let is_dir = sel.found.meta.is_dir();
             if is_dir {
-                mk(&dest_rel)?;
+                // Into an existing directory: its metadata stays. A new one is made from
+                // the source directory (with --chown/--chmod).
+                if dest_exists_dir || dest_rel.as_os_str().is_empty() {
+                    mk(&dest_rel)?;
+                } else if let Some(parent) = dest_rel.parent() {
+                    mk(parent)?;
+                }
                 root.copy(sel, upper, &dest_rel, ov)?;
                 continue;
             }
