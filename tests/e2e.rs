@@ -2,8 +2,9 @@
 
 mod util;
 
+mod build;
 mod cli;
 mod fixtures;
 mod frontend;
-mod runner;
 mod registry;
+mod runner;
