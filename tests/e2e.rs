@@ -8,3 +8,4 @@ mod fixtures;
 mod frontend;
 mod registry;
 mod runner;
+mod store;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::context::ContextError;
+use crate::copy::CopyError;
 use crate::frontend::{ExpandError, ParseError};
 
 /// A RUN whose command failed.
@@ -184,6 +185,9 @@ pub enum Error {
     /// A background task of the build panicked or was cancelled.
     #[error("a build task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// The files of a COPY or ADD cannot be written.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
 }
 
 impl Error {

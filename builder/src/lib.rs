@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod context;
+pub mod copy;
 mod error;
 pub mod events;
 pub mod frontend;

@@ -2,8 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rbuild_builder::frontend::heredoc::{heredocs_from_line, parse_heredoc};
-use rbuild_builder::frontend::Lexer;
+use rbuild_builder::frontend::{heredocs_from_line, parse_heredoc, Lexer};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

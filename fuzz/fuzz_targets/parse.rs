@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rbuild_builder::frontend::{dump::dump, parse, StepGraph};
+use rbuild_builder::frontend::{detect_syntax, dump, parse, StepGraph};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(doc) = parse("Dockerfile", data) {
@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = rbuild_builder::frontend::directives::detect_syntax(text);
+        let _ = detect_syntax(text);
     }
 });

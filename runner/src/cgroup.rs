@@ -1,6 +1,6 @@
 //! The step's cgroups: created under the runner's own cgroup, limits written, removed after.
 //!
-//! Supports both layouts: v1 (one hierarchy per controller under /sys/fs/cgroup/<ctrl>,
+//! Supports both layouts: v1 (one hierarchy per controller under `/sys/fs/cgroup/<ctrl>`,
 //! as on hybrid machines) and v2 (unified /sys/fs/cgroup with cgroup.subtree_control).
 
 use std::fs;
@@ -160,18 +160,23 @@ impl StepCgroup {
 
     fn create_v2(limits: &Limits, name: &str) -> Result<StepCgroup, Error> {
         let (_, own) = own_path(None)?;
-        let parent = Path::new(ROOT).join(own.trim_start_matches('/'));
+        let own = Path::new(ROOT).join(own.trim_start_matches('/'));
+        let available_file = Path::new(ROOT).join("cgroup.controllers");
+        let available = fs::read_to_string(&available_file).map_err(cgroup_err(&available_file))?;
         let mut enable = Vec::new();
-        if limits.memory.is_some() {
-            enable.push("+memory");
+        for (wanted, controller) in [
+            (limits.memory.is_some(), "memory"),
+            (limits.cpu_quota.is_some(), "cpu"),
+            (limits.pids.is_some(), "pids"),
+        ] {
+            if wanted {
+                if !available.split_whitespace().any(|c| c == controller) {
+                    return Err(Error::NoController { controller });
+                }
+                enable.push(format!("+{controller}"));
+            }
         }
-        if limits.cpu_quota.is_some() {
-            enable.push("+cpu");
-        }
-        if limits.pids.is_some() {
-            enable.push("+pids");
-        }
-        write(&parent.join("cgroup.subtree_control"), &enable.join(" "))?;
+        let parent = v2_parent(&own, &enable.join(" "))?;
         sweep_stale(Layout::V2, &parent);
         let dir = parent.join(name);
         fs::create_dir(&dir).map_err(cgroup_err(&dir))?;
@@ -234,6 +239,26 @@ impl StepCgroup {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Where v2 step cgroups go. The "no internal processes" rule lets a cgroup enable
+/// controllers for its children only while it has no processes of its own (the root is
+/// exempt), so the runner's own cgroup works only when it is the root or a delegated,
+/// empty parent; otherwise the steps go under a shared `rbuild` cgroup below the root.
+fn v2_parent(own: &Path, enable: &str) -> Result<PathBuf, Error> {
+    if fs::write(own.join("cgroup.subtree_control"), enable).is_ok() {
+        return Ok(own.to_path_buf());
+    }
+    let root = Path::new(ROOT);
+    write(&root.join("cgroup.subtree_control"), enable)?;
+    let shared = root.join("rbuild");
+    match fs::create_dir(&shared) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(cgroup_err(&shared)(err)),
+    }
+    write(&shared.join("cgroup.subtree_control"), enable)?;
+    Ok(shared)
 }
 
 /// Removes the cgroups of runners that were killed before they could clean up

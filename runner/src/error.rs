@@ -30,6 +30,14 @@ pub enum Error {
         /// The offending target.
         target: String,
     },
+    /// A layer, upper or work directory is given as a relative path.
+    #[error("{what} {path} is not an absolute path")]
+    RelativePath {
+        /// Which directory: `lower`, `upper` or `work`.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
     /// The spec could not be serialised.
     #[error("cannot encode the sandbox spec")]
     SpecEncode(#[source] serde_json::Error),
@@ -60,14 +68,17 @@ pub enum Error {
         /// How the init ended.
         status: std::process::ExitStatus,
     },
+    /// The step was stopped through its [`crate::Cancel`] handle.
+    #[error("the step was cancelled")]
+    Cancelled,
     /// A setup step inside the sandbox failed (reported by the init over the pipe).
     #[error("sandbox setup failed: {step}")]
     Setup {
         /// The step, e.g. `mount overlay at /x/root`.
         step: String,
-        /// The OS error.
+        /// The OS error, when the step was a system call.
         #[source]
-        source: io::Error,
+        source: Option<io::Error>,
     },
     /// Creating or writing a cgroup file failed.
     #[error("cannot set up cgroup {path}")]
@@ -85,6 +96,15 @@ pub enum Error {
     NoController {
         /// Controller name: `memory`, `cpu` or `pids`.
         controller: &'static str,
+    },
+    /// Removing overlayfs's own traces from the upper dir after the step failed.
+    #[error("cannot tidy the upper dir at {path}")]
+    TidyUpper {
+        /// The entry being tidied.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
     },
     /// Reading the image's passwd or group file failed.
     #[error("cannot read {path}")]
@@ -127,6 +147,17 @@ pub enum Error {
         what: String,
         /// The mountpoint.
         target: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A mount target could not be resolved inside the new root.
+    #[error("resolve mount target {path} inside {root}")]
+    Resolve {
+        /// The target, as a path in the sandbox.
+        path: String,
+        /// The new root.
+        root: PathBuf,
         /// The cause.
         #[source]
         source: io::Error,
@@ -199,7 +230,7 @@ pub enum Error {
     /// The command was not found in the sandbox.
     #[error("executable {name:?} not found in $PATH")]
     NotFound {
-        /// argv[0].
+        /// `argv[0]`.
         name: String,
     },
     /// `execve` of the command failed.
@@ -224,6 +255,7 @@ impl Error {
             Error::Fork { source, .. }
             | Error::Mount { source, .. }
             | Error::Create { source, .. }
+            | Error::Resolve { source, .. }
             | Error::PivotRoot { source, .. }
             | Error::Hostname { source, .. }
             | Error::JoinCgroup { source, .. }

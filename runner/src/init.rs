@@ -11,6 +11,14 @@
 //!
 //! Every process dies with its parent (`PR_SET_PDEATHSIG`), and the pid namespace dies
 //! with its PID 1, so killing the runner kills the whole step.
+//!
+//! The entry sequence, in one place (each step one call below):
+//! 1. join cgroups ([`run_init`]),
+//! 2. namespaces: `unshare` ([`run_init`]) — a rootless mode adds a user namespace here
+//!    and has the runner write the uid/gid maps (newuidmap) before going on,
+//! 3. mount the root and pivot ([`crate::rootfs::enter`], from [`run_pid1`]) — a chroot
+//!    isolation replaces unshare + pivot with `chroot`,
+//! 4. drop user and capabilities, then exec ([`crate::process::exec`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -42,6 +50,8 @@ pub(crate) struct InitRequest {
     pub spec: SandboxSpec,
     /// `cgroup.procs` files the init joins before unsharing (empty without limits).
     pub cgroup_procs: Vec<PathBuf>,
+    /// Mount the overlay with `mount(2)` even where the new mount API works.
+    pub legacy_overlay: bool,
 }
 
 /// The write end of the report pipe.
@@ -172,7 +182,7 @@ fn run_init(request: &InitRequest, report: &mut Report) -> Result<u8, Error> {
         source: os(e),
     })? {
         ForkResult::Child => {
-            let code = match run_pid1(&request.spec, report) {
+            let code = match run_pid1(request, report) {
                 Ok(()) => 0,
                 Err(err) => {
                     report.failed(&err);
@@ -196,7 +206,8 @@ fn run_init(request: &InitRequest, report: &mut Report) -> Result<u8, Error> {
 }
 
 /// `rbuild:[pid1]`: the root filesystem, then the command, then reaping until it exits.
-fn run_pid1(spec: &SandboxSpec, report: &mut Report) -> Result<(), Error> {
+fn run_pid1(request: &InitRequest, report: &mut Report) -> Result<(), Error> {
+    let spec = &request.spec;
     set_name("rbuild:[pid1]");
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if spec.network == Network::None {
@@ -206,7 +217,7 @@ fn run_pid1(spec: &SandboxSpec, report: &mut Report) -> Result<(), Error> {
         hostname: spec.hostname.clone(),
         source: os(e),
     })?;
-    rootfs::enter(spec)?;
+    rootfs::enter(spec, request.legacy_overlay)?;
 
     report.send(&Message::Started);
     // SAFETY: single-threaded, see run_init.

@@ -5,6 +5,32 @@
 //! by re-executing a binary whose `main` dispatches [`INIT_ARG`] to it before starting
 //! any thread. The entry sequence (namespaces → mount → pivot → drop → exec) lives in
 //! `init` (process choreography), `rootfs` (mounts and pivot) and `process` (drop and exec).
+//!
+//! ```no_run
+//! use rbuild_runner::{Limits, Sandbox, SandboxSpec, Stream};
+//!
+//! # fn main() -> Result<(), rbuild_runner::Error> {
+//! let mut spec = SandboxSpec::new(
+//!     vec!["/store/snapshots/abc/fs".into()], // lowers, top-most first
+//!     "/store/tmp/step1/upper".into(),        // gets the layer diff
+//!     "/store/tmp/step1/work".into(),         // scratch, same filesystem as upper
+//!     vec!["/bin/sh".into(), "-c".into(), "make install".into()],
+//! );
+//! spec.limits = Limits { memory: Some(512 << 20), ..Limits::default() };
+//! let status = Sandbox::new().run(&spec, &mut |stream, line| match stream {
+//!     Stream::Stdout => print!("{}", String::from_utf8_lossy(line)),
+//!     Stream::Stderr => eprint!("{}", String::from_utf8_lossy(line)),
+//! })?;
+//! if !status.success() {
+//!     eprintln!("RUN failed: {status}"); // "exit code: 2", "out of memory (limit 512MiB)"
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Requirements: root (the rootless mode comes later), Linux 5.2 (`fsopen`; `lowerdir+`
+//! from 6.8, with a `mount(2)` fallback before), 5.6 for `openat2` (symlinks in mount
+//! targets are refused before), cgroup v1 or v2 for limits.
 #![deny(missing_docs)]
 
 mod cgroup;
@@ -16,13 +42,13 @@ mod process;
 mod rootfs;
 mod sandbox;
 mod spec;
+mod upper;
 mod user;
 
 pub use error::Error;
 pub use init::sandbox_init_main;
-pub use message::Message;
 pub use process::DEFAULT_CAPABILITIES;
-pub use sandbox::{ExitStatus, Sandbox, Stream};
+pub use sandbox::{Cancel, ExitStatus, Sandbox, Stream};
 pub use spec::{
     default_hosts, host_resolv_conf, ExtraMount, Limits, Network, SandboxSpec, User, DEFAULT_PATH,
     MAX_LOWERS,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// One report from inside the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Message {
+pub(crate) enum Message {
     /// A setup step failed before the command could start.
     SetupFailed {
         /// What was being done, e.g. `mount overlay at /work/root`.
@@ -27,7 +27,7 @@ pub enum Message {
 
 impl Message {
     /// Encodes the message as one line.
-    pub fn to_line(&self) -> Vec<u8> {
+    pub(crate) fn to_line(&self) -> Vec<u8> {
         // Serialising a plain enum of strings and integers cannot fail.
         let mut line = serde_json::to_vec(self).unwrap_or_default();
         line.push(b'\n');
@@ -35,7 +35,7 @@ impl Message {
     }
 
     /// Decodes one line written by [`Message::to_line`].
-    pub fn from_line(line: &[u8]) -> Option<Message> {
+    pub(crate) fn from_line(line: &[u8]) -> Option<Message> {
         serde_json::from_slice(line).ok()
     }
 }

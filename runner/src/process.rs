@@ -1,6 +1,7 @@
 //! The command process: drops to the step's user and capabilities, then execs.
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -40,9 +41,7 @@ pub(crate) fn exec(spec: &SandboxSpec) -> Error {
     }
 }
 
-enum Never {}
-
-fn prepare_and_exec(spec: &SandboxSpec) -> Result<Never, Error> {
+fn prepare_and_exec(spec: &SandboxSpec) -> Result<Infallible, Error> {
     let _ = nix::unistd::setsid();
     // runc creates a missing working directory (as root, before dropping privileges).
     let _ = std::fs::create_dir_all(&spec.cwd);
@@ -71,7 +70,7 @@ fn prepare_and_exec(spec: &SandboxSpec) -> Result<Never, Error> {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    let err = nix::unistd::execve(&program_c, &argv, &env).unwrap_err();
+    let Err(err) = nix::unistd::execve(&program_c, &argv, &env);
     Err(Error::Exec {
         path: program,
         source: os(err),

@@ -7,24 +7,28 @@
 //! upper dir only ever holds what the command wrote.
 
 use std::fs;
-use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use rustix::fs::{Mode as FsMode, OFlags, ResolveFlags};
 use rustix::mount::{
     fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags,
     MountAttrFlags, MoveMountFlags,
 };
 
 use crate::error::os;
-use crate::spec::{ExtraMount, SandboxSpec};
+use crate::spec::{default_hosts, host_resolv_conf, ExtraMount, SandboxSpec, MAX_LOWERS};
 use crate::Error;
 
 /// Host device nodes bound into the sandbox's /dev.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Builds the root filesystem for `spec` and pivots into it; the caller is then at `/`.
-pub(crate) fn enter(spec: &SandboxSpec) -> Result<(), Error> {
+/// `legacy_overlay` forces the `mount(2)` path that kernels before 6.8 need.
+pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Error> {
     let root = spec.work.join("root");
     let ovl_work = spec.work.join("ovl");
     let runtime = spec.work.join("runtime");
@@ -56,25 +60,29 @@ pub(crate) fn enter(spec: &SandboxSpec) -> Result<(), Error> {
         write_file(&files.join(name), contents.as_bytes())?;
     }
 
+    align_upper_root(spec)?;
     let mut lowers: Vec<&Path> = spec.lowers.iter().map(PathBuf::as_path).collect();
     lowers.push(&stubs);
-    mount_overlay(&lowers, &spec.upper, &ovl_work, &root)?;
+    let mounted = !legacy_overlay && mount_overlay(&lowers, &spec.upper, &ovl_work, &root)?;
+    if !mounted {
+        mount_overlay_legacy(&lowers, &spec.upper, &ovl_work, &root)?;
+    }
 
+    // Every target below is resolved inside the new root first: a symlink in the image
+    // (`/proc -> /`, `/etc/hosts -> /etc/shadow`) must not send a mount outside it.
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount_legacy(
-        Some("proc"),
-        &root.join("proc"),
-        Some("proc"),
-        nosuid_nodev_noexec,
-        None,
-    )?;
-    mount_dev(&root.join("dev"))?;
-    mount_sys(&root.join("sys"))?;
-    for (name, _) in etc_files(spec) {
-        bind(&files.join(name), &root.join("etc").join(name), false)?;
+    let proc = resolve_in_root(&root, "/proc")?;
+    mount_legacy(Some("proc"), &proc, Some("proc"), nosuid_nodev_noexec, None)?;
+    mount_dev(&resolve_in_root(&root, "/dev")?)?;
+    let sys = resolve_in_root(&root, "/sys")?;
+    mount_sys(&sys)?;
+    protect_kernel_files(&proc, &sys)?;
+    for name in ETC_FILES {
+        let target = resolve_in_root(&root, &format!("/etc/{name}"))?;
+        bind(&files.join(name), &target, false)?;
     }
     for extra in &spec.mounts {
-        let target = inside(&root, extra.target());
+        let target = resolve_in_root(&root, extra.target())?;
         match extra {
             ExtraMount::Bind {
                 source, readonly, ..
@@ -97,13 +105,109 @@ pub(crate) fn enter(spec: &SandboxSpec) -> Result<(), Error> {
     pivot_into(&root)
 }
 
+/// The merged root directory takes its mode and owner from the upper dir, so the upper dir
+/// gets the image's (the top-most lower's; `0755 root` for `FROM scratch`). A `0700` upper
+/// dir, as temp-dir helpers make, would otherwise lock every non-root user out of `/`.
+fn align_upper_root(spec: &SandboxSpec) -> Result<(), Error> {
+    let (mode, uid, gid) = match spec.lowers.first() {
+        Some(top) => {
+            let meta = fs::metadata(top).map_err(|source| Error::Create {
+                path: top.clone(),
+                source,
+            })?;
+            (meta.mode() & 0o7777, meta.uid(), meta.gid())
+        }
+        None => (0o755, 0, 0),
+    };
+    let failed = |source: io::Error| Error::Create {
+        path: spec.upper.clone(),
+        source,
+    };
+    fs::set_permissions(&spec.upper, fs::Permissions::from_mode(mode)).map_err(failed)?;
+    std::os::unix::fs::chown(&spec.upper, Some(uid), Some(gid)).map_err(failed)
+}
+
+/// The files bound over /etc.
+const ETC_FILES: [&str; 3] = ["hosts", "resolv.conf", "hostname"];
+
 /// The files bound over /etc, by name and contents.
 fn etc_files(spec: &SandboxSpec) -> [(&'static str, String); 3] {
     [
-        ("hosts", spec.hosts.clone()),
-        ("resolv.conf", spec.resolv_conf.clone()),
+        (
+            "hosts",
+            spec.hosts
+                .clone()
+                .unwrap_or_else(|| default_hosts(&spec.hostname)),
+        ),
+        (
+            "resolv.conf",
+            spec.resolv_conf.clone().unwrap_or_else(host_resolv_conf),
+        ),
         ("hostname", format!("{}\n", spec.hostname)),
     ]
+}
+
+/// The real path of the absolute sandbox path `target`, following the image's symlinks as
+/// if `root` were `/` (`openat2` with `RESOLVE_IN_ROOT`). Nothing in the sandbox runs yet,
+/// so the path cannot change between this lookup and the mount.
+fn resolve_in_root(root: &Path, target: &str) -> Result<PathBuf, Error> {
+    let failed = |source: io::Error| Error::Resolve {
+        path: target.to_string(),
+        root: root.to_path_buf(),
+        source,
+    };
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        FsMode::empty(),
+    )
+    .map_err(|e| failed(e.into()))?;
+    let fd = match rustix::fs::openat2(
+        &root_fd,
+        target.trim_start_matches('/'),
+        OFlags::PATH | OFlags::CLOEXEC,
+        FsMode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        // Before Linux 5.6: no openat2, so symlinks on the way are refused instead.
+        Err(rustix::io::Errno::NOSYS) => return resolve_without_symlinks(root, target),
+        Err(err) => return Err(failed(err.into())),
+    };
+    let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(failed)?;
+    if real.starts_with(root) {
+        Ok(real)
+    } else {
+        // Not reachable with RESOLVE_IN_ROOT; kept as the invariant the mounts rely on.
+        Err(failed(io::Error::from_raw_os_error(libc::EXDEV)))
+    }
+}
+
+/// [`resolve_in_root`] for kernels without `openat2`: `target` must not pass a symlink.
+fn resolve_without_symlinks(root: &Path, target: &str) -> Result<PathBuf, Error> {
+    let mut path = root.to_path_buf();
+    for component in target.split('/').filter(|c| !c.is_empty()) {
+        path.push(component);
+        let is_link = fs::symlink_metadata(&path).map(|m| m.file_type().is_symlink());
+        match is_link {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(Error::Resolve {
+                    path: target.to_string(),
+                    root: root.to_path_buf(),
+                    source: io::Error::from_raw_os_error(libc::ELOOP),
+                })
+            }
+            Err(source) => {
+                return Err(Error::Resolve {
+                    path: target.to_string(),
+                    root: root.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(path)
 }
 
 /// A path inside the new root for an absolute sandbox path.
@@ -116,7 +220,7 @@ fn write_stubs(spec: &SandboxSpec, stubs: &Path) -> Result<(), Error> {
     for dir in ["proc", "dev", "sys", "etc"] {
         create_dir(&stubs.join(dir))?;
     }
-    for (name, _) in etc_files(spec) {
+    for name in ETC_FILES {
         write_file(&stubs.join("etc").join(name), b"")?;
     }
     for extra in &spec.mounts {
@@ -134,17 +238,40 @@ fn write_stubs(spec: &SandboxSpec, stubs: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Options that keep the upper dir a plain layer diff: no metadata-only copy-ups, no
+/// redirects, no index or inode-number xattrs.
+const OVERLAY_OPTIONS: [(&str, &str); 4] = [
+    ("redirect_dir", "off"),
+    ("index", "off"),
+    ("metacopy", "off"),
+    ("xino", "off"),
+];
+
 /// Mounts overlayfs with the new mount API: one `lowerdir+` per layer, so the stack is not
-/// limited by the one-page option string of `mount(2)`.
-fn mount_overlay(lowers: &[&Path], upper: &Path, work: &Path, target: &Path) -> Result<(), Error> {
+/// limited by the one-page option string of `mount(2)`. `Ok(false)` when the kernel has
+/// no `lowerdir+` (before 6.8) or no `fsopen` (before 5.2).
+fn mount_overlay(
+    lowers: &[&Path],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<bool, Error> {
     let failed = |source: rustix::io::Errno| Error::Mount {
         what: "overlay".into(),
         target: target.to_path_buf(),
         source: source.into(),
     };
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(failed)?;
-    for lower in lowers {
-        fsconfig_set_string(&fs, "lowerdir+", *lower).map_err(|source| Error::Mount {
+    let fs = match fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
+        Ok(fs) => fs,
+        Err(rustix::io::Errno::NOSYS) => return Ok(false),
+        Err(err) => return Err(failed(err)),
+    };
+    for (i, lower) in lowers.iter().enumerate() {
+        let result = fsconfig_set_string(&fs, "lowerdir+", *lower);
+        if i == 0 && result == Err(rustix::io::Errno::INVAL) {
+            return Ok(false);
+        }
+        result.map_err(|source| Error::Mount {
             what: format!("overlay lower {}", lower.display()),
             target: target.to_path_buf(),
             source: source.into(),
@@ -184,7 +311,78 @@ fn mount_overlay(lowers: &[&Path], upper: &Path, work: &Path, target: &Path) -> 
         target,
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
-    .map_err(failed)
+    .map_err(failed)?;
+    Ok(true)
+}
+
+/// Mounts overlayfs with `mount(2)`, whose options are cut at one page. Every directory is
+/// passed as the number of an `O_PATH` fd, resolved relative to `/proc/self/fd` (the cwd
+/// during the mount): about 4 bytes a layer instead of ~100, so 500 layers fit.
+fn mount_overlay_legacy(
+    lowers: &[&Path],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), Error> {
+    let open = |dir: &Path| {
+        nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::Mount {
+            what: format!("overlay layer {}", dir.display()),
+            target: target.to_path_buf(),
+            source: os(e),
+        })
+    };
+    let lower_fds = lowers
+        .iter()
+        .map(|l| open(l))
+        .collect::<Result<Vec<OwnedFd>, Error>>()?;
+    let upper_fd = open(upper)?;
+    let work_fd = open(work)?;
+    let names: Vec<String> = lower_fds
+        .iter()
+        .map(|fd| fd.as_raw_fd().to_string())
+        .collect();
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        names.join(":"),
+        upper_fd.as_raw_fd(),
+        work_fd.as_raw_fd()
+    );
+    for (key, value) in OVERLAY_OPTIONS {
+        data.push_str(&format!(",{key}={value}"));
+    }
+    if data.len() >= 4096 {
+        return Err(Error::TooManyLayers {
+            count: lowers.len(),
+            max: MAX_LOWERS,
+        });
+    }
+    let failed = |e| Error::Mount {
+        what: "overlay".into(),
+        target: target.to_path_buf(),
+        source: os(e),
+    };
+    let cwd = std::env::current_dir().map_err(|source| Error::Mount {
+        what: "overlay".into(),
+        target: target.to_path_buf(),
+        source,
+    })?;
+    nix::unistd::chdir("/proc/self/fd").map_err(failed)?;
+    let result = mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    );
+    nix::unistd::chdir(&cwd).map_err(failed)?;
+    result.map_err(failed)
 }
 
 /// A minimal /dev: tmpfs, the host's basic device nodes, a private devpts, /dev/shm, links.
@@ -240,6 +438,51 @@ fn mount_sys(sys: &Path) -> Result<(), Error> {
         return Ok(());
     }
     bind(Path::new("/sys"), sys, true)
+}
+
+/// Parts of /proc that stay read-only (docker's list): a root step could otherwise write
+/// host sysctls or `/proc/sysrq-trigger` without any capability.
+const READONLY_PATHS: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+/// Files and directories of /proc hidden entirely (docker's list).
+const MASKED_PROC_PATHS: [&str; 8] = [
+    "acpi",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "scsi",
+];
+
+/// Directories of /sys hidden entirely (docker's list).
+const MASKED_SYS_PATHS: [&str; 2] = ["firmware", "devices/virtual/powercap"];
+
+/// Makes [`READONLY_PATHS`] read-only and hides the masked paths (files under /dev/null,
+/// directories under an empty read-only tmpfs); paths this kernel lacks are skipped.
+fn protect_kernel_files(proc: &Path, sys: &Path) -> Result<(), Error> {
+    for rel in READONLY_PATHS {
+        let path = proc.join(rel);
+        if path.exists() {
+            bind(&path, &path, true)?;
+        }
+    }
+    let masked = MASKED_PROC_PATHS.iter().map(|rel| proc.join(rel));
+    for path in masked.chain(MASKED_SYS_PATHS.iter().map(|rel| sys.join(rel))) {
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => mount_legacy(
+                Some("tmpfs"),
+                &path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=555"),
+            )?,
+            Ok(_) => bind(Path::new("/dev/null"), &path, false)?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Bind-mounts `source` at `target` (recursively), read-only if asked.

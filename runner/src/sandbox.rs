@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use crate::cgroup::StepCgroup;
 use crate::error::os;
@@ -38,15 +38,16 @@ pub struct ExitStatus {
 }
 
 impl ExitStatus {
-    /// True when the command exited with code 0 and nothing was OOM-killed.
+    /// True when the command exited with code 0. As in docker, a step whose command
+    /// survived the OOM kill of one of its children (and exited 0) succeeded.
     pub fn success(&self) -> bool {
-        self.code == Some(0) && !self.oom_killed
+        self.code == Some(0)
     }
 }
 
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.oom_killed {
+        if self.oom_killed && !self.success() {
             write!(f, "out of memory")?;
             if let Some(limit) = self.memory_limit {
                 write!(f, " (limit {})", human_bytes(limit))?;
@@ -80,10 +81,78 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// Stops a running step from another thread: the step's whole process tree is killed
+/// and [`Sandbox::run_cancellable`] returns [`Error::Cancelled`]. Cloning shares the handle.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    state: Arc<Mutex<CancelState>>,
+}
+
+#[derive(Debug, Default)]
+struct CancelState {
+    cancelled: bool,
+    /// A pidfd of the running init: signalling it can never hit a recycled pid.
+    init: Option<OwnedFd>,
+}
+
+impl Cancel {
+    /// A handle not cancelled yet.
+    pub fn new() -> Self {
+        Cancel::default()
+    }
+
+    /// Kills the step if it runs, and makes a step not started yet fail at once.
+    pub fn cancel(&self) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        state.cancelled = true;
+        if let Some(init) = &state.init {
+            // The init's death takes PID 1 and with it the whole pid namespace.
+            let _ = rustix::process::pidfd_send_signal(init, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// Whether [`Cancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        state.cancelled
+    }
+
+    fn attach(&self, pid: u32) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let pidfd = rustix::process::Pid::from_raw(pid as i32).and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+        });
+        if state.cancelled {
+            if let Some(fd) = &pidfd {
+                let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+            }
+        }
+        state.init = pidfd;
+    }
+
+    fn detach(&self) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        state.init = None;
+    }
+}
+
 /// Runs steps by re-executing a binary as the sandbox's init.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     init_exe: PathBuf,
+    legacy_overlay: bool,
 }
 
 impl Default for Sandbox {
@@ -104,6 +173,7 @@ impl Sandbox {
     pub fn new() -> Self {
         Sandbox {
             init_exe: PathBuf::from("/proc/self/exe"),
+            legacy_overlay: false,
         }
     }
 
@@ -111,7 +181,15 @@ impl Sandbox {
     pub fn with_init_exe(exe: impl Into<PathBuf>) -> Self {
         Sandbox {
             init_exe: exe.into(),
+            legacy_overlay: false,
         }
+    }
+
+    /// Mounts the overlay with `mount(2)` and a one-page option string, as kernels before
+    /// 6.8 (without `lowerdir+`) need; the runner falls back to it by itself there.
+    pub fn with_legacy_overlay(mut self, legacy: bool) -> Self {
+        self.legacy_overlay = legacy;
+        self
     }
 
     /// Runs one step and blocks until it ends. `output` gets the command's stdout and stderr
@@ -124,14 +202,29 @@ impl Sandbox {
         spec: &SandboxSpec,
         output: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<ExitStatus, Error> {
+        self.run_cancellable(spec, output, &Cancel::new())
+    }
+
+    /// [`Sandbox::run`], stoppable from another thread through `cancel`.
+    pub fn run_cancellable(
+        &self,
+        spec: &SandboxSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: &Cancel,
+    ) -> Result<ExitStatus, Error> {
         spec.validate()?;
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let cgroup = StepCgroup::create(&spec.limits)?;
-        let result = self.run_in(spec, cgroup.as_ref(), output);
+        let result = self.run_in(spec, cgroup.as_ref(), output, cancel);
         let oom_killed = cgroup.as_ref().is_some_and(StepCgroup::oom_killed);
         if let Some(cgroup) = cgroup {
             cgroup.destroy()?;
         }
         let mut status = result?;
+        // The overlay is gone with the sandbox's mount namespace: the upper dir is ours again.
+        crate::upper::tidy(&spec.upper)?;
         status.oom_killed = oom_killed;
         status.memory_limit = spec.limits.memory;
         Ok(status)
@@ -142,10 +235,12 @@ impl Sandbox {
         spec: &SandboxSpec,
         cgroup: Option<&StepCgroup>,
         output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: &Cancel,
     ) -> Result<ExitStatus, Error> {
         let request = InitRequest {
             spec: spec.clone(),
             cgroup_procs: cgroup.map(StepCgroup::procs_files).unwrap_or_default(),
+            legacy_overlay: self.legacy_overlay,
         };
         let request = serde_json::to_vec(&request).map_err(Error::SpecEncode)?;
         let (report_read, report_write): (OwnedFd, OwnedFd) =
@@ -181,6 +276,7 @@ impl Sandbox {
             source,
         })?;
         drop(report_write);
+        cancel.attach(child.id());
 
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -236,14 +332,19 @@ impl Sandbox {
             }
             (reports, channel_error)
         });
-        let init_status = child.wait().map_err(Error::Wait)?;
+        let waited = child.wait();
+        cancel.detach();
+        let init_status = waited.map_err(Error::Wait)?;
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let (reports, channel_error) = events;
 
         for report in &reports {
             if let Message::SetupFailed { step, errno } = report {
                 return Err(Error::Setup {
                     step: step.clone(),
-                    source: std::io::Error::from_raw_os_error(*errno),
+                    source: (*errno != 0).then(|| std::io::Error::from_raw_os_error(*errno)),
                 });
             }
         }
@@ -277,11 +378,15 @@ impl Sandbox {
     }
 }
 
+/// The longest line handed to the output callback in one piece.
+const MAX_LINE: u64 = 64 * 1024;
+
 fn forward_lines(stream: impl Read, which: Stream, tx: &mpsc::Sender<Event>) {
     let mut reader = BufReader::new(stream);
     loop {
         let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line) {
+        // A line is cut at MAX_LINE bytes, so output without newlines cannot grow unbounded.
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line) {
             Ok(0) => return,
             Ok(_) => {
                 if tx.send(Event::Line(which, line)).is_err() {

@@ -35,10 +35,10 @@ pub struct SandboxSpec {
     pub mounts: Vec<ExtraMount>,
     /// Resource limits enforced through cgroups.
     pub limits: Limits,
-    /// Contents bound onto `/etc/hosts`.
-    pub hosts: String,
-    /// Contents bound onto `/etc/resolv.conf`.
-    pub resolv_conf: String,
+    /// Contents bound onto `/etc/hosts`; `None`: localhost and the hostname, as docker writes.
+    pub hosts: Option<String>,
+    /// Contents bound onto `/etc/resolv.conf`; `None`: the host's `/etc/resolv.conf`.
+    pub resolv_conf: Option<String>,
 }
 
 /// The identity a step runs as.
@@ -113,8 +113,8 @@ impl Limits {
 impl SandboxSpec {
     /// A spec with docker's defaults: root, `/`, default `PATH`, host network,
     /// hostname `rbuild`, a localhost `/etc/hosts` and the host's `/etc/resolv.conf`.
+    /// Change the public fields for anything else.
     pub fn new(lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf, argv: Vec<String>) -> Self {
-        let hostname = "rbuild".to_string();
         SandboxSpec {
             lowers,
             upper,
@@ -123,12 +123,12 @@ impl SandboxSpec {
             env: vec![format!("PATH={DEFAULT_PATH}")],
             cwd: "/".to_string(),
             user: User::default(),
-            hosts: default_hosts(&hostname),
-            hostname,
+            hosts: None,
+            hostname: "rbuild".to_string(),
             network: Network::Host,
             mounts: Vec::new(),
             limits: Limits::default(),
-            resolv_conf: host_resolv_conf(),
+            resolv_conf: None,
         }
     }
 
@@ -152,6 +152,15 @@ impl SandboxSpec {
                 count: self.lowers.len(),
                 max: MAX_LOWERS,
             });
+        }
+        let dirs = self.lowers.iter().map(|l| ("lower", l));
+        for (what, path) in dirs.chain([("upper", &self.upper), ("work", &self.work)]) {
+            if !path.is_absolute() {
+                return Err(Error::RelativePath {
+                    what,
+                    path: path.clone(),
+                });
+            }
         }
         if !self.cwd.starts_with('/') {
             return Err(Error::RelativeCwd {

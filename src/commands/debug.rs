@@ -1,7 +1,6 @@
 //! `rbuild debug`: developer views of rbuild's internals.
 
-use anyhow::Context;
-use rbuild_builder::frontend::{dump::dump, parse, StepGraph};
+use rbuild_builder::frontend::{dump, read_dockerfile, StepGraph};
 
 use crate::cli::DebugCommand;
 
@@ -9,14 +8,12 @@ use crate::cli::DebugCommand;
 pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::Parse { file } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let doc = parse(&file.display().to_string(), &bytes)?;
+            let doc = read_dockerfile(&file)?;
             // Type-check every instruction and stage reference too, so that errors such as
             // an unknown instruction are reported here as a build would report them.
-            StepGraph::new(&doc, &[], None)?;
+            let graph = StepGraph::new(&doc, &[], None)?;
             print!("{}", dump(&doc));
-            for warning in &doc.warnings {
+            for warning in &graph.warnings {
                 eprintln!("warning: {warning}");
             }
             Ok(())

@@ -17,4 +17,127 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A string is not a valid `sha256:<64 hex>` digest.
+    #[error("invalid digest {value:?}: {reason}")]
+    InvalidDigest {
+        /// The rejected text.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Content did not hash to the digest it was expected to have.
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was being verified (a blob, a layer's diffID).
+        what: String,
+        /// The digest it should have had.
+        expected: String,
+        /// The digest it has.
+        actual: String,
+    },
+    /// A blob the operation needs is not in the store.
+    #[error("blob {digest} is not in the store")]
+    BlobNotFound {
+        /// The missing blob.
+        digest: String,
+    },
+    /// A JSON document the store reads is malformed.
+    #[error("malformed {what} {}", path.display())]
+    Json {
+        /// What kind of document (index.json, manifest, config, snapshot meta, cache record).
+        what: &'static str,
+        /// Where it was read from (or the blob path).
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A manifest or config blob cannot be used as an image.
+    #[error("image {reference}: {reason}")]
+    BadImage {
+        /// The manifest digest or name.
+        reference: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A layer tar member that would write outside the snapshot, or is otherwise unusable.
+    #[error("layer {layer}: refusing member {member:?}: {reason}")]
+    UnsafeMember {
+        /// The layer (diffID or blob digest).
+        layer: String,
+        /// The member's path as written in the tar.
+        member: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A layer tar could not be read or applied.
+    #[error("layer {layer}: cannot apply member {member:?}")]
+    LayerMember {
+        /// The layer (diffID or blob digest).
+        layer: String,
+        /// The member's path.
+        member: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A layer tar could not be read.
+    #[error("layer {layer}: malformed tar stream")]
+    LayerStream {
+        /// The layer (diffID or blob digest).
+        layer: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file in a directory being turned into a layer cannot be represented.
+    #[error("cannot put {} into a layer: {reason}", path.display())]
+    Unrepresentable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
+    /// `snapshot_chain` was given layers and diffIDs of different lengths.
+    #[error("{layers} layers but {diff_ids} diffIDs")]
+    LayerCountMismatch {
+        /// Number of layer descriptors.
+        layers: usize,
+        /// Number of diffIDs.
+        diff_ids: usize,
+    },
+    /// A user-given image name cannot be parsed.
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference {
+        /// The rejected text.
+        reference: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An image name or ID matched nothing.
+    #[error("no such image: {0}")]
+    NoSuchImage(String),
+    /// An image ID prefix matched more than one image.
+    #[error("image ID prefix {0} is ambiguous")]
+    AmbiguousImage(String),
+    /// Another rbuild process uses the store, so garbage collection would be unsafe.
+    #[error("store {} is in use by another rbuild process; prune refuses to run", root.display())]
+    StoreBusy {
+        /// The store root.
+        root: PathBuf,
+    },
+    /// A blob's media type is not a layer type the store knows.
+    #[error("unsupported layer media type {0}")]
+    UnsupportedMediaType(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] from a closure-friendly triple.
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
 }

@@ -2,11 +2,10 @@
 
 use std::path::Path;
 
-use rbuild_builder::frontend::directives::{find_directive, DirectiveParser};
-use rbuild_builder::frontend::dump::dump;
-use rbuild_builder::frontend::heredoc::{chomp, heredocs_from_line, parse_heredoc};
-use rbuild_builder::frontend::json::{parse_json_array, parse_words, JsonArray};
-use rbuild_builder::frontend::parse;
+use rbuild_builder::frontend::{
+    chomp_heredoc, dump, find_directive, heredocs_from_line, parse, parse_heredoc,
+    parse_json_array, parse_words, DirectiveParser, JsonArray,
+};
 use serde_json::Value;
 
 use crate::SetResult;
@@ -117,7 +116,7 @@ fn table(path: &Path) -> SetResult {
             "heredoc-words" => heredoc_words(&case),
             "heredoc-lines" => heredoc_lines(&case),
             "heredoc-chomp" => compare(
-                chomp(str_of(&case["chomp_input"])).as_str(),
+                chomp_heredoc(str_of(&case["chomp_input"])).as_str(),
                 str_of(&case["chomp_output"]),
             ),
             "json-arrays" => json_arrays(&case),

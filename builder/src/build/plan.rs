@@ -3,7 +3,7 @@
 //! show in the progress (FROM, RUN, COPY, ADD, WORKDIR; metadata steps do not).
 
 use crate::events::StepId;
-use crate::frontend::instructions::Instruction;
+use crate::frontend::Instruction;
 use crate::frontend::{Base, Location, Stage, Step, StepGraph};
 
 /// One step, numbered.

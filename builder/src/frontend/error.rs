@@ -4,8 +4,7 @@ use super::shell::ExpandError;
 
 /// An error in a Dockerfile: the file, the 1-based line and column, that line's text, and
 /// what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {kind}{}", excerpt(*.line, *.column, .source_line))]
+#[derive(Debug)]
 pub struct ParseError {
     /// The Dockerfile's name as the user gave it.
     pub file: String,
@@ -17,6 +16,21 @@ pub struct ParseError {
     pub source_line: String,
     /// What is wrong.
     pub kind: Box<ErrorKind>,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.kind)?;
+        f.write_str(&excerpt(self.line, self.column, &self.source_line))
+    }
+}
+
+impl std::error::Error for ParseError {
+    /// The kind's own cause (e.g. why a word cannot be expanded); the kind itself is
+    /// already part of the message.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.kind)
+    }
 }
 
 fn excerpt(line: usize, column: usize, text: &str) -> String {

@@ -21,7 +21,7 @@ pub struct Heredoc {
     pub fd: u32,
     /// False when any part of the delimiter was quoted: the body is not expanded.
     pub expand: bool,
-    /// `<<-`: leading tabs are stripped from the body (see [`chomp`]).
+    /// `<<-`: leading tabs are stripped from the body (see [`chomp_heredoc`]).
     pub chomp: bool,
 }
 
@@ -84,7 +84,7 @@ pub fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, ErrorKind> {
 }
 
 /// Removes leading tabs from every line (`<<-`).
-pub fn chomp(content: &str) -> String {
+pub fn chomp_heredoc(content: &str) -> String {
     content
         .split_inclusive('\n')
         .map(|l| l.trim_start_matches('\t'))

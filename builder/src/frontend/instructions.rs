@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::ErrorKind;
 use super::flags::{FlagKind, Flags};
-use super::heredoc::{chomp, parse_heredoc, Heredoc};
+use super::heredoc::{chomp_heredoc, parse_heredoc, Heredoc};
 use super::parser::Node;
 
 /// The 18 Dockerfile instructions, upper case.
@@ -133,7 +133,9 @@ pub struct Run {
     pub network: Network,
     /// `--security=insecure`.
     pub insecure: bool,
-    /// Heredocs: the first one is the script when the command is only `<<EOF`.
+    /// Heredocs, in order. As in BuildKit, when the shell-form command is a single heredoc
+    /// word (`RUN <<EOF`) the engine runs that heredoc's content as the script; otherwise each
+    /// heredoc is fed to its file descriptor (stdin for `<<EOF`) of the shell command.
     pub heredocs: Vec<InlineFile>,
 }
 
@@ -596,7 +598,7 @@ fn inline_file(h: &Heredoc) -> InlineFile {
     InlineFile {
         name: h.name.clone(),
         data: if h.chomp {
-            chomp(&h.content)
+            chomp_heredoc(&h.content)
         } else {
             h.content.clone()
         },

@@ -118,7 +118,7 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
 
 /// Splits `rest` at runs of `[\t\v\f\r ]` into at most `limit` parts (0: no limit), like Go's
 /// `regexp.Split` with BuildKit's whitespace pattern.
-pub fn split_whitespace_n(rest: &str, limit: usize) -> Vec<String> {
+pub(crate) fn split_whitespace_n(rest: &str, limit: usize) -> Vec<String> {
     let is_ws = |c: char| matches!(c, '\t' | '\x0b' | '\x0c' | '\r' | ' ');
     let mut parts = Vec::new();
     let mut current = String::new();

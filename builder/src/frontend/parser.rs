@@ -244,7 +244,7 @@ fn can_contain_heredoc(node: &Node) -> bool {
 }
 
 /// Splits a joined instruction line into keyword, flags and arguments.
-pub fn node_from_line(line: &str, escape: char) -> Result<Node, ErrorKind> {
+pub(crate) fn node_from_line(line: &str, escape: char) -> Result<Node, ErrorKind> {
     let parts = split_whitespace_n(line.trim(), 2);
     let keyword = parts[0].clone();
     let (rest, flags) = match parts.get(1) {

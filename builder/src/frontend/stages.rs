@@ -1,7 +1,7 @@
 //! Stages and the step graph: build args and their scopes, platform args, stage references
 //! (`FROM <stage>`, `COPY --from`, `RUN --mount=from=`), and `--target` pruning.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::error::{ErrorKind, ParseError};
 use super::instructions::{parse_instruction, Instruction};
@@ -147,7 +147,7 @@ pub struct StepGraph {
     pub global_args: Vec<(String, String)>,
     /// `--build-arg` names that no ARG of a built stage (or global ARG) declares.
     pub unused_build_args: Vec<String>,
-    /// Parser warnings.
+    /// Parser warnings and lint warnings (a FROM using an undeclared build arg).
     pub warnings: Vec<String>,
 }
 
@@ -202,6 +202,7 @@ impl StepGraph {
             doc.error(node.start_line, col, kind)
         };
         let mut declared: BTreeSet<String> = BTreeSet::new();
+        let mut warnings = doc.warnings.clone();
         let mut global: Vec<(String, String)> = platform_args(build, target_platform);
         let mut stages: Vec<Stage> = Vec::new();
         // Per stage: the build args declared in it, for unused-arg accounting.
@@ -225,6 +226,14 @@ impl StepGraph {
                 platform,
             } = &instruction
             {
+                if let Ok(found) = lexer.expand(image, &global) {
+                    for name in found.unmatched.iter().filter(|n| !declared.contains(*n)) {
+                        warnings.push(format!(
+                            "{}:{}: FROM uses undefined build arg {name:?}",
+                            doc.file, node.start_line
+                        ));
+                    }
+                }
                 let image = expand(image, &global)?;
                 let platform = platform
                     .as_deref()
@@ -423,7 +432,7 @@ impl StepGraph {
             escape: doc.escape,
             global_args: global,
             unused_build_args: unused,
-            warnings: doc.warnings.clone(),
+            warnings,
         })
     }
 
@@ -459,13 +468,4 @@ fn later_stage(doc: &Document, from: usize, name: &str) -> bool {
         seen += 1;
     }
     false
-}
-
-/// Build args and the stage map as plain data for tests and debugging.
-pub fn describe(graph: &StepGraph) -> BTreeMap<usize, (Option<String>, Base, Vec<usize>)> {
-    graph
-        .stages
-        .iter()
-        .map(|s| (s.index, (s.name.clone(), s.base.clone(), s.deps.clone())))
-        .collect()
 }

@@ -300,3 +300,58 @@ fn every_instruction_types() {
     let e = error("FROM a\nSHELL sh -c\n");
     assert!(matches!(*e.kind, ErrorKind::Arguments { .. }), "{e}");
 }
+
+#[test]
+fn expansion_errors_keep_their_cause() {
+    let e = error("ARG V\nFROM alpine:${V:?unset}\n");
+    assert_eq!(first_line(&e), "Dockerfile:2: cannot expand");
+    let cause = std::error::Error::source(&e).map(|c| c.to_string());
+    assert_eq!(
+        cause.as_deref(),
+        Some("failed to process \"alpine:${V:?unset}\": V: unset")
+    );
+}
+
+fn dump_of(text: &str) -> String {
+    super::dump(&parse("Dockerfile", text.as_bytes()).unwrap())
+}
+
+#[test]
+fn dump_flags_and_double_dash() {
+    let text = "FROM scratch\nCOPY --user=me --doit=true foo /tmp/\nCOPY --doit=true -- foo /tmp/\nCOPY -- foo /tmp/\nCMD --doit [ \"a\", \"b\" ]\nCMD --doit -- [ ]\nADD --chown=\"a b\" x y\n";
+    assert_eq!(
+        dump_of(text),
+        "(from \"scratch\")\n(copy [\"--user=me\" \"--doit=true\"] \"foo\" \"/tmp/\")\n(copy [\"--doit=true\"] \"foo\" \"/tmp/\")\n(copy \"foo\" \"/tmp/\")\n(cmd [\"--doit\"] \"a\" \"b\")\n(cmd [\"--doit\"])\n(add [\"--chown=a b\"] \"x\" \"y\")\n"
+    );
+}
+
+#[test]
+fn dump_edge_lines() {
+    assert_eq!(
+        dump_of("\u{feff}FROM a\n\nRUN something \\"),
+        "(from \"a\")\n(run \"something\")\n"
+    );
+    assert_eq!(
+        dump_of("FROM a\r\nRUN a \\\r\n# c\r\n\r\n b\r\nUNKNOWN x\nonbuild\n"),
+        "(from \"a\")\n(run \"a  b\")\n(unknown \"\")\n(onbuild)\n"
+    );
+    assert_eq!(
+        dump_of("# escape=`\nFROM a\nRUN a `\n  b \\\nCOPY [\"a\\\\b\", \"c\"] d\n"),
+        "(from \"a\")\n(run \"a   b \\\\\")\n(copy \"[\\\"a\\\\\\\\b\\\",\" \"\\\"c\\\"]\" \"d\")\n"
+    );
+}
+
+#[test]
+fn warns_about_undeclared_args_in_from() {
+    let g = graph(
+        "ARG DECLARED\nFROM alpine:${NOPE:-x}${DECLARED}\n",
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        g.warnings,
+        ["Dockerfile:2: FROM uses undefined build arg \"NOPE\""]
+    );
+    assert_eq!(g.stages[0].base, Base::Image("alpine:x".into()));
+}

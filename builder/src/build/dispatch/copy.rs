@@ -17,8 +17,8 @@ use crate::build::ctx::blocking;
 use crate::build::files::{relative, Overrides, SourceRoot};
 use crate::build::rootfs::LayeredFs;
 use crate::build::state::StageState;
-use crate::frontend::instructions::{Add, Copy, InlineFile, Source};
 use crate::frontend::Base;
+use crate::frontend::{Add, Copy, InlineFile, Source};
 use crate::Error;
 
 /// Where the sources of one COPY are read from.

@@ -10,8 +10,7 @@ use crate::build::ctx::BuildCtx;
 use crate::build::plan::{PlannedStage, PlannedStep};
 use crate::build::state::{CacheUse, StageState};
 use crate::events::{BuildEvent, CacheMiss};
-use crate::frontend::instructions::parse_instruction;
-use crate::frontend::parser::node_from_line;
+use crate::frontend::parse_instruction;
 use crate::frontend::{Base, Location, Step};
 use crate::Error;
 
@@ -99,8 +98,13 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
 /// An ONBUILD trigger as a step of the stage whose FROM runs it.
 fn trigger_step(ctx: &BuildCtx, stage: &PlannedStage, text: &str) -> Result<PlannedStep, Error> {
     let at = |kind| Error::Parse(onbuild_error(ctx, stage, text, kind));
-    let node = node_from_line(text, ctx.lexer.escape()).map_err(at)?;
-    let instruction = parse_instruction(&node).map_err(at)?;
+    // The trigger is parsed as a one-line Dockerfile with the same escape character.
+    let source = format!("# escape={}\n{text}\n", ctx.lexer.escape());
+    let doc = crate::frontend::parse(&ctx.dockerfile, source.as_bytes())?;
+    let Some(node) = doc.children.first() else {
+        return Err(at(crate::frontend::ErrorKind::NoInstructions));
+    };
+    let instruction = parse_instruction(node).map_err(at)?;
     Ok(PlannedStep {
         id: ctx.new_step_id(),
         shown: None,

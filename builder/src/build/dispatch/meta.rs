@@ -10,7 +10,7 @@ use crate::build::config::{Empty, HealthConfig};
 use crate::build::ctx::blocking;
 use crate::build::rootfs::{clean, LayeredFs};
 use crate::build::state::{LayerRef, StageState};
-use crate::frontend::instructions::{ArgDecl, Healthcheck, KeyValue, ShellOrExec};
+use crate::frontend::{ArgDecl, Healthcheck, KeyValue, ShellOrExec};
 use crate::Error;
 
 /// Ends a metadata step: history entry (no layer) and the next key in the chain.

@@ -19,7 +19,7 @@ use super::ctx::{BuildCtx, StepRecord};
 use super::plan::{PlannedStage, PlannedStep};
 use super::state::{CacheUse, LayerRef, StageResult, StageState};
 use crate::events::{BuildEvent, CacheMiss, StepId};
-use crate::frontend::instructions::Instruction;
+use crate::frontend::Instruction;
 use crate::frontend::{Scope, Step};
 use crate::Error;
 

@@ -17,8 +17,8 @@ use crate::build::state::{LayerRef, StageState};
 use crate::build::{NetworkMode, SecretSource};
 use crate::error::RunFailure;
 use crate::events::{BuildEvent, OutputStream};
-use crate::frontend::instructions::{Mount, MountKind, Network, Run, ShellOrExec};
 use crate::frontend::Base;
+use crate::frontend::{Mount, MountKind, Network, Run, ShellOrExec};
 use crate::Error;
 
 /// Lines of output kept for the error of a failed step.

@@ -1,0 +1,85 @@
+//! Go's `path.Clean` and `path.Dir` on slash-separated strings, as Docker applies them.
+
+/// Lexically cleans a slash path the way Go's `path.Clean` does: repeated slashes become
+/// one, `.` elements go, `..` removes the element before it (and is dropped at a root),
+/// a trailing slash goes. An empty result is `.`; a rooted path keeps its `/`.
+pub fn clean(path: &str) -> String {
+    let rooted = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match parts.last() {
+                Some(&last) if last != ".." => {
+                    parts.pop();
+                }
+                _ if rooted => {}
+                _ => parts.push(".."),
+            },
+            other => parts.push(other),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// Go's `path.Dir`: everything before the last slash, cleaned (`.` when there is none).
+pub fn dir(path: &str) -> String {
+    match path.rfind('/') {
+        Some(i) => clean(&path[..=i]),
+        None => ".".to_string(),
+    }
+}
+
+/// Cleans `path` as if it were inside a root directory: the result is relative, never
+/// starts with `..`, and is `.` for the root itself. `/x`, `../x` and `x` all give `x`.
+pub fn clean_in_root(path: &str) -> String {
+    let rooted = clean(&format!("/{path}"));
+    match rooted.trim_start_matches('/') {
+        "" => ".".to_string(),
+        rel => rel.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_matches_go() {
+        for (input, want) in [
+            ("", "."),
+            ("/", "/"),
+            ("file/", "file"),
+            ("./foo", "foo"),
+            ("dir1//foo", "dir1/foo"),
+            ("./dir1/../foo2", "foo2"),
+            ("../../a", "../../a"),
+            ("/../a", "/a"),
+            ("a/b/../../..", ".."),
+            ("!foo/./bar", "!foo/bar"),
+        ] {
+            assert_eq!(clean(input), want, "clean({input:?})");
+        }
+    }
+
+    #[test]
+    fn dir_matches_go() {
+        assert_eq!(dir("a"), ".");
+        assert_eq!(dir("a/b/c"), "a/b");
+        assert_eq!(dir("/any/path/there"), "/any/path");
+        assert_eq!(dir("/a"), "/");
+    }
+
+    #[test]
+    fn clean_in_root_never_escapes() {
+        assert_eq!(clean_in_root("../../etc/passwd"), "etc/passwd");
+        assert_eq!(clean_in_root("/app.conf"), "app.conf");
+        assert_eq!(clean_in_root("."), ".");
+        assert_eq!(clean_in_root("a/../.."), ".");
+    }
+}

@@ -1,0 +1,266 @@
+//! The walk of a build context: which files `COPY . /dest/` sees once `.dockerignore` is
+//! applied.
+//!
+//! Rules (fsutil's): the walk is sorted by file name and never follows symlinks (a link
+//! is an entry of its own). An excluded file is left out. An excluded directory is
+//! pruned unless an exception could match below it; then it is walked, and it appears
+//! only if something below it is kept (it is created as the parent of what an exception
+//! re-includes). A kept directory appears even when empty. `dir/**` excludes what is in
+//! `dir` but not `dir` itself.
+
+use std::collections::HashMap;
+use std::fs::{FileType, Metadata};
+use std::path::{Path, PathBuf};
+
+use walkdir::WalkDir;
+
+use super::{ContextError, IgnoreRules};
+
+/// What kind of filesystem object an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// A unix socket (skipped by copies, as docker does).
+    Socket,
+}
+
+impl EntryKind {
+    /// The kind of a file type from `symlink_metadata`.
+    pub fn of(file_type: FileType) -> Self {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_symlink() {
+            Self::Symlink
+        } else if file_type.is_dir() {
+            Self::Dir
+        } else if file_type.is_fifo() {
+            Self::Fifo
+        } else if file_type.is_char_device() {
+            Self::CharDevice
+        } else if file_type.is_block_device() {
+            Self::BlockDevice
+        } else if file_type.is_socket() {
+            Self::Socket
+        } else {
+            Self::File
+        }
+    }
+
+    /// A stable one-byte tag for digests.
+    pub fn tag(self) -> u8 {
+        match self {
+            Self::File => b'f',
+            Self::Dir => b'd',
+            Self::Symlink => b'l',
+            Self::Fifo => b'p',
+            Self::CharDevice => b'c',
+            Self::BlockDevice => b'b',
+            Self::Socket => b's',
+        }
+    }
+}
+
+/// One path of the context that survived `.dockerignore`.
+#[derive(Debug, Clone)]
+pub struct ContextEntry {
+    /// The path relative to the context root (never empty, never `..`).
+    pub rel: PathBuf,
+    /// The same path as a `/`-separated string (lossy for non-UTF-8 names), the form
+    /// patterns match against.
+    pub name: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Its `lstat` metadata from the walk.
+    pub metadata: Metadata,
+}
+
+/// The files of a build context after `.dockerignore`, in walk order (sorted by name,
+/// parents before children).
+#[derive(Debug)]
+pub struct ContextFiles {
+    root: PathBuf,
+    entries: Vec<ContextEntry>,
+    index: HashMap<String, usize>,
+}
+
+impl ContextFiles {
+    /// Walks `root` and applies `rules`.
+    pub fn walk(root: &Path, rules: &IgnoreRules) -> Result<Self, ContextError> {
+        let root_meta = std::fs::metadata(root).map_err(|source| ContextError::Io {
+            op: "stat context directory",
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if !root_meta.is_dir() {
+            return Err(ContextError::NotADirectory {
+                path: root.to_path_buf(),
+            });
+        }
+        let mut entries: Vec<ContextEntry> = Vec::new();
+        // Excluded directories walked because an exception may re-include something below
+        // them: emitted only when that happens. `(depth, entry)`.
+        let mut pending: Vec<(usize, ContextEntry)> = Vec::new();
+        let mut it = WalkDir::new(root)
+            .min_depth(1)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        while let Some(item) = it.next() {
+            let item = item.map_err(|e| {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                ContextError::Io {
+                    op: "walk",
+                    path,
+                    source: e.into(),
+                }
+            })?;
+            let depth = item.depth();
+            while pending.last().is_some_and(|(d, _)| *d >= depth) {
+                pending.pop();
+            }
+            let rel = item
+                .path()
+                .strip_prefix(root)
+                .unwrap_or(item.path())
+                .to_path_buf();
+            let name = rel.to_string_lossy().into_owned();
+            let metadata = item.metadata().map_err(|e| ContextError::Io {
+                op: "stat",
+                path: item.path().to_path_buf(),
+                source: e.into(),
+            })?;
+            let kind = EntryKind::of(metadata.file_type());
+            let entry = ContextEntry {
+                rel,
+                name,
+                kind,
+                metadata,
+            };
+            let excluded = rules.is_excluded(&entry.name)?;
+            if excluded {
+                if kind == EntryKind::Dir {
+                    if rules.exception_may_match_below(&entry.name) {
+                        pending.push((depth, entry));
+                    } else {
+                        it.skip_current_dir();
+                    }
+                }
+                continue;
+            }
+            entries.extend(pending.drain(..).map(|(_, e)| e));
+            entries.push(entry);
+        }
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        Ok(Self {
+            root: root.to_path_buf(),
+            entries,
+            index,
+        })
+    }
+
+    /// The context directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every kept entry in walk order.
+    pub fn entries(&self) -> &[ContextEntry] {
+        &self.entries
+    }
+
+    /// The kept entry at the `/`-separated relative path `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&ContextEntry> {
+        self.index.get(name).map(|&i| &self.entries[i])
+    }
+
+    /// The kept entries below the directory `name` (not itself), in walk order; every
+    /// entry for `.`.
+    pub fn below<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ContextEntry> + 'a {
+        let start = match name {
+            "." => 0,
+            _ => self.index.get(name).map_or(self.entries.len(), |&i| i + 1),
+        };
+        let prefix = format!("{name}/");
+        self.entries[start..]
+            .iter()
+            .take_while(move |e| name == "." || e.name.starts_with(&prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(root: &Path, patterns: &[&str]) -> Vec<String> {
+        let rules = IgnoreRules::new(patterns).unwrap();
+        ContextFiles::walk(root, &rules)
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    fn tree(paths: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for p in paths {
+            let full = dir.path().join(p);
+            if let Some(stripped) = p.strip_suffix('/') {
+                std::fs::create_dir_all(dir.path().join(stripped)).unwrap();
+            } else {
+                std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+                std::fs::write(full, p.as_bytes()).unwrap();
+            }
+        }
+        dir
+    }
+
+    #[test]
+    fn exception_recreates_excluded_parent() {
+        let dir = tree(&["bar", "foo2", "foo/bar2", "foo/other", "empty/"]);
+        assert_eq!(
+            names(dir.path(), &["foo*", "!foo/bar2"]),
+            ["bar", "empty", "foo", "foo/bar2"]
+        );
+    }
+
+    #[test]
+    fn double_star_keeps_the_dir() {
+        let dir = tree(&["d/a", "d/e/b", "x"]);
+        assert_eq!(names(dir.path(), &["d/**"]), ["d", "x"]);
+    }
+
+    #[test]
+    fn symlinks_are_entries_not_followed() {
+        let dir = tree(&["a"]);
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc-link")).unwrap();
+        let rules = IgnoreRules::default();
+        let files = ContextFiles::walk(dir.path(), &rules).unwrap();
+        let link = files.get("etc-link").unwrap();
+        assert_eq!(link.kind, EntryKind::Symlink);
+        assert!(files.get("etc-link/passwd").is_none());
+    }
+
+    #[test]
+    fn below_lists_a_subtree() {
+        let dir = tree(&["a/b", "a/c/d", "a.txt", "ab"]);
+        let files = ContextFiles::walk(dir.path(), &IgnoreRules::default()).unwrap();
+        let sub: Vec<_> = files.below("a").map(|e| e.name.as_str()).collect();
+        assert_eq!(sub, ["a/b", "a/c", "a/c/d"]);
+        assert_eq!(files.below(".").count(), 6);
+    }
+}

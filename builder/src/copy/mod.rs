@@ -1,0 +1,572 @@
+//! The file side of COPY and ADD: selected sources written into a new layer's upper
+//! directory with Docker's destination rules, ADD's archive extraction and URL download.
+//!
+//! Destination rules (Docker's):
+//! - `dest` is absolute or relative to the WORKDIR, and always stays inside the root;
+//!   symlinks along it in the lower layers are followed inside the root.
+//! - A directory source copies its *contents*; the root of the context is `.`.
+//! - `dest` ending in `/` (or `.`) is a directory; so is a `dest` that already is one.
+//!   Otherwise a single file source is written *as* `dest`.
+//! - More than one source (after wildcards) needs a `dest` ending in `/`.
+//! - Parents are created. As in BuildKit, directories the copy creates get the `--chown`
+//!   owner (root otherwise) and mode 0755; directories that exist in a lower layer are
+//!   re-created in the upper with their lower mode, owner and mtime. A directory source
+//!   gives its mode, owner and mtime to `dest` only when the copy creates `dest`.
+//! - `--chown` applies to everything copied; without it, files from the build context
+//!   become 0:0 and files from another stage or image keep their owner
+//!   ([`CopySpec::preserve_owner`]). `--chmod` sets the mode of every copied file and
+//!   directory (BuildKit), not of symlinks nor of created parents.
+//! - Symlinks are copied as links; hardlinks within one copy stay hardlinks; mtimes are
+//!   kept; device nodes and fifos are re-created; sockets are skipped.
+//! - An upper entry simply shadows the lower one (overlay semantics). A file replacing a
+//!   lower directory needs no whiteout: a non-directory in the upper hides the lower
+//!   entry entirely, in the overlay mount and when the layer tar is applied.
+//!   xattrs are not copied.
+
+mod archive;
+mod fetch;
+mod layers;
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub use archive::{
+    detect_compression, extract_archive, is_archive, Compression, ExtractOptions, ExtractStats,
+    DEFAULT_ARCHIVE_LIMIT,
+};
+pub use fetch::{fetch_url, FetchedFile};
+pub use layers::Layers;
+
+use crate::context::{
+    pathclean, source_entries, ContextEntry, ContextFiles, EntryKind, SelectedSource,
+};
+
+/// An error writing the files of a COPY or ADD.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyError {
+    /// A filesystem operation failed.
+    #[error("{op} {}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Several sources and a destination that is not a directory.
+    #[error("when using COPY with more than one source file, the destination must be a directory and end with a / (destination {dest:?})")]
+    DestNotDirectory {
+        /// The destination as written.
+        dest: String,
+    },
+    /// A parent of the destination is not a directory.
+    #[error("cannot create {path}: a parent is not a directory")]
+    NotADirectory {
+        /// The path inside the image.
+        path: String,
+    },
+    /// Too many symlinks along a destination path.
+    #[error("too many levels of symbolic links resolving {path}")]
+    SymlinkLoop {
+        /// The path inside the image.
+        path: String,
+    },
+    /// An archive entry that would be written outside the destination.
+    #[error("archive entry {entry:?} points outside the destination")]
+    ArchiveEscape {
+        /// The entry's name (or link target) in the archive.
+        entry: String,
+    },
+    /// An archive that unpacks to more than the limit.
+    #[error("archive {} unpacks to more than {limit} bytes", archive.display())]
+    ArchiveTooLarge {
+        /// The archive.
+        archive: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// An archive that cannot be read.
+    #[error("cannot read archive {}", archive.display())]
+    ArchiveRead {
+        /// The archive.
+        archive: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A download that failed.
+    #[error("cannot download {url}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A download answered with an error status.
+    #[error("cannot download {url}: server answered {status}")]
+    DownloadStatus {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// A downloaded file whose digest is not the one `--checksum` asked for.
+    #[error("checksum mismatch for {url}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The URL.
+        url: String,
+        /// `--checksum`.
+        expected: String,
+        /// What was downloaded.
+        actual: String,
+    },
+    /// A `--checksum` that is not `sha256:<64 hex>`.
+    #[error("unsupported checksum {checksum:?}: expected sha256:<64 hex digits>")]
+    BadChecksum {
+        /// The value given.
+        checksum: String,
+    },
+    /// A URL with no file name where one is needed.
+    #[error("cannot determine a file name from {url}")]
+    NoFileName {
+        /// The URL.
+        url: String,
+    },
+}
+
+/// Where the files of one COPY/ADD come from.
+#[derive(Debug, Clone, Copy)]
+pub enum CopySource<'a> {
+    /// Sources selected from a walked tree: the build context, or the rootfs of another
+    /// stage or image (walked with [`ContextFiles::walk`] and no ignore rules).
+    Tree {
+        /// The walked tree.
+        files: &'a ContextFiles,
+        /// From [`crate::context::select_sources`].
+        selected: &'a [SelectedSource],
+    },
+    /// Heredoc sources `(name, content)`: written as files of mode 0644.
+    Inline(&'a [(String, Vec<u8>)]),
+    /// A file ADD downloaded ([`fetch_url`]): written with mode 0600.
+    Fetched(&'a FetchedFile),
+}
+
+/// One COPY or ADD.
+#[derive(Debug, Clone)]
+pub struct CopySpec<'a> {
+    /// What to copy.
+    pub source: CopySource<'a>,
+    /// The destination after variable expansion, as written (absolute, or relative to
+    /// `workdir`; a trailing `/` matters).
+    pub dest: String,
+    /// The stage's WORKDIR (absolute); `/` when unset.
+    pub workdir: String,
+    /// `--chown` as numbers (the engine resolves names).
+    pub chown: Option<(u32, u32)>,
+    /// `--chmod` (octal permission bits).
+    pub chmod: Option<u32>,
+    /// Keep source owners (COPY --from); otherwise files become 0:0.
+    pub preserve_owner: bool,
+    /// ADD: extract local tar archives (plain, gzip, bzip2, xz, zstd) into the destination.
+    pub unpack_archives: bool,
+    /// The most bytes one archive may unpack to ([`DEFAULT_ARCHIVE_LIMIT`]).
+    pub archive_limit: u64,
+}
+
+impl<'a> CopySpec<'a> {
+    /// A COPY of `source` to `dest` with no flags, WORKDIR `/`.
+    pub fn new(source: CopySource<'a>, dest: impl Into<String>) -> Self {
+        Self {
+            source,
+            dest: dest.into(),
+            workdir: "/".to_string(),
+            chown: None,
+            chmod: None,
+            preserve_owner: false,
+            unpack_archives: false,
+            archive_limit: DEFAULT_ARCHIVE_LIMIT,
+        }
+    }
+}
+
+/// What a copy wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Entries written (files, dirs, links, nodes), parents not counted.
+    pub entries: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+}
+
+/// Writes the files of `spec` into `layers.upper`, checking `layers.lowers` for what
+/// already exists. Blocking: the engine runs it in `spawn_blocking`.
+pub fn copy_into(spec: &CopySpec<'_>, layers: &Layers<'_>) -> Result<CopyReport, CopyError> {
+    let count = match spec.source {
+        CopySource::Tree { selected, .. } => selected.len(),
+        CopySource::Inline(docs) => docs.len(),
+        CopySource::Fetched(_) => 1,
+    };
+    let dest_is_dir = spec.dest.ends_with('/')
+        || spec.dest == "."
+        || spec.dest.ends_with("/.")
+        || spec.dest.is_empty();
+    if count > 1 && !spec.dest.ends_with('/') {
+        return Err(CopyError::DestNotDirectory {
+            dest: spec.dest.clone(),
+        });
+    }
+    let joined = if spec.dest.starts_with('/') {
+        spec.dest.clone()
+    } else {
+        format!("{}/{}", spec.workdir, spec.dest)
+    };
+    let dest = layers.resolve(&pathclean::clean_in_root(&joined), true)?;
+    let created_owner = spec.chown.unwrap_or((0, 0));
+    let mut writer = Writer {
+        spec,
+        layers,
+        report: CopyReport::default(),
+        links: HashMap::new(),
+        dir_times: Vec::new(),
+    };
+    // Where a non-directory source goes: into `dest` or as `dest`.
+    let into_dir = dest_is_dir || layers.is_dir(&dest)?;
+    let target_for = |name: &str| -> String {
+        match (into_dir, dest.as_str()) {
+            (true, ".") => name.to_string(),
+            (true, d) => format!("{d}/{name}"),
+            (false, d) => d.to_string(),
+        }
+    };
+    match spec.source {
+        CopySource::Tree { files, selected } => {
+            for source in selected {
+                let full = files.root().join(&source.resolved);
+                if source.kind == EntryKind::Dir {
+                    // An existing destination keeps its own mode and owner.
+                    let existed = layers.lookup(&dest).is_some();
+                    layers.ensure_dir(&dest, created_owner)?;
+                    writer.copy_tree(files, source, &dest, existed)?;
+                } else if spec.unpack_archives
+                    && source.kind == EntryKind::File
+                    && is_archive(&full)?
+                {
+                    let dir = layers.ensure_dir(&dest, created_owner)?;
+                    let options = ExtractOptions {
+                        chown: spec.chown,
+                        limit: spec.archive_limit,
+                    };
+                    let stats = archive::extract_file(&full, &dir, &options)?;
+                    writer.report.entries += stats.entries;
+                    writer.report.bytes += stats.bytes;
+                } else {
+                    let target = target_for(source.base_name());
+                    writer.parent_of(&target, created_owner)?;
+                    let entry = files.get(&source.resolved);
+                    if let Some(entry) = entry {
+                        writer.copy_entry(files.root(), entry, &target)?;
+                    }
+                }
+            }
+        }
+        CopySource::Inline(docs) => {
+            for (name, content) in docs {
+                let target = target_for(name);
+                writer.parent_of(&target, created_owner)?;
+                writer.write_content(&target, content, 0o644)?;
+            }
+        }
+        CopySource::Fetched(fetched) => {
+            let target = target_for(&fetched.name);
+            writer.parent_of(&target, created_owner)?;
+            let real = writer.prepare(&target)?;
+            copy_file(&fetched.path, &real)?;
+            writer.report.bytes += fetched.size;
+            writer.report.entries += 1;
+            let owner = spec.chown.unwrap_or((0, 0));
+            apply_metadata(&real, owner, Some(spec.chmod.unwrap_or(0o600)))?;
+            if let Some(mtime) = fetched.mtime {
+                let t = filetime::FileTime::from_system_time(mtime);
+                set_times(&real, t)?;
+            }
+        }
+    }
+    writer.finish()?;
+    Ok(writer.report)
+}
+
+struct Writer<'s, 'a> {
+    spec: &'s CopySpec<'a>,
+    layers: &'s Layers<'s>,
+    report: CopyReport,
+    /// (dev, ino) of a multiply-linked source file → where its first copy went.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Directories whose mtime is set once everything inside them is written.
+    dir_times: Vec<(PathBuf, filetime::FileTime)>,
+}
+
+impl Writer<'_, '_> {
+    fn owner_of(&self, meta: &Metadata) -> (u32, u32) {
+        match self.spec.chown {
+            Some(owner) => owner,
+            None if self.spec.preserve_owner => (meta.uid(), meta.gid()),
+            None => (0, 0),
+        }
+    }
+
+    /// Creates the parent directories of `target`.
+    fn parent_of(&self, target: &str, owner: (u32, u32)) -> Result<(), CopyError> {
+        let parent = pathclean::dir(target);
+        let resolved = self.layers.resolve(&parent, true)?;
+        self.layers.ensure_dir(&resolved, owner)?;
+        Ok(())
+    }
+
+    /// Clears the upper at `target` for a new non-directory entry; returns its real path.
+    fn prepare(&self, target: &str) -> Result<PathBuf, CopyError> {
+        let parent = self.layers.resolve(&pathclean::dir(target), true)?;
+        let name = target.rsplit('/').next().unwrap_or(target);
+        let real = match parent.as_str() {
+            "." => self.layers.upper.join(name),
+            p => self.layers.upper.join(p).join(name),
+        };
+        remove_any(&real)?;
+        Ok(real)
+    }
+
+    fn write_content(&mut self, target: &str, content: &[u8], mode: u32) -> Result<(), CopyError> {
+        let real = self.prepare(target)?;
+        let mut file = create_new(&real)?;
+        file.write_all(content).map_err(|source| CopyError::Io {
+            op: "write",
+            path: real.clone(),
+            source,
+        })?;
+        drop(file);
+        apply_metadata(
+            &real,
+            self.spec.chown.unwrap_or((0, 0)),
+            Some(self.spec.chmod.unwrap_or(mode)),
+        )?;
+        self.report.entries += 1;
+        self.report.bytes += content.len() as u64;
+        Ok(())
+    }
+
+    /// Copies a directory source's contents (and its own metadata) into `dest`.
+    fn copy_tree(
+        &mut self,
+        files: &ContextFiles,
+        source: &SelectedSource,
+        dest: &str,
+        dest_existed: bool,
+    ) -> Result<(), CopyError> {
+        let prefix = match source.resolved.as_str() {
+            "." => String::new(),
+            r => format!("{r}/"),
+        };
+        for entry in source_entries(files, source) {
+            let rel = entry.name.strip_prefix(&prefix).unwrap_or("");
+            if rel.is_empty() && dest_existed {
+                continue;
+            }
+            let target = match (dest, rel) {
+                (d, "") => d.to_string(),
+                (".", r) => r.to_string(),
+                (d, r) => format!("{d}/{r}"),
+            };
+            self.copy_entry(files.root(), entry, &target)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one entry at `target` (root-relative, parents existing).
+    fn copy_entry(
+        &mut self,
+        root: &Path,
+        entry: &ContextEntry,
+        target: &str,
+    ) -> Result<(), CopyError> {
+        let src = root.join(&entry.rel);
+        let meta = &entry.metadata;
+        let owner = self.owner_of(meta);
+        let mtime = filetime::FileTime::from_last_modification_time(meta);
+        let mode = self.spec.chmod.unwrap_or(meta.mode() & 0o7777);
+        if entry.kind == EntryKind::Dir {
+            let real = match target {
+                "." => self.layers.upper.to_path_buf(),
+                t => self.layers.upper.join(t),
+            };
+            match std::fs::symlink_metadata(&real) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    remove_any(&real)?;
+                    make_dir(&real)?;
+                }
+                Err(_) => make_dir(&real)?,
+            }
+            apply_metadata(&real, owner, Some(mode))?;
+            self.dir_times.push((real, mtime));
+            self.report.entries += 1;
+            return Ok(());
+        }
+        let real = self.prepare(target)?;
+        if entry.kind == EntryKind::File && meta.nlink() > 1 {
+            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+                std::fs::hard_link(first, &real).map_err(|source| CopyError::Io {
+                    op: "link",
+                    path: real.clone(),
+                    source,
+                })?;
+                self.report.entries += 1;
+                return Ok(());
+            }
+            self.links.insert((meta.dev(), meta.ino()), real.clone());
+        }
+        match entry.kind {
+            EntryKind::File => {
+                copy_file(&src, &real)?;
+                self.report.bytes += meta.size();
+                apply_metadata(&real, owner, Some(mode))?;
+            }
+            EntryKind::Symlink => {
+                let target = std::fs::read_link(&src).map_err(|source| CopyError::Io {
+                    op: "read link",
+                    path: src.clone(),
+                    source,
+                })?;
+                std::os::unix::fs::symlink(&target, &real).map_err(|source| CopyError::Io {
+                    op: "create symlink",
+                    path: real.clone(),
+                    source,
+                })?;
+                apply_metadata(&real, owner, None)?;
+            }
+            EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+                make_node(&real, meta.mode(), meta.rdev())?;
+                apply_metadata(&real, owner, Some(mode))?;
+            }
+            EntryKind::Socket | EntryKind::Dir => return Ok(()),
+        }
+        set_times(&real, mtime)?;
+        self.report.entries += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), CopyError> {
+        for (path, mtime) in self.dir_times.drain(..).rev() {
+            set_times(&path, mtime)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets the owner (never following a symlink) and, if given, the permission bits
+/// (after the owner, since chown clears setuid).
+pub(crate) fn apply_metadata(
+    path: &Path,
+    owner: (u32, u32),
+    mode: Option<u32>,
+) -> Result<(), CopyError> {
+    std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)).map_err(|source| {
+        CopyError::Io {
+            op: "change owner of",
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(
+            |source| CopyError::Io {
+                op: "change mode of",
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn set_times(path: &Path, mtime: filetime::FileTime) -> Result<(), CopyError> {
+    filetime::set_symlink_file_times(path, mtime, mtime).map_err(|source| CopyError::Io {
+        op: "set times of",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Removes whatever is at `path` in the upper (a directory with its contents).
+pub(crate) fn remove_any(path: &Path) -> Result<(), CopyError> {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => return Ok(()),
+    };
+    result.map_err(|source| CopyError::Io {
+        op: "remove",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub(crate) fn make_dir(path: &Path) -> Result<(), CopyError> {
+    std::fs::create_dir(path).map_err(|source| CopyError::Io {
+        op: "create directory",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub(crate) fn create_new(path: &Path) -> Result<File, CopyError> {
+    File::options()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| CopyError::Io {
+            op: "create",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Copies a regular file's content (copy_file_range where the kernel can).
+fn copy_file(src: &Path, dst: &Path) -> Result<u64, CopyError> {
+    let mut input = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+        .map_err(|source| CopyError::Io {
+            op: "open",
+            path: src.to_path_buf(),
+            source,
+        })?;
+    let mut output = create_new(dst)?;
+    std::io::copy(&mut input, &mut output).map_err(|source| CopyError::Io {
+        op: "copy to",
+        path: dst.to_path_buf(),
+        source,
+    })
+}
+
+pub(crate) fn make_node(path: &Path, mode: u32, rdev: u64) -> Result<(), CopyError> {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
+    let perm = Mode::from_bits_truncate(mode & 0o7777);
+    mknod(path, kind, perm, rdev as libc::dev_t).map_err(|errno| CopyError::Io {
+        op: "create node",
+        path: path.to_path_buf(),
+        source: std::io::Error::from(errno),
+    })
+}
+
+#[cfg(test)]
+mod tests;

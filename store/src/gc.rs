@@ -1,0 +1,346 @@
+//! Garbage collection (`prune`) and consistency checking (`fsck`).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use crate::cache::CacheRecord;
+use crate::fsutil::remove_any;
+use crate::oci::{Index, Manifest};
+use crate::snapshot::SnapshotMeta;
+use crate::{ChainId, DiffId, Digest, Error, Result, Store};
+
+/// What `prune` removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Blobs deleted.
+    pub blobs: Vec<Digest>,
+    /// Snapshots deleted.
+    pub snapshots: Vec<String>,
+    /// Cache records deleted (file names under `cache/`).
+    pub cache_records: Vec<String>,
+    /// Bytes freed (blob sizes plus snapshot content sizes).
+    pub bytes_freed: u64,
+}
+
+/// One thing `fsck` found wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsckProblem {
+    /// The object (a blob path, snapshot dir, cache record, tag).
+    pub object: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+#[derive(Default)]
+struct Live {
+    blobs: BTreeSet<Digest>,
+    snapshots: BTreeSet<String>,
+}
+
+impl Store {
+    /// Deletes blobs, snapshots and cache records nothing references. Tagged images keep
+    /// their manifests, configs, layers and snapshot chains; without `all`, build-cache
+    /// records (and the layers and snapshots they name) are kept too; with `all` they are
+    /// dropped. Compressed-layer records are kept while their uncompressed layer is.
+    /// Refuses ([`Error::StoreBusy`]) while another rbuild process has the store open.
+    pub fn prune(&self, all: bool) -> Result<PruneReport> {
+        let _lock = self.lock()?;
+        if !self.others_live()?.is_empty() {
+            return Err(Error::StoreBusy {
+                root: self.root().to_path_buf(),
+            });
+        }
+        let mut live = Live::default();
+        let index = self.read_index()?;
+        self.mark_index(&index, &mut live)?;
+        let cache_dir = self.root().join("cache");
+        let mut report = PruneReport::default();
+        for (name, path) in list_files(&cache_dir)? {
+            let record = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CacheRecord>(&b).ok());
+            match record {
+                Some(r) if !all => {
+                    if let Some(l) = &r.layer {
+                        live.blobs.insert(l.digest.clone());
+                    }
+                    if let Some(c) = &r.chain_id {
+                        self.mark_snapshot(c, &mut live);
+                    }
+                }
+                _ => {
+                    remove_any(&path)?;
+                    report.cache_records.push(name);
+                }
+            }
+        }
+        let compressed_dir = cache_dir.join("compressed");
+        for (name, path) in list_files(&compressed_dir)? {
+            let source = name
+                .split_once('-')
+                .and_then(|(hex, _)| Digest::from_hex(hex).ok());
+            let target = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::Descriptor>(&b).ok());
+            match (source, target) {
+                (Some(s), Some(t)) if live.blobs.contains(&s) => {
+                    live.blobs.insert(t.digest);
+                }
+                _ => {
+                    remove_any(&path)?;
+                    report.cache_records.push(format!("compressed/{name}"));
+                }
+            }
+        }
+        let snapshots = self.root().join("snapshots");
+        for (name, path) in list_files(&snapshots)? {
+            if live.snapshots.contains(&name) {
+                continue;
+            }
+            let size = ChainId::from_str_hex(&name)
+                .and_then(|c| self.snapshot_meta(&c).ok().flatten())
+                .map_or(0, |m| m.size);
+            // Move out of `snapshots/` first so a name there is always complete.
+            let doomed = self.scratch().join(format!("gc-{name}"));
+            std::fs::rename(&path, &doomed).map_err(Error::io("move snapshot out", &path))?;
+            remove_any(&doomed)?;
+            report.bytes_freed += size;
+            report.snapshots.push(name);
+        }
+        for d in self.blobs().list()? {
+            if live.blobs.contains(&d) {
+                continue;
+            }
+            report.bytes_freed += self.blobs().size(&d)?.unwrap_or(0);
+            self.blobs().remove(&d)?;
+            report.blobs.push(d);
+        }
+        Ok(report)
+    }
+
+    fn mark_index(&self, index: &Index, live: &mut Live) -> Result<()> {
+        for d in &index.manifests {
+            self.mark_manifest(&d.digest, live)?;
+        }
+        Ok(())
+    }
+
+    fn mark_manifest(&self, digest: &Digest, live: &mut Live) -> Result<()> {
+        if !live.blobs.insert(digest.clone()) {
+            return Ok(());
+        }
+        let bytes = self.blobs().read(digest)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+                what: "manifest",
+                path: self.blobs().path(digest),
+                source,
+            })?;
+        if value.get("manifests").is_some() {
+            let child: Index = serde_json::from_value(value).map_err(|source| Error::Json {
+                what: "image index",
+                path: self.blobs().path(digest),
+                source,
+            })?;
+            for d in &child.manifests {
+                if self.blobs().contains(&d.digest) {
+                    self.mark_manifest(&d.digest, live)?;
+                }
+            }
+            return Ok(());
+        }
+        let m: Manifest = serde_json::from_value(value).map_err(|source| Error::Json {
+            what: "manifest",
+            path: self.blobs().path(digest),
+            source,
+        })?;
+        live.blobs.insert(m.config.digest.clone());
+        for l in &m.layers {
+            live.blobs.insert(l.digest.clone());
+        }
+        // The image's snapshot chain.
+        if let Ok(config) = self.blobs().read(&m.config.digest) {
+            let ids = serde_json::from_slice::<serde_json::Value>(&config)
+                .ok()
+                .and_then(|c| c.pointer("/rootfs/diff_ids").cloned())
+                .and_then(|v| serde_json::from_value::<Vec<DiffId>>(v).ok())
+                .unwrap_or_default();
+            let mut parent: Option<ChainId> = None;
+            for id in &ids {
+                let c = ChainId::child(parent.as_ref(), id);
+                live.snapshots.insert(c.hex().to_owned());
+                // Our own layers: the uncompressed blob is the diffID; keep it for re-push.
+                live.blobs.insert(id.digest().clone());
+                parent = Some(c);
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_snapshot(&self, chain: &ChainId, live: &mut Live) {
+        let mut next = Some(chain.clone());
+        while let Some(c) = next {
+            if !live.snapshots.insert(c.hex().to_owned()) {
+                return;
+            }
+            next = self.snapshot_meta(&c).ok().flatten().and_then(|m| m.parent);
+        }
+    }
+
+    /// Re-hashes every blob and checks `index.json`, every snapshot's meta and every cache
+    /// record. Returns the problems found (empty = healthy).
+    pub fn fsck(&self) -> Result<Vec<FsckProblem>> {
+        let mut problems = Vec::new();
+        let mut problem =
+            |object: String, problem: String| problems.push(FsckProblem { object, problem });
+        let blob_dir = self.blobs().dir().to_path_buf();
+        for (name, path) in list_files(&blob_dir)? {
+            match Digest::from_hex(&name) {
+                Err(_) => problem(
+                    path.display().to_string(),
+                    "file name is not a sha256 digest".into(),
+                ),
+                Ok(d) => match self.blobs().verify(&d) {
+                    Ok(None) => {}
+                    Ok(Some(actual)) => problem(
+                        path.display().to_string(),
+                        format!("content hashes to {actual}"),
+                    ),
+                    Err(e) => problem(path.display().to_string(), error_chain(&e)),
+                },
+            }
+        }
+        match self.read_index() {
+            Err(e) => problem(
+                self.root().join("index.json").display().to_string(),
+                error_chain(&e),
+            ),
+            Ok(index) => {
+                for d in &index.manifests {
+                    let name = d
+                        .annotations
+                        .get(crate::ANNOTATION_REF_NAME)
+                        .cloned()
+                        .unwrap_or_else(|| d.digest.to_string());
+                    match self.load_image(None, d) {
+                        Err(e) => problem(format!("image {name}"), error_chain(&e)),
+                        Ok(img) => match img.parsed_manifest() {
+                            Err(e) => problem(format!("image {name}"), error_chain(&e)),
+                            Ok(m) => {
+                                for l in &m.layers {
+                                    if !self.blobs().contains(&l.digest) {
+                                        problem(
+                                            format!("image {name}"),
+                                            format!("layer blob {} is missing", l.digest),
+                                        );
+                                    }
+                                }
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        let snapshots = self.root().join("snapshots");
+        for (name, path) in list_files(&snapshots)? {
+            let object = path.display().to_string();
+            let Some(chain) = ChainId::from_str_hex(&name) else {
+                problem(object, "directory name is not a chain ID".into());
+                continue;
+            };
+            let meta: SnapshotMeta = match self.snapshot_meta(&chain) {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    problem(object, "meta is missing".into());
+                    continue;
+                }
+                Err(e) => {
+                    problem(object, error_chain(&e));
+                    continue;
+                }
+            };
+            if meta.chain_id != chain {
+                problem(
+                    object.clone(),
+                    format!("meta names chain {}", meta.chain_id),
+                );
+            }
+            if ChainId::child(meta.parent.as_ref(), &meta.diff_id) != chain {
+                problem(
+                    object.clone(),
+                    "chain ID does not match parent + diffID".into(),
+                );
+            }
+            if let Some(p) = &meta.parent {
+                if self.snapshot_path(p).is_none() {
+                    problem(object.clone(), format!("parent snapshot {p} is missing"));
+                }
+            }
+            if !path.join("fs").is_dir() {
+                problem(object, "fs directory is missing".into());
+            }
+        }
+        let cache_dir = self.root().join("cache");
+        for (_, path) in list_files(&cache_dir)? {
+            let ok = std::fs::read(&path)
+                .ok()
+                .is_some_and(|b| serde_json::from_slice::<CacheRecord>(&b).is_ok());
+            if !ok {
+                problem(
+                    path.display().to_string(),
+                    "not a readable cache record".into(),
+                );
+            }
+        }
+        for (_, path) in list_files(&cache_dir.join("compressed"))? {
+            let ok = std::fs::read(&path)
+                .ok()
+                .is_some_and(|b| serde_json::from_slice::<crate::Descriptor>(&b).is_ok());
+            if !ok {
+                problem(
+                    path.display().to_string(),
+                    "not a readable compressed-layer record".into(),
+                );
+            }
+        }
+        Ok(problems)
+    }
+}
+
+impl ChainId {
+    fn from_str_hex(hex: &str) -> Option<ChainId> {
+        Digest::from_hex(hex).ok().map(ChainId::from)
+    }
+}
+
+/// The message of an error and its sources, joined by ": ".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// (name, path) of the entries of `dir` except subdirectories named `compressed`; sorted.
+fn list_files(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io("read directory", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io("read directory", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "compressed" {
+            continue;
+        }
+        out.push((name, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}

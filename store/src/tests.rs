@@ -1,0 +1,521 @@
+//! Unit tests of the store API against a real filesystem (we run as root, so devices,
+//! ownership and trusted xattrs are real).
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::*;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+fn write(root: &Path, rel: &str, bytes: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+#[test]
+fn commit_image_tag_resolve_and_unpack_gzip() {
+    let (_d, store) = store();
+    let active = store.prepare().unwrap();
+    write(&active.upper, "etc/hello", b"hello\n");
+    write(&active.upper, "bin/tool", b"#!/bin/sh\n");
+    let upper = active.upper.clone();
+    let layer = store.commit(active, None).unwrap();
+    assert!(!upper.exists(), "upper was renamed away");
+    assert!(!layer.empty);
+    assert_eq!(layer.diff_id.digest(), &layer.descriptor.digest);
+    assert_eq!(
+        Digest::of(&store.blobs().read(&layer.descriptor.digest).unwrap()),
+        layer.descriptor.digest
+    );
+    let snap = store.snapshot_path(&layer.chain_id).unwrap();
+    assert_eq!(std::fs::read(snap.join("etc/hello")).unwrap(), b"hello\n");
+
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Healthcheck": {"Test": ["CMD", "true"]}, "Shell": ["/bin/sh", "-c"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
+    });
+    let config_json = canonical_json(&config).unwrap();
+    let m = store
+        .put_image(&config_json, std::slice::from_ref(&layer.descriptor))
+        .unwrap();
+    store.tag("docker.io/library/t:latest", &m).unwrap();
+    let img = store
+        .resolve("docker.io/library/t:latest")
+        .unwrap()
+        .unwrap();
+    assert_eq!(img.config_json, config_json);
+    assert_eq!(
+        img.parsed_config().unwrap()["config"]["Healthcheck"]["Test"][1],
+        "true"
+    );
+    let by_id = store.resolve(&img.id().hex()[..12]).unwrap().unwrap();
+    assert_eq!(by_id.manifest.digest, m.digest);
+    assert!(store
+        .resolve("docker.io/library/nope:latest")
+        .unwrap()
+        .is_none());
+
+    // The gzip form, made once.
+    let gz = store
+        .compressed_layer(&layer.descriptor, Compression::Gzip)
+        .unwrap();
+    assert_eq!(gz.media_type, MEDIA_TYPE_OCI_LAYER_GZIP);
+    let mtime = std::fs::metadata(store.blobs().path(&gz.digest))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let again = store
+        .compressed_layer(&layer.descriptor, Compression::Gzip)
+        .unwrap();
+    assert_eq!(again, gz);
+    assert_eq!(
+        std::fs::metadata(store.blobs().path(&gz.digest))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime
+    );
+    let zst = store
+        .compressed_layer(&layer.descriptor, Compression::Zstd)
+        .unwrap();
+    assert_eq!(zst.media_type, MEDIA_TYPE_OCI_LAYER_ZSTD);
+
+    // A second store unpacks the gzip and zstd blobs into snapshots, verifying the diffID.
+    for blob in [&gz, &zst] {
+        let (_d2, other) = self::store();
+        let bytes = store.blobs().read(&blob.digest).unwrap();
+        other.blobs().put(&bytes).unwrap();
+        let lowers = other
+            .snapshot_chain(
+                std::slice::from_ref(blob),
+                std::slice::from_ref(&layer.diff_id),
+            )
+            .unwrap();
+        assert_eq!(lowers.len(), 1);
+        assert_eq!(
+            std::fs::read(lowers[0].join("etc/hello")).unwrap(),
+            b"hello\n"
+        );
+        // A wrong diffID is refused and leaves no snapshot.
+        let (_d3, third) = self::store();
+        third.blobs().put(&bytes).unwrap();
+        let wrong = DiffId::from(Digest::of(b"other"));
+        let err = third
+            .snapshot_chain(std::slice::from_ref(blob), std::slice::from_ref(&wrong))
+            .unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(third.snapshot_path(&ChainId::child(None, &wrong)).is_none());
+    }
+}
+
+#[test]
+fn cache_records_round_trip() {
+    let (_d, store) = store();
+    let key = Digest::of(b"step");
+    assert!(store.cache_get(&key).unwrap().is_none());
+    let record = CacheRecord {
+        version: 1,
+        chain_id: None,
+        layer: None,
+        config_json: serde_json::json!({"config": {"Env": ["A=1"]}}),
+        created: "2026-01-01T00:00:00Z".into(),
+    };
+    store.cache_put(&key, &record).unwrap();
+    assert_eq!(store.cache_get(&key).unwrap(), Some(record));
+}
+
+#[test]
+fn blob_writer_verifies_and_cleans_up() {
+    let (_d, store) = store();
+    let mut w = store.blobs().writer().unwrap();
+    std::io::Write::write_all(&mut w, b"abc").unwrap();
+    assert_eq!(w.written(), 3);
+    let err = w.commit(Some(&Digest::of(b"abd"))).unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }));
+    assert!(!store.blobs().contains(&Digest::of(b"abc")));
+    assert!(!store.blobs().contains(&Digest::of(b"abd")));
+    let d = store.blobs().put(b"abc").unwrap();
+    assert_eq!(store.blobs().read(&d).unwrap(), b"abc");
+    // Corrupt it: reads fail.
+    std::fs::write(store.blobs().path(&d), b"abx").unwrap();
+    assert!(matches!(
+        store.blobs().read(&d),
+        Err(Error::DigestMismatch { .. })
+    ));
+    // Nothing but our own scratch dir is left in tmp/.
+    let leftover: Vec<_> = std::fs::read_dir(store.root().join("tmp"))
+        .unwrap()
+        .collect();
+    assert_eq!(leftover.len(), 2, "{leftover:?}");
+    let scratch = std::fs::read_dir(store.scratch()).unwrap().count();
+    assert_eq!(scratch, 0);
+}
+
+#[test]
+fn special_files_round_trip_in_overlay_form() {
+    let (_d, store) = store();
+    let active = store.prepare().unwrap();
+    let up = active.upper.clone();
+    write(&up, "keep/file", b"data");
+    std::os::unix::fs::lchown(up.join("keep/file"), Some(1234), Some(5678)).unwrap();
+    std::fs::set_permissions(
+        up.join("keep/file"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    std::fs::hard_link(up.join("keep/file"), up.join("keep/link")).unwrap();
+    std::os::unix::fs::symlink("../keep/file", up.join("keep/sym")).unwrap();
+    nix::unistd::mkfifo(
+        &up.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    mknod(&up.join("gone"), libc::S_IFCHR, 0, 0);
+    mknod(&up.join("null"), libc::S_IFCHR, 1, 3);
+    std::fs::create_dir(up.join("opaque")).unwrap();
+    xattr::set(up.join("opaque"), OPAQUE_XATTR, b"y").unwrap();
+    xattr::set(up.join("opaque"), "trusted.overlay.origin", b"junk").unwrap();
+    write(&up, "opaque/new", b"n");
+    xattr::set(up.join("keep/file"), "user.note", b"v\0binary").unwrap();
+    let long = format!("deep/{}/{}", "d".repeat(120), "f".repeat(150));
+    write(&up, &long, b"long");
+    let layer = store.commit(active, None).unwrap();
+
+    // The tar has the docker whiteout names.
+    let tar_bytes = store.blobs().read(&layer.descriptor.digest).unwrap();
+    let mut names = Vec::new();
+    for e in tar::Archive::new(&tar_bytes[..]).entries().unwrap() {
+        let e = e.unwrap();
+        names.push(String::from_utf8(e.path_bytes().into_owned()).unwrap());
+    }
+    assert!(names.contains(&".wh.gone".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"opaque/.wh..wh..opq".to_owned()),
+        "{names:?}"
+    );
+    assert!(names.contains(&long), "{names:?}");
+
+    // Unpack into another store and compare the overlay form.
+    let (_d2, other) = self::store();
+    other.blobs().put(&tar_bytes).unwrap();
+    let lowers = other
+        .snapshot_chain(
+            std::slice::from_ref(&layer.descriptor),
+            std::slice::from_ref(&layer.diff_id),
+        )
+        .unwrap();
+    let fs = &lowers[0];
+    let m = std::fs::symlink_metadata(fs.join("gone")).unwrap();
+    assert!(m.file_type().is_char_device() && m.rdev() == 0);
+    let m = std::fs::symlink_metadata(fs.join("null")).unwrap();
+    assert!(m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3));
+    assert!(std::fs::symlink_metadata(fs.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(
+        xattr::get(fs.join("opaque"), OPAQUE_XATTR)
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(
+        xattr::get(fs.join("opaque"), "trusted.overlay.origin").unwrap(),
+        None
+    );
+    let f = std::fs::metadata(fs.join("keep/file")).unwrap();
+    assert_eq!(f.mode() & 0o7777, 0o4755);
+    assert_eq!((f.uid(), f.gid()), (1234, 5678));
+    assert_eq!(
+        f.ino(),
+        std::fs::metadata(fs.join("keep/link")).unwrap().ino()
+    );
+    assert_eq!(
+        std::fs::read_link(fs.join("keep/sym")).unwrap(),
+        Path::new("../keep/file")
+    );
+    assert_eq!(
+        xattr::get(fs.join("keep/file"), "user.note")
+            .unwrap()
+            .as_deref(),
+        Some(&b"v\0binary"[..])
+    );
+    assert_eq!(std::fs::read(fs.join(&long)).unwrap(), b"long");
+
+    // Re-tarring the unpacked snapshot gives the same diffID (same overlay form).
+    let mut again = Vec::new();
+    write_layer_tar(fs, &mut again, &TarOptions::default()).unwrap();
+    if Digest::of(&again) != layer.descriptor.digest {
+        std::fs::write("/tmp/store-a.tar", &tar_bytes).unwrap();
+        std::fs::write("/tmp/store-b.tar", &again).unwrap();
+    }
+    assert_eq!(Digest::of(&again), layer.descriptor.digest);
+}
+
+fn mknod(path: &Path, fmt: libc::mode_t, major: u32, minor: u32) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C string.
+    let r = unsafe { libc::mknod(c.as_ptr(), fmt | 0o644, libc::makedev(major, minor)) };
+    assert_eq!(r, 0, "mknod {}", path.display());
+}
+
+/// A tar built by hand: (name, type, link target, body). Names are written raw, so `..`
+/// and absolute paths get through.
+fn hostile_tar(members: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, body) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(*kind);
+        h.set_mode(0o755);
+        h.set_size(body.len() as u64);
+        h.set_mtime(1);
+        h.set_uid(0);
+        h.set_gid(0);
+        let u = h.as_ustar_mut().unwrap();
+        u.name[..name.len()].copy_from_slice(name.as_bytes());
+        u.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_device_major(0).unwrap();
+        h.set_device_minor(0).unwrap();
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(body);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
+
+#[test]
+fn hostile_tars_never_write_outside_the_snapshot() {
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    let base = tempfile::tempdir().unwrap();
+    let outside = base.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"precious").unwrap();
+    let outside_s = outside.to_str().unwrap().to_owned();
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "dotdot",
+            hostile_tar(&[("../outside/pwned", Regular, "", b"x")]),
+            true,
+        ),
+        (
+            "nested dotdot",
+            hostile_tar(&[("a/../../outside/pwned", Regular, "", b"x")]),
+            true,
+        ),
+        (
+            "symlink escape",
+            hostile_tar(&[
+                ("esc", Symlink, &outside_s, b""),
+                ("esc/pwned", Regular, "", b"x"),
+            ]),
+            true,
+        ),
+        (
+            "relative symlink escape",
+            hostile_tar(&[
+                ("up", Symlink, "../outside", b""),
+                ("up/pwned", Regular, "", b"x"),
+            ]),
+            true,
+        ),
+        (
+            "symlinked dir then file",
+            hostile_tar(&[
+                ("d", Directory, "", b""),
+                ("d/l", Symlink, "/", b""),
+                ("d/l/etc/pwned", Regular, "", b"x"),
+            ]),
+            true,
+        ),
+        (
+            "hardlink absolute",
+            hostile_tar(&[("h", Link, "/etc/hostname", b"")]),
+            true,
+        ),
+        (
+            "hardlink dotdot",
+            hostile_tar(&[("h", Link, "../outside/victim", b"")]),
+            true,
+        ),
+        (
+            "hardlink through symlink",
+            hostile_tar(&[
+                ("s", Symlink, &outside_s, b""),
+                ("h", Link, "s/victim", b""),
+            ]),
+            true,
+        ),
+        (
+            "whiteout dotdot",
+            hostile_tar(&[("a/.wh...", Regular, "", b"")]),
+            true,
+        ),
+        // An absolute member name lands inside the snapshot.
+        (
+            "absolute",
+            hostile_tar(&[("/outside/pwned", Regular, "", b"x")]),
+            false,
+        ),
+    ];
+    for (what, bytes, refused) in cases {
+        let dest = base.path().join(format!("dest-{}", what.replace(' ', "-")));
+        std::fs::create_dir(&dest).unwrap();
+        let r = unpack_layer(&bytes[..], &dest, None, what);
+        assert_eq!(r.is_err(), refused, "{what}: {r:?}");
+        if let Err(e) = &r {
+            assert!(matches!(e, Error::UnsafeMember { .. }), "{what}: {e}");
+        }
+        assert_eq!(
+            std::fs::read(outside.join("victim")).unwrap(),
+            b"precious",
+            "{what}"
+        );
+        assert!(!outside.join("pwned").exists(), "{what}: wrote outside");
+        assert!(!Path::new("/etc/pwned").exists());
+    }
+    let abs = base.path().join("dest-absolute/outside/pwned");
+    assert_eq!(std::fs::read(abs).unwrap(), b"x");
+}
+
+#[test]
+fn a_symlink_replaced_by_a_file_is_not_followed() {
+    use tar::EntryType::{Regular, Symlink};
+    let base = tempfile::tempdir().unwrap();
+    let target = base.path().join("target");
+    std::fs::write(&target, b"keep").unwrap();
+    let dest = base.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let bytes = hostile_tar(&[
+        ("f", Symlink, target.to_str().unwrap(), b""),
+        ("f", Regular, "", b"new"),
+    ]);
+    unpack_layer(&bytes[..], &dest, None, "replace").unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"new");
+    assert!(!std::fs::symlink_metadata(dest.join("f"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn same_directory_gives_same_diff_id_and_epoch_clamps() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        write(
+            dir.path(),
+            &format!("d{}/f{i}", i % 7),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let tar = |opts: &TarOptions| {
+        let mut v = Vec::new();
+        write_layer_tar(dir.path(), &mut v, opts).unwrap();
+        Digest::of(&v)
+    };
+    let a = tar(&TarOptions::default());
+    assert_eq!(a, tar(&TarOptions::default()));
+    let epoch = TarOptions {
+        source_date_epoch: Some(100),
+    };
+    let clamped = tar(&epoch);
+    assert_ne!(clamped, a);
+    // Touching files changes nothing once mtimes are clamped.
+    let t = filetime::FileTime::from_unix_time(2_000_000_000, 0);
+    filetime::set_file_mtime(dir.path().join("d0/f0"), t).unwrap();
+    assert_eq!(tar(&epoch), clamped);
+    assert_ne!(tar(&TarOptions::default()), a);
+    // Every mtime in the clamped tar is <= 100.
+    let mut v = Vec::new();
+    write_layer_tar(dir.path(), &mut v, &epoch).unwrap();
+    for e in tar::Archive::new(&v[..]).entries().unwrap() {
+        let e = e.unwrap();
+        assert!(e.header().mtime().unwrap() <= 100);
+        assert_eq!(e.header().username_bytes(), Some(&b""[..]));
+    }
+}
+
+#[test]
+fn startup_removes_dead_debris_but_not_a_live_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = Store::open(dir.path()).unwrap();
+    let mut w = live.blobs().writer().unwrap();
+    std::io::Write::write_all(&mut w, b"in flight").unwrap();
+    let tmp = dir.path().join("tmp");
+    // Debris: a dead process's scratch (lock file present, nobody holds it) and junk.
+    std::fs::create_dir_all(tmp.join("p999-dead/active-1/fs")).unwrap();
+    std::fs::write(tmp.join("p999-dead.lock"), b"").unwrap();
+    std::fs::write(tmp.join("stray-file"), b"junk").unwrap();
+    let second = Store::open(dir.path()).unwrap();
+    assert!(!tmp.join("p999-dead").exists());
+    assert!(!tmp.join("p999-dead.lock").exists());
+    assert!(!tmp.join("stray-file").exists());
+    assert!(
+        live.scratch().exists(),
+        "a live handle's scratch was deleted"
+    );
+    let d = w.commit(None).unwrap();
+    assert!(second.blobs().contains(&d));
+    drop(live);
+    drop(second);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
+#[test]
+fn concurrent_commits_of_the_same_content_keep_one_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let root = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                let store = Store::open(&root).unwrap();
+                let active = store.prepare().unwrap();
+                write(&active.upper, "same/file", b"same");
+                filetime::set_file_mtime(
+                    active.upper.join("same/file"),
+                    filetime::FileTime::from_unix_time(5, 0),
+                )
+                .unwrap();
+                filetime::set_file_mtime(
+                    active.upper.join("same"),
+                    filetime::FileTime::from_unix_time(5, 0),
+                )
+                .unwrap();
+                let layer = store.commit(active, None).unwrap();
+                let m = store
+                    .put_image(b"{}", std::slice::from_ref(&layer.descriptor))
+                    .unwrap();
+                for i in 0..20 {
+                    store
+                        .tag(&format!("docker.io/library/race:{i}"), &m)
+                        .unwrap();
+                }
+                layer.chain_id
+            })
+        })
+        .collect();
+    let ids: Vec<ChainId> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(store.root().join("snapshots"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read(store.snapshot_path(&ids[0]).unwrap().join("same/file")).unwrap(),
+        b"same"
+    );
+    assert_eq!(store.images().unwrap().len(), 20);
+    assert!(store.fsck().unwrap().is_empty());
+}
