@@ -3,7 +3,6 @@
 mod cli;
 mod commands;
 mod exit;
-#[allow(dead_code)] // wired into `build` as the engine lands
 mod progress;
 
 use std::process::ExitCode;

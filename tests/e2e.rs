@@ -2,6 +2,8 @@
 
 mod util;
 
+pub mod build;
+mod cache;
 mod cli;
 mod fixtures;
 mod frontend;

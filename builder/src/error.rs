@@ -1,8 +1,37 @@
 //! The builder's error type.
 
+use std::path::PathBuf;
+
 use crate::context::ContextError;
 use crate::copy::CopyError;
-use crate::frontend::ParseError;
+use crate::frontend::{ExpandError, ParseError};
+
+/// A RUN whose command failed.
+#[derive(Debug)]
+pub struct RunFailure {
+    /// The Dockerfile's name.
+    pub file: String,
+    /// The step's first line.
+    pub line: usize,
+    /// The instruction as written (shortened).
+    pub instruction: String,
+    /// The argv joined with spaces.
+    pub command: String,
+    /// `exit code: 2`, `killed by signal 9`, `out of memory`.
+    pub status: String,
+    /// The last lines of its output.
+    pub tail: Vec<String>,
+}
+
+impl std::fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: process \"{}\" did not complete successfully: {}",
+            self.file, self.line, self.instruction, self.command, self.status
+        )
+    }
+}
 
 /// Everything that can go wrong in a build.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +52,164 @@ pub enum Error {
     /// The build context cannot be read.
     #[error(transparent)]
     Context(#[from] ContextError),
+    /// A step failed; the cause says how. Printed as `Dockerfile:7: COPY a /b`.
+    #[error("{file}:{line}: {instruction}")]
+    Step {
+        /// The Dockerfile's name.
+        file: String,
+        /// The step's first line.
+        line: usize,
+        /// The instruction as written (shortened).
+        instruction: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A RUN command exited with an error: BuildKit's wording.
+    #[error("{0}")]
+    RunFailed(Box<RunFailure>),
+    /// A variable expansion failed.
+    #[error("cannot expand variables")]
+    Expand(#[from] ExpandError),
+    /// A filesystem operation failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error("store: cannot {what}")]
+    Store {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: rbuild_store::Error,
+    },
+    /// A registry operation failed.
+    #[error("cannot get {reference}")]
+    Registry {
+        /// The image reference.
+        reference: String,
+        /// The cause.
+        #[source]
+        source: rbuild_registry::Error,
+    },
+    /// The sandbox could not run a step.
+    #[error("cannot run the step in a sandbox")]
+    Sandbox(#[source] rbuild_runner::Error),
+    /// `USER` / `--chown` names a user the image does not have.
+    #[error("cannot resolve user {spec:?}")]
+    User {
+        /// The spec as written.
+        spec: String,
+        /// The cause.
+        #[source]
+        source: rbuild_runner::Error,
+    },
+    /// An image config that is not valid JSON of the expected shape.
+    #[error("invalid image config of {what}")]
+    Config {
+        /// Which image.
+        what: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A COPY/ADD source that does not exist.
+    #[error("{source_path}: not found")]
+    SourceNotFound {
+        /// The source as written (after expansion).
+        source_path: String,
+    },
+    /// A COPY/ADD source path that leaves the build context.
+    #[error("{source_path}: outside of the build context")]
+    OutsideContext {
+        /// The source as written.
+        source_path: String,
+    },
+    /// Several sources need a directory destination.
+    #[error("when using COPY with more than one source file, the destination must be a directory and end with a /")]
+    MultipleSourcesNeedDir,
+    /// A bad flag value (`--chmod=abc`, `--mount=type=x`...).
+    #[error("invalid {flag} {value:?}: {reason}")]
+    InvalidFlag {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it is wrong.
+        reason: &'static str,
+    },
+    /// `RUN --mount=type=secret,id=x` without a matching `--secret id=x`.
+    #[error("secret {id} not provided (give it with --secret id={id},src=FILE)")]
+    SecretMissing {
+        /// The secret id.
+        id: String,
+    },
+    /// An ADD URL download failed.
+    #[error("cannot download {url}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An ADD URL answered with an error status.
+    #[error("cannot download {url}: HTTP status {status}")]
+    DownloadStatus {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// `ADD --checksum=` did not match.
+    #[error("digest mismatch for {url}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The URL.
+        url: String,
+        /// What the Dockerfile says.
+        expected: String,
+        /// What was downloaded.
+        actual: String,
+    },
+    /// A base image for another platform than requested, or an unknown platform string.
+    #[error("invalid platform {0:?}")]
+    Platform(String),
+    /// A background task of the build panicked or was cancelled.
+    #[error("a build task failed")]
+    Task(#[source] tokio::task::JoinError),
     /// The files of a COPY or ADD cannot be written.
     #[error(transparent)]
     Copy(#[from] CopyError),
+}
+
+impl Error {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+
+    pub(crate) fn store(what: impl Into<String>) -> impl FnOnce(rbuild_store::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Store { what, source }
+    }
+
+    /// The last lines of a failed RUN's output, for the CLI to show.
+    pub fn output_tail(&self) -> Option<&[String]> {
+        match self {
+            Error::RunFailed(f) => Some(&f.tail),
+            Error::Step { source, .. } => source.output_tail(),
+            _ => None,
+        }
+    }
 }

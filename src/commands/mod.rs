@@ -8,7 +8,6 @@ mod store;
 use std::path::PathBuf;
 
 use crate::cli::{Cli, Command};
-use crate::exit::UsageError;
 
 /// What every command needs from the global flags.
 pub struct Globals {
@@ -58,9 +57,4 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Save(args) => store::save(&g, args),
         Command::Debug(cmd) => debug::run(cmd),
     }
-}
-
-/// The error for a command whose implementation has not landed yet (exit 2).
-pub fn not_implemented(command: &str) -> anyhow::Error {
-    UsageError(format!("not implemented yet: {command}")).into()
 }

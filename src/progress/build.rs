@@ -70,7 +70,7 @@ impl BuildView {
             } => {
                 let n = num(state, id);
                 state.started.insert(id, Instant::now());
-                let _ = writeln!(err, "#{n} [{stage} {index}/{total}] {text}");
+                let _ = writeln!(err, "#{n} {} {text}", header(&stage, index, total));
             }
             BuildEvent::StepCached { id } => {
                 let n = num(state, id);
@@ -125,7 +125,7 @@ impl BuildView {
                 total,
                 text,
             } => {
-                let header = format!("[{stage} {index}/{total}] {text}");
+                let header = format!("{} {text}", header(&stage, index, total));
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(spinner);
                 bar.set_message(header.clone());
@@ -192,6 +192,15 @@ impl EventSink for BuildView {
             Style::Plain => self.plain(&mut state, event),
             Style::Tty => self.tty(&mut state, event),
         }
+    }
+}
+
+/// `[stage 2/5]`, or `[2/5]` for a lone unnamed stage.
+fn header(stage: &str, index: usize, total: usize) -> String {
+    if stage.is_empty() {
+        format!("[{index}/{total}]")
+    } else {
+        format!("[{stage} {index}/{total}]")
     }
 }
 

@@ -1,0 +1,138 @@
+//! FROM: start a stage from `scratch`, an earlier stage, or an image (local first, else
+//! pulled); then run the base's ONBUILD triggers, which the new image does not inherit.
+
+use std::time::Instant;
+
+use super::{step, Deps};
+use crate::build::cachekey::KeyEncoder;
+use crate::build::config::ImageConfig;
+use crate::build::ctx::BuildCtx;
+use crate::build::plan::{PlannedStage, PlannedStep};
+use crate::build::state::{CacheUse, StageState};
+use crate::events::{BuildEvent, CacheMiss};
+use crate::frontend::parse_instruction;
+use crate::frontend::{Base, Location, Step};
+use crate::Error;
+
+/// Starts a stage: its base, then its base's ONBUILD triggers.
+pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<StageState, Error> {
+    let started = Instant::now();
+    let id = stage.from_id;
+    ctx.emit(BuildEvent::StepStarted {
+        id,
+        stage: stage.display.clone(),
+        index: 1,
+        total: stage.shown_total,
+        text: stage.from_text.clone(),
+    });
+    let cache = if ctx.options.no_cache {
+        CacheUse::Bypass(CacheMiss::NoCache)
+    } else {
+        CacheUse::Lookup
+    };
+    let platform = match &stage.platform {
+        Some(p) => crate::build::ctx::parse_platform(p)?,
+        None => ctx.platform.clone(),
+    };
+    let result = match &stage.base {
+        Base::Scratch => {
+            let config = ImageConfig {
+                architecture: platform.arch.clone(),
+                os: platform.os.clone(),
+                variant: (!platform.variant.is_empty()).then(|| platform.variant.clone()),
+                ..ImageConfig::default()
+            };
+            let mut k = KeyEncoder::new("FROM", None);
+            k.str("scratch", &platform.to_string());
+            Ok(StageState::new(config, Vec::new(), k.finish(), cache))
+        }
+        Base::Stage(i) => match deps.get(i) {
+            Some(dep) => {
+                let mut k = KeyEncoder::new("FROM", None);
+                k.str("stage", &dep.key.hex());
+                Ok(StageState::new(
+                    dep.config.clone(),
+                    dep.layers.clone(),
+                    k.finish(),
+                    cache,
+                ))
+            }
+            None => Err(Error::SourceNotFound {
+                source_path: format!("stage {i}"),
+            }),
+        },
+        Base::Image(reference) => ctx.base_image(reference, id).await.map(|base| {
+            let mut k = KeyEncoder::new("FROM", None);
+            k.str("image", &base.manifest.to_string());
+            StageState::new(base.config, base.layers, k.finish(), cache)
+        }),
+    };
+    let mut st = match result {
+        Ok(st) => st,
+        Err(e) => {
+            ctx.emit(BuildEvent::StepFailed {
+                id,
+                elapsed: started.elapsed(),
+            });
+            return Err(Error::Step {
+                file: ctx.dockerfile.clone(),
+                line: stage.location.start_line,
+                instruction: stage.from_text.clone(),
+                source: Box::new(e),
+            });
+        }
+    };
+    ctx.emit(BuildEvent::StepDone {
+        id,
+        elapsed: started.elapsed(),
+    });
+    // A stage's own image config starts without the base's triggers.
+    let triggers = st.config.config.on_build.take().unwrap_or_default();
+    for trigger in triggers {
+        let planned = trigger_step(ctx, stage, &trigger)?;
+        step(ctx, stage, &planned, deps, &mut st).await?;
+    }
+    Ok(st)
+}
+
+/// An ONBUILD trigger as a step of the stage whose FROM runs it.
+fn trigger_step(ctx: &BuildCtx, stage: &PlannedStage, text: &str) -> Result<PlannedStep, Error> {
+    let at = |kind| Error::Parse(onbuild_error(ctx, stage, text, kind));
+    // The trigger is parsed as a one-line Dockerfile with the same escape character.
+    let source = format!("# escape={}\n{text}\n", ctx.lexer.escape());
+    let doc = crate::frontend::parse(&ctx.dockerfile, source.as_bytes())?;
+    let Some(node) = doc.children.first() else {
+        return Err(at(crate::frontend::ErrorKind::NoInstructions));
+    };
+    let instruction = parse_instruction(node).map_err(at)?;
+    Ok(PlannedStep {
+        id: ctx.new_step_id(),
+        shown: None,
+        step: Step {
+            instruction,
+            location: Location {
+                start_line: stage.location.start_line,
+                end_line: stage.location.end_line,
+            },
+            original: format!("ONBUILD {text}"),
+            args: ctx.global_args.clone(),
+            copy_from: None,
+            mount_from: Vec::new(),
+        },
+    })
+}
+
+fn onbuild_error(
+    ctx: &BuildCtx,
+    stage: &PlannedStage,
+    text: &str,
+    kind: crate::frontend::ErrorKind,
+) -> crate::frontend::ParseError {
+    crate::frontend::ParseError {
+        file: ctx.dockerfile.clone(),
+        line: stage.location.start_line,
+        column: 1,
+        source_line: format!("ONBUILD {text}"),
+        kind: Box::new(kind),
+    }
+}

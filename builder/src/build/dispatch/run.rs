@@ -1,0 +1,441 @@
+//! RUN: the command in the runner's sandbox over the stage's layers, with the stage's
+//! USER, WORKDIR, ENV and in-scope ARGs, `--network`, and `--mount` (cache dirs that
+//! persist in the store, binds, tmpfs, secrets that never reach the layer); the upper dir
+//! becomes the step's layer (kept even when empty, as docker does).
+
+use std::collections::VecDeque;
+
+use rbuild_runner::{ExtraMount, SandboxSpec, Stream};
+
+use super::meta::{current_lowers, shell_of};
+use super::{commit, lookup, Lookup, StepCx};
+use crate::build::cachekey::KeyEncoder;
+use crate::build::ctx::blocking;
+use crate::build::files::{materialize, relative};
+use crate::build::rootfs::LayeredFs;
+use crate::build::state::{LayerRef, StageState};
+use crate::build::{NetworkMode, SecretSource};
+use crate::error::RunFailure;
+use crate::events::{BuildEvent, OutputStream};
+use crate::frontend::Base;
+use crate::frontend::{Mount, MountKind, Network, Run, ShellOrExec};
+use crate::Error;
+
+/// Lines of output kept for the error of a failed step.
+const TAIL_LINES: usize = 10;
+
+/// A mount prepared for the sandbox, with what keys it.
+struct Prepared {
+    mount: ExtraMount,
+    key: String,
+    /// A temporary directory to delete after the step.
+    _scratch: Option<rbuild_store::TmpDir>,
+}
+
+fn option<'a>(m: &'a Mount, name: &str) -> Option<&'a str> {
+    m.options
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn scratch_dir(cx: &StepCx<'_>) -> Result<rbuild_store::TmpDir, Error> {
+    cx.ctx
+        .store
+        .tmp_dir()
+        .map_err(Error::store("create a scratch directory"))
+}
+
+/// Cache-mount ids become one directory name.
+fn cache_dir_name(id: &str) -> String {
+    let safe: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes())[..6]);
+    format!("{}-{hash}", safe.trim_matches('_'))
+}
+
+async fn prepare_mount(
+    cx: &StepCx<'_>,
+    m: &Mount,
+    from: Option<&Base>,
+) -> Result<Option<Prepared>, Error> {
+    let target = m.target.clone();
+    match m.kind {
+        MountKind::Cache => {
+            let target = target.unwrap_or_default();
+            let id = option(m, "id").unwrap_or(&target).to_string();
+            let dir = cx
+                .ctx
+                .store
+                .root()
+                .join("cache/mounts")
+                .join(cache_dir_name(&id));
+            if !dir.exists() {
+                std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+                let uid = option(m, "uid").and_then(|u| u.parse().ok()).unwrap_or(0);
+                let gid = option(m, "gid").and_then(|g| g.parse().ok()).unwrap_or(0);
+                std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                    .map_err(Error::io("chown", &dir))?;
+                let mode = option(m, "mode")
+                    .and_then(|v| u32::from_str_radix(v, 8).ok())
+                    .unwrap_or(0o755);
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .map_err(Error::io("chmod", &dir))?;
+            }
+            Ok(Some(Prepared {
+                key: format!("cache:{id}:{target}"),
+                mount: ExtraMount::Bind {
+                    source: dir,
+                    target,
+                    readonly: m.readonly && option(m, "ro").is_some(),
+                },
+                _scratch: None,
+            }))
+        }
+        MountKind::Tmpfs => {
+            let target = target.unwrap_or_default();
+            let size = option(m, "size").and_then(|s| s.parse().ok());
+            Ok(Some(Prepared {
+                key: format!("tmpfs:{target}:{size:?}"),
+                mount: ExtraMount::Tmpfs { target, size },
+                _scratch: None,
+            }))
+        }
+        MountKind::Secret => {
+            let id = option(m, "id")
+                .map(str::to_string)
+                .or_else(|| {
+                    target
+                        .as_deref()
+                        .and_then(|t| t.rsplit('/').next())
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+            let required = option(m, "required").is_some_and(|v| v != "false");
+            let source = cx
+                .ctx
+                .options
+                .secrets
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, s)| s.clone());
+            let Some(source) = source else {
+                if required {
+                    return Err(Error::SecretMissing { id });
+                }
+                return Ok(None);
+            };
+            let (path, scratch) = match source {
+                SecretSource::File(p) => (p, None),
+                SecretSource::Env(var) => {
+                    let dir = scratch_dir(cx)?;
+                    let p = dir.path().join("secret");
+                    let value = std::env::var_os(&var).unwrap_or_default();
+                    std::fs::write(
+                        &p,
+                        std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str()),
+                    )
+                    .map_err(Error::io("write", &p))?;
+                    (p, Some(dir))
+                }
+            };
+            Ok(Some(Prepared {
+                // The secret's value never enters the key: only that it is mounted.
+                key: format!("secret:{id}:{target}"),
+                mount: ExtraMount::Bind {
+                    source: path,
+                    target,
+                    readonly: true,
+                },
+                _scratch: scratch,
+            }))
+        }
+        MountKind::Bind => {
+            let target = target.unwrap_or_default();
+            let source = m.source.clone().unwrap_or_else(|| ".".into());
+            let rel = relative(&source)?;
+            match from {
+                None => {
+                    let path = cx.ctx.context.root.join(&rel);
+                    if !path.exists() {
+                        return Err(Error::SourceNotFound {
+                            source_path: source,
+                        });
+                    }
+                    // Hash what is bound, so a change of the files re-runs the step.
+                    let root = crate::build::files::SourceRoot {
+                        fs: LayeredFs::new(vec![cx.ctx.context.root.clone()]),
+                        ignore: None,
+                        keep_owner: false,
+                    };
+                    let s = source.clone();
+                    let digest = blocking(move || {
+                        let sel = root.select(&s)?;
+                        let mut all = String::new();
+                        for x in &sel {
+                            all.push_str(&root.digest(x)?);
+                        }
+                        Ok(all)
+                    })
+                    .await?;
+                    // A writable bind gets a copy, so the context is never written.
+                    let (source_path, scratch) = if m.readonly {
+                        (path, None)
+                    } else {
+                        let dir = scratch_dir(cx)?;
+                        let into = dir.path().join("b");
+                        let fs = LayeredFs::new(vec![cx.ctx.context.root.clone()]);
+                        let rel2 = rel.clone();
+                        let into2 = into.clone();
+                        blocking(move || materialize(&fs, &rel2, &into2)).await?;
+                        (into, Some(dir))
+                    };
+                    Ok(Some(Prepared {
+                        key: format!("bind:context:{source}:{target}:{}:{digest}", m.readonly),
+                        mount: ExtraMount::Bind {
+                            source: source_path,
+                            target,
+                            readonly: m.readonly,
+                        },
+                        _scratch: scratch,
+                    }))
+                }
+                Some(base) => {
+                    let (layers, ident) = match base {
+                        Base::Stage(i) => {
+                            let dep = cx.deps.get(i).ok_or_else(|| Error::SourceNotFound {
+                                source_path: format!("stage {i}"),
+                            })?;
+                            (dep.layers.clone(), format!("stage:{}", dep.key.hex()))
+                        }
+                        Base::Image(r) => {
+                            let b = cx.ctx.base_image(r, cx.id).await?;
+                            (b.layers, format!("image:{}", b.manifest))
+                        }
+                        Base::Scratch => (Vec::new(), "scratch".into()),
+                    };
+                    let lowers = cx.ctx.lowers(&layers).await?;
+                    let dir = scratch_dir(cx)?;
+                    let into = dir.path().join("b");
+                    let fs = LayeredFs::new(lowers);
+                    let (rel2, into2) = (rel.clone(), into.clone());
+                    blocking(move || materialize(&fs, &rel2, &into2)).await?;
+                    Ok(Some(Prepared {
+                        key: format!("bind:{ident}:{source}:{target}:{}", m.readonly),
+                        mount: ExtraMount::Bind {
+                            source: into,
+                            target,
+                            readonly: m.readonly,
+                        },
+                        _scratch: Some(dir),
+                    }))
+                }
+            }
+        }
+        // No ssh agent forwarding yet: the mount is skipped unless required.
+        MountKind::Ssh => {
+            if option(m, "required").is_some_and(|v| v != "false") {
+                return Err(Error::InvalidFlag {
+                    flag: "--mount",
+                    value: "type=ssh".into(),
+                    reason: "ssh agent forwarding is not supported",
+                });
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The argv of a RUN, heredocs included.
+fn command(st: &StageState, r: &Run) -> Vec<String> {
+    match &r.command {
+        ShellOrExec::Exec(v) => v.clone(),
+        ShellOrExec::Shell(s) => {
+            let mut argv = shell_of(st);
+            let script = match r.heredocs.first() {
+                // `RUN <<EOF`: the heredoc is the script.
+                Some(h) if s.trim().starts_with("<<") && r.heredocs.len() == 1 => h.data.clone(),
+                // `RUN cat <<EOF > f`: the shell reads the body from the script text.
+                Some(_) => {
+                    let mut text = s.clone();
+                    for h in &r.heredocs {
+                        text.push('\n');
+                        text.push_str(&h.data);
+                        if !h.data.ends_with('\n') {
+                            text.push('\n');
+                        }
+                        text.push_str(&h.name);
+                    }
+                    text
+                }
+                None => s.clone(),
+            };
+            argv.push(script);
+            argv
+        }
+    }
+}
+
+/// RUN.
+pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup, Error> {
+    let argv = command(st, r);
+    // ENV wins over ARG; PATH defaults when the image sets none.
+    let mut env: Vec<(String, String)> = Vec::new();
+    let config_env = st.config.env_pairs();
+    for (k, v) in &cx.step.args {
+        if !config_env.iter().any(|(ek, _)| ek == k) {
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    env.extend(config_env);
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), rbuild_runner::DEFAULT_PATH.into()));
+    }
+    let network = match r.network {
+        Network::Host => rbuild_runner::Network::Host,
+        Network::None => rbuild_runner::Network::None,
+        Network::Default => match cx.ctx.options.network {
+            NetworkMode::Host => rbuild_runner::Network::Host,
+            NetworkMode::None => rbuild_runner::Network::None,
+        },
+    };
+    let user_spec = st.config.config.user.clone().unwrap_or_default();
+    let cwd = st
+        .config
+        .config
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let mut prepared = Vec::new();
+    for (i, m) in r.mounts.iter().enumerate() {
+        let from = cx.step.mount_from.get(i).and_then(|f| f.as_ref());
+        if let Some(p) = prepare_mount(cx, m, from).await? {
+            prepared.push(p);
+        }
+    }
+    let mut k = KeyEncoder::new("RUN", Some(&st.key));
+    k.list("argv", &argv)
+        .pairs("env", &env)
+        .str("user", &user_spec)
+        .str("cwd", &cwd)
+        .str("network", &format!("{network:?}"))
+        .list(
+            "mounts",
+            &prepared.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+        );
+    let key = k.finish();
+    let shown_args: Vec<String> = cx
+        .step
+        .args
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let created_by = if shown_args.is_empty() {
+        format!("RUN {} # buildkit", argv.join(" "))
+    } else {
+        format!(
+            "RUN |{} {} {} # buildkit",
+            shown_args.len(),
+            shown_args.join(" "),
+            argv.join(" ")
+        )
+    };
+    if let Lookup::Hit = lookup(cx, st, key, None).await? {
+        return Ok(Lookup::Hit);
+    }
+
+    let lowers = current_lowers(cx, st).await?;
+    let user = if user_spec.is_empty() {
+        rbuild_runner::User::default()
+    } else {
+        let (l, u) = (lowers.clone(), user_spec.clone());
+        blocking(move || {
+            rbuild_runner::resolve_user(&l, &u).map_err(|source| Error::User { spec: u, source })
+        })
+        .await?
+    };
+    let store = cx.ctx.store.clone();
+    let sandbox = cx.ctx.sandbox.clone();
+    let events = cx.ctx.events.clone();
+    let id = cx.id;
+    let parent = st.chain_id();
+    let epoch = cx.ctx.options.source_date_epoch;
+    let mounts: Vec<ExtraMount> = prepared.iter().map(|p| p.mount.clone()).collect();
+    let env_strings: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let argv2 = argv.clone();
+    let outcome = blocking(move || {
+        let active = store
+            .prepare()
+            .map_err(Error::store("prepare a snapshot"))?;
+        let mut spec = SandboxSpec::new(lowers, active.upper.clone(), active.work.clone(), argv2);
+        spec.env = env_strings;
+        spec.cwd = cwd;
+        spec.user = user;
+        spec.network = network;
+        spec.mounts = mounts;
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let status = sandbox.run(&spec, &mut |stream, line| {
+            let text = String::from_utf8_lossy(line)
+                .trim_end_matches('\n')
+                .to_string();
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text.clone());
+            events.event(BuildEvent::StepOutput {
+                id,
+                stream: match stream {
+                    Stream::Stdout => OutputStream::Stdout,
+                    Stream::Stderr => OutputStream::Stderr,
+                },
+                line: text.into_bytes(),
+            });
+        });
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = store.discard(active);
+                return Err(Error::Sandbox(e));
+            }
+        };
+        if !status.success() {
+            let _ = store.discard(active);
+            return Ok(Err((
+                status.to_string(),
+                tail.into_iter().collect::<Vec<_>>(),
+            )));
+        }
+        let layer = crate::build::export::commit_snapshot(&store, active, parent.as_ref(), epoch)?;
+        Ok(Ok(LayerRef {
+            descriptor: layer.descriptor,
+            diff_id: layer.diff_id,
+        }))
+    })
+    .await;
+    drop(prepared);
+    let layer = match outcome? {
+        Ok(layer) => layer,
+        Err((status, tail)) => {
+            return Err(Error::RunFailed(Box::new(RunFailure {
+                file: cx.ctx.dockerfile.clone(),
+                line: cx.step.location.start_line,
+                instruction: cx.text(),
+                command: argv.join(" "),
+                status,
+                tail,
+            })))
+        }
+    };
+    commit(cx, st, key, Some(layer), created_by, None).await?;
+    Ok(Lookup::Miss)
+}

@@ -1,0 +1,87 @@
+//! The end of a build: the target stage's config finished (`created`, `--label`s, diff
+//! ids), written with its manifest into the store, and tagged; plus the one place a
+//! snapshot becomes a layer (clamped to `SOURCE_DATE_EPOCH` when set).
+
+use rbuild_store::{ActiveSnapshot, ChainId, Descriptor, Digest, Layer, Store};
+
+use super::ctx::{blocking, BuildCtx};
+use super::state::StageResult;
+use crate::Error;
+
+/// A built image.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The image ID: the config's digest.
+    pub image_id: Digest,
+    /// The manifest's descriptor in the store.
+    pub manifest: Descriptor,
+    /// The names it was tagged as.
+    pub tags: Vec<String>,
+}
+
+/// Commits an active snapshot as a layer above `parent`.
+pub fn commit_snapshot(
+    store: &Store,
+    active: ActiveSnapshot,
+    parent: Option<&ChainId>,
+    source_date_epoch: Option<i64>,
+) -> Result<Layer, Error> {
+    let options = rbuild_store::TarOptions {
+        source_date_epoch: source_date_epoch.and_then(|e| u64::try_from(e).ok()),
+    };
+    store
+        .commit_with(active, parent, &options)
+        .map_err(Error::store("commit a layer"))
+}
+
+/// Writes the target's image and tags it.
+pub async fn export(ctx: &BuildCtx, target: &StageResult) -> Result<Built, Error> {
+    let mut config = target.config.clone();
+    // The image's time is its last step's (BuildKit's rule): a rebuild from the cache
+    // gives the same config, so the same image ID.
+    config.created = match ctx.options.source_date_epoch {
+        Some(epoch) => Some(super::time::created(Some(epoch))),
+        None => config
+            .history
+            .last()
+            .and_then(|h| h.created.clone())
+            .or_else(|| Some(super::time::created(None))),
+    };
+    if !ctx.options.labels.is_empty() {
+        let labels = config.config.labels.get_or_insert_with(Default::default);
+        for (k, v) in &ctx.options.labels {
+            labels.insert(k.clone(), v.clone());
+        }
+    }
+    config.rootfs.diff_ids = target
+        .layers
+        .iter()
+        .map(|l| l.diff_id.to_string())
+        .collect();
+    if config.architecture.is_empty() {
+        config.architecture = ctx.platform.arch.clone();
+    }
+    if config.os.is_empty() {
+        config.os = ctx.platform.os.clone();
+    }
+    let json = config.to_json();
+    let layers: Vec<Descriptor> = target.layers.iter().map(|l| l.descriptor.clone()).collect();
+    let store = ctx.store.clone();
+    let tags = ctx.options.tags.clone();
+    blocking(move || {
+        let manifest = store
+            .put_image(&json, &layers)
+            .map_err(Error::store("write the image"))?;
+        for t in &tags {
+            store
+                .tag(t, &manifest)
+                .map_err(Error::store(format!("tag {t}")))?;
+        }
+        Ok(Built {
+            image_id: Digest::of(&json),
+            manifest,
+            tags,
+        })
+    })
+    .await
+}

@@ -1,0 +1,136 @@
+//! The build engine: a parsed Dockerfile ([`crate::frontend::StepGraph`]) becomes a
+//! [`plan::Plan`], whose stages the [`scheduler`] runs in parallel, each step dispatched by
+//! one function per instruction against the cache, the store, the runner and registries.
+//!
+//! Phases are types: `Vec<Stage>` → `StepGraph` (pruned to `--target`) → `Plan` (step ids,
+//! display numbering) → per-stage [`state::StageResult`] → the exported image.
+
+pub mod cachekey;
+pub mod config;
+mod context_dir;
+mod ctx;
+mod dispatch;
+mod export;
+mod files;
+pub mod plan;
+mod rootfs;
+mod scheduler;
+mod state;
+mod time;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use cachekey::{CacheKey, KeyEncoder};
+pub use config::ImageConfig;
+pub use export::Built;
+
+use crate::events::EventSink;
+use crate::frontend::{parse, StepGraph};
+use crate::Error;
+
+/// Where the build context comes from.
+#[derive(Debug, Clone)]
+pub enum ContextSource {
+    /// A directory.
+    Dir(PathBuf),
+    /// A tar stream (`rbuild build -`): the bytes, already read from stdin.
+    Tar(Vec<u8>),
+}
+
+/// Network for RUN steps without their own `--network`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// The host's network (docker's `default` for builds).
+    #[default]
+    Host,
+    /// Loopback only.
+    None,
+}
+
+/// Where a build secret's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file on the host.
+    File(PathBuf),
+    /// An environment variable of the rbuild process.
+    Env(String),
+}
+
+/// Everything one build needs to know, validated by the CLI before any work starts.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The context.
+    pub context: ContextSource,
+    /// The Dockerfile (default: `Dockerfile` in the context directory).
+    pub dockerfile: Option<PathBuf>,
+    /// `--build-arg KEY=VALUE`, in order.
+    pub build_args: Vec<(String, String)>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// Normalized names to tag the image as (`docker.io/cncamp/httpserver:v1`).
+    pub tags: Vec<String>,
+    /// `--label KEY=VALUE`.
+    pub labels: Vec<(String, String)>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--pull`.
+    pub pull: bool,
+    /// `--platform`.
+    pub platform: Option<String>,
+    /// `--network`.
+    pub network: NetworkMode,
+    /// `--secret id=..`.
+    pub secrets: Vec<(String, SecretSource)>,
+    /// `SOURCE_DATE_EPOCH`: timestamps in config, history and layers.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// Runs one build: parse, plan, run the stages, export and tag the image.
+pub async fn build(
+    store: rbuild_store::Store,
+    registry: rbuild_registry::Client,
+    options: BuildOptions,
+    events: Arc<dyn EventSink>,
+) -> Result<Built, Error> {
+    let context = context_dir::ContextDir::open(&store, &options.context).await?;
+    let (name, text) = context
+        .read_dockerfile(options.dockerfile.as_deref())
+        .await?;
+    let doc = parse(&name, &text)?;
+    let graph = match &options.platform {
+        None => StepGraph::new(&doc, &options.build_args, options.target.as_deref())?,
+        Some(p) => {
+            let target = ctx::parse_platform(p)?;
+            let host = crate::frontend::Platform::host();
+            StepGraph::for_platform(
+                &doc,
+                &options.build_args,
+                options.target.as_deref(),
+                &host,
+                &target,
+            )?
+        }
+    };
+    for w in &graph.warnings {
+        events.event(crate::events::BuildEvent::Warning(w.clone()));
+    }
+    for unused in &graph.unused_build_args {
+        events.event(crate::events::BuildEvent::Warning(format!(
+            "build argument {unused:?} was given but not used by any stage"
+        )));
+    }
+    let plan = plan::Plan::new(&graph);
+    let ctx = Arc::new(ctx::BuildCtx::new(
+        store,
+        registry,
+        options,
+        events,
+        context,
+        name,
+        &graph,
+        plan.next_id,
+    ));
+    let target = scheduler::run(ctx.clone(), &plan).await?;
+    export::export(&ctx, &target).await
+}

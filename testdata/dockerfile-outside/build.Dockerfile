@@ -1,0 +1,2 @@
+FROM scratch
+COPY in-context.txt /in-context.txt
