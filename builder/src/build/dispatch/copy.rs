@@ -237,8 +237,8 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
     let ov = Overrides { owner, mode: chmod };
 
     // Select and digest (blocking: reads the files).
-    let ignore = Arc::new(cx.ctx.context.ignore_rules().with_patterns(t.exclude));
-    let exclude = Arc::new(crate::build::context_dir::Ignore::default().with_patterns(t.exclude));
+    let ignore = Arc::new(cx.ctx.context.ignore_rules().with_patterns(t.exclude)?);
+    let exclude = Arc::new(Ignore::default().with_patterns(t.exclude)?);
     let origin_b = origin.clone();
     let (ignore_b, exclude_b) = (ignore.clone(), exclude.clone());
     let paths: Vec<String> = items
