@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::context::{find_ignore_file, parse_ignore_file, ContextError, IgnoreRules};
+use crate::context::{find_ignore_file, parse_ignore_file, ContextError, IgnoreRules, StatCache};
 
 use super::ContextSource;
 use crate::Error;
@@ -14,6 +14,9 @@ pub struct ContextDir {
     pub root: PathBuf,
     /// Keeps an unpacked stdin context alive for the build.
     _tmp: Option<rbuild_store::TmpDir>,
+    /// Content digests of context files by their metadata (persisted for a directory
+    /// context under `<store>/cache/stat/`).
+    pub stat_cache: std::sync::Arc<std::sync::Mutex<StatCache>>,
     /// Set once the Dockerfile is known (its own `<name>.dockerignore` wins).
     ignore: std::sync::OnceLock<std::sync::Arc<Ignore>>,
 }
@@ -55,8 +58,15 @@ impl ContextDir {
         match source {
             ContextSource::Dir(dir) => {
                 let root = std::fs::canonicalize(dir).map_err(Error::io("open context", dir))?;
+                let cache_dir = store.root().join("cache/stat");
+                let cache = match std::fs::create_dir_all(&cache_dir) {
+                    Ok(()) => StatCache::open(&StatCache::path_for(&cache_dir, &root)),
+                    // Without a place to keep it, the cache lives for this build only.
+                    Err(_) => StatCache::in_memory(),
+                };
                 Ok(ContextDir {
                     root,
+                    stat_cache: std::sync::Arc::new(std::sync::Mutex::new(cache)),
                     _tmp: None,
                     ignore: Default::default(),
                 })
@@ -80,6 +90,7 @@ impl ContextDir {
                     .map_err(Error::Task)??;
                 Ok(ContextDir {
                     root: tmp.path().to_path_buf(),
+                    stat_cache: Default::default(),
                     _tmp: Some(tmp),
                     ignore: Default::default(),
                 })
@@ -123,6 +134,13 @@ impl ContextDir {
         };
         let _ = self.ignore.set(std::sync::Arc::new(ignore));
         Ok((name, text))
+    }
+
+    /// Writes the stat cache back (best effort: a lost cache only costs a re-read).
+    pub fn save_stat_cache(&self) {
+        if let Ok(mut c) = self.stat_cache.lock() {
+            let _ = c.save();
+        }
     }
 
     /// The ignore rules (none before the Dockerfile is read).
