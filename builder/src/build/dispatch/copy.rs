@@ -14,6 +14,7 @@ use super::{commit, lookup, Lookup, StepCx};
 use crate::build::cachekey::KeyEncoder;
 use crate::build::ctx::blocking;
 use crate::build::state::StageState;
+use crate::context::pathclean::leaves_root;
 use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules, StatCache};
 use crate::copy::{
     copy_into, fetch_url, CopyError, CopySource, CopySpec, Layers, DEFAULT_ARCHIVE_LIMIT,
@@ -158,6 +159,8 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
                     let client = reqwest::Client::new();
                     let file = fetch_url(&client, &p, scratch.path(), checksum.as_deref()).await?;
                     fetched.push(file);
+                } else if leaves_root(&p) {
+                    return Err(Error::OutsideContext { source_path: p });
                 } else {
                     paths.push(p);
                 }

@@ -13,7 +13,7 @@ use crate::build::cachekey::KeyEncoder;
 use crate::build::ctx::blocking;
 use crate::build::state::{LayerRef, StageState};
 use crate::build::{NetworkMode, SecretSource};
-use crate::context::pathclean::clean_in_root;
+use crate::context::pathclean::{clean_in_root, leaves_root};
 use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules, SelectedSource};
 use crate::copy::{copy_into, CopySource, CopySpec, Layers};
 use crate::error::RunFailure;
@@ -163,6 +163,11 @@ async fn prepare_mount(
         MountKind::Bind => {
             let target = target.unwrap_or_default();
             let source = m.source.clone().unwrap_or_else(|| ".".into());
+            if leaves_root(&source) {
+                return Err(Error::OutsideContext {
+                    source_path: source,
+                });
+            }
             match from {
                 None => {
                     // Select and hash what is bound (the context after `.dockerignore`,
