@@ -791,3 +791,49 @@ fn iidfile_quiet_and_push() {
     );
     assert_eq!(format!("sha256:{}", sha256_hex(remote.as_bytes())), stdout);
 }
+
+#[test]
+fn dockerignore_follows_moby_semantics_not_gitignore_or_a_naive_matcher() {
+    let ctx = TestDir::new("moby-ignore");
+    ctx.write("Dockerfile", b"ARG BASE\nFROM ${BASE}\nCOPY . /ctx/\n");
+    ctx.write(
+        ".dockerignore",
+        b"# moby's patternmatcher, not gitignore\n*.md\n!README*.md\nsecret\n**/*.bak\nbuild\n!build/keep\n",
+    );
+    for (rel, body) in [
+        ("app.txt", "app"),
+        ("README.md", "readme"),
+        ("NOTES.md", "notes"),
+        ("docs/guide.md", "guide"),
+        ("docs/secret", "not the root one"),
+        ("secret/key", "key"),
+        ("a.bak", "bak"),
+        ("docs/old.bak", "old"),
+        ("build/out.o", "obj"),
+        ("build/keep/x.txt", "kept"),
+    ] {
+        ctx.write(rel, body.as_bytes());
+    }
+    let r = Rbuild::new();
+    build_ok(&r, ctx.path(), "moby-ignore", &[]);
+    let (_d, fs) = unpack(&r, "moby-ignore");
+    let root = fs.join("ctx");
+    let present = |rel: &str| root.join(rel).exists();
+    assert!(present("app.txt"));
+    // `*.md` matches at the root only (gitignore would also drop docs/guide.md).
+    assert!(!present("NOTES.md"), "*.md excludes NOTES.md");
+    assert!(present("README.md"), "!README*.md re-includes README.md");
+    assert!(
+        present("docs/guide.md"),
+        "*.md must not match docs/guide.md"
+    );
+    // `secret` names the root entry and everything below it, not docs/secret.
+    assert!(!present("secret/key"), "secret excludes what is below it");
+    assert!(present("docs/secret"), "secret must not match docs/secret");
+    // `**/` matches zero or more directories.
+    assert!(!present("a.bak") && !present("docs/old.bak"));
+    // An exception re-includes a directory below an excluded one, contents and all
+    // (a matcher that checks parents for exclusions only keeps it out).
+    assert!(!present("build/out.o"), "build excludes build/out.o");
+    assert_eq!(read(root.join("build/keep/x.txt")), "kept");
+}

@@ -1,56 +1,38 @@
-//! The build context as a directory on disk: the user's directory, or a tar from stdin
-//! unpacked under the store's `tmp/`; the Dockerfile; and its `.dockerignore` rules.
+//! The build context as the engine holds it for one build: the user's directory or a stdin
+//! stream unpacked under the store's `tmp/` (kept alive for the build), the Dockerfile, and
+//! the context module's parts over it: ignore rules, the walked files, the stat cache.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::context::{find_ignore_file, parse_ignore_file, ContextError, IgnoreRules, StatCache};
+use crate::context::{
+    context_from_stream, load_ignore_rules, ContextFiles, IgnoreRules, StatCache, StreamContext,
+};
+use crate::copy::DEFAULT_ARCHIVE_LIMIT;
 
 use super::ContextSource;
 use crate::Error;
 
-/// The context directory and its ignore rules.
+/// The context directory, its ignore rules, its walk and its stat cache.
 pub struct ContextDir {
     /// The directory COPY reads from.
     pub root: PathBuf,
     /// Keeps an unpacked stdin context alive for the build.
     _tmp: Option<rbuild_store::TmpDir>,
+    /// A stdin stream that was a Dockerfile rather than a tar.
+    stdin_dockerfile: Option<PathBuf>,
     /// Content digests of context files by their metadata (persisted for a directory
     /// context under `<store>/cache/stat/`).
-    pub stat_cache: std::sync::Arc<std::sync::Mutex<StatCache>>,
+    pub stat_cache: Arc<Mutex<StatCache>>,
     /// Set once the Dockerfile is known (its own `<name>.dockerignore` wins).
-    ignore: std::sync::OnceLock<std::sync::Arc<Ignore>>,
-}
-
-/// `.dockerignore` rules (the context module's matcher, moby's semantics) plus the
-/// patterns they came from, so COPY `--exclude` can extend them.
-#[derive(Debug, Default, Clone)]
-pub struct Ignore {
-    patterns: Vec<String>,
-    rules: IgnoreRules,
-}
-
-impl Ignore {
-    fn from_patterns(patterns: Vec<String>) -> Result<Ignore, ContextError> {
-        let rules = IgnoreRules::new(&patterns)?;
-        Ok(Ignore { patterns, rules })
-    }
-
-    /// These rules plus `patterns` (COPY `--exclude`), which exclude.
-    pub fn with_patterns(&self, patterns: &[String]) -> Result<Ignore, ContextError> {
-        let mut all = self.patterns.clone();
-        all.extend(patterns.iter().cloned());
-        Ignore::from_patterns(all)
-    }
-
-    /// Whether `rel` (relative to the context, `/`-separated) is excluded.
-    pub fn excluded(&self, rel: &str) -> bool {
-        // Patterns were validated when compiled; a match error means no match.
-        self.rules.is_excluded(rel).unwrap_or(false)
-    }
+    ignore: OnceLock<IgnoreRules>,
+    /// The context walked with the ignore rules, on first use.
+    files: OnceLock<Arc<ContextFiles>>,
 }
 
 impl ContextDir {
-    /// Opens the context: a directory as it is, a tar unpacked into the store's tmp/.
+    /// Opens the context: a directory as it is, a stdin stream unpacked into the store's
+    /// tmp/ (a tar, or a lone Dockerfile).
     pub async fn open(
         store: &rbuild_store::Store,
         source: &ContextSource,
@@ -66,46 +48,58 @@ impl ContextDir {
                 };
                 Ok(ContextDir {
                     root,
-                    stat_cache: std::sync::Arc::new(std::sync::Mutex::new(cache)),
                     _tmp: None,
-                    ignore: Default::default(),
+                    stdin_dockerfile: None,
+                    stat_cache: Arc::new(Mutex::new(cache)),
+                    ignore: OnceLock::new(),
+                    files: OnceLock::new(),
                 })
             }
             ContextSource::Tar(bytes) => {
                 let store = store.clone();
                 let bytes = bytes.clone();
-                let tmp =
-                    tokio::task::spawn_blocking(move || -> Result<rbuild_store::TmpDir, Error> {
+                let (tmp, kind) = tokio::task::spawn_blocking(
+                    move || -> Result<(rbuild_store::TmpDir, StreamContext), Error> {
                         let tmp = store
                             .tmp_dir()
                             .map_err(Error::store("create a directory for the context"))?;
-                        let mut archive = tar::Archive::new(std::io::Cursor::new(bytes));
-                        archive.set_preserve_permissions(true);
-                        archive
-                            .unpack(tmp.path())
-                            .map_err(Error::io("unpack the context tar into", tmp.path()))?;
-                        Ok(tmp)
-                    })
-                    .await
-                    .map_err(Error::Task)??;
+                        let kind = context_from_stream(
+                            std::io::Cursor::new(bytes),
+                            tmp.path(),
+                            DEFAULT_ARCHIVE_LIMIT,
+                        )?;
+                        Ok((tmp, kind))
+                    },
+                )
+                .await
+                .map_err(Error::Task)??;
                 Ok(ContextDir {
                     root: tmp.path().to_path_buf(),
-                    stat_cache: Default::default(),
                     _tmp: Some(tmp),
-                    ignore: Default::default(),
+                    stdin_dockerfile: match kind {
+                        StreamContext::Archive => None,
+                        StreamContext::Dockerfile(path) => Some(path),
+                    },
+                    stat_cache: Default::default(),
+                    ignore: OnceLock::new(),
+                    files: OnceLock::new(),
                 })
             }
         }
     }
 
     /// Reads the Dockerfile: `-f` as given (relative to the working directory, as docker
-    /// does; to the context for a stdin context), else `Dockerfile` in the context. Loads
-    /// `<Dockerfile>.dockerignore` beside it, else the context's `.dockerignore`.
+    /// does; to the context for a stdin context), else `Dockerfile` in the context (or the
+    /// stdin stream itself). Loads `<Dockerfile>.dockerignore` beside it, else the
+    /// context's `.dockerignore`.
     pub async fn read_dockerfile(&self, file: Option<&Path>) -> Result<(String, Vec<u8>), Error> {
         let path = match file {
             Some(f) if self._tmp.is_some() && f.is_relative() => self.root.join(f),
             Some(f) => f.to_path_buf(),
-            None => self.root.join("Dockerfile"),
+            None => self
+                .stdin_dockerfile
+                .clone()
+                .unwrap_or_else(|| self.root.join("Dockerfile")),
         };
         let text = tokio::fs::read(&path)
             .await
@@ -117,23 +111,26 @@ impl ContextDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "Dockerfile".to_string());
-        let ignore = match find_ignore_file(&self.root, Some(&path)) {
-            None => Ignore::default(),
-            Some(file) => {
-                let text = tokio::fs::read(&file)
-                    .await
-                    .map_err(Error::io("read", &file))?;
-                let text = String::from_utf8_lossy(&text);
-                // Checked line by line first, so an error names the line.
-                IgnoreRules::parse(&text).map_err(|source| ContextError::IgnoreFile {
-                    path: file.clone(),
-                    source: Box::new(source),
-                })?;
-                Ignore::from_patterns(parse_ignore_file(&text))?
-            }
-        };
-        let _ = self.ignore.set(std::sync::Arc::new(ignore));
+        let (root, dockerfile) = (self.root.clone(), path.clone());
+        let rules =
+            tokio::task::spawn_blocking(move || load_ignore_rules(&root, Some(&dockerfile)))
+                .await
+                .map_err(Error::Task)??;
+        let _ = self.ignore.set(rules);
         Ok((name, text))
+    }
+
+    /// The context's files after `.dockerignore`, walked once per build.
+    pub async fn files(&self) -> Result<Arc<ContextFiles>, Error> {
+        if let Some(files) = self.files.get() {
+            return Ok(files.clone());
+        }
+        let rules = self.ignore.get().cloned().unwrap_or_default();
+        let root = self.root.clone();
+        let walked = tokio::task::spawn_blocking(move || ContextFiles::walk(&root, &rules))
+            .await
+            .map_err(Error::Task)??;
+        Ok(self.files.get_or_init(|| Arc::new(walked)).clone())
     }
 
     /// Writes the stat cache back (best effort: a lost cache only costs a re-read).
@@ -141,31 +138,5 @@ impl ContextDir {
         if let Ok(mut c) = self.stat_cache.lock() {
             let _ = c.save();
         }
-    }
-
-    /// The ignore rules (none before the Dockerfile is read).
-    pub fn ignore_rules(&self) -> std::sync::Arc<Ignore> {
-        self.ignore.get().cloned().unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dockerignore_rules() {
-        let i = Ignore::from_patterns(parse_ignore_file(
-            "# c\n*.log\n!keep.log\nsecret/\n**/tmp\n",
-        ))
-        .unwrap();
-        assert!(i.excluded("a.log"));
-        assert!(!i.excluded("keep.log"));
-        assert!(i.excluded("secret/x"));
-        assert!(i.excluded("a/b/tmp/c"));
-        assert!(!i.excluded("app.conf"));
-        assert!(!i.excluded("d/a.log"));
-        let more = i.with_patterns(&["app.conf".to_string()]).unwrap();
-        assert!(more.excluded("app.conf"));
     }
 }

@@ -45,9 +45,29 @@ pub fn clean_in_root(path: &str) -> String {
     }
 }
 
+/// Whether the relative `path` climbs above its root with `..` (`../x`, `a/../../x`), as
+/// Docker's classic builder refuses for COPY sources. Absolute paths are rooted: never.
+pub fn leaves_root(path: &str) -> bool {
+    if path.starts_with('/') {
+        return false;
+    }
+    let cleaned = clean(path);
+    cleaned == ".." || cleaned.starts_with("../")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leaving_the_root() {
+        for p in ["..", "../x", "a/../../x", "./../x"] {
+            assert!(leaves_root(p), "{p}");
+        }
+        for p in ["x", "a/../x", "/../x", ".", "a/..", "..x"] {
+            assert!(!leaves_root(p), "{p}");
+        }
+    }
 
     #[test]
     fn clean_matches_go() {

@@ -126,7 +126,7 @@ pub enum CopyError {
         status: u16,
     },
     /// A downloaded file whose digest is not the one `--checksum` asked for.
-    #[error("checksum mismatch for {url}: expected {expected}, got {actual}")]
+    #[error("digest mismatch for {url}: expected {expected}, got {actual}")]
     ChecksumMismatch {
         /// The URL.
         url: String,

@@ -8,8 +8,9 @@ use super::{commit, lookup, push_history, Lookup, StepCx};
 use crate::build::cachekey::KeyEncoder;
 use crate::build::config::{Empty, HealthConfig};
 use crate::build::ctx::blocking;
-use crate::build::rootfs::{clean, LayeredFs};
 use crate::build::state::{LayerRef, StageState};
+use crate::context::pathclean::clean_in_root;
+use crate::copy::Layers;
 use crate::frontend::{ArgDecl, Healthcheck, KeyValue, ShellOrExec};
 use crate::Error;
 
@@ -254,20 +255,28 @@ pub async fn workdir(cx: &StepCx<'_>, st: &mut StageState, w: &str) -> Result<Lo
     } else {
         format!("{}/{dir}", current.trim_end_matches('/'))
     };
-    let path = format!("/{}", clean(&joined).display());
+    let path = match clean_in_root(&joined).as_str() {
+        "." => "/".to_string(),
+        rel => format!("/{rel}"),
+    };
     st.config.config.working_dir = Some(path.clone());
     let created_by = format!("WORKDIR {path}");
     let lowers = current_lowers(cx, st).await?;
-    let rel = clean(&path);
-    let fs = LayeredFs::new(lowers.clone());
+    let rel = clean_in_root(&path);
+    // Over an empty upper: the stage as it is before this step.
+    let empty = cx
+        .ctx
+        .store
+        .tmp_dir()
+        .map_err(Error::store("create a scratch directory"))?;
     let exists = {
-        let rel = rel.clone();
-        let fs = fs.clone();
+        let (rel, lowers) = (rel.clone(), lowers.clone());
         blocking(move || {
-            Ok(fs
-                .lookup(&rel)
-                .map_err(Error::io("look up", &rel))?
-                .is_some_and(|f| f.meta.is_dir()))
+            let layers = Layers {
+                upper: empty.path(),
+                lowers: &lowers,
+            };
+            Ok(layers.is_dir(&rel)?)
         })
         .await?
     };
@@ -275,7 +284,7 @@ pub async fn workdir(cx: &StepCx<'_>, st: &mut StageState, w: &str) -> Result<Lo
     k.str("path", &path)
         .opt("user", st.config.config.user.as_deref());
     let key = k.finish();
-    if exists || rel.as_os_str().is_empty() {
+    if exists || rel == "." {
         st.key = key;
         push_history(cx, st, created_by, true);
         return Ok(Lookup::Miss);
@@ -297,8 +306,13 @@ pub async fn workdir(cx: &StepCx<'_>, st: &mut StageState, w: &str) -> Result<Lo
         _ => None,
     };
     let layer = make_layer(cx, st, move |upper| {
-        fs.mkdir_all_in(upper, &rel, owner)
-            .map_err(Error::io("create", upper.join(&rel)))
+        let layers = Layers {
+            upper,
+            lowers: &lowers,
+        };
+        let resolved = layers.resolve(&rel, true)?;
+        layers.ensure_dir(&resolved, owner.unwrap_or((0, 0)))?;
+        Ok(())
     })
     .await?;
     commit(cx, st, key, Some(layer), created_by, None).await?;

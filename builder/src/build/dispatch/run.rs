@@ -11,10 +11,11 @@ use super::meta::{current_lowers, shell_of};
 use super::{commit, lookup, Lookup, StepCx};
 use crate::build::cachekey::KeyEncoder;
 use crate::build::ctx::blocking;
-use crate::build::files::{materialize, relative};
-use crate::build::rootfs::LayeredFs;
 use crate::build::state::{LayerRef, StageState};
 use crate::build::{NetworkMode, SecretSource};
+use crate::context::pathclean::{clean_in_root, leaves_root};
+use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules, SelectedSource};
+use crate::copy::{copy_into, CopySource, CopySpec, Layers};
 use crate::error::RunFailure;
 use crate::events::{BuildEvent, OutputStream};
 use crate::frontend::Base;
@@ -162,42 +163,38 @@ async fn prepare_mount(
         MountKind::Bind => {
             let target = target.unwrap_or_default();
             let source = m.source.clone().unwrap_or_else(|| ".".into());
-            let rel = relative(&source)?;
+            if leaves_root(&source) {
+                return Err(Error::OutsideContext {
+                    source_path: source,
+                });
+            }
             match from {
                 None => {
-                    let path = cx.ctx.context.root.join(&rel);
-                    if !path.exists() {
-                        return Err(Error::SourceNotFound {
-                            source_path: source,
-                        });
-                    }
-                    // Hash what is bound, so a change of the files re-runs the step.
-                    let root = crate::build::files::SourceRoot {
-                        fs: LayeredFs::new(vec![cx.ctx.context.root.clone()]),
-                        ignore: None,
-                        keep_owner: false,
-                        stat_cache: Some(cx.ctx.context.stat_cache.clone()),
-                    };
-                    let s = source.clone();
-                    let digest = blocking(move || {
-                        let sel = root.select(&s)?;
-                        let mut all = String::new();
-                        for x in &sel {
-                            all.push_str(&root.digest(x)?);
-                        }
-                        Ok(all)
+                    // Select and hash what is bound (the context after `.dockerignore`,
+                    // through the stat cache), so a change of the files re-runs the step.
+                    let files = cx.ctx.context.files().await?;
+                    let stat_cache = cx.ctx.context.stat_cache.clone();
+                    let (files_b, s) = (files.clone(), source.clone());
+                    let (selected, digest) = blocking(move || {
+                        let selected = select_sources(&files_b, &[s])?;
+                        let mut cache = stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+                        let content = digest_sources(
+                            &files_b,
+                            &selected,
+                            &IgnoreRules::default(),
+                            &mut cache,
+                        )?;
+                        Ok((selected, content.digest))
                     })
                     .await?;
                     // A writable bind gets a copy, so the context is never written.
                     let (source_path, scratch) = if m.readonly {
-                        (path, None)
+                        (cx.ctx.context.root.join(clean_in_root(&source)), None)
                     } else {
                         let dir = scratch_dir(cx)?;
                         let into = dir.path().join("b");
-                        let fs = LayeredFs::new(vec![cx.ctx.context.root.clone()]);
-                        let rel2 = rel.clone();
-                        let into2 = into.clone();
-                        blocking(move || materialize(&fs, &rel2, &into2)).await?;
+                        let upper = dir.path().to_path_buf();
+                        blocking(move || materialize(&files, &selected, &upper, false)).await?;
                         (into, Some(dir))
                     };
                     Ok(Some(Prepared {
@@ -227,9 +224,14 @@ async fn prepare_mount(
                     let lowers = cx.ctx.lowers(&layers).await?;
                     let dir = scratch_dir(cx)?;
                     let into = dir.path().join("b");
-                    let fs = LayeredFs::new(lowers);
-                    let (rel2, into2) = (rel.clone(), into.clone());
-                    blocking(move || materialize(&fs, &rel2, &into2)).await?;
+                    let upper = dir.path().to_path_buf();
+                    let s = source.clone();
+                    blocking(move || {
+                        let files = ContextFiles::walk_layers(&lowers)?;
+                        let selected = select_sources(&files, &[s])?;
+                        materialize(&files, &selected, &upper, true)
+                    })
+                    .await?;
                     Ok(Some(Prepared {
                         key: format!("bind:{ident}:{source}:{target}:{}", m.readonly),
                         mount: ExtraMount::Bind {
@@ -254,6 +256,20 @@ async fn prepare_mount(
             Ok(None)
         }
     }
+}
+
+/// Copies the one `selected` source of `files` to `<upper>/b` (a directory's contents, or
+/// the file itself), for a writable or stage bind mount.
+fn materialize(
+    files: &ContextFiles,
+    selected: &[SelectedSource],
+    upper: &std::path::Path,
+    preserve_owner: bool,
+) -> Result<(), Error> {
+    let mut spec = CopySpec::new(CopySource::Tree { files, selected }, "/b");
+    spec.preserve_owner = preserve_owner;
+    copy_into(&spec, &Layers { upper, lowers: &[] })?;
+    Ok(())
 }
 
 /// The argv of a RUN, heredocs included.
