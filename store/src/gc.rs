@@ -93,7 +93,7 @@ impl Store {
             }
         }
         let snapshots = self.root().join("snapshots");
-        for (name, path) in list_files(&snapshots)? {
+        for (name, path) in list_entries(&snapshots)? {
             if live.snapshots.contains(&name) {
                 continue;
             }
@@ -194,7 +194,7 @@ impl Store {
         let mut problem =
             |object: String, problem: String| problems.push(FsckProblem { object, problem });
         let blob_dir = self.blobs().dir().to_path_buf();
-        for (name, path) in list_files(&blob_dir)? {
+        for (name, path) in list_entries(&blob_dir)? {
             match Digest::from_hex(&name) {
                 Err(_) => problem(
                     path.display().to_string(),
@@ -242,7 +242,7 @@ impl Store {
             }
         }
         let snapshots = self.root().join("snapshots");
-        for (name, path) in list_files(&snapshots)? {
+        for (name, path) in list_entries(&snapshots)? {
             let object = path.display().to_string();
             let Some(chain) = ChainId::from_str_hex(&name) else {
                 problem(object, "directory name is not a chain ID".into());
@@ -325,8 +325,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// (name, path) of the entries of `dir` except subdirectories named `compressed`; sorted.
-fn list_files(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
+/// (name, path) of every entry of `dir`, sorted; nothing when `dir` does not exist.
+fn list_entries(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -335,13 +335,19 @@ fn list_files(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
     };
     for entry in entries {
         let entry = entry.map_err(Error::io("read directory", dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // Sub-directories (compressed/, and the builder's mounts/ and stat/) are not records.
-        if name == "compressed" || entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        out.push((name, entry.path()));
+        out.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
     }
     out.sort();
+    Ok(out)
+}
+
+/// The record files of a directory of records (`cache/`, `cache/compressed/`): its
+/// sub-directories (`compressed/`, and the builder's `mounts/` and `stat/`) are not records.
+fn list_files(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = list_entries(dir)?;
+    out.retain(|(_, path)| !path.is_dir());
     Ok(out)
 }
