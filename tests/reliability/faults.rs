@@ -88,7 +88,15 @@ fn pull_through_registry_faults() {
         (
             Fault::Truncate,
             usize::MAX,
-            Expect::Failure(&["digest", "size", "short", "eof", "truncat", "closed"]),
+            Expect::Failure(&[
+                "digest",
+                "size",
+                "short",
+                "eof",
+                "end of file",
+                "truncat",
+                "closed",
+            ]),
         ),
         (Fault::Corrupt, 1, Expect::Either(digest_words)),
         (Fault::Corrupt, usize::MAX, Expect::Failure(digest_words)),

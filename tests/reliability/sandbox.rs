@@ -42,6 +42,10 @@ fn run_step_cannot_escape_the_sandbox() {
          mknod /tmp/disk b {maj} {min}; echo $? > /r/mknod; \
          dd if=/tmp/disk of=/r/disk-bytes bs=512 count=1; echo $? > /r/read-disk; \
          mknod /tmp/mem c 1 1; head -c 64 /tmp/mem > /r/mem-bytes; echo $? > /r/read-mem; \
+         mknod /tmp/zero c 1 5; head -c 1 /tmp/zero | wc -c > /r/zero-bytes; \
+         mknod /dev/zero2 c 1 5; head -c 1 /dev/zero2 | wc -c > /r/dev-zero-bytes; \
+         mknod /dev/kmsg2 c 1 11; echo pwned > /dev/kmsg2; echo $? > /r/dev-kmsg; \
+         head -c 1 /dev/zero | wc -c > /r/bound-zero-bytes; \
          printf 'not a module' > /tmp/m.ko; insmod /tmp/m.ko; echo $? > /r/insmod; \
          modprobe dummy; echo $? > /r/modprobe; \
          ls /proc | grep -c '^[0-9]' > /r/pids; \
@@ -91,6 +95,19 @@ fn run_step_cannot_escape_the_sandbox() {
     failed("sys-touch");
     failed("sys-write");
     failed("canary-rc");
+    failed("dev-kmsg");
+    assert_eq!(
+        r["zero-bytes"], "0",
+        "a node made with mknod in the rootfs works"
+    );
+    assert_eq!(
+        r["dev-zero-bytes"], "0",
+        "a node made with mknod in /dev works"
+    );
+    assert_eq!(
+        r["bound-zero-bytes"], "1",
+        "the sandbox's own /dev/zero is broken"
+    );
     failed("canary-via-proc-rc");
     let empty = |k: &str| r.get(k).is_none_or(|v| v.is_empty());
     assert!(empty("disk-bytes"), "the host disk was read");
