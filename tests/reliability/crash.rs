@@ -2,14 +2,12 @@
 //! the store stays consistent, nothing stays mounted or running, and the next run succeeds
 //! reusing what was validly cached.
 
-use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::{assert_store_sound, build_args, build_ok, context, rng, trials};
-use crate::util::busybox::busybox;
+use super::{assert_store_sound, build_args, context, rng, trials};
 use crate::util::{show, Rbuild, Registry, TestDir};
 
 /// Spawns `rbuild ARGS` with output discarded.
@@ -117,7 +115,8 @@ fn kill_9_during_builds_and_commits() {
         "most kills came too late: {killed}/{count}"
     );
     // The reference build's cache is intact: every step is a hit, same image.
-    let a: Vec<&str> = with_n(&base, 0).leak().iter().map(String::as_str).collect();
+    let reference = with_n(&base, 0);
+    let a: Vec<&str> = reference.iter().map(String::as_str).collect();
     let out = rb.run(&a);
     assert!(out.status.success(), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -233,10 +232,4 @@ pub fn big_image() -> String {
         reference
     })
     .clone()
-}
-
-#[allow(dead_code)]
-fn unused(_: &Path) {
-    let _ = busybox();
-    let _ = build_ok;
 }

@@ -139,7 +139,7 @@ fn build_that_fills_the_disk_fails_cleanly_and_recovers() {
     let first = build(&rb, ctx.path(), "full:v1");
     assert!(first.status.success() || first.status.code() == Some(1));
     // The upper dir gets its 12 MB, the layer commit then has no room.
-    let _ = std::fs::remove_dir_all(&rb.root.join("tmp"));
+    let _ = std::fs::remove_dir_all(rb.root.join("tmp"));
     let _ = rb.run(&["rmi", "full:v1"]);
     rb.ok(&["prune", "--all"]);
     let filler = fs.fill_leaving(18);
