@@ -34,9 +34,16 @@ pub fn build(r: &Rbuild, context: &Path, tag: &str, extra: &[&str]) -> Output {
 /// Like [`build`], panicking unless it succeeds; returns (image id, stderr).
 pub fn build_ok(r: &Rbuild, context: &Path, tag: &str, extra: &[&str]) -> (String, String) {
     let out = build(r, context, tag, extra);
-    assert!(out.status.success(), "build of {tag} failed:\n{}", show(&out));
+    assert!(
+        out.status.success(),
+        "build of {tag} failed:\n{}",
+        show(&out)
+    );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(id.starts_with("sha256:") && id.len() == 71, "not an image id: {id:?}");
+    assert!(
+        id.starts_with("sha256:") && id.len() == 71,
+        "not an image id: {id:?}"
+    );
     (id, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -111,7 +118,13 @@ fn httpserver_example_builds_and_serves_its_page() {
     let r = Rbuild::new();
     let (id, _) = build_ok(&r, &testdata("httpserver"), "cncamp/httpserver:v1", &[]);
     // The image ID is the config's digest, as docker defines it.
-    assert_eq!(id, format!("sha256:{}", sha256_hex(&raw_config(&r, "cncamp/httpserver:v1"))));
+    assert_eq!(
+        id,
+        format!(
+            "sha256:{}",
+            sha256_hex(&raw_config(&r, "cncamp/httpserver:v1"))
+        )
+    );
     let cfg = config(&r, "cncamp/httpserver:v1");
     assert_eq!(cfg["config"]["User"], "www");
     assert_eq!(cfg["config"]["Entrypoint"][0], "httpd");
@@ -154,7 +167,10 @@ fn httpserver_example_builds_and_serves_its_page() {
     let _ = httpd.kill();
     let _ = httpd.wait();
     let index = read(testdata("httpserver/index.html"));
-    assert!(page.starts_with("HTTP/1.") && page.contains(" 200 "), "{page}");
+    assert!(
+        page.starts_with("HTTP/1.") && page.contains(" 200 "),
+        "{page}"
+    );
     assert!(page.ends_with(&index), "page served:\n{page}");
 }
 
@@ -175,18 +191,29 @@ fn run_shell_form_exec_form_and_shell_instruction() {
 #[test]
 fn env_and_build_args_reach_run_and_env_wins() {
     let r = Rbuild::new();
-    build_ok(&r, &testdata("env-arg"), "env-arg", &["--build-arg", "WHO=from-arg"]);
+    build_ok(
+        &r,
+        &testdata("env-arg"),
+        "env-arg",
+        &["--build-arg", "WHO=from-arg"],
+    );
     let (_d, fs) = unpack(&r, "env-arg");
     assert_eq!(read(fs.join("greeting.txt")), "hello env-wins\n");
     assert_eq!(read(fs.join("spaced.txt")), "a b  c\n");
     assert_eq!(read(fs.join("subst.txt")), "hello-x\n");
     let env = config(&r, "env-arg")["config"]["Env"].to_string();
-    assert!(env.contains("SUBST=hello-x") && env.contains("WHO=env-wins"), "{env}");
+    assert!(
+        env.contains("SUBST=hello-x") && env.contains("WHO=env-wins"),
+        "{env}"
+    );
     // Build args are not persisted in the image's ENV.
     assert!(!env.contains("GREETING="), "{env}");
     // RUN history names the args it saw, as docker does.
     let history = config(&r, "env-arg")["history"].to_string();
-    assert!(history.contains("RUN |2 GREETING=hello WHO=from-arg"), "{history}");
+    assert!(
+        history.contains("RUN |2 GREETING=hello WHO=from-arg"),
+        "{history}"
+    );
 }
 
 #[test]
@@ -195,8 +222,14 @@ fn workdir_is_created_and_relative_paths_follow_it() {
     build_ok(&r, &testdata("workdir"), "workdir", &[]);
     let (_d, fs) = unpack(&r, "workdir");
     assert_eq!(read(fs.join("pwd.txt")), "/srv/app/sub\n");
-    assert_eq!(read(fs.join("srv/app/sub/hello.txt")), "hello from workdir\n");
-    assert_eq!(read(fs.join("srv/app/sub/rel/hello.txt")), "hello from workdir\n");
+    assert_eq!(
+        read(fs.join("srv/app/sub/hello.txt")),
+        "hello from workdir\n"
+    );
+    assert_eq!(
+        read(fs.join("srv/app/sub/rel/hello.txt")),
+        "hello from workdir\n"
+    );
     let cfg = config(&r, "workdir");
     assert_eq!(cfg["config"]["WorkingDir"], "/tmp");
     // WORKDIR /srv/app made a layer; WORKDIR /tmp (exists) did not.
@@ -206,7 +239,10 @@ fn workdir_is_created_and_relative_paths_follow_it() {
             .find(|e| e["created_by"] == by)
             .unwrap_or_else(|| panic!("no history {by}: {h:?}"))
     };
-    assert_eq!(entry("WORKDIR /srv/app")["empty_layer"], serde_json::Value::Null);
+    assert_eq!(
+        entry("WORKDIR /srv/app")["empty_layer"],
+        serde_json::Value::Null
+    );
     assert_eq!(entry("WORKDIR /tmp")["empty_layer"], true);
     let layers = manifest(&r, "workdir")["layers"].as_array().unwrap().len();
     let non_empty = h.iter().filter(|e| e["empty_layer"] != true).count();
@@ -220,7 +256,10 @@ fn user_by_name_and_by_id_runs_as_that_user() {
     let (_d, fs) = unpack(&r, "user");
     let id = read(fs.join("out/id-name.txt"));
     assert!(id.starts_with("uid=4321(app) gid=4322(app)"), "{id}");
-    assert!(id.contains("999(extra)"), "supplementary group missing: {id}");
+    assert!(
+        id.contains("999(extra)"),
+        "supplementary group missing: {id}"
+    );
     assert_eq!(read(fs.join("out/id-num.txt")), "4000\n4001\n");
     assert_eq!(read(fs.join("owner.txt")), "4321:4322\n");
     let md = std::fs::metadata(fs.join("out/id-name.txt")).unwrap();
@@ -236,7 +275,10 @@ fn copy_follows_docker_destination_rules() {
     let dst = fs.join("dst");
     assert_eq!(read(dst.join("dir-contents/top.txt")), "file in dir\n");
     assert_eq!(read(dst.join("dir-contents/sub/nested.txt")), "nested\n");
-    assert!(!dst.join("dir-contents/dir").exists(), "a directory copies its contents");
+    assert!(
+        !dst.join("dir-contents/dir").exists(),
+        "a directory copies its contents"
+    );
     assert_eq!(read(dst.join("confs/a.conf")), "a\n");
     assert_eq!(read(dst.join("confs/b.conf")), "b\n");
     assert!(!dst.join("confs/c.txt").exists(), "wildcard matched c.txt");
@@ -245,7 +287,10 @@ fn copy_follows_docker_destination_rules() {
     let link = std::fs::read_link(dst.join("links/link.txt")).unwrap();
     assert_eq!(link, PathBuf::from("target.txt"));
     // Files from the context belong to root, whatever their owner on the host.
-    assert_eq!(std::fs::metadata(dst.join("confs/a.conf")).unwrap().uid(), 0);
+    assert_eq!(
+        std::fs::metadata(dst.join("confs/a.conf")).unwrap().uid(),
+        0
+    );
 }
 
 #[test]
@@ -254,7 +299,10 @@ fn copy_of_several_sources_needs_a_directory() {
     let out = build(&r, &testdata("copy-multi-needs-dir"), "multi", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Dockerfile:3: COPY a.txt b.txt /not-a-dir"), "{err}");
+    assert!(
+        err.contains("Dockerfile:3: COPY a.txt b.txt /not-a-dir"),
+        "{err}"
+    );
     assert!(err.contains("must be a directory"), "{err}");
 }
 
@@ -290,9 +338,14 @@ fn add_extracts_local_archives_and_copies_plain_files() {
     build_ok(&r, &testdata("add-archive"), "add-archive", &[]);
     let (_d, fs) = unpack(&r, "add-archive");
     assert_eq!(read(fs.join("opt/app/bin/run.sh")), "echo packed\n");
-    let mode = std::fs::metadata(fs.join("opt/app/bin/run.sh")).unwrap().mode();
+    let mode = std::fs::metadata(fs.join("opt/app/bin/run.sh"))
+        .unwrap()
+        .mode();
     assert_eq!(mode & 0o777, 0o755);
-    assert!(!fs.join("opt/app.tar.gz").exists(), "the archive was copied, not extracted");
+    assert!(
+        !fs.join("opt/app.tar.gz").exists(),
+        "the archive was copied, not extracted"
+    );
     assert_eq!(read(fs.join("opt/notes.txt")), "not an archive\n");
 }
 
@@ -323,16 +376,35 @@ fn add_downloads_a_url_and_checks_its_checksum() {
     let url = format!("URL=http://127.0.0.1:{port}/files/payload.txt");
     let good = format!("SUM=sha256:{}", sha256_hex(body));
     let r = Rbuild::new();
-    build_ok(&r, &testdata("add-url"), "add-url", &["--build-arg", &url, "--build-arg", &good]);
+    build_ok(
+        &r,
+        &testdata("add-url"),
+        "add-url",
+        &["--build-arg", &url, "--build-arg", &good],
+    );
     let (_d, fs) = unpack(&r, "add-url");
-    assert_eq!(read(fs.join("downloads/payload.txt")), "downloaded payload\n");
-    let mode = std::fs::metadata(fs.join("downloads/payload.txt")).unwrap().mode();
+    assert_eq!(
+        read(fs.join("downloads/payload.txt")),
+        "downloaded payload\n"
+    );
+    let mode = std::fs::metadata(fs.join("downloads/payload.txt"))
+        .unwrap()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "ADD of a URL gives 0600 as in docker");
 
     let bad = format!("SUM=sha256:{}", sha256_hex(b"something else"));
-    let out = build(&r, &testdata("add-url"), "add-url-bad", &["--build-arg", &url, "--build-arg", &bad]);
+    let out = build(
+        &r,
+        &testdata("add-url"),
+        "add-url-bad",
+        &["--build-arg", &url, "--build-arg", &bad],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("digest mismatch"), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("digest mismatch"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
@@ -360,7 +432,11 @@ fn copy_from_a_stage_index_and_from_an_image() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     entries.sort();
-    assert_eq!(entries, vec!["bin", "zero.txt"], "FROM scratch holds only what was copied");
+    assert_eq!(
+        entries,
+        vec!["bin", "zero.txt"],
+        "FROM scratch holds only what was copied"
+    );
 }
 
 #[test]
@@ -368,7 +444,10 @@ fn heredocs_in_run_and_copy() {
     let r = Rbuild::new();
     build_ok(&r, &testdata("heredoc"), "heredoc", &[]);
     let (_d, fs) = unpack(&r, "heredoc");
-    assert_eq!(read(fs.join("script.txt")), "script line 1\nscript line 2 heredoc\n");
+    assert_eq!(
+        read(fs.join("script.txt")),
+        "script line 1\nscript line 2 heredoc\n"
+    );
     assert_eq!(read(fs.join("etc/app.conf")), "name=heredoc\n");
     assert_eq!(read(fs.join("raw.txt")), "kept $NAME as written\n");
     assert_eq!(read(fs.join("stdin.txt")), "fed on stdin\n");
@@ -377,7 +456,12 @@ fn heredocs_in_run_and_copy() {
 #[test]
 fn metadata_instructions_land_in_config_and_history() {
     let r = Rbuild::new();
-    build_ok(&r, &testdata("metadata"), "metadata", &["--label", "from.cli=yes"]);
+    build_ok(
+        &r,
+        &testdata("metadata"),
+        "metadata",
+        &["--label", "from.cli=yes"],
+    );
     let cfg = config(&r, "metadata");
     let c = &cfg["config"];
     assert_eq!(cfg["author"], "rbuild tests <tests@example.com>");
@@ -396,7 +480,10 @@ fn metadata_instructions_land_in_config_and_history() {
     assert_eq!(hc["Timeout"], 5_000_000_000u64);
     assert_eq!(hc["Retries"], 3);
     let history = cfg["history"].as_array().unwrap();
-    let env = history.iter().find(|h| h["created_by"] == "ENV MODE=production").unwrap();
+    let env = history
+        .iter()
+        .find(|h| h["created_by"] == "ENV MODE=production")
+        .unwrap();
     assert_eq!(env["empty_layer"], true);
     // busybox's own history entry is kept below ours.
     assert!(history.len() >= 10, "{history:?}");
@@ -427,7 +514,10 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
         &["--build-arg", "PARENT=onbuild-base"],
     );
     let (_d, fs) = unpack(&r, "onbuild-child");
-    assert_eq!(read(fs.join("both.txt")), "trigger ran\nfrom the child's context\n");
+    assert_eq!(
+        read(fs.join("both.txt")),
+        "trigger ran\nfrom the child's context\n"
+    );
     assert!(config(&r, "onbuild-child")["config"]["OnBuild"].is_null());
 }
 
@@ -444,7 +534,12 @@ fn dockerignore_and_the_dockerfiles_own_ignore_file() {
     assert!(!app.join("build").exists());
 
     let file = testdata("dockerfile-ignore/app.Dockerfile");
-    build_ok(&r, &testdata("dockerfile-ignore"), "ignore2", &["-f", &file.to_string_lossy()]);
+    build_ok(
+        &r,
+        &testdata("dockerfile-ignore"),
+        "ignore2",
+        &["-f", &file.to_string_lossy()],
+    );
     let (_d2, fs) = unpack(&r, "ignore2");
     // <Dockerfile>.dockerignore replaces .dockerignore.
     assert!(!fs.join("app/only-specific.txt").exists());
@@ -459,8 +554,13 @@ fn cache_mounts_persist_across_builds_and_stay_out_of_layers() {
     build_ok(&r, &ctx, "cachemount", &["--build-arg", "RUN_ID=2"]);
     let (_d, fs) = unpack(&r, "cachemount");
     assert_eq!(read(fs.join("seen.txt")), "run 1\nrun 2\n");
-    assert!(!fs.join("var/cache/app/log").exists(), "the cache leaked into the layer");
-    let mounts = std::fs::read_dir(r.root.join("cache/mounts")).unwrap().count();
+    assert!(
+        !fs.join("var/cache/app/log").exists(),
+        "the cache leaked into the layer"
+    );
+    let mounts = std::fs::read_dir(r.root.join("cache/mounts"))
+        .unwrap()
+        .count();
     assert_eq!(mounts, 1, "one persistent directory for id=counter");
 }
 
@@ -475,7 +575,10 @@ fn secrets_are_readable_in_run_and_never_stored() {
     let (_d, fs) = unpack(&r, "secret");
     let md5 = tool("sh", &["-c", &format!("md5sum < {}", file.display())]);
     assert_eq!(read(fs.join("secret-md5.txt")), md5);
-    assert_eq!(read(fs.join("secret-len.txt")).trim(), value.len().to_string());
+    assert_eq!(
+        read(fs.join("secret-len.txt")).trim(),
+        value.len().to_string()
+    );
     assert!(!fs.join("run/secrets").exists() && !fs.join("etc/token.conf").exists());
     // No blob (layers, config, manifest) holds the secret.
     for blob in std::fs::read_dir(r.root.join("blobs/sha256")).unwrap() {
@@ -498,8 +601,15 @@ fn bind_and_tmpfs_mounts_leave_context_and_layer_alone() {
     assert_eq!(read(fs.join("copied.txt")), "bound from the context\n");
     assert_eq!(read(fs.join("tmpfs-used.txt")), "temp\n");
     assert!(read(fs.join("ctx-listing.txt")).contains("new.txt"));
-    assert!(!fs.join("scratch").exists() && !fs.join("ctx").exists() && !fs.join("mnt/input.txt").exists());
-    assert!(!testdata("run-bind-tmpfs/new.txt").exists(), "a rw bind wrote into the context");
+    assert!(
+        !fs.join("scratch").exists()
+            && !fs.join("ctx").exists()
+            && !fs.join("mnt/input.txt").exists()
+    );
+    assert!(
+        !testdata("run-bind-tmpfs/new.txt").exists(),
+        "a rw bind wrote into the context"
+    );
 }
 
 #[test]
@@ -508,7 +618,11 @@ fn run_network_none_has_only_loopback() {
     build_ok(&r, &testdata("network-none"), "net", &[]);
     let (_d, fs) = unpack(&r, "net");
     assert_eq!(read(fs.join("net-none.txt")), "lo\n");
-    assert_ne!(read(fs.join("net-default.txt")), "lo\n", "default network is the host's");
+    assert_ne!(
+        read(fs.join("net-default.txt")),
+        "lo\n",
+        "default network is the host's"
+    );
 }
 
 #[test]
@@ -521,10 +635,16 @@ fn a_failed_step_names_line_and_exit_code_shows_output_and_tags_nothing() {
         err.contains("error: Dockerfile:5: RUN echo \"some output\" && echo \"last words\" >&2 && exit 3: process \"/bin/sh -c echo \"some output\" && echo \"last words\" >&2 && exit 3\" did not complete successfully: exit code: 3"),
         "{err}"
     );
-    assert!(err.contains(" > last words"), "the output's tail is not shown: {err}");
+    assert!(
+        err.contains(" > last words"),
+        "the output's tail is not shown: {err}"
+    );
     assert!(!err.contains("never runs"), "{err}");
     let index = read(r.root.join("index.json"));
-    assert!(!index.contains("failing"), "the failed build was tagged: {index}");
+    assert!(
+        !index.contains("failing"),
+        "the failed build was tagged: {index}"
+    );
     let out = Command::new("skopeo")
         .args(["inspect", &oci_ref(&r, "failing")])
         .output()
@@ -547,7 +667,10 @@ fn scratch_image_has_exactly_what_was_copied() {
     build_ok(&r, &testdata("scratch"), "scratch-img", &[]);
     let m = manifest(&r, "scratch-img");
     assert_eq!(m["layers"].as_array().unwrap().len(), 1);
-    assert_eq!(m["config"]["mediaType"], "application/vnd.oci.image.config.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
     let cfg = config(&r, "scratch-img");
     assert_eq!(cfg["os"], "linux");
     assert!(cfg["config"]["Env"].is_null(), "scratch has no ENV: {cfg}");
@@ -573,7 +696,13 @@ fn dockerfile_outside_the_context() {
 fn context_from_a_tar_on_stdin() {
     let r = Rbuild::new();
     let tar = Command::new("tar")
-        .args(["-C", &testdata("scratch").to_string_lossy(), "-cf", "-", "."])
+        .args([
+            "-C",
+            &testdata("scratch").to_string_lossy(),
+            "-cf",
+            "-",
+            ".",
+        ])
         .output()
         .unwrap();
     assert!(tar.status.success());
@@ -605,11 +734,24 @@ fn independent_stages_build_in_parallel() {
     };
     let a_start = pos("[a 2/2] RUN");
     let b_start = pos("[b 2/2] RUN");
-    let a_num = log[..a_start].rsplit('#').next().unwrap().trim().to_string();
-    let b_num = log[..b_start].rsplit('#').next().unwrap().trim().to_string();
+    let a_num = log[..a_start]
+        .rsplit('#')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let b_num = log[..b_start]
+        .rsplit('#')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
     let a_done = pos(&format!("#{a_num} DONE"));
     let b_done = pos(&format!("#{b_num} DONE"));
-    assert!(b_start < a_done && a_start < b_done, "stages ran one after the other:\n{log}");
+    assert!(
+        b_start < a_done && a_start < b_done,
+        "stages ran one after the other:\n{log}"
+    );
 }
 
 #[test]
@@ -639,7 +781,13 @@ fn iidfile_quiet_and_push() {
     // The registry has it, with the same config.
     let remote = tool(
         "skopeo",
-        &["inspect", "--tls-verify=false", "--config", "--raw", &format!("docker://{tag}")],
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--config",
+            "--raw",
+            &format!("docker://{tag}"),
+        ],
     );
     assert_eq!(format!("sha256:{}", sha256_hex(remote.as_bytes())), stdout);
 }

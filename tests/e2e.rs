@@ -2,7 +2,8 @@
 
 mod util;
 
-mod build;
+pub mod build;
+mod cache;
 mod cli;
 mod fixtures;
 mod frontend;

@@ -244,7 +244,13 @@ fn save_outputs_load_in_podman_and_skopeo() {
     ]);
 
     let proot = dir.path().join("podman-root");
-    let prun = dir.path().join("podman-run");
+    // podman refuses a runroot longer than 50 characters, and the checkout's path is
+    // not ours to choose: keep the runroot in a short temp dir.
+    let prun_dir = tempfile::Builder::new()
+        .prefix("prun")
+        .tempdir_in("/tmp")
+        .expect("runroot");
+    let prun = prun_dir.path().to_path_buf();
     let podman = |args: &[&str]| {
         let mut all = vec![
             "--root",
@@ -534,4 +540,42 @@ fn a_128_layer_chain_stacks_as_overlay_lowers() {
     assert_eq!(top, ["f127"]);
     // Same chain again: nothing to unpack, same paths.
     assert_eq!(other.snapshot_chain(&layers, &diff_ids).unwrap(), lowers);
+}
+
+#[test]
+fn startup_keeps_another_process_s_live_scratch_and_cleans_dead_ones() {
+    use std::io::{BufRead, BufReader, Write};
+    let r = Rbuild::new();
+    Store::open(&r.root).unwrap();
+    let tmp = r.root.join("tmp");
+    std::fs::create_dir_all(tmp.join("plive/active-1/fs")).unwrap();
+    std::fs::write(tmp.join("plive/f-1"), b"half an ingest").unwrap();
+    std::fs::create_dir_all(tmp.join("pdead/active-1/fs")).unwrap();
+    std::fs::write(tmp.join("pdead.lock"), b"").unwrap();
+    // Another process holds plive's lock (flock(1) takes the same flock(2) lock we use).
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(tmp.join("plive.lock"))
+        .args(["-c", "echo locked; read _"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    r.ok(&["images"]);
+    assert!(
+        tmp.join("plive/f-1").exists(),
+        "a live process's ingest was deleted"
+    );
+    assert!(!tmp.join("pdead").exists(), "dead debris was kept");
+    // Once the holder exits, its scratch is debris too.
+    holder.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(holder.wait().unwrap().success());
+    r.ok(&["images"]);
+    assert!(!tmp.join("plive").exists());
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }

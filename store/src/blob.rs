@@ -100,6 +100,13 @@ impl BlobStore {
         w.commit(Some(&d))
     }
 
+    /// Streams `reader` into a blob, verified against `expected` when given.
+    pub fn ingest<R: Read>(&self, mut reader: R, expected: Option<&Digest>) -> Result<Digest> {
+        let mut w = self.writer()?;
+        io::copy(&mut reader, &mut w).map_err(Error::io("ingest into", w.path.clone()))?;
+        w.commit(expected)
+    }
+
     /// A streaming writer whose content becomes a blob on [`BlobWriter::commit`].
     pub fn writer(&self) -> Result<BlobWriter> {
         let (path, file) = tempfile_in(&self.scratch)?;

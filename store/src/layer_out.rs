@@ -121,7 +121,7 @@ impl<W: Write> TarWriter<W> {
             // mean nothing, so they are normalized.
             let wh = sibling_name(rel, WHITEOUT_PREFIX.as_bytes());
             let h = Member::new(wh, EntryType::Regular, 0o644, 0, 0, mtime);
-            return self.write_member(path, h, &[], None);
+            return self.write_member(path, h, None);
         }
 
         let xattrs = read_xattrs(path)?;
@@ -142,13 +142,13 @@ impl<W: Write> TarWriter<W> {
         if ft.is_dir() {
             h.name.push(b'/');
             h.kind = EntryType::Directory;
-            self.write_member(path, h, &[], None)?;
+            self.write_member(path, h, None)?;
             if xattrs.iter().any(|(k, v)| k == OPAQUE_XATTR && v == b"y") {
                 let mut marker = name;
                 marker.push(b'/');
                 marker.extend_from_slice(OPAQUE_MARKER.as_bytes());
                 let m = Member::new(marker, EntryType::Regular, 0o644, 0, 0, mtime);
-                self.write_member(path, m, &[], None)?;
+                self.write_member(path, m, None)?;
             }
             return Ok(());
         }
@@ -156,21 +156,21 @@ impl<W: Write> TarWriter<W> {
             let target = std::fs::read_link(path).map_err(Error::io("read link", path))?;
             h.kind = EntryType::Symlink;
             h.link = target.as_os_str().as_bytes().to_vec();
-            return self.write_member(path, h, &[], None);
+            return self.write_member(path, h, None);
         }
         if meta.nlink() > 1 && !ft.is_dir() {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = links.get(&key) {
                 h.kind = EntryType::Link;
                 h.link = first.clone();
-                return self.write_member(path, h, &[], None);
+                return self.write_member(path, h, None);
             }
             links.insert(key, name);
         }
         if ft.is_file() {
             h.size = meta.len();
             let file = File::open(path).map_err(Error::io("open", path))?;
-            return self.write_member(path, h, &[], Some(file));
+            return self.write_member(path, h, Some(file));
         }
         let rdev = meta.rdev();
         let (major, minor) = (libc::major(rdev), libc::minor(rdev));
@@ -181,16 +181,14 @@ impl<W: Write> TarWriter<W> {
                 EntryType::Block
             };
             h.device = (major, minor);
-            return self.write_member(path, h, &[], None);
+            return self.write_member(path, h, None);
         }
         if ft.is_fifo() {
             h.kind = EntryType::Fifo;
-            return self.write_member(path, h, &[], None);
+            return self.write_member(path, h, None);
         }
-        Err(Error::Unrepresentable {
-            path: path.to_path_buf(),
-            reason: "sockets cannot be put into a layer",
-        })
+        // Sockets have no tar form; like docker, leave them out.
+        Ok(())
     }
 
     fn clamp(&self, mtime: i64) -> u64 {
@@ -201,13 +199,7 @@ impl<W: Write> TarWriter<W> {
         }
     }
 
-    fn write_member(
-        &mut self,
-        path: &Path,
-        m: Member,
-        _data: &[u8],
-        file: Option<File>,
-    ) -> Result<()> {
+    fn write_member(&mut self, path: &Path, m: Member, file: Option<File>) -> Result<()> {
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         let mut header = Header::new_ustar();
         header.set_entry_type(m.kind);

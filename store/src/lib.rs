@@ -3,6 +3,23 @@
 //! manifests, tags, the build-cache index, gc and fsck.
 //!
 //! The store is blocking code and never mounts anything: it hands out paths.
+//!
+//! On disk (`<root>/`):
+//! - `oci-layout`, `index.json`, `blobs/sha256/<hex>`: an OCI image layout. Tags are
+//!   `index.json` entries whose `org.opencontainers.image.ref.name` is the full normalized
+//!   name (`docker.io/library/busybox:latest`, `127.0.0.1:5000/a/b:v1`); skopeo and umoci
+//!   split `oci:<root>:<name>` at the first `:`, so `skopeo inspect oci:<root>:<full name>`
+//!   and `umoci unpack --image <root>:<full name>` work as long as `<root>` has no `:`.
+//! - `snapshots/<chain id hex>/fs` (overlay form: whiteout = char 0:0, opaque dir =
+//!   `trusted.overlay.opaque=y`) and `snapshots/<chain id hex>/meta` ([`SnapshotMeta`] JSON).
+//! - `cache/<key hex>` ([`CacheRecord`] JSON) and `cache/compressed/<diffid hex>-<gzip|zstd>`
+//!   (the [`Descriptor`] of a layer's compressed blob).
+//! - `tmp/<p…>/` + `tmp/<p…>.lock`: one scratch dir per open [`Store`] handle, flocked for its
+//!   lifetime; [`Store::open`] removes the ones whose lock is free (dead processes).
+//! - `lock`: flock taken exclusively for `index.json` updates and gc, shared by `open`.
+//!
+//! Everything is written under `tmp/` first, verified, fsync'd and renamed into place, so a
+//! name in `blobs/` or `snapshots/` is always complete.
 #![deny(missing_docs)]
 
 mod archive;
@@ -23,7 +40,8 @@ mod snapshot;
 mod store;
 
 pub use blob::{BlobStore, BlobWriter, VerifiedReader};
-pub use cache::CacheRecord;
+pub use cache::{CacheRecord, CACHE_RECORD_VERSION};
+pub use compress::{gzip_parallel, zstd_compress, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{ChainId, DiffId, Digest};
 pub use error::Error;
 pub use gc::{FsckProblem, PruneReport};

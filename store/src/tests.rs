@@ -25,6 +25,8 @@ fn commit_image_tag_resolve_and_unpack_gzip() {
     write(&active.upper, "etc/hello", b"hello\n");
     write(&active.upper, "bin/tool", b"#!/bin/sh\n");
     let upper = active.upper.clone();
+    let upper_ino = std::fs::metadata(&upper).unwrap().ino();
+    let file_ino = std::fs::metadata(upper.join("etc/hello")).unwrap().ino();
     let layer = store.commit(active, None).unwrap();
     assert!(!upper.exists(), "upper was renamed away");
     assert!(!layer.empty);
@@ -35,6 +37,12 @@ fn commit_image_tag_resolve_and_unpack_gzip() {
     );
     let snap = store.snapshot_path(&layer.chain_id).unwrap();
     assert_eq!(std::fs::read(snap.join("etc/hello")).unwrap(), b"hello\n");
+    // Renamed, not copied.
+    assert_eq!(std::fs::metadata(&snap).unwrap().ino(), upper_ino);
+    assert_eq!(
+        std::fs::metadata(snap.join("etc/hello")).unwrap().ino(),
+        file_ino
+    );
 
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
@@ -141,7 +149,15 @@ fn blob_writer_verifies_and_cleans_up() {
     assert!(matches!(err, Error::DigestMismatch { .. }));
     assert!(!store.blobs().contains(&Digest::of(b"abc")));
     assert!(!store.blobs().contains(&Digest::of(b"abd")));
-    let d = store.blobs().put(b"abc").unwrap();
+    assert!(store
+        .blobs()
+        .ingest(&b"abc"[..], Some(&Digest::of(b"x")))
+        .is_err());
+    let d = store
+        .blobs()
+        .ingest(&b"abc"[..], Some(&Digest::of(b"abc")))
+        .unwrap();
+    assert_eq!(store.blobs().put(b"abc").unwrap(), d);
     assert_eq!(store.blobs().read(&d).unwrap(), b"abc");
     // Corrupt it: reads fail.
     std::fs::write(store.blobs().path(&d), b"abx").unwrap();
@@ -184,6 +200,7 @@ fn special_files_round_trip_in_overlay_form() {
     xattr::set(up.join("opaque"), "trusted.overlay.origin", b"junk").unwrap();
     write(&up, "opaque/new", b"n");
     xattr::set(up.join("keep/file"), "user.note", b"v\0binary").unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(up.join("sock")).unwrap();
     let long = format!("deep/{}/{}", "d".repeat(120), "f".repeat(150));
     write(&up, &long, b"long");
     let layer = store.commit(active, None).unwrap();
@@ -201,6 +218,10 @@ fn special_files_round_trip_in_overlay_form() {
         "{names:?}"
     );
     assert!(names.contains(&long), "{names:?}");
+    assert!(
+        !names.contains(&"sock".to_owned()),
+        "sockets are left out: {names:?}"
+    );
 
     // Unpack into another store and compare the overlay form.
     let (_d2, other) = self::store();
@@ -518,4 +539,182 @@ fn concurrent_commits_of_the_same_content_keep_one_snapshot() {
     );
     assert_eq!(store.images().unwrap().len(), 20);
     assert!(store.fsck().unwrap().is_empty());
+}
+
+#[test]
+fn store_is_a_cheap_shareable_handle() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Store>();
+}
+
+#[test]
+fn parallel_gzip_is_multi_member_and_readable_by_gzip() {
+    let (_d, store) = store();
+    // ~9 MiB of mildly compressible data: three members.
+    let mut data = Vec::new();
+    let mut x: u32 = 1;
+    while data.len() < 9 << 20 {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        data.extend_from_slice(format!("line {} {}\n", x % 1000, x >> 20).as_bytes());
+    }
+    let d = store.blobs().put(&data).unwrap();
+    let layer = Descriptor::new(MEDIA_TYPE_OCI_LAYER, d, data.len() as u64);
+    let gz = store.compressed_layer(&layer, Compression::Gzip).unwrap();
+    let bytes = store.blobs().read(&gz.digest).unwrap();
+    let members = bytes
+        .windows(4)
+        .filter(|w| w == &[0x1f, 0x8b, 8, 0])
+        .count();
+    assert!(members >= 3, "{members} gzip members");
+    let out = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(store.blobs().path(&gz.digest))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, data);
+    // Independent of the thread count.
+    let mut one = Vec::new();
+    gzip_parallel(&mut &data[..], &mut one, GZIP_LEVEL, 1).unwrap();
+    assert_eq!(Digest::of(&one), gz.digest);
+    // A pulled (already gzip) layer is returned as is; asking for zstd recompresses.
+    assert_eq!(store.compressed_layer(&gz, Compression::Gzip).unwrap(), gz);
+    let zst = store.compressed_layer(&gz, Compression::Zstd).unwrap();
+    let out = std::process::Command::new("zstd")
+        .arg("-dc")
+        .arg(store.blobs().path(&zst.digest))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, data);
+}
+
+#[test]
+fn fsck_names_broken_snapshots_and_records() {
+    let (_d, store) = store();
+    let a = store.prepare().unwrap();
+    write(&a.upper, "f", b"1");
+    let base = store.commit(a, None).unwrap();
+    let b = store.prepare().unwrap();
+    write(&b.upper, "g", b"2");
+    let top = store.commit(b, Some(&base.chain_id)).unwrap();
+    assert!(store.fsck().unwrap().is_empty());
+    // Lose the parent snapshot and scribble on a cache record.
+    std::fs::remove_dir_all(store.root().join("snapshots").join(base.chain_id.hex())).unwrap();
+    std::fs::write(
+        store.root().join("cache").join(Digest::of(b"k").hex()),
+        b"{not json",
+    )
+    .unwrap();
+    let problems = store.fsck().unwrap();
+    let text = format!("{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.object.contains(top.chain_id.hex()) && p.problem.contains("parent")),
+        "{text}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.object.contains(Digest::of(b"k").hex())),
+        "{text}"
+    );
+    // A meta that lies about its chain.
+    let meta = store
+        .root()
+        .join("snapshots")
+        .join(top.chain_id.hex())
+        .join("meta");
+    let mut m: SnapshotMeta = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    m.diff_id = base.diff_id.clone();
+    std::fs::write(&meta, serde_json::to_vec(&m).unwrap()).unwrap();
+    assert!(store
+        .fsck()
+        .unwrap()
+        .iter()
+        .any(|p| p.problem.contains("does not match")));
+}
+
+#[test]
+fn prune_keeps_cache_unless_all() {
+    let (_d, store) = store();
+    let a = store.prepare().unwrap();
+    write(&a.upper, "cached", b"1");
+    let layer = store.commit(a, None).unwrap();
+    let key = Digest::of(b"step");
+    let record = CacheRecord {
+        version: CACHE_RECORD_VERSION,
+        chain_id: Some(layer.chain_id.clone()),
+        layer: Some(layer.descriptor.clone()),
+        config_json: serde_json::json!({}),
+        created: "2026-01-01T00:00:00Z".into(),
+    };
+    store.cache_put(&key, &record).unwrap();
+    let gz = store
+        .compressed_layer(&layer.descriptor, Compression::Gzip)
+        .unwrap();
+    let b = store.prepare().unwrap();
+    write(&b.upper, "orphan", b"2");
+    let orphan = store.commit(b, None).unwrap();
+
+    let report = store.prune(false).unwrap();
+    assert_eq!(report.blobs, vec![orphan.descriptor.digest.clone()]);
+    assert_eq!(report.snapshots, vec![orphan.chain_id.hex().to_owned()]);
+    assert_eq!(store.cache_get(&key).unwrap(), Some(record));
+    assert!(store.blobs().contains(&gz.digest));
+
+    let report = store.prune(true).unwrap();
+    assert_eq!(report.cache_records.len(), 2, "{report:?}");
+    assert!(store.cache_get(&key).unwrap().is_none());
+    assert!(!store.blobs().contains(&layer.descriptor.digest));
+    assert!(!store.blobs().contains(&gz.digest));
+    assert!(store.snapshot_path(&layer.chain_id).is_none());
+}
+
+#[test]
+fn prune_refuses_while_another_handle_is_open() {
+    let (dir, store) = store();
+    let other = Store::open(dir.path()).unwrap();
+    assert!(matches!(store.prune(false), Err(Error::StoreBusy { .. })));
+    drop(other);
+    store.prune(false).unwrap();
+}
+
+#[test]
+fn docker_schema2_images_are_readable() {
+    let (_d, store) = store();
+    let a = store.prepare().unwrap();
+    write(&a.upper, "x", b"x");
+    let layer = store.commit(a, None).unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"OnBuild":["RUN x"],"Shell":["/bin/bash","-c"]}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        layer.diff_id
+    );
+    let config_digest = store.blobs().put(config.as_bytes()).unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_DOCKER_MANIFEST}","config":{{"mediaType":"{MEDIA_TYPE_DOCKER_CONFIG}","size":{},"digest":"{config_digest}"}},"layers":[{{"mediaType":"{MEDIA_TYPE_DOCKER_LAYER}","size":{},"digest":"{}"}}]}}"#,
+        config.len(),
+        layer.descriptor.size,
+        layer.descriptor.digest
+    );
+    let md = store.blobs().put(manifest.as_bytes()).unwrap();
+    let desc = Descriptor::new(MEDIA_TYPE_DOCKER_MANIFEST, md, manifest.len() as u64);
+    store.tag("docker.io/library/d:1", &desc).unwrap();
+    let img = store.resolve("docker.io/library/d:1").unwrap().unwrap();
+    assert_eq!(img.manifest_json, manifest.as_bytes());
+    assert_eq!(
+        img.parsed_config().unwrap()["config"]["OnBuild"][0],
+        "RUN x"
+    );
+    let m = img.parsed_manifest().unwrap();
+    let (_d2, other) = self::store();
+    other
+        .blobs()
+        .put(&store.blobs().read(&layer.descriptor.digest).unwrap())
+        .unwrap();
+    let lowers = other
+        .snapshot_chain(&m.layers, &img.diff_ids().unwrap())
+        .unwrap();
+    assert_eq!(std::fs::read(lowers[0].join("x")).unwrap(), b"x");
 }

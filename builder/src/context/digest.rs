@@ -17,7 +17,9 @@ use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{ContextEntry, ContextError, ContextFiles, EntryKind, SelectedSource, StatCache};
+use super::{
+    ContextEntry, ContextError, ContextFiles, EntryKind, IgnoreRules, SelectedSource, StatCache,
+};
 
 /// The digest of one source argument's selection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,41 +88,62 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32], ContextError> {
 }
 
 /// The entries one source covers: the resolved entry itself and, for a directory,
-/// everything kept below it. The root (`.`) has no entry of its own.
+/// everything kept below it. The root (`.`) has no entry of its own. `exclude` (COPY
+/// `--exclude`) is matched against paths relative to the source directory, or against
+/// the source's own name for a file.
 pub(crate) fn source_entries<'a>(
     files: &'a ContextFiles,
     source: &'a SelectedSource,
-) -> impl Iterator<Item = &'a ContextEntry> + 'a {
-    let own = files.get(&source.resolved);
-    let below = (source.kind == EntryKind::Dir).then(|| files.below(&source.resolved));
-    own.into_iter().chain(below.into_iter().flatten())
+    exclude: &IgnoreRules,
+) -> Result<Vec<&'a ContextEntry>, ContextError> {
+    let mut out = Vec::new();
+    if source.kind != EntryKind::Dir {
+        if !exclude.is_excluded(&source.name)? {
+            out.extend(files.get(&source.resolved));
+        }
+        return Ok(out);
+    }
+    out.extend(files.get(&source.resolved));
+    let prefix = format!("{}/", source.resolved);
+    for entry in files.below(&source.resolved) {
+        let rel = match source.resolved.as_str() {
+            "." => entry.name.as_str(),
+            _ => entry.name.strip_prefix(&prefix).unwrap_or(&entry.name),
+        };
+        if exclude.is_empty() || !exclude.is_excluded(rel)? {
+            out.push(entry);
+        }
+    }
+    Ok(out)
 }
 
 /// Computes the content digest of `sources` (from [`super::select_sources`]) using and
-/// updating `cache`.
+/// updating `cache`. `exclude` holds COPY's `--exclude` patterns (empty rules for none).
 pub fn digest_sources(
     files: &ContextFiles,
     sources: &[SelectedSource],
+    exclude: &IgnoreRules,
     cache: &mut StatCache,
 ) -> Result<ContentDigest, ContextError> {
     // Every regular file that needs a content digest, cached or not.
     let mut wanted: Vec<&ContextEntry> = Vec::new();
     for source in sources {
-        wanted.extend(source_entries(files, source).filter(|e| e.kind == EntryKind::File));
+        let entries = source_entries(files, source, exclude)?;
+        wanted.extend(entries.into_iter().filter(|e| e.kind == EntryKind::File));
     }
     let mut digests: std::collections::HashMap<&Path, [u8; 32]> = Default::default();
     let mut misses = Vec::new();
     for entry in wanted {
-        match cache.lookup(&entry.rel, &entry.metadata) {
+        match cache.lookup(&entry.path, &entry.metadata) {
             Some(d) => {
-                digests.insert(&entry.rel, d);
+                digests.insert(&entry.path, d);
             }
             None => misses.push(entry),
         }
     }
-    for (entry, digest) in hash_parallel(files.root(), &misses)? {
-        cache.insert(&entry.rel, &entry.metadata, digest);
-        digests.insert(&entry.rel, digest);
+    for (entry, digest) in hash_parallel(&misses)? {
+        cache.insert(&entry.path, &entry.metadata, digest);
+        digests.insert(&entry.path, digest);
     }
 
     let mut all = Encoder::new("rbuild-copy-v1");
@@ -132,7 +155,7 @@ pub fn digest_sources(
             "." => String::new(),
             r => format!("{r}/"),
         };
-        for entry in source_entries(files, source) {
+        for entry in source_entries(files, source, exclude)? {
             let rel = entry.name.strip_prefix(&prefix).unwrap_or("");
             let meta = &entry.metadata;
             enc.bytes(rel.as_bytes());
@@ -143,11 +166,14 @@ pub fn digest_sources(
             match entry.kind {
                 EntryKind::File => {
                     enc.u64(meta.size());
-                    let digest = digests.get(entry.rel.as_path()).copied().unwrap_or([0; 32]);
+                    let digest = digests
+                        .get(entry.path.as_path())
+                        .copied()
+                        .unwrap_or([0; 32]);
                     enc.bytes(&digest);
                 }
                 EntryKind::Symlink => {
-                    let full = files.root().join(&entry.rel);
+                    let full = entry.path.clone();
                     let target = std::fs::read_link(&full).map_err(|source| ContextError::Io {
                         op: "read link",
                         path: full,
@@ -175,7 +201,6 @@ pub fn digest_sources(
 
 /// Hashes `entries` on a few scoped threads.
 fn hash_parallel<'a>(
-    root: &Path,
     entries: &[&'a ContextEntry],
 ) -> Result<Vec<(&'a ContextEntry, [u8; 32])>, ContextError> {
     let threads = std::thread::available_parallelism()
@@ -190,7 +215,7 @@ fn hash_parallel<'a>(
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(entry) = entries.get(i) else { break };
-                match hash_file(&root.join(&entry.rel)) {
+                match hash_file(&entry.path) {
                     Ok(d) => results
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -230,7 +255,7 @@ mod tests {
     fn digest(root: &Path, args: &[&str], cache: &mut StatCache) -> ContentDigest {
         let files = ContextFiles::walk(root, &IgnoreRules::default()).unwrap();
         let selected = select_sources(&files, args).unwrap();
-        digest_sources(&files, &selected, cache).unwrap()
+        digest_sources(&files, &selected, &IgnoreRules::default(), cache).unwrap()
     }
 
     #[test]
@@ -357,7 +382,7 @@ mod tests {
             let files = ContextFiles::walk(dir.path(), &IgnoreRules::default()).unwrap();
             let walked = start.elapsed();
             let selected = select_sources(&files, &["."]).unwrap();
-            let d = digest_sources(&files, &selected, &mut cache).unwrap();
+            let d = digest_sources(&files, &selected, &IgnoreRules::default(), &mut cache).unwrap();
             cache.save().unwrap();
             eprintln!(
                 "{label}: {:?} total ({:?} walk), {:?}, {}",

@@ -109,7 +109,7 @@ fn resolve(
                 path: arg.to_string(),
             });
         }
-        let full = files.root().join(&entry.rel);
+        let full = entry.path.clone();
         let target = std::fs::read_link(&full).map_err(|source| ContextError::Io {
             op: "read link",
             path: full,

@@ -8,8 +8,10 @@
 //! re-includes). A kept directory appears even when empty. `dir/**` excludes what is in
 //! `dir` but not `dir` itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::fs::{FileType, Metadata};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
@@ -75,6 +77,9 @@ impl EntryKind {
 pub struct ContextEntry {
     /// The path relative to the context root (never empty, never `..`).
     pub rel: PathBuf,
+    /// The file on disk (the context root, or for a layered walk the layer holding it,
+    /// joined with `rel`).
+    pub path: PathBuf,
     /// The same path as a `/`-separated string (lossy for non-UTF-8 names), the form
     /// patterns match against.
     pub name: String,
@@ -141,6 +146,7 @@ impl ContextFiles {
             })?;
             let kind = EntryKind::of(metadata.file_type());
             let entry = ContextEntry {
+                path: item.path().to_path_buf(),
                 rel,
                 name,
                 kind,
@@ -167,6 +173,111 @@ impl ContextFiles {
             .collect();
         Ok(Self {
             root: root.to_path_buf(),
+            entries,
+            index,
+        })
+    }
+
+    /// Walks the merged view of overlay-form layers, top-most first, with no ignore rules:
+    /// the rootfs of an earlier stage or of an image, for `COPY --from`, without mounting
+    /// it. A whiteout (char device 0:0) removes a path, an opaque directory
+    /// (`trusted.overlay.opaque=y`) hides what lower layers hold below it, and an upper
+    /// entry hides a lower one of the same name (directories merge). Each entry's `path`
+    /// is the file in the layer that provides it; `root()` is the top-most layer.
+    pub fn walk_layers(layers: &[PathBuf]) -> Result<Self, ContextError> {
+        enum Seen {
+            Gone,
+            NonDir,
+            Dir { opaque: bool },
+        }
+        let mut seen: HashMap<String, Seen> = HashMap::new();
+        let mut merged: BTreeMap<Vec<OsString>, ContextEntry> = BTreeMap::new();
+        for layer in layers {
+            if !layer.is_dir() {
+                return Err(ContextError::NotADirectory {
+                    path: layer.clone(),
+                });
+            }
+            // Applied once the layer is done: a layer never hides its own entries.
+            let mut found: Vec<(String, Seen)> = Vec::new();
+            let mut it = WalkDir::new(layer)
+                .min_depth(1)
+                .follow_links(false)
+                .sort_by_file_name()
+                .into_iter();
+            while let Some(item) = it.next() {
+                let item = item.map_err(|e| ContextError::Io {
+                    op: "walk",
+                    path: e.path().unwrap_or(layer).to_path_buf(),
+                    source: e.into(),
+                })?;
+                let rel = item
+                    .path()
+                    .strip_prefix(layer)
+                    .unwrap_or(item.path())
+                    .to_path_buf();
+                let name = rel.to_string_lossy().into_owned();
+                let is_dir = item.file_type().is_dir();
+                let hidden_above = name.match_indices('/').any(|(i, _)| {
+                    matches!(
+                        seen.get(&name[..i]),
+                        Some(Seen::Gone | Seen::NonDir | Seen::Dir { opaque: true })
+                    )
+                });
+                let shadowed = match seen.get(&name) {
+                    // Same directory in a higher layer: merge, walk on.
+                    Some(Seen::Dir { .. }) if is_dir && !hidden_above => continue,
+                    Some(_) => true,
+                    None => false,
+                };
+                if hidden_above || shadowed {
+                    if is_dir {
+                        it.skip_current_dir();
+                    }
+                    continue;
+                }
+                let metadata = item.metadata().map_err(|e| ContextError::Io {
+                    op: "stat",
+                    path: item.path().to_path_buf(),
+                    source: e.into(),
+                })?;
+                let kind = EntryKind::of(metadata.file_type());
+                if kind == EntryKind::CharDevice && metadata.rdev() == 0 {
+                    found.push((name, Seen::Gone));
+                    continue;
+                }
+                found.push((
+                    name.clone(),
+                    if is_dir {
+                        Seen::Dir {
+                            opaque: crate::copy::is_opaque(item.path()),
+                        }
+                    } else {
+                        Seen::NonDir
+                    },
+                ));
+                let key = rel.components().map(|c| c.as_os_str().to_owned()).collect();
+                merged.insert(
+                    key,
+                    ContextEntry {
+                        path: item.path().to_path_buf(),
+                        rel,
+                        name,
+                        kind,
+                        metadata,
+                    },
+                );
+            }
+            seen.extend(found);
+        }
+        let entries: Vec<ContextEntry> = merged.into_values().collect();
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        Ok(Self {
+            root: layers.first().cloned().unwrap_or_default(),
             entries,
             index,
         })
@@ -253,6 +364,55 @@ mod tests {
         let link = files.get("etc-link").unwrap();
         assert_eq!(link.kind, EntryKind::Symlink);
         assert!(files.get("etc-link/passwd").is_none());
+    }
+
+    #[test]
+    fn layered_walk_merges_like_overlay() {
+        let bottom = tree(&["etc/a", "etc/b", "opt/x/y", "usr/bin/tool", "gone/deep/f"]);
+        let top = tree(&["etc/c", "opt/new", "usr/bin/tool"]);
+        let node = |p: &Path| {
+            nix::sys::stat::mknod(
+                p,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+                0,
+            )
+            .unwrap()
+        };
+        node(&top.path().join("etc/b"));
+        node(&top.path().join("gone"));
+        let opt = top.path().join("opt");
+        let c_opt = std::ffi::CString::new(opt.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and a valid value buffer.
+        let rc = unsafe {
+            libc::lsetxattr(
+                c_opt.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "needs root: {}", std::io::Error::last_os_error());
+        let layers = vec![top.path().to_path_buf(), bottom.path().to_path_buf()];
+        let files = ContextFiles::walk_layers(&layers).unwrap();
+        let names: Vec<_> = files.entries().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "etc",
+                "etc/a",
+                "etc/c",
+                "opt",
+                "opt/new",
+                "usr",
+                "usr/bin",
+                "usr/bin/tool"
+            ]
+        );
+        let tool = files.get("usr/bin/tool").unwrap();
+        assert!(tool.path.starts_with(top.path()));
+        assert!(files.get("etc/a").unwrap().path.starts_with(bottom.path()));
     }
 
     #[test]

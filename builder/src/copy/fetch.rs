@@ -14,14 +14,16 @@ use super::CopyError;
 pub struct FetchedFile {
     /// The downloaded content, in the temporary directory given to [`fetch_url`].
     pub path: PathBuf,
-    /// The name it gets in a destination directory: the last element of the URL path.
+    /// The URL it came from.
+    pub url: String,
+    /// The name it gets in a destination directory: the last element of the URL path
+    /// (empty when the URL has none; then the destination must name the file).
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
     /// `sha256:<hex>` of the content (the cache key input for ADD of a URL).
     pub digest: String,
-    /// The server's `Last-Modified`, if it sent one Docker could use. Not parsed yet: the
-    /// file keeps the download time.
+    /// The server's `Last-Modified` (the file's mtime, as Docker sets it), if it sent one.
     pub mtime: Option<SystemTime>,
 }
 
@@ -37,9 +39,7 @@ pub async fn fetch_url(
         Some(c) => Some(parse_checksum(c)?),
         None => None,
     };
-    let name = file_name(url).ok_or_else(|| CopyError::NoFileName {
-        url: url.to_string(),
-    })?;
+    let name = file_name(url).unwrap_or_default();
     let download = |source| CopyError::Download {
         url: url.to_string(),
         source,
@@ -51,6 +51,11 @@ pub async fn fetch_url(
             status: response.status().as_u16(),
         });
     }
+    let mtime = response
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date);
     let mut hex_name = Sha256::new();
     hex_name.update(url.as_bytes());
     let path = tmp_dir.join(format!("add-{}", &hex::encode(hex_name.finalize())[..24]));
@@ -81,10 +86,11 @@ pub async fn fetch_url(
     }
     Ok(FetchedFile {
         path,
+        url: url.to_string(),
         name,
         size,
         digest: actual,
-        mtime: None,
+        mtime,
     })
 }
 
@@ -109,6 +115,40 @@ fn file_name(url: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Parses an HTTP date in its preferred form, `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_http_date(text: &str) -> Option<SystemTime> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let day: i64 = day.parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let year: i64 = year.parse().ok()?;
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + s;
+    let secs = u64::try_from(secs).ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +161,14 @@ mod tests {
         );
         assert_eq!(file_name("http://h/dir/").as_deref(), Some("dir"));
         assert_eq!(file_name("http://h"), None);
+    }
+
+    #[test]
+    fn http_dates() {
+        let t = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(secs, 784_111_777);
+        assert!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT").is_none());
     }
 
     #[test]

@@ -41,7 +41,8 @@ fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-fn is_opaque(path: &Path) -> bool {
+/// Does the directory at `path` carry overlay's opaque mark?
+pub(crate) fn is_opaque(path: &Path) -> bool {
     matches!(xattr_get(path, "trusted.overlay.opaque"), Some(v) if v == b"y")
 }
 

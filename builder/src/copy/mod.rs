@@ -20,12 +20,16 @@
 //!   kept; device nodes and fifos are re-created; sockets are skipped.
 //! - An upper entry simply shadows the lower one (overlay semantics). A file replacing a
 //!   lower directory needs no whiteout: a non-directory in the upper hides the lower
-//!   entry entirely, in the overlay mount and when the layer tar is applied.
-//!   xattrs are not copied.
+//!   entry entirely, in the overlay mount and when the layer tar is applied. Below the
+//!   destination, a source directory meeting a lower-layer symlink of the same name
+//!   replaces it with a directory (classic docker's behaviour; BuildKit errors). xattrs
+//!   are not copied.
 
 mod archive;
 mod fetch;
 mod layers;
+
+pub(crate) use layers::is_opaque;
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -41,7 +45,8 @@ pub use fetch::{fetch_url, FetchedFile};
 pub use layers::Layers;
 
 use crate::context::{
-    pathclean, source_entries, ContextEntry, ContextFiles, EntryKind, SelectedSource,
+    pathclean, source_entries, ContextEntry, ContextError, ContextFiles, EntryKind, IgnoreRules,
+    SelectedSource, StatCache,
 };
 
 /// An error writing the files of a COPY or ADD.
@@ -100,6 +105,9 @@ pub enum CopyError {
         #[source]
         source: std::io::Error,
     },
+    /// COPY `--exclude` patterns that fail to match.
+    #[error("cannot apply --exclude")]
+    Exclude(#[from] Box<ContextError>),
     /// A download that failed.
     #[error("cannot download {url}")]
     Download {
@@ -178,6 +186,9 @@ pub struct CopySpec<'a> {
     pub unpack_archives: bool,
     /// The most bytes one archive may unpack to ([`DEFAULT_ARCHIVE_LIMIT`]).
     pub archive_limit: u64,
+    /// COPY `--exclude` patterns, matched relative to each source directory (the same
+    /// rules must go to [`crate::context::digest_sources`]).
+    pub exclude: IgnoreRules,
 }
 
 impl<'a> CopySpec<'a> {
@@ -192,6 +203,7 @@ impl<'a> CopySpec<'a> {
             preserve_owner: false,
             unpack_archives: false,
             archive_limit: DEFAULT_ARCHIVE_LIMIT,
+            exclude: IgnoreRules::default(),
         }
     }
 }
@@ -208,6 +220,26 @@ pub struct CopyReport {
 /// Writes the files of `spec` into `layers.upper`, checking `layers.lowers` for what
 /// already exists. Blocking: the engine runs it in `spawn_blocking`.
 pub fn copy_into(spec: &CopySpec<'_>, layers: &Layers<'_>) -> Result<CopyReport, CopyError> {
+    copy_with(spec, layers, None)
+}
+
+/// [`copy_into`] that also hashes, in the same pass, every file it copies whose digest
+/// `cache` does not hold, and records it there. Use it when the step's cache key is still
+/// needed after the copy (e.g. an earlier step already missed, so this one will too):
+/// [`crate::context::digest_sources`] afterwards reads nothing.
+pub fn copy_into_hashing(
+    spec: &CopySpec<'_>,
+    layers: &Layers<'_>,
+    cache: &mut StatCache,
+) -> Result<CopyReport, CopyError> {
+    copy_with(spec, layers, Some(cache))
+}
+
+fn copy_with(
+    spec: &CopySpec<'_>,
+    layers: &Layers<'_>,
+    cache: Option<&mut StatCache>,
+) -> Result<CopyReport, CopyError> {
     let count = match spec.source {
         CopySource::Tree { selected, .. } => selected.len(),
         CopySource::Inline(docs) => docs.len(),
@@ -235,6 +267,7 @@ pub fn copy_into(spec: &CopySpec<'_>, layers: &Layers<'_>) -> Result<CopyReport,
         report: CopyReport::default(),
         links: HashMap::new(),
         dir_times: Vec::new(),
+        cache,
     };
     // Where a non-directory source goes: into `dest` or as `dest`.
     let into_dir = dest_is_dir || layers.is_dir(&dest)?;
@@ -248,7 +281,15 @@ pub fn copy_into(spec: &CopySpec<'_>, layers: &Layers<'_>) -> Result<CopyReport,
     match spec.source {
         CopySource::Tree { files, selected } => {
             for source in selected {
-                let full = files.root().join(&source.resolved);
+                if source.kind != EntryKind::Dir
+                    && !spec.exclude.is_empty()
+                    && spec.exclude.is_excluded(&source.name).map_err(Box::new)?
+                {
+                    continue;
+                }
+                let full = files
+                    .get(&source.resolved)
+                    .map_or_else(|| files.root().join(&source.resolved), |e| e.path.clone());
                 if source.kind == EntryKind::Dir {
                     // An existing destination keeps its own mode and owner.
                     let existed = layers.lookup(&dest).is_some();
@@ -271,7 +312,7 @@ pub fn copy_into(spec: &CopySpec<'_>, layers: &Layers<'_>) -> Result<CopyReport,
                     writer.parent_of(&target, created_owner)?;
                     let entry = files.get(&source.resolved);
                     if let Some(entry) = entry {
-                        writer.copy_entry(files.root(), entry, &target)?;
+                        writer.copy_entry(entry, &target)?;
                     }
                 }
             }
@@ -284,6 +325,11 @@ pub fn copy_into(spec: &CopySpec<'_>, layers: &Layers<'_>) -> Result<CopyReport,
             }
         }
         CopySource::Fetched(fetched) => {
+            if into_dir && fetched.name.is_empty() {
+                return Err(CopyError::NoFileName {
+                    url: fetched.url.clone(),
+                });
+            }
             let target = target_for(&fetched.name);
             writer.parent_of(&target, created_owner)?;
             let real = writer.prepare(&target)?;
@@ -310,6 +356,8 @@ struct Writer<'s, 'a> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Directories whose mtime is set once everything inside them is written.
     dir_times: Vec<(PathBuf, filetime::FileTime)>,
+    /// Where digests computed while copying go.
+    cache: Option<&'s mut StatCache>,
 }
 
 impl Writer<'_, '_> {
@@ -372,7 +420,8 @@ impl Writer<'_, '_> {
             "." => String::new(),
             r => format!("{r}/"),
         };
-        for entry in source_entries(files, source) {
+        let entries = source_entries(files, source, &self.spec.exclude).map_err(Box::new)?;
+        for entry in entries {
             let rel = entry.name.strip_prefix(&prefix).unwrap_or("");
             if rel.is_empty() && dest_existed {
                 continue;
@@ -382,19 +431,14 @@ impl Writer<'_, '_> {
                 (".", r) => r.to_string(),
                 (d, r) => format!("{d}/{r}"),
             };
-            self.copy_entry(files.root(), entry, &target)?;
+            self.copy_entry(entry, &target)?;
         }
         Ok(())
     }
 
     /// Writes one entry at `target` (root-relative, parents existing).
-    fn copy_entry(
-        &mut self,
-        root: &Path,
-        entry: &ContextEntry,
-        target: &str,
-    ) -> Result<(), CopyError> {
-        let src = root.join(&entry.rel);
+    fn copy_entry(&mut self, entry: &ContextEntry, target: &str) -> Result<(), CopyError> {
+        let src = entry.path.clone();
         let meta = &entry.metadata;
         let owner = self.owner_of(meta);
         let mtime = filetime::FileTime::from_last_modification_time(meta);
@@ -432,7 +476,17 @@ impl Writer<'_, '_> {
         }
         match entry.kind {
             EntryKind::File => {
-                copy_file(&src, &real)?;
+                let mut copied = false;
+                if let Some(cache) = self.cache.as_deref_mut() {
+                    if cache.lookup(&entry.path, meta).is_none() {
+                        let digest = copy_file_hashing(&src, &real)?;
+                        cache.insert(&entry.path, meta, digest);
+                        copied = true;
+                    }
+                }
+                if !copied {
+                    copy_file(&src, &real)?;
+                }
                 self.report.bytes += meta.size();
                 apply_metadata(&real, owner, Some(mode))?;
             }
@@ -555,6 +609,43 @@ fn copy_file(src: &Path, dst: &Path) -> Result<u64, CopyError> {
         path: dst.to_path_buf(),
         source,
     })
+}
+
+/// Copies a regular file's content and returns its sha256, reading it once.
+fn copy_file_hashing(src: &Path, dst: &Path) -> Result<[u8; 32], CopyError> {
+    use sha2::Digest as _;
+    use std::io::Read;
+    let mut input = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+        .map_err(|source| CopyError::Io {
+            op: "open",
+            path: src.to_path_buf(),
+            source,
+        })?;
+    let mut output = create_new(dst)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = input.read(&mut buf).map_err(|source| CopyError::Io {
+            op: "read",
+            path: src.to_path_buf(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        output
+            .write_all(&buf[..n])
+            .map_err(|source| CopyError::Io {
+                op: "write",
+                path: dst.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(hasher.finalize().into())
 }
 
 pub(crate) fn make_node(path: &Path, mode: u32, rdev: u64) -> Result<(), CopyError> {

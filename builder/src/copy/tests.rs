@@ -526,6 +526,10 @@ fn context_from_a_tar_stream() {
 
 /// Serves `body` once over real HTTP on 127.0.0.1; returns the URL base.
 fn serve_once(body: &'static [u8], status: &'static str) -> String {
+    serve_once_with(body, status, "")
+}
+
+fn serve_once_with(body: &'static [u8], status: &'static str, extra: &'static str) -> String {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -534,7 +538,7 @@ fn serve_once(body: &'static [u8], status: &'static str) -> String {
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
             let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = stream.write_all(head.as_bytes());
@@ -555,7 +559,12 @@ fn runtime() -> tokio::runtime::Runtime {
 fn add_url_downloads_with_checksum_and_mode_0600() {
     let f = Fixture::new();
     let tmp = tempfile::tempdir().unwrap();
-    let url = format!("{}/files/tool.sh?v=2", serve_once(b"#!/bin/sh\n", "200 OK"));
+    let base = serve_once_with(
+        b"#!/bin/sh\n",
+        "200 OK",
+        "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n",
+    );
+    let url = format!("{base}/files/tool.sh?v=2");
     let good = format!(
         "sha256:{}",
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"#!/bin/sh\n"))
@@ -576,7 +585,8 @@ fn add_url_downloads_with_checksum_and_mode_0600() {
     )
     .unwrap();
     assert_eq!(f.read("usr/local/bin/tool.sh"), "#!/bin/sh\n");
-    assert_eq!(meta(&f.up("usr/local/bin/tool.sh")).mode() & 0o7777, 0o600);
+    let m = meta(&f.up("usr/local/bin/tool.sh"));
+    assert_eq!((m.mode() & 0o7777, m.mtime()), (0o600, 784_111_777));
 }
 
 #[test]
@@ -602,4 +612,130 @@ fn add_url_checksum_mismatch_and_http_errors() {
         matches!(err, CopyError::DownloadStatus { status: 404, .. }),
         "{err}"
     );
+}
+
+#[test]
+fn lowers_whiteouts_and_opaque_dirs() {
+    use std::os::unix::ffi::OsStrExt;
+    let top = tempfile::tempdir().unwrap();
+    let bottom = tempfile::tempdir().unwrap();
+    let upper = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(bottom.path().join("etc")).unwrap();
+    std::fs::write(bottom.path().join("etc/gone"), "old").unwrap();
+    std::fs::create_dir_all(bottom.path().join("opt/hidden")).unwrap();
+    std::fs::create_dir_all(top.path().join("etc")).unwrap();
+    make_node(&top.path().join("etc/gone"), libc::S_IFCHR | 0o600, 0).unwrap();
+    std::fs::create_dir_all(top.path().join("opt")).unwrap();
+    let opt = std::ffi::CString::new(top.path().join("opt").as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a valid value buffer.
+    let rc = unsafe {
+        libc::lsetxattr(
+            opt.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            b"y".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setting trusted.overlay.opaque needs root: {}",
+        std::io::Error::last_os_error()
+    );
+    let lowers = vec![top.path().to_path_buf(), bottom.path().to_path_buf()];
+    let layers = Layers {
+        upper: upper.path(),
+        lowers: &lowers,
+    };
+    assert!(
+        layers.lookup("etc/gone").is_none(),
+        "whiteout hides the lower file"
+    );
+    assert!(
+        layers.lookup("opt/hidden").is_none(),
+        "opaque dir hides the lower dir"
+    );
+    assert!(layers.lookup("opt").is_some_and(|f| f.meta.is_dir()));
+    // A whited-out dest does not exist: a single file is written as it.
+    let docs = vec![("n".to_string(), b"new".to_vec())];
+    copy_into(
+        &CopySpec::new(CopySource::Inline(&docs), "/etc/gone"),
+        &layers,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(upper.path().join("etc/gone")).unwrap(),
+        b"new"
+    );
+}
+
+#[test]
+fn copy_and_hash_in_one_pass() {
+    use crate::context::{digest_sources, StatCache, StatCacheStats};
+    let f = Fixture::new();
+    f.file("d/a", "alpha");
+    f.file("d/sub/b", "beta");
+    let files = ContextFiles::walk(f.context.path(), &IgnoreRules::default()).unwrap();
+    let selected = select_sources(&files, &["d"]).unwrap();
+    let spec = CopySpec::new(
+        CopySource::Tree {
+            files: &files,
+            selected: &selected,
+        },
+        "/app/",
+    );
+    let layers = Layers {
+        upper: f.upper.path(),
+        lowers: &f.lowers,
+    };
+    let mut cache = StatCache::in_memory();
+    copy_into_hashing(&spec, &layers, &mut cache).unwrap();
+    assert_eq!(cache.stats(), StatCacheStats { hits: 0, misses: 2 });
+    assert_eq!(f.read("app/sub/b"), "beta");
+    let after = digest_sources(&files, &selected, &IgnoreRules::default(), &mut cache).unwrap();
+    // The digest pass read nothing: both files came from the copy.
+    assert_eq!(cache.stats(), StatCacheStats { hits: 2, misses: 2 });
+    let fresh = digest_sources(
+        &files,
+        &selected,
+        &IgnoreRules::default(),
+        &mut StatCache::in_memory(),
+    )
+    .unwrap();
+    assert_eq!(after, fresh);
+}
+
+#[test]
+fn exclude_patterns_apply_to_copy_and_digest() {
+    use crate::context::{digest_sources, StatCache};
+    let f = Fixture::new();
+    f.file("src/main.rs", "fn main() {}");
+    f.file("src/notes.txt", "v1");
+    f.file("src/sub/more.txt", "more");
+    f.file("top.txt", "top");
+    f.copy(&["src", "top.txt"], "/app/", |s| {
+        s.exclude = IgnoreRules::new(&["*.txt", "sub"]).unwrap()
+    })
+    .unwrap();
+    assert!(f.up("app/main.rs").exists());
+    assert!(!f.up("app/notes.txt").exists());
+    assert!(!f.up("app/sub").exists());
+    assert!(!f.up("app/top.txt").exists());
+
+    let exclude = IgnoreRules::new(&["*.txt"]).unwrap();
+    let digest = |f: &Fixture| {
+        let files = ContextFiles::walk(f.context.path(), &IgnoreRules::default()).unwrap();
+        let selected = select_sources(&files, &["src"]).unwrap();
+        digest_sources(&files, &selected, &exclude, &mut StatCache::in_memory()).unwrap()
+    };
+    let before = digest(&f);
+    f.file("src/notes.txt", "v2 changed");
+    assert_eq!(
+        before,
+        digest(&f),
+        "an excluded file does not change the key"
+    );
+    f.file("src/main.rs", "fn main() { changed() }");
+    assert_ne!(before, digest(&f));
 }

@@ -22,16 +22,16 @@
 //! | `USER`, `WORKDIR`, `STOPSIGNAL` | the value |
 //! | `CMD`, `ENTRYPOINT`, `RUN` command, `SHELL`, `HEALTHCHECK`, `ONBUILD`, `MAINTAINER` | nothing |
 
-mod directives;
-mod dump;
+pub(crate) mod directives;
+pub(crate) mod dump;
 mod error;
 mod flags;
-mod heredoc;
-mod instructions;
-mod json;
-mod parser;
-mod shell;
-mod stages;
+pub(crate) mod heredoc;
+pub(crate) mod instructions;
+pub(crate) mod json;
+pub(crate) mod parser;
+pub(crate) mod shell;
+pub(crate) mod stages;
 #[cfg(test)]
 mod tests;
 
