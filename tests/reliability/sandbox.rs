@@ -31,6 +31,7 @@ fn uname_n() -> String {
 fn run_step_cannot_escape_the_sandbox() {
     let canary_dir = std::path::PathBuf::from(format!("/tmp/rbc-sandbox-{}", std::process::id()));
     std::fs::create_dir_all(&canary_dir).unwrap();
+    let _cleanup = RemoveOnDrop(canary_dir.clone());
     let canary = canary_dir.join("canary");
     std::fs::write(&canary, "host secret\n").unwrap();
     let host_name = uname_n();
@@ -134,5 +135,13 @@ fn run_step_cannot_escape_the_sandbox() {
         overcommit
     );
     assert_store_sound(&rb, "", "after the escape attempts");
-    let _ = std::fs::remove_dir_all(&canary_dir);
+}
+
+/// Removes a directory when dropped, also when the test panics.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
