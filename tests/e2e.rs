@@ -8,5 +8,6 @@ mod cli;
 mod fixtures;
 mod frontend;
 mod registry;
+mod reliability;
 mod runner;
 mod store;

@@ -185,6 +185,32 @@ impl Client {
         if let Some(bytes) = local {
             return Ok(bytes);
         }
+        // A body cut short after the headers is retried like a failed request.
+        let mut attempt = 1;
+        let bytes = loop {
+            match self.download_small_blob(ep, repo, scopes, digest).await {
+                Ok(bytes) => break bytes,
+                Err(e) if e.is_retryable() && attempt < ep.attempts() => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        let s = store.clone();
+        let b = bytes.clone();
+        tokio::task::spawn_blocking(move || s.blobs().put(&b))
+            .await
+            .map_err(Error::Task)?
+            .map_err(Error::store(format!("write {digest}")))?;
+        Ok(bytes)
+    }
+
+    /// One download of a small blob, size-capped and verified against `digest`.
+    async fn download_small_blob(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        scopes: &Scopes,
+        digest: &Digest,
+    ) -> Result<Vec<u8>> {
         let url = ep.url(&format!("/v2/{repo}/blobs/{digest}")).await?;
         let resp = ep
             .send_retry(&Req::new(Method::GET, url.clone()), scopes)
@@ -206,12 +232,6 @@ impl Client {
                 actual: actual.to_string(),
             });
         }
-        let s = store.clone();
-        let b = bytes.clone();
-        tokio::task::spawn_blocking(move || s.blobs().put(&b))
-            .await
-            .map_err(Error::Task)?
-            .map_err(Error::store(format!("write {digest}")))?;
         Ok(bytes)
     }
 }

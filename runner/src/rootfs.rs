@@ -302,8 +302,14 @@ fn mount_overlay(
         })?;
     }
     fsconfig_create(&fs).map_err(failed)?;
-    let mnt =
-        fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(failed)?;
+    // nodev: device nodes shipped in a layer or made with mknod in a step are inert; the
+    // few a step needs are bind-mounted into /dev.
+    let mnt = fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(failed)?;
     move_mount(
         &mnt,
         "",
@@ -378,7 +384,7 @@ fn mount_overlay_legacy(
         Some("overlay"),
         target,
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NODEV,
         Some(data.as_str()),
     );
     nix::unistd::chdir(&cwd).map_err(failed)?;
@@ -391,7 +397,9 @@ fn mount_dev(dev: &Path) -> Result<(), Error> {
         Some("tmpfs"),
         dev,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        // nodev: the bound host nodes are mounts of their own and keep working; nodes a
+        // step makes with mknod here do not.
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
     for name in DEVICES {

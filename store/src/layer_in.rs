@@ -135,7 +135,7 @@ fn apply_tar<R: Read>(stream: R, dest: &Path, what: &str) -> Result<u64> {
             source,
         })?;
         let raw_name = entry.path_bytes().into_owned();
-        let member = String::from_utf8_lossy(&raw_name).into_owned();
+        let member = member_for_messages(&raw_name);
         let refuse = |reason| Error::UnsafeMember {
             layer: what.to_owned(),
             member: member.clone(),
@@ -315,9 +315,27 @@ fn pax_id(pax: &[(Vec<u8>, Vec<u8>)], key: &str, header_value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 
+/// The longest member path accepted (Linux `PATH_MAX`).
+const MAX_MEMBER_PATH: usize = 4096;
+
+/// A member name for error messages, cut at 256 bytes so a hostile name cannot flood them.
+fn member_for_messages(raw: &[u8]) -> String {
+    if raw.len() <= 256 {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    format!(
+        "{}... ({} bytes)",
+        String::from_utf8_lossy(&raw[..256]),
+        raw.len()
+    )
+}
+
 /// A member name as a relative path with no `.`/`..`: `..` anywhere is refused, a leading
 /// `/` or `./` is dropped.
 fn clean_member_path(raw: &[u8]) -> std::result::Result<PathBuf, &'static str> {
+    if raw.len() > MAX_MEMBER_PATH {
+        return Err("path longer than 4096 bytes");
+    }
     if raw.contains(&0) {
         return Err("NUL in path");
     }

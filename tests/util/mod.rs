@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod faultproxy;
+pub mod layout;
 pub mod proxy;
 pub mod registry;
 pub mod tokenissuer;
