@@ -246,7 +246,10 @@ fn save_outputs_load_in_podman_and_skopeo() {
     let proot = dir.path().join("podman-root");
     // podman refuses a runroot longer than 50 characters, and the checkout's path is
     // not ours to choose: keep the runroot in a short temp dir.
-    let prun_dir = tempfile::Builder::new().prefix("prun").tempdir_in("/tmp").expect("runroot");
+    let prun_dir = tempfile::Builder::new()
+        .prefix("prun")
+        .tempdir_in("/tmp")
+        .expect("runroot");
     let prun = prun_dir.path().to_path_buf();
     let podman = |args: &[&str]| {
         let mut all = vec![
