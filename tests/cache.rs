@@ -201,3 +201,26 @@ fn pull_refreshes_a_base_that_changed_in_the_registry() {
         "the refreshed base was not used"
     );
 }
+
+#[test]
+fn stat_cache_and_cache_mounts_live_beside_records_and_fsck_stays_clean() {
+    let r = Rbuild::new();
+    build_ok(
+        &r,
+        &testdata("run-cache-mount"),
+        "fsck",
+        &["--build-arg", "RUN_ID=1"],
+    );
+    build_ok(&r, &testdata("cache-app"), "fsck2", &[]);
+    let stat: Vec<_> = std::fs::read_dir(r.root.join("cache/stat"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // Only cache-app's context had files to hash (run-cache-mount copies nothing).
+    assert_eq!(stat.len(), 1, "one stat cache per hashed context: {stat:?}");
+    assert!(stat.iter().all(|n| n.starts_with("statcache-")), "{stat:?}");
+    r.ok(&["fsck"]);
+    // A rebuild after fsck is still all cached: records and layers are intact.
+    let (_, log) = build_ok(&r, &testdata("cache-app"), "fsck2", &[]);
+    assert!(!log.contains("cache miss"), "{log}");
+}

@@ -336,7 +336,8 @@ fn list_files(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
     for entry in entries {
         let entry = entry.map_err(Error::io("read directory", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "compressed" {
+        // Sub-directories (compressed/, and the builder's mounts/ and stat/) are not records.
+        if name == "compressed" || entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         out.push((name, entry.path()));

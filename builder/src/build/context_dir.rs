@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use regex::Regex;
+use crate::context::{find_ignore_file, parse_ignore_file, ContextError, IgnoreRules, StatCache};
 
 use super::ContextSource;
 use crate::Error;
@@ -14,109 +14,39 @@ pub struct ContextDir {
     pub root: PathBuf,
     /// Keeps an unpacked stdin context alive for the build.
     _tmp: Option<rbuild_store::TmpDir>,
+    /// Content digests of context files by their metadata (persisted for a directory
+    /// context under `<store>/cache/stat/`).
+    pub stat_cache: std::sync::Arc<std::sync::Mutex<StatCache>>,
     /// Set once the Dockerfile is known (its own `<name>.dockerignore` wins).
     ignore: std::sync::OnceLock<std::sync::Arc<Ignore>>,
 }
 
-/// `.dockerignore` patterns, moby's semantics: the last matching pattern decides, `!`
-/// re-includes, a pattern matches a path or any of its parents.
+/// `.dockerignore` rules (the context module's matcher, moby's semantics) plus the
+/// patterns they came from, so COPY `--exclude` can extend them.
 #[derive(Debug, Default, Clone)]
 pub struct Ignore {
-    rules: Vec<(Regex, bool)>,
+    patterns: Vec<String>,
+    rules: IgnoreRules,
 }
 
 impl Ignore {
-    /// These rules plus `patterns` (COPY `--exclude`), which exclude.
-    pub fn with_patterns(&self, patterns: &[String]) -> Ignore {
-        let mut out = self.clone();
-        out.rules.extend(Ignore::parse(&patterns.join("\n")).rules);
-        out
+    fn from_patterns(patterns: Vec<String>) -> Result<Ignore, ContextError> {
+        let rules = IgnoreRules::new(&patterns)?;
+        Ok(Ignore { patterns, rules })
     }
 
-    fn parse(text: &str) -> Ignore {
-        let mut rules = Vec::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (negate, pat) = match line.strip_prefix('!') {
-                Some(p) => (true, p.trim()),
-                None => (false, line),
-            };
-            let cleaned = super::rootfs::clean(pat);
-            let pat = cleaned.to_string_lossy();
-            if pat.is_empty() {
-                continue;
-            }
-            if let Some(re) = glob_regex(&pat) {
-                rules.push((re, negate));
-            }
-        }
-        Ignore { rules }
+    /// These rules plus `patterns` (COPY `--exclude`), which exclude.
+    pub fn with_patterns(&self, patterns: &[String]) -> Result<Ignore, ContextError> {
+        let mut all = self.patterns.clone();
+        all.extend(patterns.iter().cloned());
+        Ignore::from_patterns(all)
     }
 
     /// Whether `rel` (relative to the context, `/`-separated) is excluded.
     pub fn excluded(&self, rel: &str) -> bool {
-        let mut out = false;
-        for (re, negate) in &self.rules {
-            // A pattern matching a parent directory excludes everything under it.
-            let mut hit = re.is_match(rel);
-            if !hit && !negate {
-                let mut p = rel;
-                while let Some((parent, _)) = p.rsplit_once('/') {
-                    if re.is_match(parent) {
-                        hit = true;
-                        break;
-                    }
-                    p = parent;
-                }
-            }
-            if hit {
-                out = !negate;
-            }
-        }
-        out
+        // Patterns were validated when compiled; a match error means no match.
+        self.rules.is_excluded(rel).unwrap_or(false)
     }
-}
-
-/// A filepath.Match-style glob with `**` as in moby's patternmatcher.
-fn glob_regex(pat: &str) -> Option<Regex> {
-    let mut re = String::from("^");
-    let chars: Vec<char> = pat.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '*' if chars.get(i + 1) == Some(&'*') => {
-                i += 1;
-                if chars.get(i + 1) == Some(&'/') {
-                    i += 1;
-                    re.push_str("(.*/)?");
-                } else {
-                    re.push_str(".*");
-                }
-            }
-            '*' => re.push_str("[^/]*"),
-            '?' => re.push_str("[^/]"),
-            '[' => {
-                let end = chars[i..].iter().position(|&c| c == ']')?;
-                let class: String = chars[i + 1..i + end].iter().collect();
-                re.push('[');
-                re.push_str(&class.replace('!', "^"));
-                re.push(']');
-                i += end;
-            }
-            '\\' => {
-                i += 1;
-                re.push_str(&regex::escape(&chars.get(i)?.to_string()));
-            }
-            c => re.push_str(&regex::escape(&c.to_string())),
-        }
-        i += 1;
-    }
-    re.push('$');
-    Regex::new(&re).ok()
 }
 
 impl ContextDir {
@@ -128,8 +58,15 @@ impl ContextDir {
         match source {
             ContextSource::Dir(dir) => {
                 let root = std::fs::canonicalize(dir).map_err(Error::io("open context", dir))?;
+                let cache_dir = store.root().join("cache/stat");
+                let cache = match std::fs::create_dir_all(&cache_dir) {
+                    Ok(()) => StatCache::open(&StatCache::path_for(&cache_dir, &root)),
+                    // Without a place to keep it, the cache lives for this build only.
+                    Err(_) => StatCache::in_memory(),
+                };
                 Ok(ContextDir {
                     root,
+                    stat_cache: std::sync::Arc::new(std::sync::Mutex::new(cache)),
                     _tmp: None,
                     ignore: Default::default(),
                 })
@@ -153,6 +90,7 @@ impl ContextDir {
                     .map_err(Error::Task)??;
                 Ok(ContextDir {
                     root: tmp.path().to_path_buf(),
+                    stat_cache: Default::default(),
                     _tmp: Some(tmp),
                     ignore: Default::default(),
                 })
@@ -179,17 +117,30 @@ impl ContextDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "Dockerfile".to_string());
-        let own = path.with_file_name(format!("{name}.dockerignore"));
-        let ignore_text = match tokio::fs::read_to_string(&own).await {
-            Ok(t) => Some(t),
-            Err(_) => tokio::fs::read_to_string(self.root.join(".dockerignore"))
-                .await
-                .ok(),
+        let ignore = match find_ignore_file(&self.root, Some(&path)) {
+            None => Ignore::default(),
+            Some(file) => {
+                let text = tokio::fs::read(&file)
+                    .await
+                    .map_err(Error::io("read", &file))?;
+                let text = String::from_utf8_lossy(&text);
+                // Checked line by line first, so an error names the line.
+                IgnoreRules::parse(&text).map_err(|source| ContextError::IgnoreFile {
+                    path: file.clone(),
+                    source: Box::new(source),
+                })?;
+                Ignore::from_patterns(parse_ignore_file(&text))?
+            }
         };
-        let _ = self.ignore.set(std::sync::Arc::new(
-            ignore_text.map(|t| Ignore::parse(&t)).unwrap_or_default(),
-        ));
+        let _ = self.ignore.set(std::sync::Arc::new(ignore));
         Ok((name, text))
+    }
+
+    /// Writes the stat cache back (best effort: a lost cache only costs a re-read).
+    pub fn save_stat_cache(&self) {
+        if let Ok(mut c) = self.stat_cache.lock() {
+            let _ = c.save();
+        }
     }
 
     /// The ignore rules (none before the Dockerfile is read).
@@ -204,12 +155,17 @@ mod tests {
 
     #[test]
     fn dockerignore_rules() {
-        let i = Ignore::parse("# c\n*.log\n!keep.log\nsecret/\n**/tmp\n");
+        let i = Ignore::from_patterns(parse_ignore_file(
+            "# c\n*.log\n!keep.log\nsecret/\n**/tmp\n",
+        ))
+        .unwrap();
         assert!(i.excluded("a.log"));
         assert!(!i.excluded("keep.log"));
         assert!(i.excluded("secret/x"));
         assert!(i.excluded("a/b/tmp/c"));
         assert!(!i.excluded("app.conf"));
         assert!(!i.excluded("d/a.log"));
+        let more = i.with_patterns(&["app.conf".to_string()]).unwrap();
+        assert!(more.excluded("app.conf"));
     }
 }

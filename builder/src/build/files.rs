@@ -4,14 +4,17 @@
 //! into a snapshot's upper dir with docker's ownership and mode rules.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use std::sync::{Arc, Mutex};
+
 use super::context_dir::Ignore;
 use super::rootfs::{Found, LayeredFs};
+use crate::context::{hash_file, StatCache};
 use crate::Error;
 
 /// Where COPY reads from.
@@ -22,6 +25,8 @@ pub struct SourceRoot<'a> {
     pub ignore: Option<&'a Ignore>,
     /// Keep the files' owners (COPY --from a stage or image) instead of 0:0.
     pub keep_owner: bool,
+    /// Remembered file digests (the context only), so unchanged files are not read.
+    pub stat_cache: Option<Arc<Mutex<StatCache>>>,
 }
 
 /// One selected source.
@@ -214,17 +219,7 @@ impl SourceRoot<'_> {
             let t = fs::read_link(&f.real).map_err(Error::io("read link", &f.real))?;
             field(h, t.to_string_lossy().as_bytes());
         } else if ft.is_file() {
-            let mut file = fs::File::open(&f.real).map_err(Error::io("open", &f.real))?;
-            let mut content = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = file.read(&mut buf).map_err(Error::io("read", &f.real))?;
-                if n == 0 {
-                    break;
-                }
-                content.update(&buf[..n]);
-            }
-            field(h, &content.finalize());
+            field(h, &self.file_digest(&f.real, m)?);
         } else if ft.is_dir() {
             let children = self.fs.read_dir(rel).map_err(Error::io("read", &f.real))?;
             for (child, found) in children {
@@ -236,6 +231,22 @@ impl SourceRoot<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A file's sha256, from the stat cache when its metadata is unchanged.
+    fn file_digest(&self, path: &Path, meta: &fs::Metadata) -> Result<[u8; 32], Error> {
+        let Some(cache) = &self.stat_cache else {
+            return Ok(hash_file(path)?);
+        };
+        let cached = cache.lock().ok().and_then(|mut c| c.lookup(path, meta));
+        if let Some(d) = cached {
+            return Ok(d);
+        }
+        let d = hash_file(path)?;
+        if let Ok(mut c) = cache.lock() {
+            c.insert(path, meta, d);
+        }
+        Ok(d)
     }
 
     /// Copies `sel` to `dest` in `upper`: a directory's contents into `dest`, anything else
@@ -333,6 +344,7 @@ pub fn materialize(fs_: &LayeredFs, rel: &Path, dest: &Path) -> Result<(), Error
         fs: fs_.clone(),
         ignore: None,
         keep_owner: true,
+        stat_cache: None,
     };
     let Some(found) = fs_.lookup(rel).map_err(Error::io("read", rel))? else {
         return Err(Error::SourceNotFound {
@@ -375,6 +387,7 @@ mod tests {
             fs: LayeredFs::new(vec![ctx.clone()]),
             ignore: None,
             keep_owner: false,
+            stat_cache: None,
         };
         let sel = root.select("*.conf").unwrap();
         assert_eq!(sel.len(), 2);

@@ -131,6 +131,9 @@ pub async fn build(
         &graph,
         plan.next_id,
     ));
-    let target = scheduler::run(ctx.clone(), &plan).await?;
+    let target = scheduler::run(ctx.clone(), &plan).await;
+    let c = ctx.clone();
+    let _ = tokio::task::spawn_blocking(move || c.context.save_stat_cache()).await;
+    let target = target?;
     export::export(&ctx, &target).await
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
@@ -17,6 +17,7 @@ use crate::build::ctx::blocking;
 use crate::build::files::{relative, Overrides, SourceRoot};
 use crate::build::rootfs::LayeredFs;
 use crate::build::state::StageState;
+use crate::context::StatCache;
 use crate::frontend::Base;
 use crate::frontend::{Add, Copy, InlineFile, Source};
 use crate::Error;
@@ -237,10 +238,12 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
     let ov = Overrides { owner, mode: chmod };
 
     // Select and digest (blocking: reads the files).
-    let ignore = Arc::new(cx.ctx.context.ignore_rules().with_patterns(t.exclude));
-    let exclude = Arc::new(crate::build::context_dir::Ignore::default().with_patterns(t.exclude));
+    let ignore = Arc::new(cx.ctx.context.ignore_rules().with_patterns(t.exclude)?);
+    let exclude = Arc::new(Ignore::default().with_patterns(t.exclude)?);
     let origin_b = origin.clone();
     let (ignore_b, exclude_b) = (ignore.clone(), exclude.clone());
+    let stat_cache = cx.ctx.context.stat_cache.clone();
+    let stat_cache_b = stat_cache.clone();
     let paths: Vec<String> = items
         .iter()
         .filter_map(|i| match i {
@@ -250,7 +253,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         .collect();
     let is_add = t.add.is_some();
     let digests = blocking(move || {
-        let root = source_root(&origin_b, &ignore_b, &exclude_b);
+        let root = source_root(&origin_b, &ignore_b, &exclude_b, &stat_cache_b);
         let mut out = BTreeMap::new();
         for p in &paths {
             let mut h = Sha256::new();
@@ -306,7 +309,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
     let fs = LayeredFs::new(lowers);
     let extract = is_add;
     let layer = make_layer(cx, st, move |upper| {
-        let root = source_root(&origin, &ignore, &exclude);
+        let root = source_root(&origin, &ignore, &exclude, &stat_cache);
         let mut selected = Vec::new();
         let mut inline = Vec::new();
         let mut wildcard = false;
@@ -401,17 +404,24 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
 }
 
 /// The context (`.dockerignore` plus `--exclude`) or a stage's layers (`--exclude`).
-fn source_root<'a>(origin: &Origin, ignore: &'a Ignore, exclude: &'a Ignore) -> SourceRoot<'a> {
+fn source_root<'a>(
+    origin: &Origin,
+    ignore: &'a Ignore,
+    exclude: &'a Ignore,
+    stat_cache: &Arc<Mutex<StatCache>>,
+) -> SourceRoot<'a> {
     match origin {
         Origin::Context(dir) => SourceRoot {
             fs: LayeredFs::new(vec![dir.clone()]),
             ignore: Some(ignore),
             keep_owner: false,
+            stat_cache: Some(stat_cache.clone()),
         },
         Origin::Layers(fs, _) => SourceRoot {
             fs: fs.clone(),
             ignore: Some(exclude),
             keep_owner: true,
+            stat_cache: None,
         },
     }
 }

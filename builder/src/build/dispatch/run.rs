@@ -176,6 +176,7 @@ async fn prepare_mount(
                         fs: LayeredFs::new(vec![cx.ctx.context.root.clone()]),
                         ignore: None,
                         keep_owner: false,
+                        stat_cache: Some(cx.ctx.context.stat_cache.clone()),
                     };
                     let s = source.clone();
                     let digest = blocking(move || {
