@@ -133,9 +133,6 @@ pub enum Error {
         /// The source as written.
         source_path: String,
     },
-    /// Several sources need a directory destination.
-    #[error("when using COPY with more than one source file, the destination must be a directory and end with a /")]
-    MultipleSourcesNeedDir,
     /// A bad flag value (`--chmod=abc`, `--mount=type=x`...).
     #[error("invalid {flag} {value:?}: {reason}")]
     InvalidFlag {
@@ -151,33 +148,6 @@ pub enum Error {
     SecretMissing {
         /// The secret id.
         id: String,
-    },
-    /// An ADD URL download failed.
-    #[error("cannot download {url}")]
-    Download {
-        /// The URL.
-        url: String,
-        /// The cause.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// An ADD URL answered with an error status.
-    #[error("cannot download {url}: HTTP status {status}")]
-    DownloadStatus {
-        /// The URL.
-        url: String,
-        /// The status.
-        status: u16,
-    },
-    /// `ADD --checksum=` did not match.
-    #[error("digest mismatch for {url}: expected {expected}, got {actual}")]
-    ChecksumMismatch {
-        /// The URL.
-        url: String,
-        /// What the Dockerfile says.
-        expected: String,
-        /// What was downloaded.
-        actual: String,
     },
     /// A base image for another platform than requested, or an unknown platform string.
     #[error("invalid platform {0:?}")]
