@@ -35,6 +35,24 @@ pub fn dir(path: &str) -> String {
     }
 }
 
+/// One step of a chroot-style path walk that met a symlink: `current` is the path walked
+/// so far (the link itself), `target` what the link points to. The walk restarts at the
+/// root with the target's components queued on `pending` (last component first), so an
+/// absolute or `..`-climbing target never leaves the root.
+pub fn follow_link(current: &mut String, target: &std::path::Path, pending: &mut Vec<String>) {
+    let target = target.to_string_lossy();
+    let joined = if target.starts_with('/') {
+        target.to_string()
+    } else {
+        format!("{current}/{target}")
+    };
+    let cleaned = clean_in_root(&joined);
+    current.clear();
+    if cleaned != "." {
+        pending.extend(cleaned.split('/').rev().map(str::to_string));
+    }
+}
+
 /// Cleans `path` as if it were inside a root directory: the result is relative, never
 /// starts with `..`, and is `.` for the root itself. `/x`, `../x` and `x` all give `x`.
 pub fn clean_in_root(path: &str) -> String {

@@ -115,17 +115,7 @@ fn resolve(
             path: full,
             source,
         })?;
-        let target = target.to_string_lossy();
-        let joined = if target.starts_with('/') {
-            target.to_string()
-        } else {
-            format!("{current}/{target}")
-        };
-        let cleaned = pathclean::clean_in_root(&joined);
-        current.clear();
-        if cleaned != "." {
-            pending.extend(cleaned.split('/').rev().map(str::to_string));
-        }
+        pathclean::follow_link(&mut current, &target, &mut pending);
     }
     if current.is_empty() {
         return Ok((".".to_string(), EntryKind::Dir));

@@ -142,17 +142,7 @@ impl Layers<'_> {
                 path: real,
                 source,
             })?;
-            let target = target.to_string_lossy();
-            let joined = if target.starts_with('/') {
-                target.to_string()
-            } else {
-                format!("{current}/{target}")
-            };
-            let cleaned = pathclean::clean_in_root(&joined);
-            current.clear();
-            if cleaned != "." {
-                pending.extend(cleaned.split('/').rev().map(str::to_string));
-            }
+            pathclean::follow_link(&mut current, &target, &mut pending);
         }
         Ok(if current.is_empty() {
             ".".to_string()
