@@ -183,6 +183,49 @@ fn push_mounts_blobs_from_the_base_repository() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Mounted"));
 }
 
+/// A recorded mount source that no longer holds the blob (its repository was deleted) must
+/// not turn the push into an upload while another recorded source still holds it.
+#[test]
+fn push_skips_a_stale_mount_source() {
+    let rb = store_with_busybox();
+    let registry = Registry::shared();
+    let first = format!("{}/aaa-stale/app:v1", registry.addr);
+    let out = run_env(&rb, &[], &["push", &busybox().reference, &first], None);
+    assert!(out.status.success(), "{}", show(&out));
+    // The registry forgets aaa-stale; the store's record of it as a source is now stale and
+    // sorts before library/busybox.
+    let repo_dir = registry
+        .storage
+        .join("docker/registry/v2/repositories/aaa-stale");
+    std::fs::remove_dir_all(&repo_dir).expect("delete the repository from the registry");
+
+    let mark = registry.log_text().len();
+    let dest = format!("{}/zzz-stale/app:v1", registry.addr);
+    let out = run_env(
+        &rb,
+        &[],
+        &["push", "--progress", "plain", &busybox().reference, &dest],
+        None,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let lines = log_lines_after(registry, mark, "/v2/zzz-stale/");
+    let layer = layer_digest_of(&busybox().layout);
+    assert!(
+        lines.iter().any(|l| l.contains("from=aaa-stale")),
+        "the stale source was not tried first: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("from=library/busybox")),
+        "the next source was not tried: {lines:#?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| is_blob_upload(l) && l.contains(&layer)),
+        "layer uploaded instead of mounted: {lines:#?}"
+    );
+}
+
 /// The first layer digest of the fixture layout.
 fn layer_digest_of(layout: &Path) -> String {
     let index: serde_json::Value =

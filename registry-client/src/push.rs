@@ -316,6 +316,13 @@ async fn put_manifest(
     Err(status_error(&Method::PUT, &url, resp).await)
 }
 
+/// Best-effort DELETE of an upload session we will not use; registries expire them anyway.
+async fn cancel_session(ep: &Endpoint, scopes: &Scopes, session: &str) {
+    let _ = ep
+        .send_retry(&Req::new(Method::DELETE, session), scopes)
+        .await;
+}
+
 /// Pushes one blob unless the registry has it: HEAD, then a mount from `from`, then an
 /// upload, retried (with a fresh upload session) on connection errors, 5xx and 429.
 async fn push_blob(
@@ -341,7 +348,8 @@ async fn push_blob(
     }
 
     let mut session: Option<String> = None;
-    for source in from.iter().take(3) {
+    let tried = &from[..from.len().min(3)];
+    for (i, source) in tried.iter().enumerate() {
         let url = ep
             .url(&format!(
                 "/v2/{repo}/blobs/uploads/?mount={digest}&from={source}"
@@ -355,10 +363,16 @@ async fn push_blob(
                 progress.finished(digest, Outcome::Mounted);
                 return Ok(Outcome::Mounted);
             }
-            // The registry could not mount: it opened an upload session instead.
+            // The registry could not mount from this source (a stale record: the repo was
+            // deleted) and opened an upload session instead. Another source may still hold
+            // the blob: drop the session and try it; the last one's session is used to upload.
             StatusCode::ACCEPTED => {
-                session = Some(location(ep, &resp).await?);
-                break;
+                let upload_session = location(ep, &resp).await?;
+                if i + 1 < tried.len() {
+                    cancel_session(ep, scopes, &upload_session).await;
+                    continue;
+                }
+                session = Some(upload_session);
             }
             _ => {}
         }
