@@ -140,31 +140,9 @@ fn match_chunk<'a>(mut chunk: &[u8], mut s: &'a [u8]) -> Result<Option<&'a [u8]>
                     r = c;
                     s = &s[n..];
                 }
-                chunk = &chunk[1..];
-                let negated = chunk.first() == Some(&b'^');
-                if negated {
-                    chunk = &chunk[1..];
-                }
-                let mut matched = false;
-                let mut ranges = 0;
-                loop {
-                    if chunk.first() == Some(&b']') && ranges > 0 {
-                        chunk = &chunk[1..];
-                        break;
-                    }
-                    let (lo, rest) = class_char(chunk)?;
-                    chunk = rest;
-                    let mut hi = lo;
-                    if chunk.first() == Some(&b'-') {
-                        let (h, rest) = class_char(&chunk[1..])?;
-                        hi = h;
-                        chunk = rest;
-                    }
-                    if lo <= r && r <= hi {
-                        matched = true;
-                    }
-                    ranges += 1;
-                }
+                let (negated, ranges, rest) = class_ranges(&chunk[1..])?;
+                chunk = rest;
+                let matched = ranges.iter().any(|&(lo, hi)| lo <= r && r <= hi);
                 if matched == negated {
                     failed = true;
                 }
@@ -235,7 +213,17 @@ pub(crate) struct Class {
 /// Parses one character class; `pattern` starts just after the `[`.
 pub(crate) fn parse_class(pattern: &str) -> Result<Class, BadPattern> {
     let bytes = pattern.as_bytes();
-    let mut chunk = bytes;
+    let (negated, ranges, rest) = class_ranges(bytes)?;
+    Ok(Class {
+        negated,
+        ranges,
+        len: bytes.len() - rest.len(),
+    })
+}
+
+/// The class that `chunk` starts with (just after its `[`): whether it is negated, its
+/// inclusive ranges, and the rest of the pattern after its `]`.
+fn class_ranges(mut chunk: &[u8]) -> Result<(bool, Vec<(char, char)>, &[u8]), BadPattern> {
     let negated = chunk.first() == Some(&b'^');
     if negated {
         chunk = &chunk[1..];
@@ -243,8 +231,7 @@ pub(crate) fn parse_class(pattern: &str) -> Result<Class, BadPattern> {
     let mut ranges = Vec::new();
     loop {
         if chunk.first() == Some(&b']') && !ranges.is_empty() {
-            chunk = &chunk[1..];
-            break;
+            return Ok((negated, ranges, &chunk[1..]));
         }
         let (lo, rest) = class_char(chunk)?;
         chunk = rest;
@@ -256,11 +243,6 @@ pub(crate) fn parse_class(pattern: &str) -> Result<Class, BadPattern> {
         }
         ranges.push((lo, hi));
     }
-    Ok(Class {
-        negated,
-        ranges,
-        len: bytes.len() - chunk.len(),
-    })
 }
 
 #[cfg(test)]
