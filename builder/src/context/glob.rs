@@ -140,10 +140,10 @@ fn match_chunk<'a>(mut chunk: &[u8], mut s: &'a [u8]) -> Result<Option<&'a [u8]>
                     r = c;
                     s = &s[n..];
                 }
-                let (negated, ranges, rest) = class_ranges(&chunk[1..])?;
+                let (class, rest) = class_ranges(&chunk[1..])?;
                 chunk = rest;
-                let matched = ranges.iter().any(|&(lo, hi)| lo <= r && r <= hi);
-                if matched == negated {
+                let matched = class.ranges.iter().any(|&(lo, hi)| lo <= r && r <= hi);
+                if matched == class.negated {
                     failed = true;
                 }
             }
@@ -212,18 +212,13 @@ pub(crate) struct Class {
 
 /// Parses one character class; `pattern` starts just after the `[`.
 pub(crate) fn parse_class(pattern: &str) -> Result<Class, BadPattern> {
-    let bytes = pattern.as_bytes();
-    let (negated, ranges, rest) = class_ranges(bytes)?;
-    Ok(Class {
-        negated,
-        ranges,
-        len: bytes.len() - rest.len(),
-    })
+    class_ranges(pattern.as_bytes()).map(|(class, _)| class)
 }
 
-/// The class that `chunk` starts with (just after its `[`): whether it is negated, its
-/// inclusive ranges, and the rest of the pattern after its `]`.
-fn class_ranges(mut chunk: &[u8]) -> Result<(bool, Vec<(char, char)>, &[u8]), BadPattern> {
+/// The class that `pattern` starts with (just after its `[`), and the rest of the pattern
+/// after its `]`.
+fn class_ranges(pattern: &[u8]) -> Result<(Class, &[u8]), BadPattern> {
+    let mut chunk = pattern;
     let negated = chunk.first() == Some(&b'^');
     if negated {
         chunk = &chunk[1..];
@@ -231,7 +226,16 @@ fn class_ranges(mut chunk: &[u8]) -> Result<(bool, Vec<(char, char)>, &[u8]), Ba
     let mut ranges = Vec::new();
     loop {
         if chunk.first() == Some(&b']') && !ranges.is_empty() {
-            return Ok((negated, ranges, &chunk[1..]));
+            let rest = &chunk[1..];
+            let len = pattern.len() - rest.len();
+            return Ok((
+                Class {
+                    negated,
+                    ranges,
+                    len,
+                },
+                rest,
+            ));
         }
         let (lo, rest) = class_char(chunk)?;
         chunk = rest;
