@@ -1,14 +1,17 @@
 //! Layer tar out: a deterministic tar of an overlay upper dir (sorted walk, PAX for long
 //! names, xattrs and big ids, hardlinks by (dev, ino), overlay whiteouts and opaque dirs
-//! turned into `.wh.` entries, uname/gname empty, mtimes clamped to `SOURCE_DATE_EPOCH`).
+//! turned into `.wh.` entries, uname/gname empty, mtimes clamped to `SOURCE_DATE_EPOCH`),
+//! with [`ExternalFiles`] merged in: regular files of the layer whose content is still
+//! elsewhere (a COPY's sources), so a layer can be written without first copying them.
 
-use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
 
@@ -53,48 +56,132 @@ const BLOCK: usize = 512;
 const USTAR_MAX_ID: u64 = 0o7777777;
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
 
+/// A regular file of a layer whose content is read from `source` when the layer tar is
+/// written, with the metadata it has in the layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalFile {
+    /// Where the content is (opened without following a symlink).
+    pub source: PathBuf,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Content length; the source must still have exactly this many bytes.
+    pub size: u64,
+}
+
+/// External files of a layer by their path relative to the layer root (`a/b`). Their
+/// parent directories must exist in the layer's directory; a name there is replaced.
+pub type ExternalFiles = BTreeMap<PathBuf, ExternalFile>;
+
 /// Writes the layer tar of `dir` (an overlay upper dir) to `out`. The same tree always
 /// gives the same bytes.
 pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &TarOptions) -> Result<TarStats> {
+    write_layer_tar_with(dir, &ExternalFiles::new(), out, options)
+}
+
+/// [`write_layer_tar`] of `dir` with `external` files added: the bytes are those of the tar
+/// of a directory holding the external files as real files with their metadata.
+pub fn write_layer_tar_with<W: Write>(
+    dir: &Path,
+    external: &ExternalFiles,
+    out: W,
+    options: &TarOptions,
+) -> Result<TarStats> {
     let mut w = TarWriter {
         out,
         stats: TarStats::default(),
         options: options.clone(),
     };
+    // External files by parent directory, merged into each directory's sorted listing.
+    let mut by_parent: HashMap<&Path, Vec<(&OsStr, &ExternalFile)>> = HashMap::new();
+    for (rel, file) in external {
+        let name = rel.file_name().ok_or_else(|| Error::Unrepresentable {
+            path: rel.clone(),
+            reason: "external file without a name",
+        })?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        by_parent.entry(parent).or_default().push((name, file));
+    }
+    let mut emitted = 0usize;
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let walk = walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1);
-    for entry in walk {
-        let entry = entry.map_err(|e| {
-            let path = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| dir.to_path_buf());
-            Error::Io {
-                op: "walk",
-                path,
-                source: e.into(),
+    // Depth first, each directory's entries in byte order of their names (the order of
+    // walkdir's `sort_by_file_name`); an explicit stack, so deep trees cannot overflow.
+    let mut stack: Vec<std::vec::IntoIter<(OsString, Child)>> =
+        vec![listing(dir, Path::new(""), &by_parent)?.into_iter()];
+    let mut rels: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(top) = stack.last_mut() {
+        let Some((name, child)) = top.next() else {
+            stack.pop();
+            rels.pop();
+            continue;
+        };
+        let parent_rel = rels.last().cloned().unwrap_or_default();
+        let rel = parent_rel.join(&name);
+        let path = dir.join(&rel);
+        match child {
+            Child::External(file) => {
+                emitted += 1;
+                w.external(&rel, file)?;
             }
-        })?;
-        let path = entry.path();
-        let rel = path.strip_prefix(dir).map_err(|_| Error::Unrepresentable {
-            path: path.to_path_buf(),
-            reason: "outside the walked directory",
-        })?;
-        let meta = entry.metadata().map_err(|e| Error::Io {
-            op: "stat",
-            path: path.to_path_buf(),
-            source: e.into(),
-        })?;
-        w.entry(path, rel, &meta, &mut links)?;
+            Child::Real => {
+                let meta = std::fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
+                w.entry(&path, &rel, &meta, &mut links)?;
+                if meta.is_dir() {
+                    stack.push(listing(&path, &rel, &by_parent)?.into_iter());
+                    rels.push(rel);
+                }
+            }
+        }
+    }
+    if emitted != external.len() {
+        return Err(Error::Unrepresentable {
+            path: dir.to_path_buf(),
+            reason: "an external file's parent is not a directory of the layer",
+        });
     }
     w.out
         .write_all(&[0u8; BLOCK * 2])
         .map_err(Error::io("write layer tar", dir))?;
     w.out.flush().map_err(Error::io("write layer tar", dir))?;
     Ok(w.stats)
+}
+
+/// One entry of a directory listing: on disk, or an external file.
+enum Child<'a> {
+    Real,
+    External(&'a ExternalFile),
+}
+
+/// The entries of `path` (layer-relative `rel`) and the external files in it, sorted by
+/// name. A name both on disk and external is an error: the writer of the layer replaces.
+fn listing<'a>(
+    path: &Path,
+    rel: &Path,
+    by_parent: &HashMap<&Path, Vec<(&OsStr, &'a ExternalFile)>>,
+) -> Result<Vec<(OsString, Child<'a>)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(Error::io("read directory", path))? {
+        let entry = entry.map_err(Error::io("read directory", path))?;
+        out.push((entry.file_name(), Child::Real));
+    }
+    if let Some(files) = by_parent.get(rel) {
+        for (name, file) in files {
+            out.push((name.to_os_string(), Child::External(file)));
+        }
+    }
+    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    if let Some(pair) = out.windows(2).find(|p| p[0].0 == p[1].0) {
+        return Err(Error::Unrepresentable {
+            path: path.join(&pair[0].0),
+            reason: "an external file shadows a file of the layer",
+        });
+    }
+    Ok(out)
 }
 
 struct TarWriter<W> {
@@ -189,6 +276,33 @@ impl<W: Write> TarWriter<W> {
         }
         // Sockets have no tar form; like docker, leave them out.
         Ok(())
+    }
+
+    /// Writes an external file as a regular file member.
+    fn external(&mut self, rel: &Path, file: &ExternalFile) -> Result<()> {
+        let mut h = Member::new(
+            rel.as_os_str().as_bytes().to_vec(),
+            EntryType::Regular,
+            file.mode & 0o7777,
+            file.uid.into(),
+            file.gid.into(),
+            self.clamp(file.mtime),
+        );
+        h.size = file.size;
+        let source = &file.source;
+        let content = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(source)
+            .map_err(Error::io("open", source))?;
+        let now = content.metadata().map_err(Error::io("stat", source))?;
+        if !now.is_file() || now.len() != file.size {
+            return Err(Error::Unrepresentable {
+                path: source.clone(),
+                reason: "source file changed while the layer was written",
+            });
+        }
+        self.write_member(source, h, Some(content))
     }
 
     fn clamp(&self, mtime: i64) -> u64 {

@@ -48,7 +48,8 @@ pub use gc::{FsckProblem, PruneReport};
 pub use image::Image;
 pub use layer_in::{detect_compression, unpack_layer, Unpacked};
 pub use layer_out::{
-    write_layer_tar, TarOptions, TarStats, OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX,
+    write_layer_tar, write_layer_tar_with, ExternalFile, ExternalFiles, TarOptions, TarStats,
+    OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
 pub use oci::*;
 pub use reference::normalize_reference;

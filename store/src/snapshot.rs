@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{remove_any, sync_dir, write_atomic};
 use crate::layer_in::unpack_layer;
-use crate::layer_out::{write_layer_tar, TarOptions};
+use crate::layer_out::{write_layer_tar_with, ExternalFiles, TarOptions};
 use crate::oci::{layer_compression, Descriptor, MEDIA_TYPE_OCI_LAYER};
 use crate::{ChainId, DiffId, Error, Result, Store};
 
@@ -89,27 +89,47 @@ impl Store {
         parent: Option<&ChainId>,
         options: &TarOptions,
     ) -> Result<Layer> {
+        self.commit_external(active, parent, options, &ExternalFiles::new())
+    }
+
+    /// [`Store::commit_with`] for a layer made of `upper` plus `external` files (see
+    /// [`crate::write_layer_tar_with`]). With external files, `upper` is not the whole layer,
+    /// so it is thrown away once the blob is written: only the blob is stored, and the
+    /// snapshot is unpacked from it when a later step needs it as a lower
+    /// ([`Store::snapshot_chain`]). A layer nobody stacks on is then written once, not twice.
+    pub fn commit_external(
+        &self,
+        active: ActiveSnapshot,
+        parent: Option<&ChainId>,
+        options: &TarOptions,
+        external: &ExternalFiles,
+    ) -> Result<Layer> {
         let mut writer = self.blobs().writer()?;
-        let stats = write_layer_tar(&active.upper, &mut writer, options)?;
+        let stats = write_layer_tar_with(&active.upper, external, &mut writer, options)?;
         let size = writer.written();
         let digest = writer.commit(None)?;
         let diff_id = DiffId::from(digest.clone());
         let chain_id = ChainId::child(parent, &diff_id);
+        let layer = Layer {
+            diff_id: diff_id.clone(),
+            chain_id: chain_id.clone(),
+            descriptor: Descriptor::new(MEDIA_TYPE_OCI_LAYER, digest, size),
+            empty: stats.entries == 0,
+        };
+        if !external.is_empty() {
+            self.discard(active)?;
+            return Ok(layer);
+        }
         let meta = SnapshotMeta {
             version: META_VERSION,
-            chain_id: chain_id.clone(),
-            diff_id: diff_id.clone(),
+            chain_id,
+            diff_id,
             parent: parent.cloned(),
             size: stats.content_bytes,
         };
         remove_any(&active.work)?;
         self.install_snapshot(&active.dir, &meta)?;
-        Ok(Layer {
-            diff_id,
-            chain_id,
-            descriptor: Descriptor::new(MEDIA_TYPE_OCI_LAYER, digest, size),
-            empty: stats.entries == 0,
-        })
+        Ok(layer)
     }
 
     /// Throws an active snapshot away.

@@ -718,3 +718,113 @@ fn docker_schema2_images_are_readable() {
         .unwrap();
     assert_eq!(std::fs::read(lowers[0].join("x")).unwrap(), b"x");
 }
+
+/// A layer of real entries plus external files is byte for byte the layer of a directory
+/// holding those files, is stored as a blob only, and unpacks to that directory on demand.
+#[test]
+fn external_files_make_the_same_layer_as_real_ones() {
+    let (_d, store) = store();
+    let sources = tempfile::tempdir().unwrap();
+    write(sources.path(), "big.bin", &vec![7u8; 70_000]);
+    write(sources.path(), "small", b"small\n");
+    let file = |name: &str, mode: u32, uid: u32, mtime: i64| ExternalFile {
+        source: sources.path().join(name),
+        mode,
+        uid,
+        gid: uid + 1,
+        mtime,
+        size: std::fs::metadata(sources.path().join(name)).unwrap().len(),
+    };
+    // Names sorting before, between and after the real entries, at two depths, and one
+    // long enough to need a PAX record.
+    let long = format!("app/{}", "n".repeat(120));
+    let mut external = ExternalFiles::new();
+    external.insert("app/a".into(), file("small", 0o644, 0, 1_000));
+    external.insert("app/c/big".into(), file("big.bin", 0o4755, 1000, 2_000));
+    external.insert("app/z".into(), file("small", 0o600, 7, 3_000));
+    external.insert(long.clone().into(), file("small", 0o644, 0, 4_000));
+    external.insert("top".into(), file("small", 0o640, 0, 5_000));
+
+    let make_real = |root: &Path| {
+        write(root, "app/b", b"real b\n");
+        write(root, "app/c/d", b"real d\n");
+        std::os::unix::fs::symlink("b", root.join("app/link")).unwrap();
+    };
+    let materialized = tempfile::tempdir().unwrap();
+    make_real(materialized.path());
+    for (rel, f) in &external {
+        let p = materialized.path().join(rel);
+        std::fs::copy(&f.source, &p).unwrap();
+        std::os::unix::fs::lchown(&p, Some(f.uid), Some(f.gid)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode)).unwrap();
+        let t = filetime::FileTime::from_unix_time(f.mtime, 0);
+        filetime::set_file_times(&p, t, t).unwrap();
+    }
+    let active = store.prepare().unwrap();
+    make_real(&active.upper);
+    for root in [materialized.path(), active.upper.as_path()] {
+        for dir in ["app/c", "app", ""] {
+            let t = filetime::FileTime::from_unix_time(9_000, 0);
+            filetime::set_file_times(root.join(dir), t, t).unwrap();
+        }
+    }
+
+    let mut expected = Vec::new();
+    write_layer_tar(materialized.path(), &mut expected, &TarOptions::default()).unwrap();
+    let mut got = Vec::new();
+    write_layer_tar_with(&active.upper, &external, &mut got, &TarOptions::default()).unwrap();
+    assert!(got == expected, "external files change the layer tar");
+
+    let layer = store
+        .commit_external(active, None, &TarOptions::default(), &external)
+        .unwrap();
+    assert_eq!(layer.descriptor.digest, Digest::of(&expected));
+    assert!(
+        store.snapshot_path(&layer.chain_id).is_none(),
+        "a layer with external files is stored as a blob only"
+    );
+    let lowers = store
+        .snapshot_chain(
+            std::slice::from_ref(&layer.descriptor),
+            std::slice::from_ref(&layer.diff_id),
+        )
+        .unwrap();
+    let big = lowers[0].join("app/c/big");
+    assert_eq!(std::fs::read(&big).unwrap(), vec![7u8; 70_000]);
+    let m = std::fs::metadata(&big).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o4755, 1000, 1001));
+    assert_eq!(std::fs::read(lowers[0].join(&long)).unwrap(), b"small\n");
+}
+
+#[test]
+fn external_files_are_checked() {
+    let upper = tempfile::tempdir().unwrap();
+    write(upper.path(), "dir/real", b"x");
+    let source = upper.path().join("dir/real");
+    let file = ExternalFile {
+        source: source.clone(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        size: 1,
+    };
+    let tar = |external: &ExternalFiles| {
+        write_layer_tar_with(
+            upper.path(),
+            external,
+            std::io::sink(),
+            &TarOptions::default(),
+        )
+        .map_err(|e| e.to_string())
+    };
+    let one = |rel: &str, f: &ExternalFile| ExternalFiles::from([(rel.into(), f.clone())]);
+    assert!(tar(&one("dir/other", &file)).is_ok());
+    let err = tar(&one("missing/x", &file)).unwrap_err();
+    assert!(err.contains("parent is not a directory"), "{err}");
+    let err = tar(&one("dir/real", &file)).unwrap_err();
+    assert!(err.contains("shadows"), "{err}");
+    let grown = ExternalFile { size: 2, ..file };
+    let err = tar(&one("dir/other", &grown)).unwrap_err();
+    assert!(err.contains("changed while the layer was written"), "{err}");
+}

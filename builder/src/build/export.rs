@@ -2,7 +2,7 @@
 //! ids), written with its manifest into the store, and tagged; plus the one place a
 //! snapshot becomes a layer (clamped to `SOURCE_DATE_EPOCH` when set).
 
-use rbuild_store::{ActiveSnapshot, ChainId, Descriptor, Digest, Layer, Store};
+use rbuild_store::{ActiveSnapshot, ChainId, Descriptor, Digest, ExternalFiles, Layer, Store};
 
 use super::ctx::{blocking, BuildCtx};
 use super::state::StageResult;
@@ -19,18 +19,20 @@ pub struct Built {
     pub tags: Vec<String>,
 }
 
-/// Commits an active snapshot as a layer above `parent`.
+/// Commits an active snapshot (plus `external` files, read from where they are) as a layer
+/// above `parent`.
 pub fn commit_snapshot(
     store: &Store,
     active: ActiveSnapshot,
     parent: Option<&ChainId>,
     source_date_epoch: Option<i64>,
+    external: &ExternalFiles,
 ) -> Result<Layer, Error> {
     let options = rbuild_store::TarOptions {
         source_date_epoch: source_date_epoch.and_then(|e| u64::try_from(e).ok()),
     };
     store
-        .commit_with(active, parent, &options)
+        .commit_external(active, parent, &options, external)
         .map_err(Error::store("commit a layer"))
 }
 

@@ -165,6 +165,7 @@ pub fn extract_archive<R: Read>(
     let root = Layers {
         upper: dest,
         lowers: &[],
+        deferred: None,
     };
     let mut archive = tar::Archive::new(decompressed(Box::new(reader)).map_err(read_err)?);
     let mut stats = ExtractStats::default();

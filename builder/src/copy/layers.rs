@@ -6,9 +6,12 @@
 //! whiteout (the path is gone), `trusted.overlay.opaque=y` on a directory hides what the
 //! layers below hold under it.
 
+use std::cell::RefCell;
 use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use rbuild_store::ExternalFiles;
 
 use super::CopyError;
 use crate::context::pathclean;
@@ -23,6 +26,9 @@ pub struct Layers<'a> {
     pub upper: &'a Path,
     /// The parent rootfs layers, top-most first; only read.
     pub lowers: &'a [PathBuf],
+    /// Where regular files go instead of being copied into `upper`, when set: they are
+    /// part of the upper (lookups see them) and the layer tar reads them from their source.
+    pub deferred: Option<&'a RefCell<ExternalFiles>>,
 }
 
 /// Something found at a path: its metadata and the real file it came from.
@@ -72,6 +78,21 @@ impl Layers<'_> {
                 real: self.upper.to_path_buf(),
                 in_upper: true,
             });
+        }
+        if let Some(deferred) = self.deferred {
+            let deferred = deferred.borrow();
+            let path = Path::new(rel);
+            if let Some(file) = deferred.get(path) {
+                return lstat(&file.source).map(|meta| Found {
+                    meta,
+                    real: file.source.clone(),
+                    in_upper: true,
+                });
+            }
+            // A file in the upper as a parent hides everything below it.
+            if path.ancestors().skip(1).any(|a| deferred.contains_key(a)) {
+                return None;
+            }
         }
         let parts: Vec<&str> = rel.split('/').collect();
         for (i, layer) in std::iter::once(self.upper)

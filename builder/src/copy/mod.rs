@@ -44,6 +44,8 @@ pub use archive::{
 pub use fetch::{fetch_url, FetchedFile};
 pub use layers::Layers;
 
+use rbuild_store::ExternalFile;
+
 use crate::context::{
     pathclean, source_entries, ContextEntry, ContextError, ContextFiles, EntryKind, IgnoreRules,
     SelectedSource, StatCache,
@@ -379,14 +381,37 @@ impl Writer<'_, '_> {
 
     /// Clears the upper at `target` for a new non-directory entry; returns its real path.
     fn prepare(&self, target: &str) -> Result<PathBuf, CopyError> {
+        Ok(self.prepare_at(target)?.0)
+    }
+
+    /// [`Writer::prepare`], also returning the root-relative path with the parent resolved.
+    fn prepare_at(&self, target: &str) -> Result<(PathBuf, PathBuf), CopyError> {
         let parent = self.layers.resolve(&pathclean::dir(target), true)?;
         let name = target.rsplit('/').next().unwrap_or(target);
-        let real = match parent.as_str() {
-            "." => self.layers.upper.join(name),
-            p => self.layers.upper.join(p).join(name),
+        let rel = match parent.as_str() {
+            "." => PathBuf::from(name),
+            p => Path::new(p).join(name),
         };
+        let real = self.layers.upper.join(&rel);
         remove_any(&real)?;
-        Ok(real)
+        self.forget_deferred(&rel);
+        Ok((real, rel))
+    }
+
+    /// Drops deferred files at `rel` and below it (something else is written there).
+    fn forget_deferred(&self, rel: &Path) {
+        if let Some(deferred) = self.layers.deferred {
+            let mut deferred = deferred.borrow_mut();
+            let below: Vec<PathBuf> = deferred
+                .range(rel.to_path_buf()..)
+                .map(|(k, _)| k)
+                .take_while(|k| k.starts_with(rel))
+                .cloned()
+                .collect();
+            for k in below {
+                deferred.remove(&k);
+            }
+        }
     }
 
     fn write_content(&mut self, target: &str, content: &[u8], mode: u32) -> Result<(), CopyError> {
@@ -448,6 +473,9 @@ impl Writer<'_, '_> {
                 "." => self.layers.upper.to_path_buf(),
                 t => self.layers.upper.join(t),
             };
+            if target != "." {
+                self.forget_deferred(Path::new(target));
+            }
             match std::fs::symlink_metadata(&real) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
@@ -461,7 +489,28 @@ impl Writer<'_, '_> {
             self.report.entries += 1;
             return Ok(());
         }
-        let real = self.prepare(target)?;
+        let (real, rel) = self.prepare_at(target)?;
+        if let (EntryKind::File, Some(deferred), None) =
+            (entry.kind, self.layers.deferred, self.cache.as_ref())
+        {
+            if meta.nlink() == 1 {
+                // The layer tar reads it from the source; nothing is copied now.
+                deferred.borrow_mut().insert(
+                    rel,
+                    ExternalFile {
+                        source: src,
+                        mode,
+                        uid: owner.0,
+                        gid: owner.1,
+                        mtime: meta.mtime(),
+                        size: meta.size(),
+                    },
+                );
+                self.report.bytes += meta.size();
+                self.report.entries += 1;
+                return Ok(());
+            }
+        }
         if entry.kind == EntryKind::File && meta.nlink() > 1 {
             if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
                 std::fs::hard_link(first, &real).map_err(|source| CopyError::Io {

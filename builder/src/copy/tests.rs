@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::context::{select_sources, IgnoreRules};
 
-/// A build context, a lower layer and an empty upper.
+/// A build context, a lower layer and an empty upper; every copy is made twice, also into
+/// a second upper with regular files deferred, and both must give the same layer.
 struct Fixture {
     context: tempfile::TempDir,
     lower: tempfile::TempDir,
     upper: tempfile::TempDir,
     lowers: Vec<PathBuf>,
+    deferred_upper: tempfile::TempDir,
+    deferred: std::cell::RefCell<rbuild_store::ExternalFiles>,
 }
 
 impl Fixture {
@@ -26,6 +29,8 @@ impl Fixture {
             lower,
             upper,
             lowers,
+            deferred_upper: tempfile::tempdir().unwrap(),
+            deferred: Default::default(),
         }
     }
 
@@ -73,8 +78,21 @@ impl Fixture {
         let layers = Layers {
             upper: self.upper.path(),
             lowers: &self.lowers,
+            deferred: None,
         };
-        copy_into(&spec, &layers).map_err(|e| e.to_string())
+        let copied = copy_into(&spec, &layers).map_err(|e| e.to_string());
+        let deferring = Layers {
+            upper: self.deferred_upper.path(),
+            lowers: &self.lowers,
+            deferred: (!spec.unpack_archives).then_some(&self.deferred),
+        };
+        let deferred = copy_into(&spec, &deferring).map_err(|e| e.to_string());
+        assert_eq!(copied, deferred, "copying and deferring files differ");
+        assert_same_layer(
+            &layer_tar(self.upper.path(), &Default::default()),
+            &layer_tar(self.deferred_upper.path(), &self.deferred.borrow()),
+        );
+        copied
     }
 
     fn up(&self, rel: &str) -> PathBuf {
@@ -84,6 +102,48 @@ impl Fixture {
     fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.up(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
+}
+
+fn layer_tar(upper: &Path, external: &rbuild_store::ExternalFiles) -> Vec<u8> {
+    let mut out = Vec::new();
+    rbuild_store::write_layer_tar_with(upper, external, &mut out, &Default::default())
+        .unwrap_or_else(|e| panic!("layer tar of {}: {e}", upper.display()));
+    out
+}
+
+/// Same members with the same names, kinds, modes, owners, links and contents, and the
+/// same mtimes except for directories (parents a copy creates get the time of creation).
+fn assert_same_layer(a: &[u8], b: &[u8]) {
+    fn members(tar_bytes: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(tar_bytes);
+        let mut out = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let h = entry.header().clone();
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+            let mtime = match h.entry_type() {
+                tar::EntryType::Directory => 0,
+                _ => h.mtime().unwrap(),
+            };
+            out.push(format!(
+                "{} {:?} {:o} {}:{} {mtime} {:?} {}",
+                entry.path().unwrap().display(),
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                entry.link_name().unwrap(),
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&content)),
+            ));
+        }
+        out
+    }
+    assert_eq!(
+        members(a),
+        members(b),
+        "layer of the copy and of the deferred copy"
+    );
 }
 
 fn meta(p: &Path) -> std::fs::Metadata {
@@ -259,6 +319,7 @@ fn heredocs_are_0644_and_chmod_applies() {
     let layers = Layers {
         upper: f.upper.path(),
         lowers: &f.lowers,
+        deferred: None,
     };
     copy_into(&CopySpec::new(CopySource::Inline(&docs), "/x/"), &layers).unwrap();
     assert_eq!(meta(&f.up("x/hello.sh")).mode() & 0o7777, 0o644);
@@ -578,6 +639,7 @@ fn add_url_downloads_with_checksum_and_mode_0600() {
     let layers = Layers {
         upper: f.upper.path(),
         lowers: &f.lowers,
+        deferred: None,
     };
     copy_into(
         &CopySpec::new(CopySource::Fetched(&fetched), "/usr/local/bin/"),
@@ -647,6 +709,7 @@ fn lowers_whiteouts_and_opaque_dirs() {
     let layers = Layers {
         upper: upper.path(),
         lowers: &lowers,
+        deferred: None,
     };
     assert!(
         layers.lookup("etc/gone").is_none(),
@@ -688,6 +751,7 @@ fn copy_and_hash_in_one_pass() {
     let layers = Layers {
         upper: f.upper.path(),
         lowers: &f.lowers,
+        deferred: None,
     };
     let mut cache = StatCache::in_memory();
     copy_into_hashing(&spec, &layers, &mut cache).unwrap();

@@ -3,10 +3,12 @@
 //! layer the `copy` module writes. Selection, digests and copying are the `context` and
 //! `copy` modules'.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rbuild_store::ExternalFiles;
 use sha2::{Digest as _, Sha256};
 
 use super::meta::{current_lowers, make_layer};
@@ -252,9 +254,14 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
     let is_add = t.add.is_some();
     let layer = make_layer(cx, st, move |upper| {
         let _scratch = scratch;
+        // COPY leaves regular files where they are: the layer tar reads them from the
+        // sources, and the snapshot is unpacked from the blob only if a later step stacks
+        // on it. ADD writes everything (archives extract over what the copy wrote).
+        let deferred = RefCell::new(ExternalFiles::new());
         let layers = Layers {
             upper,
             lowers: &lowers,
+            deferred: (!is_add).then_some(&deferred),
         };
         let spec = |source| CopySpec {
             source,
@@ -280,7 +287,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         for f in &fetched {
             copy_into(&spec(CopySource::Fetched(f)), &layers)?;
         }
-        Ok(())
+        Ok(deferred.into_inner())
     })
     .await?;
     commit(

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use rbuild_store::ExternalFiles;
+
 use super::{commit, lookup, push_history, Lookup, StepCx};
 use crate::build::cachekey::KeyEncoder;
 use crate::build::config::{Empty, HealthConfig};
@@ -275,6 +277,7 @@ pub async fn workdir(cx: &StepCx<'_>, st: &mut StageState, w: &str) -> Result<Lo
             let layers = Layers {
                 upper: empty.path(),
                 lowers: &lowers,
+                deferred: None,
             };
             Ok(layers.is_dir(&rel)?)
         })
@@ -309,10 +312,11 @@ pub async fn workdir(cx: &StepCx<'_>, st: &mut StageState, w: &str) -> Result<Lo
         let layers = Layers {
             upper,
             lowers: &lowers,
+            deferred: None,
         };
         let resolved = layers.resolve(&rel, true)?;
         layers.ensure_dir(&resolved, owner.unwrap_or((0, 0)))?;
-        Ok(())
+        Ok(ExternalFiles::new())
     })
     .await?;
     commit(cx, st, key, Some(layer), created_by, None).await?;
@@ -332,12 +336,12 @@ pub async fn current_lowers(
     Ok(l)
 }
 
-/// Prepares a snapshot, lets `fill` write the upper dir, and commits it as a layer over
-/// the stage's top layer.
+/// Prepares a snapshot, lets `fill` write the upper dir (and name the files the layer
+/// reads from elsewhere), and commits it as a layer over the stage's top layer.
 pub async fn make_layer(
     cx: &StepCx<'_>,
     st: &StageState,
-    fill: impl FnOnce(&std::path::Path) -> Result<(), Error> + Send + 'static,
+    fill: impl FnOnce(&std::path::Path) -> Result<ExternalFiles, Error> + Send + 'static,
 ) -> Result<LayerRef, Error> {
     let store = cx.ctx.store.clone();
     let parent = st.chain_id();
@@ -346,11 +350,20 @@ pub async fn make_layer(
         let active = store
             .prepare()
             .map_err(Error::store("prepare a snapshot"))?;
-        if let Err(e) = fill(&active.upper) {
-            let _ = store.discard(active);
-            return Err(e);
-        }
-        let layer = crate::build::export::commit_snapshot(&store, active, parent.as_ref(), epoch)?;
+        let external = match fill(&active.upper) {
+            Ok(external) => external,
+            Err(e) => {
+                let _ = store.discard(active);
+                return Err(e);
+            }
+        };
+        let layer = crate::build::export::commit_snapshot(
+            &store,
+            active,
+            parent.as_ref(),
+            epoch,
+            &external,
+        )?;
         Ok(LayerRef {
             descriptor: layer.descriptor,
             diff_id: layer.diff_id,

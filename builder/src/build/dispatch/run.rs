@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use rbuild_runner::{ExtraMount, SandboxSpec, Stream};
+use rbuild_store::ExternalFiles;
 
 use super::meta::{current_lowers, shell_of};
 use super::{commit, lookup, Lookup, StepCx};
@@ -268,7 +269,14 @@ fn materialize(
 ) -> Result<(), Error> {
     let mut spec = CopySpec::new(CopySource::Tree { files, selected }, "/b");
     spec.preserve_owner = preserve_owner;
-    copy_into(&spec, &Layers { upper, lowers: &[] })?;
+    copy_into(
+        &spec,
+        &Layers {
+            upper,
+            lowers: &[],
+            deferred: None,
+        },
+    )?;
     Ok(())
 }
 
@@ -432,7 +440,13 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
                 tail.into_iter().collect::<Vec<_>>(),
             )));
         }
-        let layer = crate::build::export::commit_snapshot(&store, active, parent.as_ref(), epoch)?;
+        let layer = crate::build::export::commit_snapshot(
+            &store,
+            active,
+            parent.as_ref(),
+            epoch,
+            &ExternalFiles::new(),
+        )?;
         Ok(Ok(LayerRef {
             descriptor: layer.descriptor,
             diff_id: layer.diff_id,
