@@ -72,6 +72,9 @@ pub struct ExternalFile {
     pub mtime: i64,
     /// Content length; the source must still have exactly this many bytes.
     pub size: u64,
+    /// External files with the same key are hard links of one another (the first in the
+    /// tar's order holds the content): the source's (device, inode) when it has several links.
+    pub link: Option<(u64, u64)>,
 }
 
 /// External files of a layer by their path relative to the layer root (`a/b`). Their
@@ -126,7 +129,7 @@ pub fn write_layer_tar_with<W: Write>(
         match child {
             Child::External(file) => {
                 emitted += 1;
-                w.external(&rel, file)?;
+                w.external(&rel, file, &mut links)?;
             }
             Child::Real => {
                 let meta = std::fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
@@ -279,17 +282,31 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// Writes an external file as a regular file member.
-    fn external(&mut self, rel: &Path, file: &ExternalFile) -> Result<()> {
+    fn external(
+        &mut self,
+        rel: &Path,
+        file: &ExternalFile,
+        links: &mut HashMap<(u64, u64), Vec<u8>>,
+    ) -> Result<()> {
+        let name = rel.as_os_str().as_bytes().to_vec();
         let mut h = Member::new(
-            rel.as_os_str().as_bytes().to_vec(),
+            name.clone(),
             EntryType::Regular,
             file.mode & 0o7777,
             file.uid.into(),
             file.gid.into(),
             self.clamp(file.mtime),
         );
-        h.size = file.size;
         let source = &file.source;
+        if let Some(key) = file.link {
+            if let Some(first) = links.get(&key) {
+                h.kind = EntryType::Link;
+                h.link = first.clone();
+                return self.write_member(source, h, None);
+            }
+            links.insert(key, name);
+        }
+        h.size = file.size;
         let content = File::options()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)

@@ -34,6 +34,7 @@ mod image;
 mod layer_in;
 mod layer_out;
 mod oci;
+mod pipe;
 mod reference;
 mod scratch;
 mod snapshot;

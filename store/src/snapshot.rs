@@ -10,6 +10,7 @@ use crate::fsutil::{remove_any, sync_dir, write_atomic};
 use crate::layer_in::unpack_layer;
 use crate::layer_out::{write_layer_tar_with, ExternalFiles, TarOptions};
 use crate::oci::{layer_compression, Descriptor, MEDIA_TYPE_OCI_LAYER};
+use crate::pipe::ThreadedWriter;
 use crate::{ChainId, DiffId, Error, Result, Store};
 
 /// A writable snapshot: an empty `upper` and a `work` dir for overlayfs, on the store's
@@ -104,8 +105,14 @@ impl Store {
         options: &TarOptions,
         external: &ExternalFiles,
     ) -> Result<Layer> {
-        let mut writer = self.blobs().writer()?;
-        let stats = write_layer_tar_with(&active.upper, external, &mut writer, options)?;
+        // The tar is produced here while another thread hashes and writes the blob.
+        let blobs = self.root().join("blobs");
+        let mut threaded =
+            ThreadedWriter::new(self.blobs().writer()?).map_err(Error::io("start", &blobs))?;
+        let stats = write_layer_tar_with(&active.upper, external, &mut threaded, options)?;
+        let writer = threaded
+            .finish()
+            .map_err(Error::io("write layer blob in", &blobs))?;
         let size = writer.written();
         let digest = writer.commit(None)?;
         let diff_id = DiffId::from(digest.clone());

@@ -734,6 +734,7 @@ fn external_files_make_the_same_layer_as_real_ones() {
         gid: uid + 1,
         mtime,
         size: std::fs::metadata(sources.path().join(name)).unwrap().len(),
+        link: None,
     };
     // Names sorting before, between and after the real entries, at two depths, and one
     // long enough to need a PAX record.
@@ -808,6 +809,7 @@ fn external_files_are_checked() {
         gid: 0,
         mtime: 0,
         size: 1,
+        link: None,
     };
     let tar = |external: &ExternalFiles| {
         write_layer_tar_with(

@@ -493,23 +493,27 @@ impl Writer<'_, '_> {
         if let (EntryKind::File, Some(deferred), None) =
             (entry.kind, self.layers.deferred, self.cache.as_ref())
         {
-            if meta.nlink() == 1 {
-                // The layer tar reads it from the source; nothing is copied now.
-                deferred.borrow_mut().insert(
-                    rel,
-                    ExternalFile {
-                        source: src,
-                        mode,
-                        uid: owner.0,
-                        gid: owner.1,
-                        mtime: meta.mtime(),
-                        size: meta.size(),
-                    },
-                );
+            // The layer tar reads it from the source; nothing is copied now. Hard links
+            // among the copied files stay hard links (the tar links them by source inode).
+            let link = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+            let first = link.is_none_or(|key| self.links.insert(key, rel.clone()).is_none());
+            deferred.borrow_mut().insert(
+                rel,
+                ExternalFile {
+                    source: src,
+                    mode,
+                    uid: owner.0,
+                    gid: owner.1,
+                    mtime: meta.mtime(),
+                    size: meta.size(),
+                    link,
+                },
+            );
+            if first {
                 self.report.bytes += meta.size();
-                self.report.entries += 1;
-                return Ok(());
             }
+            self.report.entries += 1;
+            return Ok(());
         }
         if entry.kind == EntryKind::File && meta.nlink() > 1 {
             if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {

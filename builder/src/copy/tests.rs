@@ -803,3 +803,42 @@ fn exclude_patterns_apply_to_copy_and_digest() {
     f.file("src/main.rs", "fn main() { changed() }");
     assert_ne!(before, digest(&f));
 }
+
+#[test]
+fn deferred_files_are_not_copied_and_links_stay_links() {
+    let f = Fixture::new();
+    f.file("d/a", "shared");
+    f.file("d/plain", "plain");
+    std::fs::hard_link(f.context.path().join("d/a"), f.context.path().join("d/b")).unwrap();
+    // Linked to a file outside the copied set: one name copied, so a plain file.
+    f.file("other/x", "only one copied");
+    std::fs::hard_link(
+        f.context.path().join("other/x"),
+        f.context.path().join("d/x"),
+    )
+    .unwrap();
+    f.copy(&["d"], "/out/", |_| {}).unwrap();
+
+    let deferred = f.deferred.borrow();
+    let names: Vec<String> = deferred.keys().map(|k| k.display().to_string()).collect();
+    assert_eq!(names, ["out/a", "out/b", "out/plain", "out/x"]);
+    assert!(f.deferred_upper.path().join("out").is_dir());
+    assert!(!f.deferred_upper.path().join("out/plain").exists());
+
+    let tar = layer_tar(f.deferred_upper.path(), &deferred);
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let kinds: Vec<(String, tar::EntryType)> = archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().display().to_string(),
+                e.header().entry_type(),
+            )
+        })
+        .collect();
+    assert!(kinds.contains(&("out/a".into(), tar::EntryType::Regular)));
+    assert!(kinds.contains(&("out/b".into(), tar::EntryType::Link)));
+    assert!(kinds.contains(&("out/x".into(), tar::EntryType::Regular)));
+}
