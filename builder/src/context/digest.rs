@@ -131,19 +131,21 @@ pub fn digest_sources(
         let entries = source_entries(files, source, exclude)?;
         wanted.extend(entries.into_iter().filter(|e| e.kind == EntryKind::File));
     }
-    let mut digests: std::collections::HashMap<&Path, [u8; 32]> = Default::default();
+    // Keyed by path bytes (a `Path` hashes component by component, slowly).
+    let mut digests: std::collections::HashMap<&std::ffi::OsStr, [u8; 32]> =
+        std::collections::HashMap::with_capacity(wanted.len());
     let mut misses = Vec::new();
     for entry in wanted {
         match cache.lookup(&entry.path, &entry.metadata) {
             Some(d) => {
-                digests.insert(&entry.path, d);
+                digests.insert(entry.path.as_os_str(), d);
             }
             None => misses.push(entry),
         }
     }
     for (entry, digest) in hash_parallel(&misses)? {
         cache.insert(&entry.path, &entry.metadata, digest);
-        digests.insert(&entry.path, digest);
+        digests.insert(entry.path.as_os_str(), digest);
     }
 
     let mut all = Encoder::new("rbuild-copy-v1");
@@ -167,7 +169,7 @@ pub fn digest_sources(
                 EntryKind::File => {
                     enc.u64(meta.size());
                     let digest = digests
-                        .get(entry.path.as_path())
+                        .get(entry.path.as_os_str())
                         .copied()
                         .unwrap_or([0; 32]);
                     enc.bytes(&digest);

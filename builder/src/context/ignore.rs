@@ -83,6 +83,9 @@ impl IgnoreRules {
     /// directory matches and the last pattern that applies is not an exception. The
     /// context root (`.`) is never excluded. (moby's `MatchesOrParentMatches`.)
     pub fn is_excluded(&self, path: &str) -> Result<bool, ContextError> {
+        if self.patterns.is_empty() {
+            return Ok(false);
+        }
         let file = pathclean::clean(path);
         if file == "." {
             return Ok(false);

@@ -8,8 +8,9 @@
 //! empty cache, never an error: it only costs a cold read.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::Metadata;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -52,7 +53,9 @@ pub struct StatCacheStats {
 #[derive(Debug, Default)]
 pub struct StatCache {
     file: Option<PathBuf>,
-    entries: HashMap<PathBuf, (Stamp, [u8; 32])>,
+    /// Keyed by the path's bytes: hashing a `Path` parses its components, which costs more
+    /// than the rest of a warm lookup.
+    entries: HashMap<OsString, (Stamp, [u8; 32])>,
     dirty: bool,
     stats: StatCacheStats,
 }
@@ -87,7 +90,7 @@ impl StatCache {
 
     /// The cached digest of `path` if its metadata has not changed.
     pub fn lookup(&mut self, path: &Path, meta: &Metadata) -> Option<[u8; 32]> {
-        match self.entries.get(path) {
+        match self.entries.get(path.as_os_str()) {
             Some((stamp, digest)) if *stamp == Stamp::of(meta) => {
                 self.stats.hits += 1;
                 Some(*digest)
@@ -100,7 +103,7 @@ impl StatCache {
     pub fn insert(&mut self, path: &Path, meta: &Metadata, digest: [u8; 32]) {
         self.stats.misses += 1;
         self.entries
-            .insert(path.to_path_buf(), (Stamp::of(meta), digest));
+            .insert(path.as_os_str().to_os_string(), (Stamp::of(meta), digest));
         self.dirty = true;
     }
 
@@ -143,13 +146,13 @@ impl StatCache {
     }
 }
 
-fn encode(entries: &HashMap<PathBuf, (Stamp, [u8; 32])>) -> Vec<u8> {
+fn encode(entries: &HashMap<OsString, (Stamp, [u8; 32])>) -> Vec<u8> {
     let mut out = Vec::with_capacity(MAGIC.len() + entries.len() * 96);
     out.extend_from_slice(MAGIC);
     let mut sorted: Vec<_> = entries.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     for (path, (stamp, digest)) in sorted {
-        let name = path.as_os_str().as_encoded_bytes();
+        let name = path.as_encoded_bytes();
         out.extend_from_slice(&(name.len() as u32).to_le_bytes());
         out.extend_from_slice(name);
         out.extend_from_slice(&stamp.size.to_le_bytes());
@@ -161,29 +164,28 @@ fn encode(entries: &HashMap<PathBuf, (Stamp, [u8; 32])>) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Option<HashMap<PathBuf, (Stamp, [u8; 32])>> {
+fn decode(bytes: &[u8]) -> Option<HashMap<OsString, (Stamp, [u8; 32])>> {
     use std::os::unix::ffi::OsStrExt;
     let mut rest = bytes.strip_prefix(MAGIC)?;
     let mut entries = HashMap::new();
-    let take = |n: usize, rest: &mut &[u8]| -> Option<Vec<u8>> {
-        if rest.len() < n {
-            return None;
-        }
-        let mut buf = vec![0; n];
-        rest.read_exact(&mut buf).ok()?;
-        Some(buf)
-    };
+    fn take<'a>(n: usize, rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let (head, tail) = rest.split_at_checked(n)?;
+        *rest = tail;
+        Some(head)
+    }
+    fn array<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
+        take(N, rest)?.try_into().ok()
+    }
     while !rest.is_empty() {
-        let len = u32::from_le_bytes(take(4, &mut rest)?.try_into().ok()?) as usize;
+        let len = u32::from_le_bytes(array(&mut rest)?) as usize;
         let name = take(len, &mut rest)?;
-        let size = u64::from_le_bytes(take(8, &mut rest)?.try_into().ok()?);
-        let mtime_ns = i64::from_le_bytes(take(8, &mut rest)?.try_into().ok()?);
-        let ino = u64::from_le_bytes(take(8, &mut rest)?.try_into().ok()?);
-        let mode = u32::from_le_bytes(take(4, &mut rest)?.try_into().ok()?);
-        let digest: [u8; 32] = take(32, &mut rest)?.try_into().ok()?;
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(&name));
+        let size = u64::from_le_bytes(array(&mut rest)?);
+        let mtime_ns = i64::from_le_bytes(array(&mut rest)?);
+        let ino = u64::from_le_bytes(array(&mut rest)?);
+        let mode = u32::from_le_bytes(array(&mut rest)?);
+        let digest: [u8; 32] = array(&mut rest)?;
         entries.insert(
-            path,
+            std::ffi::OsStr::from_bytes(name).to_os_string(),
             (
                 Stamp {
                     size,
