@@ -339,6 +339,10 @@ mod tests {
         let second = digest(dir.path(), &["."], &mut warm);
         assert_eq!(warm.stats(), StatCacheStats { hits: 3, misses: 0 });
         assert_eq!(first, second);
+        // Loaded on another thread: the same hits once the first lookup waits for it.
+        let mut background = StatCache::open_in_background(&cache_file);
+        assert_eq!(digest(dir.path(), &["."], &mut background), first);
+        assert_eq!(background.stats(), StatCacheStats { hits: 3, misses: 0 });
 
         // Same size, mtime put back: not noticed. This is docker's trade-off as well.
         let conf = dir.path().join("app.conf");

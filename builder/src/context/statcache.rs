@@ -49,13 +49,18 @@ pub struct StatCacheStats {
     pub misses: u64,
 }
 
+type Entries = HashMap<OsString, (Stamp, [u8; 32])>;
+
 /// A persistent map from file identity to its sha256.
 #[derive(Debug, Default)]
 pub struct StatCache {
     file: Option<PathBuf>,
+    /// The file being read on another thread ([`StatCache::open_in_background`]); its
+    /// entries are taken on first use.
+    loading: Option<std::thread::JoinHandle<Option<Entries>>>,
     /// Keyed by the path's bytes: hashing a `Path` parses its components, which costs more
     /// than the rest of a warm lookup.
-    entries: HashMap<OsString, (Stamp, [u8; 32])>,
+    entries: Entries,
     dirty: bool,
     stats: StatCacheStats,
 }
@@ -80,6 +85,34 @@ impl StatCache {
         cache
     }
 
+    /// [`StatCache::open`] on another thread, so reading and decoding a big cache overlaps
+    /// the rest of the build's start (parsing, the context walk); the first lookup waits.
+    pub fn open_in_background(file: &Path) -> Self {
+        let path = file.to_path_buf();
+        let loading = std::thread::Builder::new()
+            .name("statcache-load".into())
+            .spawn(move || decode(&std::fs::read(&path).ok()?));
+        match loading {
+            Ok(handle) => Self {
+                file: Some(file.to_path_buf()),
+                loading: Some(handle),
+                ..Self::default()
+            },
+            Err(_) => Self::open(file),
+        }
+    }
+
+    /// The entries, once the background load (if any) is done. A load that failed or
+    /// panicked is an empty cache.
+    fn loaded(&mut self) -> &mut Entries {
+        if let Some(handle) = self.loading.take() {
+            if let Ok(Some(entries)) = handle.join() {
+                self.entries = entries;
+            }
+        }
+        &mut self.entries
+    }
+
     /// Where the cache for the context directory `context_dir` lives under a store's
     /// cache directory: `<cache_dir>/statcache-<sha256 of the absolute context path>`.
     pub fn path_for(cache_dir: &Path, context_dir: &Path) -> PathBuf {
@@ -90,10 +123,11 @@ impl StatCache {
 
     /// The cached digest of `path` if its metadata has not changed.
     pub fn lookup(&mut self, path: &Path, meta: &Metadata) -> Option<[u8; 32]> {
-        match self.entries.get(path.as_os_str()) {
-            Some((stamp, digest)) if *stamp == Stamp::of(meta) => {
+        let found = self.loaded().get(path.as_os_str()).copied();
+        match found {
+            Some((stamp, digest)) if stamp == Stamp::of(meta) => {
                 self.stats.hits += 1;
-                Some(*digest)
+                Some(digest)
             }
             _ => None,
         }
@@ -102,7 +136,7 @@ impl StatCache {
     /// Records the digest of `path` as read with metadata `meta`.
     pub fn insert(&mut self, path: &Path, meta: &Metadata, digest: [u8; 32]) {
         self.stats.misses += 1;
-        self.entries
+        self.loaded()
             .insert(path.as_os_str().to_os_string(), (Stamp::of(meta), digest));
         self.dirty = true;
     }
@@ -146,7 +180,7 @@ impl StatCache {
     }
 }
 
-fn encode(entries: &HashMap<OsString, (Stamp, [u8; 32])>) -> Vec<u8> {
+fn encode(entries: &Entries) -> Vec<u8> {
     let mut out = Vec::with_capacity(MAGIC.len() + entries.len() * 96);
     out.extend_from_slice(MAGIC);
     let mut sorted: Vec<_> = entries.iter().collect();
@@ -164,7 +198,7 @@ fn encode(entries: &HashMap<OsString, (Stamp, [u8; 32])>) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Option<HashMap<OsString, (Stamp, [u8; 32])>> {
+fn decode(bytes: &[u8]) -> Option<Entries> {
     use std::os::unix::ffi::OsStrExt;
     let mut rest = bytes.strip_prefix(MAGIC)?;
     let mut entries = HashMap::new();

@@ -98,6 +98,29 @@ pub struct ContextFiles {
     index: HashMap<String, usize>,
 }
 
+/// A directory of the walk: its children still to visit.
+struct Level {
+    children: std::vec::IntoIter<(OsString, Metadata)>,
+    rel: PathBuf,
+    depth: usize,
+}
+
+/// The children of `dir` with their `lstat` metadata, sorted by name (bytes).
+fn list_dir(dir: &Path) -> Result<Vec<(OsString, Metadata)>, ContextError> {
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ContextError::Io { op, path, source }
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io("walk", dir))? {
+        let entry = entry.map_err(io("walk", dir))?;
+        let metadata = entry.metadata().map_err(io("stat", &entry.path()))?;
+        out.push((entry.file_name(), metadata));
+    }
+    out.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
+    Ok(out)
+}
+
 impl ContextFiles {
     /// Walks `root` and applies `rules`.
     pub fn walk(root: &Path, rules: &IgnoreRules) -> Result<Self, ContextError> {
@@ -115,51 +138,46 @@ impl ContextFiles {
         // Excluded directories walked because an exception may re-include something below
         // them: emitted only when that happens. `(depth, entry)`.
         let mut pending: Vec<(usize, ContextEntry)> = Vec::new();
-        let mut it = WalkDir::new(root)
-            .min_depth(1)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
-        while let Some(item) = it.next() {
-            let item = item.map_err(|e| {
-                let path = e.path().unwrap_or(root).to_path_buf();
-                ContextError::Io {
-                    op: "walk",
-                    path,
-                    source: e.into(),
-                }
-            })?;
-            let depth = item.depth();
+        // Depth first with an explicit stack; each directory's children listed and stat'ed
+        // relative to its open fd (a full-path stat per file costs a path lookup per file).
+        let mut stack = vec![Level {
+            children: list_dir(root)?.into_iter(),
+            rel: PathBuf::new(),
+            depth: 1,
+        }];
+        while let Some(level) = stack.last_mut() {
+            let Some((file_name, metadata)) = level.children.next() else {
+                stack.pop();
+                continue;
+            };
+            let depth = level.depth;
             while pending.last().is_some_and(|(d, _)| *d >= depth) {
                 pending.pop();
             }
-            let rel = item
-                .path()
-                .strip_prefix(root)
-                .unwrap_or(item.path())
-                .to_path_buf();
+            let rel = level.rel.join(&file_name);
             let name = rel.to_string_lossy().into_owned();
-            let metadata = item.metadata().map_err(|e| ContextError::Io {
-                op: "stat",
-                path: item.path().to_path_buf(),
-                source: e.into(),
-            })?;
             let kind = EntryKind::of(metadata.file_type());
             let entry = ContextEntry {
-                path: item.path().to_path_buf(),
+                path: root.join(&rel),
                 rel,
                 name,
                 kind,
                 metadata,
             };
             let excluded = rules.is_excluded(&entry.name)?;
+            let descend = kind == EntryKind::Dir
+                && (!excluded || rules.exception_may_match_below(&entry.name));
+            if descend {
+                let children = list_dir(&entry.path)?.into_iter();
+                stack.push(Level {
+                    children,
+                    rel: entry.rel.clone(),
+                    depth: depth + 1,
+                });
+            }
             if excluded {
-                if kind == EntryKind::Dir {
-                    if rules.exception_may_match_below(&entry.name) {
-                        pending.push((depth, entry));
-                    } else {
-                        it.skip_current_dir();
-                    }
+                if descend {
+                    pending.push((depth, entry));
                 }
                 continue;
             }
