@@ -6,8 +6,8 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rbuild_store::{
-    gzip_parallel, write_layer_tar, zstd_compress, CacheRecord, Digest, Store, TarOptions,
-    CACHE_RECORD_VERSION, GZIP_LEVEL, ZSTD_LEVEL,
+    gzip_parallel, write_layer_tar, write_layer_tar_with, zstd_compress, CacheRecord, Digest,
+    ExternalFile, ExternalFiles, Store, TarOptions, CACHE_RECORD_VERSION, GZIP_LEVEL, ZSTD_LEVEL,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -59,6 +59,41 @@ fn layer_tar(c: &mut Criterion) {
         b.iter(|| {
             let mut w = HashWriter(Sha256::new());
             let stats = write_layer_tar(dir.path(), &mut w, &TarOptions::default()).expect("tar");
+            (stats, Digest::from_hasher(w.0))
+        })
+    });
+    // The COPY path: the same files as external files of an upper holding only the dirs.
+    let upper = tempfile::tempdir().expect("tempdir");
+    let mut external = ExternalFiles::new();
+    for entry in walkdir::WalkDir::new(dir.path()).min_depth(1) {
+        let entry = entry.expect("walk");
+        let rel = entry
+            .path()
+            .strip_prefix(dir.path())
+            .expect("rel")
+            .to_path_buf();
+        let meta = entry.metadata().expect("stat");
+        if meta.is_dir() {
+            std::fs::create_dir(upper.path().join(&rel)).expect("dir");
+            continue;
+        }
+        let file = ExternalFile {
+            source: entry.path().to_path_buf(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            size: meta.len(),
+            link: None,
+        };
+        external.insert(rel, file);
+    }
+    g.bench_function("400x8KiB_external_tar_and_diffid", |b| {
+        b.iter(|| {
+            let mut w = HashWriter(Sha256::new());
+            let options = TarOptions::default();
+            let stats =
+                write_layer_tar_with(upper.path(), &external, &mut w, &options).expect("tar");
             (stats, Digest::from_hasher(w.0))
         })
     });
