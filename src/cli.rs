@@ -148,7 +148,7 @@ pub struct BuildArgs {
     /// Compression for --push
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: Compression,
-    /// Compression level for --push (gzip 0-9, default 1; zstd 1-19, default 3)
+    /// Compression level for --push (gzip 0-9, default 2; zstd 1-19, default 3)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
     #[command(flatten)]
@@ -170,7 +170,7 @@ pub struct PushArgs {
     /// Layer compression
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: Compression,
-    /// Compression level (gzip 0-9, default 1; zstd 1-19, default 3)
+    /// Compression level (gzip 0-9, default 2; zstd 1-19, default 3)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
     /// How to show progress
