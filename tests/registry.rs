@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::util::busybox::busybox;
+use crate::util::faultproxy::{Fault, FaultProxy};
 use crate::util::proxy::{Direction, Proxy};
 use crate::util::registry::RegistryOptions;
 use crate::util::tokenissuer::TokenIssuer;
@@ -964,4 +965,30 @@ fn streamed_layer_upload_falls_back_when_cut() {
     rb.ok(&["push", "cut/app:v1", &direct]);
     let lines = log_lines_after(registry, mark, "/v2/cut/app/");
     assert!(!lines.iter().any(|l| is_blob_upload(l)), "{lines:#?}");
+}
+
+/// A registry that answers the streamed PATCH with a 5xx still gets the layer: the finished
+/// blob is uploaded from the store with the ordinary (monolithic) upload.
+#[test]
+fn streamed_layer_upload_falls_back_on_5xx() {
+    let rb = store_with_busybox();
+    let registry = Registry::shared();
+    build_text_image(&rb, "refused/app:v1");
+    let proxy = FaultProxy::start(&registry.addr, Fault::StatusOnPatch(503), usize::MAX);
+    let dest = format!("{}/refused/app:v1", proxy.addr);
+    let out = run_env(
+        &rb,
+        &[],
+        &["push", "--progress", "plain", "refused/app:v1", &dest],
+        None,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(proxy.injected() >= 1, "no PATCH reached the proxy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Retrying (attempt 2)"),
+        "no fallback upload: {stderr}"
+    );
+    let (_, ok) = top_layer(&format!("{}/refused/app:v1", registry.addr));
+    assert!(ok, "the layer does not decompress to its diffID");
 }
