@@ -42,6 +42,22 @@ fn main() -> io::Result<()> {
         rbuild_store::gzip_parallel(&mut data.as_slice(), &mut out, level, 1)?;
         report("gzip", level as i32, process_cpu() - start, mib, out.0);
     }
+    {
+        // Huffman-only (no match search), one gzip member per 4 MiB as gzip_parallel makes.
+        let start = process_cpu();
+        let mut out = 0u64;
+        for chunk in data.chunks(4 << 20) {
+            let mut buf = vec![0u8; chunk.len() + chunk.len() / 8 + 1024];
+            let config = zlib_rs::DeflateConfig {
+                window_bits: 31,
+                strategy: zlib_rs::Strategy::HuffmanOnly,
+                ..zlib_rs::DeflateConfig::new(6)
+            };
+            let (c, _) = zlib_rs::compress_slice(&mut buf, chunk, config);
+            out += c.len() as u64;
+        }
+        report("gzip huffman-only", 6, process_cpu() - start, mib, out);
+    }
     for level in [1i32, 3] {
         let mut out = Counter(0);
         let start = process_cpu();

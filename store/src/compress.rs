@@ -8,10 +8,9 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::{mpsc, Mutex};
 
-use flate2::write::GzEncoder;
-
 use crate::blob::BlobWriter;
 use crate::fsutil::write_atomic;
+use crate::gzip_member::gzip_member;
 use crate::oci::{
     layer_compression, Compression, Descriptor, MEDIA_TYPE_OCI_LAYER_GZIP,
     MEDIA_TYPE_OCI_LAYER_ZSTD,
@@ -343,15 +342,6 @@ pub fn gzip_parallel<R: Read, W: Write>(
         drop(work_tx);
         result
     })
-}
-
-fn gzip_member(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
-    let mut enc = flate2::GzBuilder::new().mtime(0).write(
-        Vec::with_capacity(data.len() / 2 + 64),
-        flate2::Compression::new(level),
-    );
-    enc.write_all(data)?;
-    GzEncoder::finish(enc)
 }
 
 fn read_chunk<R: Read>(input: &mut R, size: usize) -> io::Result<Vec<u8>> {

@@ -30,6 +30,7 @@ mod digest;
 mod error;
 mod fsutil;
 mod gc;
+mod gzip_member;
 mod image;
 mod layer_in;
 mod layer_out;
