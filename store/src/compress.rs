@@ -70,7 +70,11 @@ impl LayerCompression {
     /// it stores text as is (ratio 0.998) and makes binaries 25 % bigger than level 6, so every
     /// pull pays for it. For comparison, go-containerregistry (crane, ko, kaniko) uses Go's
     /// BestSpeed, whose level 1 is a dynamic-Huffman fast matcher like our level 2; podman and
-    /// buildah use 5, BuildKit 6 (ours: 1 % smaller than 2 on binaries, at 0.6-0.8× its speed).
+    /// buildah use 5, BuildKit 6 (here 6 % smaller than 2 on binaries, at 0.6-0.8× its speed).
+    ///
+    /// These figures are of deflate with its match search. A member whose samples gain < 3 %
+    /// from that search is Huffman-coded only, at any level (`gzip_member`), so text without
+    /// repeats now runs at ~90 MiB/s per core, the same size whatever the level.
     ///
     /// zstd: 3 (libzstd's own default, as in containerd and BuildKit). Level 1 is 1.3-1.7×
     /// faster (476 vs 359 MiB/s per core on text, 300 vs 180 on the tar) but 12 % bigger on
