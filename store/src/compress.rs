@@ -152,8 +152,8 @@ impl Store {
         Ok(None)
     }
 
-    /// Compresses `layer` into a new blob (committed, verified by its digest) and returns its
-    /// descriptor, without writing the per-diffID record (see
+    /// Compresses `layer` (read through a reader that verifies its digest) into a new blob,
+    /// committed under the digest computed while writing, and returns its descriptor, without writing the per-diffID record (see
     /// [`Store::remember_compressed_layer`]). `on_output(bytes, consumed)` sees every
     /// compressed byte in order as it is written to the blob, with the number of uncompressed
     /// bytes read so far, so a caller can upload while the blob is being made. A layer
@@ -289,7 +289,7 @@ fn threads() -> usize {
 /// gzip `input` to `out` as independent members of `GZIP_MEMBER` bytes compressed on
 /// `threads` worker threads, written in order as soon as each is ready. The calling thread
 /// reads and writes; at most `threads + 2` members are in flight, so memory stays bounded
-/// (~7 MiB per member). Deterministic: members have mtime 0 and no name, so the output does
+/// (at most 4 MiB in and ~4 MiB out per member). Deterministic: members have mtime 0 and no name, so the output does
 /// not depend on the thread count.
 pub fn gzip_parallel<R: Read, W: Write>(
     input: &mut R,
