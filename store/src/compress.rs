@@ -153,11 +153,11 @@ impl Store {
     }
 
     /// Compresses `layer` (read through a reader that verifies its digest) into a new blob,
-    /// committed under the digest computed while writing, and returns its descriptor, without writing the per-diffID record (see
-    /// [`Store::remember_compressed_layer`]). `on_output(bytes, consumed)` sees every
-    /// compressed byte in order as it is written to the blob, with the number of uncompressed
-    /// bytes read so far, so a caller can upload while the blob is being made. A layer
-    /// compressed with another format is decompressed first.
+    /// committed under the digest computed while writing, and returns its descriptor, without
+    /// writing the per-diffID record (see [`Store::remember_compressed_layer`]).
+    /// `on_output(bytes, consumed)` sees every compressed byte in order as it is written to the
+    /// blob, with the number of uncompressed bytes read so far, so a caller can upload while
+    /// the blob is being made. A layer compressed with another format is decompressed first.
     pub fn compress_layer(
         &self,
         layer: &Descriptor,
@@ -289,8 +289,8 @@ fn threads() -> usize {
 /// gzip `input` to `out` as independent members of `GZIP_MEMBER` bytes compressed on
 /// `threads` worker threads, written in order as soon as each is ready. The calling thread
 /// reads and writes; at most `threads + 2` members are in flight, so memory stays bounded
-/// (at most 4 MiB in and ~4 MiB out per member). Deterministic: members have mtime 0 and no name, so the output does
-/// not depend on the thread count.
+/// (at most 4 MiB in and ~4 MiB out per member). Deterministic: members have mtime 0 and no
+/// name, and the output does not depend on the thread count.
 pub fn gzip_parallel<R: Read, W: Write>(
     input: &mut R,
     out: &mut W,

@@ -12,7 +12,8 @@
 //!   and `umoci unpack --image <root>:<full name>` work as long as `<root>` has no `:`.
 //! - `snapshots/<chain id hex>/fs` (overlay form: whiteout = char 0:0, opaque dir =
 //!   `trusted.overlay.opaque=y`) and `snapshots/<chain id hex>/meta` ([`SnapshotMeta`] JSON).
-//! - `cache/<key hex>` ([`CacheRecord`] JSON) and `cache/compressed/<diffid hex>-<gzip|zstd>-<level>`
+//! - `cache/<key hex>` ([`CacheRecord`] JSON) and
+//!   `cache/compressed/<diffid hex>-<gzip|zstd>-<level>`
 //!   (the [`Descriptor`] of a layer's compressed blob).
 //! - `tmp/<p…>/` + `tmp/<p…>.lock`: one scratch dir per open [`Store`] handle, flocked for its
 //!   lifetime; [`Store::open`] removes the ones whose lock is free (dead processes).
