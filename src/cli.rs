@@ -76,6 +76,22 @@ pub enum Compression {
     Zstd,
 }
 
+impl Compression {
+    /// The store's layer compression for this format at `level` (its default when `None`);
+    /// a level out of the format's range is a usage error.
+    pub fn with_level(
+        self,
+        level: Option<i32>,
+    ) -> Result<rbuild_store::LayerCompression, crate::exit::UsageError> {
+        let format = match self {
+            Compression::Gzip => rbuild_store::Compression::Gzip,
+            Compression::Zstd => rbuild_store::Compression::Zstd,
+        };
+        rbuild_store::LayerCompression::new(format, level)
+            .map_err(|e| crate::exit::UsageError(format!("--compression-level: {e}")))
+    }
+}
+
 /// Flags shared by every command that talks to a registry.
 #[derive(Debug, Clone, Args)]
 pub struct RegistryFlags {
@@ -132,6 +148,9 @@ pub struct BuildArgs {
     /// Compression for --push
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: Compression,
+    /// Compression level for --push (gzip 0-9, default 2; zstd 1-19, default 3)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub compression_level: Option<i32>,
     #[command(flatten)]
     pub registry: RegistryFlags,
     /// Build context: a directory, or - for a tar on stdin
@@ -151,6 +170,9 @@ pub struct PushArgs {
     /// Layer compression
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: Compression,
+    /// Compression level (gzip 0-9, default 2; zstd 1-19, default 3)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub compression_level: Option<i32>,
     /// How to show progress
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,

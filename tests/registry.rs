@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::util::busybox::busybox;
+use crate::util::faultproxy::{Fault, FaultProxy};
 use crate::util::proxy::{Direction, Proxy};
 use crate::util::registry::RegistryOptions;
 use crate::util::tokenissuer::TokenIssuer;
@@ -772,4 +773,222 @@ fn write_two_platform_layout(src: &Path, dir: &Path) -> (String, String) {
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
     (amd_config, arm_config)
+}
+
+/// Builds `FROM busybox` + one COPY of ~1.5 MB of text (compressible, so gzip levels give
+/// different bytes) into `rb`'s store as `tag`.
+fn build_text_image(rb: &Rbuild, tag: &str) {
+    let ctx = TestDir::new("levels-ctx");
+    ctx.write(
+        "Dockerfile",
+        format!("FROM {}\nCOPY data.txt /data.txt\n", busybox().reference),
+    );
+    let mut text = String::new();
+    let mut x: u32 = 11;
+    while text.len() < 1_500_000 {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        text.push_str(&format!("entry {} value {}\n", x % 7919, x >> 19));
+    }
+    ctx.write("data.txt", text);
+    rb.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        tag,
+        &ctx.path().display().to_string(),
+    ]);
+}
+
+/// The pushed image's top layer: its blob digest, and whether the blob fetched from the
+/// registry (copied out by skopeo, which verifies digests) decompresses to its diffID.
+fn top_layer(reference: &str) -> (String, bool) {
+    let out = TestDir::new("levels-copy");
+    let layout = out.path().join("layout");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &format!("docker://{reference}"),
+            &format!("oci:{}:x", layout.display()),
+        ],
+    );
+    let blob = |digest: &str| layout.join("blobs/sha256").join(&digest[7..]);
+    let json = |digest: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(blob(digest)).unwrap()).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = json(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = json(manifest["config"]["digest"].as_str().unwrap());
+    let layer = manifest["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let diff_id = config["rootfs"]["diff_ids"][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tar = Command::new("gzip")
+        .arg("-dc")
+        .arg(blob(&layer))
+        .output()
+        .expect("gzip");
+    assert!(tar.status.success(), "{}", show(&tar));
+    use sha2::Digest;
+    let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&tar.stdout)));
+    (layer, actual == diff_id)
+}
+
+/// `--compression-level` changes the pushed layer; the compressed blob is remembered per
+/// level, so pushing again at the same level uploads nothing new and another level makes
+/// (and uploads) another blob.
+#[test]
+fn compression_level_is_remembered_per_level() {
+    let rb = store_with_busybox();
+    let registry = Registry::shared();
+    build_text_image(&rb, "levels/app:v1");
+
+    let fast = format!("{}/levels-fast/app:v1", registry.addr);
+    let out = rb.ok(&["push", "--compression-level", "1", "levels/app:v1", &fast]);
+    let fast_digest = pushed_digest(&out);
+    let (fast_layer, ok) = top_layer(&fast);
+    assert!(ok, "the level-1 layer does not decompress to its diffID");
+
+    // Same level again, to the same repository: nothing uploaded, same manifest.
+    let mark = registry.log_text().len();
+    let out = rb.ok(&["push", "--compression-level", "1", "levels/app:v1", &fast]);
+    assert_eq!(pushed_digest(&out), fast_digest);
+    let lines = log_lines_after(registry, mark, "/v2/levels-fast/app/");
+    let uploads: Vec<&String> = lines.iter().filter(|l| is_blob_upload(l)).collect();
+    assert!(uploads.is_empty(), "second push uploaded: {uploads:#?}");
+
+    // Same level to a new repository: the remembered blob is reused (same layer digest).
+    let other = format!("{}/levels-other/app:v1", registry.addr);
+    let out = rb.ok(&["push", "--compression-level", "1", "levels/app:v1", &other]);
+    assert_eq!(pushed_digest(&out), fast_digest);
+
+    // The default level makes another blob, uploaded this time.
+    let default = format!("{}/levels-default/app:v1", registry.addr);
+    let mark = registry.log_text().len();
+    let out = rb.ok(&["push", "--progress", "plain", "levels/app:v1", &default]);
+    assert_ne!(pushed_digest(&out), fast_digest);
+    let (default_layer, ok) = top_layer(&default);
+    assert!(
+        ok,
+        "the default-level layer does not decompress to its diffID"
+    );
+    assert_ne!(
+        default_layer, fast_layer,
+        "the level did not change the blob"
+    );
+    let lines = log_lines_after(registry, mark, "/v2/levels-default/app/");
+    // Streamed while compressing: one PATCH without a known length, then the PUT.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"PATCH ") && l.contains("/blobs/uploads/")),
+        "the new blob was not streamed: {lines:#?}"
+    );
+    let records: Vec<String> = std::fs::read_dir(rb.root.join("cache/compressed"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        records.iter().any(|r| r.ends_with("-gzip-1")),
+        "{records:?}"
+    );
+    assert_eq!(records.len(), 2, "one record per level: {records:?}");
+}
+
+#[test]
+fn compression_level_out_of_range_is_a_usage_error() {
+    let rb = Rbuild::new();
+    for args in [
+        &["push", "--compression-level", "10", "x/y:z"][..],
+        &[
+            "push",
+            "--compression",
+            "zstd",
+            "--compression-level",
+            "0",
+            "x/y:z",
+        ],
+        &["push", "--compression-level", "-1", "x/y:z"],
+        &[
+            "build",
+            "--push",
+            "-t",
+            "x/y:z",
+            "--compression-level",
+            "42",
+            ".",
+        ],
+    ] {
+        let out = rb.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("compression level"), "{args:?}: {stderr}");
+    }
+}
+
+/// A layer compressed during its upload whose stream is cut mid-way is still pushed: the
+/// blob is finished in the store and uploaded from it with the retrying upload.
+#[test]
+fn streamed_layer_upload_falls_back_when_cut() {
+    let rb = store_with_busybox();
+    let registry = Registry::shared();
+    build_text_image(&rb, "cut/app:v1");
+    // Cut the first connection carrying more than 100 kB of request body: the stream.
+    let proxy = Proxy::start(&registry.addr, Direction::Upload, 100_000, 1);
+    let dest = format!("{}/cut/app:v1", proxy.addr);
+    let out = run_env(
+        &rb,
+        &[],
+        &["push", "--progress", "plain", "cut/app:v1", &dest],
+        None,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(proxy.drops(), 1, "the proxy did not cut the upload");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Retrying (attempt 2)"),
+        "no fallback upload: {stderr}"
+    );
+    let direct = format!("{}/cut/app:v1", registry.addr);
+    let (_, ok) = top_layer(&direct);
+    assert!(ok, "the layer does not decompress to its diffID");
+    // The blob was remembered: a second push compresses and uploads nothing.
+    let mark = registry.log_text().len();
+    rb.ok(&["push", "cut/app:v1", &direct]);
+    let lines = log_lines_after(registry, mark, "/v2/cut/app/");
+    assert!(!lines.iter().any(|l| is_blob_upload(l)), "{lines:#?}");
+}
+
+/// A registry that answers the streamed PATCH with a 5xx still gets the layer: the finished
+/// blob is uploaded from the store with the ordinary (monolithic) upload.
+#[test]
+fn streamed_layer_upload_falls_back_on_5xx() {
+    let rb = store_with_busybox();
+    let registry = Registry::shared();
+    build_text_image(&rb, "refused/app:v1");
+    let proxy = FaultProxy::start(&registry.addr, Fault::StatusOnPatch(503), usize::MAX);
+    let dest = format!("{}/refused/app:v1", proxy.addr);
+    let out = run_env(
+        &rb,
+        &[],
+        &["push", "--progress", "plain", "refused/app:v1", &dest],
+        None,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(proxy.injected() >= 1, "no PATCH reached the proxy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Retrying (attempt 2)"),
+        "no fallback upload: {stderr}"
+    );
+    let (_, ok) = top_layer(&format!("{}/refused/app:v1", registry.addr));
+    assert!(ok, "the layer does not decompress to its diffID");
 }

@@ -1,17 +1,19 @@
-//! Push: compress layers at the edge (store), then per blob HEAD → mount → upload
-//! (monolithic, chunked as fallback) in parallel with retries, config, and the manifest last.
+//! Push: layers whose compressed form the store remembers go HEAD → mount → upload
+//! (monolithic, chunked as fallback) with retries; the others are compressed while they
+//! stream into the upload (`compress_upload`); layers in parallel, config, the manifest last.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use rbuild_store::{Compression, Digest, Image, Store};
+use rbuild_store::{Descriptor, Digest, Image, LayerCompression, Store};
 use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, Response, StatusCode};
 
 use crate::auth::Scopes;
 use crate::client::Client;
+use crate::compress_upload::compress_and_push;
 use crate::manifest::{self, BlobRef};
 use crate::progress::{Outcome, Progress};
 use crate::reference::Reference;
@@ -35,9 +37,23 @@ pub struct PushedImage {
 
 /// One blob to push.
 #[derive(Clone)]
-struct Blob {
-    digest: Digest,
-    size: u64,
+pub(crate) struct Blob {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+}
+
+/// A layer's compressed form: known before the upload, or made while uploading it.
+enum LayerForm {
+    /// In the store already (remembered, or the layer is in this format).
+    Known(Descriptor),
+    /// To compress from this layer blob while uploading.
+    Compress(Descriptor),
+}
+
+/// One parallel unit of a push.
+enum Job<'a> {
+    Upload(&'a Blob),
+    CompressUpload(&'a Descriptor),
 }
 
 impl Client {
@@ -47,7 +63,7 @@ impl Client {
         store: &Store,
         image: &str,
         destination: &Reference,
-        compression: Compression,
+        compression: LayerCompression,
         progress: Arc<dyn Progress>,
     ) -> Result<PushedImage> {
         let s = store.clone();
@@ -74,13 +90,14 @@ impl Client {
             .await
     }
 
-    /// Pushes a store image to `destination`.
+    /// Pushes a store image to `destination`, compressing layers with `compression` (format
+    /// and level) unless the store already has that form.
     pub async fn push_image(
         &self,
         store: &Store,
         image: &Image,
         destination: &Reference,
-        compression: Compression,
+        compression: LayerCompression,
         progress: Arc<dyn Progress>,
     ) -> Result<PushedImage> {
         let what = destination.to_string();
@@ -101,28 +118,39 @@ impl Client {
             });
         };
 
-        // Compression happens here, at the edge, once per layer (the store remembers it).
+        // Compression happens at the edge, once per layer and level (the store remembers it).
+        // A layer whose form is not known yet is compressed while it uploads; a registry that
+        // only takes chunked uploads gets the blobs compressed first.
+        let ep = self.endpoint(destination.registry())?;
+        let stream = !ep.always_chunked();
         let s = store.clone();
         let originals = layers.clone();
         let w = what.clone();
-        let compressed: Vec<BlobRef> = tokio::task::spawn_blocking(move || {
+        let forms: Vec<LayerForm> = tokio::task::spawn_blocking(move || {
             originals
                 .iter()
                 .map(|l| {
                     let desc = store_desc::from_ref(&w, l)?;
-                    let c = s
-                        .compressed_layer(&desc, compression)
-                        .map_err(Error::store(format!("compress layer {}", l.digest)))?;
-                    let mut r = store_desc::to_ref(&c);
-                    r.annotations = l.annotations.clone();
-                    Ok(r)
+                    let what = || format!("compress layer {}", l.digest);
+                    let known = if stream {
+                        s.remembered_compressed_layer(&desc, compression)
+                            .map_err(Error::store(what()))?
+                    } else {
+                        Some(
+                            s.compressed_layer(&desc, compression)
+                                .map_err(Error::store(what()))?,
+                        )
+                    };
+                    Ok(match known {
+                        Some(c) => LayerForm::Known(c),
+                        None => LayerForm::Compress(desc),
+                    })
                 })
                 .collect::<Result<Vec<_>>>()
         })
         .await
         .map_err(Error::Task)??;
 
-        let ep = self.endpoint(destination.registry())?;
         let repo = destination.repository().to_string();
         let registry = destination.registry().to_string();
         let root = store.root().to_path_buf();
@@ -131,20 +159,34 @@ impl Client {
             .map_err(Error::Task)?;
 
         let mut blobs: Vec<Blob> = Vec::new();
-        for l in compressed.iter().chain(std::iter::once(&config)) {
-            let digest = Digest::from_str(&l.digest).map_err(|_| Error::InvalidReference {
-                reference: format!("{what}: {}", l.digest),
-                reason: "manifest names an invalid digest",
-            })?;
-            if !blobs.iter().any(|b| b.digest == digest) {
-                blobs.push(Blob {
-                    digest,
-                    size: l.size,
-                });
+        let mut to_compress: Vec<&Descriptor> = Vec::new();
+        for form in &forms {
+            match form {
+                LayerForm::Known(c) => {
+                    if !blobs.iter().any(|b| b.digest == c.digest) {
+                        blobs.push(Blob {
+                            digest: c.digest.clone(),
+                            size: c.size,
+                        });
+                    }
+                }
+                LayerForm::Compress(d) => {
+                    if !to_compress.iter().any(|t| t.digest == d.digest) {
+                        to_compress.push(d);
+                    }
+                }
             }
         }
+        let config_blob = Blob {
+            digest: Digest::from_str(&config.digest).map_err(|_| Error::InvalidReference {
+                reference: format!("{what}: {}", config.digest),
+                reason: "manifest names an invalid digest",
+            })?,
+            size: config.size,
+        };
         let mount_sources: BTreeSet<String> = blobs
             .iter()
+            .chain(std::iter::once(&config_blob))
             .flat_map(|b| sources.repositories(&registry, &b.digest.to_string()))
             .filter(|r| *r != repo)
             .map(String::from)
@@ -152,30 +194,41 @@ impl Client {
         let scopes = Scopes::push(&repo, mount_sources.iter().map(String::as_str));
 
         // Layers in parallel, config after them, manifest last.
-        let (config_blob, layer_blobs) =
-            blobs.split_last().ok_or_else(|| Error::InvalidReference {
-                reference: what.clone(),
-                reason: "manifest has no config",
-            })?;
         let parallel = self.options().parallel.max(1);
         let sources_ref = &sources;
-        futures::stream::iter(layer_blobs.iter().map(|b| {
+        let jobs = blobs
+            .iter()
+            .filter(|b| b.digest != config_blob.digest)
+            .map(Job::Upload)
+            .chain(to_compress.iter().map(|d| Job::CompressUpload(d)));
+        let made: Vec<Option<(Digest, Descriptor)>> = futures::stream::iter(jobs.map(|job| {
             let ep = ep.clone();
             let scopes = scopes.clone();
             let progress = progress.clone();
             let repo = repo.clone();
             let registry = registry.clone();
             async move {
-                let from: Vec<String> = sources_ref
-                    .repositories(&registry, &b.digest.to_string())
-                    .filter(|r| *r != repo)
-                    .map(String::from)
-                    .collect();
-                push_blob(&ep, &repo, &scopes, store, b, &from, progress).await
+                match job {
+                    Job::Upload(b) => {
+                        let from: Vec<String> = sources_ref
+                            .repositories(&registry, &b.digest.to_string())
+                            .filter(|r| *r != repo)
+                            .map(String::from)
+                            .collect();
+                        push_blob(&ep, &repo, &scopes, store, b, &from, progress)
+                            .await
+                            .map(|_| None)
+                    }
+                    Job::CompressUpload(layer) => {
+                        compress_and_push(&ep, &repo, &scopes, store, layer, compression, progress)
+                            .await
+                            .map(|c| Some((layer.digest.clone(), c)))
+                    }
+                }
             }
         }))
         .buffer_unordered(parallel)
-        .try_collect::<Vec<Outcome>>()
+        .try_collect()
         .await?;
         let config_from: Vec<String> = sources
             .repositories(&registry, &config_blob.digest.to_string())
@@ -187,11 +240,37 @@ impl Client {
             &repo,
             &scopes,
             store,
-            config_blob,
+            &config_blob,
             &config_from,
             progress.clone(),
         )
         .await?;
+
+        let made: Vec<(Digest, Descriptor)> = made.into_iter().flatten().collect();
+        let mut compressed: Vec<BlobRef> = Vec::with_capacity(layers.len());
+        for (form, l) in forms.iter().zip(&layers) {
+            let c = match form {
+                LayerForm::Known(c) => c,
+                LayerForm::Compress(d) => made
+                    .iter()
+                    .find(|(source, _)| *source == d.digest)
+                    .map(|(_, c)| c)
+                    .ok_or_else(|| Error::InvalidReference {
+                        reference: format!("{what}: {}", d.digest),
+                        reason: "layer was not compressed",
+                    })?,
+            };
+            let mut r = store_desc::to_ref(c);
+            r.annotations = l.annotations.clone();
+            compressed.push(r);
+        }
+        for (_, c) in &made {
+            blobs.push(Blob {
+                digest: c.digest.clone(),
+                size: c.size,
+            });
+        }
+        blobs.push(config_blob);
 
         // The manifest: the stored bytes when no layer changed (the digest stays the
         // local image's), else the local manifest with the compressed descriptors.
@@ -317,7 +396,7 @@ async fn put_manifest(
 }
 
 /// Best-effort DELETE of an upload session we will not use; registries expire them anyway.
-async fn cancel_session(ep: &Endpoint, scopes: &Scopes, session: &str) {
+pub(crate) async fn cancel_session(ep: &Endpoint, scopes: &Scopes, session: &str) {
     let _ = ep
         .send_retry(&Req::new(Method::DELETE, session), scopes)
         .await;
@@ -325,7 +404,7 @@ async fn cancel_session(ep: &Endpoint, scopes: &Scopes, session: &str) {
 
 /// Pushes one blob unless the registry has it: HEAD, then a mount from `from`, then an
 /// upload, retried (with a fresh upload session) on connection errors, 5xx and 429.
-async fn push_blob(
+pub(crate) async fn push_blob(
     ep: &Endpoint,
     repo: &str,
     scopes: &Scopes,
@@ -481,7 +560,7 @@ async fn upload(
     finish(resp, &url).await
 }
 
-async fn finish(resp: Response, url: &str) -> Result<()> {
+pub(crate) async fn finish(resp: Response, url: &str) -> Result<()> {
     if resp.status() == StatusCode::CREATED || resp.status().is_success() {
         Ok(())
     } else {
@@ -490,7 +569,7 @@ async fn finish(resp: Response, url: &str) -> Result<()> {
 }
 
 /// The upload URL from a `Location` header, made absolute.
-async fn location(ep: &Endpoint, resp: &Response) -> Result<String> {
+pub(crate) async fn location(ep: &Endpoint, resp: &Response) -> Result<String> {
     let loc = resp
         .headers()
         .get(LOCATION)
@@ -508,7 +587,7 @@ async fn location(ep: &Endpoint, resp: &Response) -> Result<String> {
     }
 }
 
-fn with_digest(location: &str, digest: &Digest) -> String {
+pub(crate) fn with_digest(location: &str, digest: &Digest) -> String {
     let sep = if location.contains('?') { '&' } else { '?' };
     format!("{location}{sep}digest={digest}")
 }

@@ -453,6 +453,39 @@ impl Endpoint {
         })
     }
 
+    /// Sends `req` once with `body` instead of `req.body`: a one-shot stream (chunked
+    /// transfer encoding) that cannot be replayed, so a 401 is an error, not a retry; the
+    /// caller falls back to a replayable upload on any failure.
+    pub(crate) async fn send_stream(
+        &self,
+        req: &Req,
+        body: reqwest::Body,
+        scopes: &Scopes,
+    ) -> Result<Response> {
+        self.base().await?;
+        let auth = self.authorization(scopes).await?;
+        let mut builder = self
+            .http
+            .request(req.method.clone(), &req.url)
+            .headers(req.headers.clone())
+            .body(body);
+        if let Some(a) = auth {
+            builder = builder.header(AUTHORIZATION, a);
+        }
+        let resp = builder.send().await.map_err(|source| Error::Connection {
+            method: req.method.to_string(),
+            url: req.url.clone(),
+            source,
+        })?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(Error::Unauthorized {
+                registry: self.registry.clone(),
+                scope: scopes.describe(),
+            });
+        }
+        Ok(resp)
+    }
+
     /// [`Self::send`], retried with backoff on connection errors, 5xx and 429. Returns the
     /// first response that is not one of those (or the last error).
     pub(crate) async fn send_retry(&self, req: &Req, scopes: &Scopes) -> Result<Response> {

@@ -13,7 +13,7 @@ use rbuild_store::Store;
 
 use super::registry::client_options;
 use super::Globals;
-use crate::cli::{BuildArgs, Compression};
+use crate::cli::BuildArgs;
 use crate::exit::UsageError;
 use crate::progress::build::BuildView;
 use crate::progress::Style;
@@ -127,6 +127,7 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     if args.push && args.tags.is_empty() {
         return Err(UsageError("--push needs at least one -t NAME".into()).into());
     }
+    let compression = args.compression.with_level(args.compression_level)?;
     let opts = options(&args)?;
     let store = Store::open(&g.root)
         .with_context(|| format!("cannot open the store at {}", g.root.display()))?;
@@ -164,10 +165,6 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
         view.line(&format!("#0 naming to {t} done"));
     }
     if args.push {
-        let compression = match args.compression {
-            Compression::Gzip => rbuild_store::Compression::Gzip,
-            Compression::Zstd => rbuild_store::Compression::Zstd,
-        };
         for t in &tags {
             let dest = Reference::parse(t).map_err(|e| UsageError(e.to_string()))?;
             let pushed = client

@@ -11,7 +11,7 @@ use rbuild_registry::{
 use rbuild_store::Store;
 
 use super::Globals;
-use crate::cli::{Compression, LoginArgs, LogoutArgs, PullArgs, PushArgs, RegistryFlags};
+use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs, RegistryFlags};
 use crate::exit::UsageError;
 use crate::progress::transfer::{Direction, TransferView};
 use crate::progress::Style;
@@ -35,14 +35,11 @@ fn parse_reference(s: &str) -> anyhow::Result<Reference> {
 /// `rbuild push`.
 pub async fn push(g: &Globals, args: PushArgs) -> anyhow::Result<()> {
     let destination = parse_reference(args.destination.as_deref().unwrap_or(&args.image))?;
+    let compression = args.compression.with_level(args.compression_level)?;
     let store = open_store(g)?;
     let client = Client::new(client_options(&args.registry));
     let mode = Style::pick(args.progress, args.quiet);
     let view = Arc::new(TransferView::new(mode, Direction::Push));
-    let compression = match args.compression {
-        Compression::Gzip => rbuild_store::Compression::Gzip,
-        Compression::Zstd => rbuild_store::Compression::Zstd,
-    };
     if mode == Style::Plain {
         eprintln!("The push refers to repository [{}]", destination.name());
     }

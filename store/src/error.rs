@@ -129,6 +129,18 @@ pub enum Error {
     /// A blob's media type is not a layer type the store knows.
     #[error("unsupported layer media type {0}")]
     UnsupportedMediaType(String),
+    /// A compression level outside what the format accepts.
+    #[error("{format} compression level {level} is out of range (use {min} to {max})")]
+    CompressionLevel {
+        /// `gzip` or `zstd`.
+        format: &'static str,
+        /// The rejected level.
+        level: i32,
+        /// The lowest accepted level.
+        min: i32,
+        /// The highest accepted level.
+        max: i32,
+    },
 }
 
 impl Error {

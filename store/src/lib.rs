@@ -12,7 +12,8 @@
 //!   and `umoci unpack --image <root>:<full name>` work as long as `<root>` has no `:`.
 //! - `snapshots/<chain id hex>/fs` (overlay form: whiteout = char 0:0, opaque dir =
 //!   `trusted.overlay.opaque=y`) and `snapshots/<chain id hex>/meta` ([`SnapshotMeta`] JSON).
-//! - `cache/<key hex>` ([`CacheRecord`] JSON) and `cache/compressed/<diffid hex>-<gzip|zstd>`
+//! - `cache/<key hex>` ([`CacheRecord`] JSON) and
+//!   `cache/compressed/<diffid hex>-<gzip|zstd>-<level>`
 //!   (the [`Descriptor`] of a layer's compressed blob).
 //! - `tmp/<p…>/` + `tmp/<p…>.lock`: one scratch dir per open [`Store`] handle, flocked for its
 //!   lifetime; [`Store::open`] removes the ones whose lock is free (dead processes).
@@ -30,6 +31,7 @@ mod digest;
 mod error;
 mod fsutil;
 mod gc;
+mod gzip_member;
 mod image;
 mod layer_in;
 mod layer_out;
@@ -42,7 +44,7 @@ mod store;
 
 pub use blob::{BlobStore, BlobWriter, VerifiedReader};
 pub use cache::{CacheRecord, CACHE_RECORD_VERSION};
-pub use compress::{gzip_parallel, zstd_compress, GZIP_LEVEL, ZSTD_LEVEL};
+pub use compress::{gzip_parallel, zstd_compress, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{ChainId, DiffId, Digest};
 pub use error::Error;
 pub use gc::{FsckProblem, PruneReport};

@@ -589,6 +589,153 @@ fn parallel_gzip_is_multi_member_and_readable_by_gzip() {
     assert_eq!(out.stdout, data);
 }
 
+fn sample_text(len: usize) -> Vec<u8> {
+    let mut data = Vec::new();
+    let mut x: u32 = 7;
+    while data.len() < len {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        data.extend_from_slice(format!("row {} {}\n", x % 5000, x >> 22).as_bytes());
+    }
+    data
+}
+
+#[test]
+fn compression_level_changes_the_blob_and_keys_the_record() {
+    let (d, store) = store();
+    let data = sample_text(6 << 20);
+    let digest = store.blobs().put(&data).unwrap();
+    let layer = Descriptor::new(MEDIA_TYPE_OCI_LAYER, digest.clone(), data.len() as u64);
+    let fast = LayerCompression::new(Compression::Gzip, Some(1)).unwrap();
+    let best = LayerCompression::new(Compression::Gzip, Some(9)).unwrap();
+
+    assert_eq!(
+        store.remembered_compressed_layer(&layer, fast).unwrap(),
+        None
+    );
+    let gz1 = store.compressed_layer(&layer, fast).unwrap();
+    let gz9 = store.compressed_layer(&layer, best).unwrap();
+    assert_ne!(gz1.digest, gz9.digest, "the level changes the output");
+    assert!(gz9.size < gz1.size, "{} !< {}", gz9.size, gz1.size);
+    // Each level has its own record, and each is found again.
+    let records = d.path().join("cache/compressed");
+    assert!(records.join(format!("{}-gzip-1", digest.hex())).is_file());
+    assert!(records.join(format!("{}-gzip-9", digest.hex())).is_file());
+    assert_eq!(
+        store.remembered_compressed_layer(&layer, fast).unwrap(),
+        Some(gz1.clone())
+    );
+    assert_eq!(
+        store.remembered_compressed_layer(&layer, best).unwrap(),
+        Some(gz9.clone())
+    );
+    let default = LayerCompression::from(Compression::Gzip);
+    if default.level() != 1 && default.level() != 9 {
+        assert_eq!(
+            store.remembered_compressed_layer(&layer, default).unwrap(),
+            None
+        );
+    }
+    for blob in [&gz1, &gz9] {
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(store.blobs().path(&blob.digest))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(Digest::of(&out.stdout), digest);
+    }
+    // zstd levels are keyed the same way.
+    let z1 = LayerCompression::new(Compression::Zstd, Some(1)).unwrap();
+    let z19 = LayerCompression::new(Compression::Zstd, Some(19)).unwrap();
+    let a = store.compressed_layer(&layer, z1).unwrap();
+    let b = store.compressed_layer(&layer, z19).unwrap();
+    assert_ne!(a.digest, b.digest);
+    assert!(records.join(format!("{}-zstd-19", digest.hex())).is_file());
+}
+
+#[test]
+fn compression_levels_are_validated() {
+    for (format, ok, bad) in [
+        (Compression::Gzip, [0, 9], [-1, 10]),
+        (Compression::Zstd, [1, 19], [0, 20]),
+    ] {
+        for level in ok {
+            assert_eq!(
+                LayerCompression::new(format, Some(level)).unwrap().level(),
+                level
+            );
+        }
+        for level in bad {
+            let e = LayerCompression::new(format, Some(level)).unwrap_err();
+            assert!(matches!(e, Error::CompressionLevel { .. }), "{e}");
+            assert!(e.to_string().contains(&level.to_string()), "{e}");
+        }
+    }
+    assert_eq!(
+        LayerCompression::new(Compression::Zstd, None).unwrap(),
+        LayerCompression::from(Compression::Zstd)
+    );
+}
+
+#[test]
+fn compress_layer_shows_every_byte_before_the_record_is_written() {
+    let (_d, store) = store();
+    let data = sample_text(9 << 20);
+    let digest = store.blobs().put(&data).unwrap();
+    let layer = Descriptor::new(MEDIA_TYPE_OCI_LAYER, digest, data.len() as u64);
+    for compression in [Compression::Gzip, Compression::Zstd] {
+        let compression = LayerCompression::from(compression);
+        let mut seen = Vec::new();
+        let mut consumed = 0;
+        let c = store
+            .compress_layer(&layer, compression, &mut |piece, done| {
+                seen.extend_from_slice(piece);
+                assert!(done >= consumed, "consumed bytes only grow");
+                consumed = done;
+            })
+            .unwrap();
+        assert_eq!(consumed, data.len() as u64);
+        assert_eq!(Digest::of(&seen), c.digest);
+        assert_eq!(seen, store.blobs().read(&c.digest).unwrap());
+        // Not remembered until the caller says so.
+        assert_eq!(
+            store
+                .remembered_compressed_layer(&layer, compression)
+                .unwrap(),
+            None
+        );
+        store
+            .remember_compressed_layer(&layer, compression, &c)
+            .unwrap();
+        assert_eq!(
+            store
+                .remembered_compressed_layer(&layer, compression)
+                .unwrap(),
+            Some(c)
+        );
+    }
+}
+
+#[test]
+fn parallel_gzip_edges_match_one_thread() {
+    let member = 4 << 20;
+    for len in [0, 1, member - 1, member, member + 1, 3 * member] {
+        let data = sample_text(len);
+        let data = &data[..len];
+        let mut one = Vec::new();
+        gzip_parallel(&mut &data[..], &mut one, 6, 1).unwrap();
+        for threads in [2, 5] {
+            let mut many = Vec::new();
+            gzip_parallel(&mut &data[..], &mut many, 6, threads).unwrap();
+            assert_eq!(many, one, "len {len}, {threads} threads");
+        }
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&one[..]), &mut back)
+            .unwrap();
+        assert_eq!(back, data, "len {len}");
+    }
+}
+
 #[test]
 fn fsck_names_broken_snapshots_and_records() {
     let (_d, store) = store();

@@ -21,6 +21,8 @@ pub enum Fault {
     Stall(usize, Duration),
     /// Answer every request (not only blobs) with this status and no body.
     Status(u16),
+    /// Answer blob upload PATCH requests (after reading their body) with this status.
+    StatusOnPatch(u16),
     /// Send a blob's headers with the full Content-Length but only half the body, then close.
     Truncate,
     /// Flip bytes in a blob body (same length): the digest no longer matches.
@@ -232,7 +234,12 @@ fn serve(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     let is_blob_get = method == "GET" && path.contains("/blobs/sha256:");
     let is_manifest_get = method == "GET" && path.contains("/manifests/");
 
-    if let Fault::Status(code) = state.fault {
+    let status = match state.fault {
+        Fault::Status(code) => Some(code),
+        Fault::StatusOnPatch(code) if method == "PATCH" => Some(code),
+        _ => None,
+    };
+    if let Some(code) = status {
         if state.claim() {
             let reason = if code == 503 {
                 "Service Unavailable"
