@@ -13,6 +13,7 @@ use std::ffi::OsString;
 use std::fs::{FileType, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 use walkdir::WalkDir;
 
@@ -105,8 +106,77 @@ struct Level {
     depth: usize,
 }
 
+/// A directory's children with their `lstat` metadata, sorted by name (bytes).
+type Listing = Vec<(OsString, Metadata)>;
+
+/// Whether the walk goes into a directory: it is kept, or excluded with an exception
+/// that may re-include something below it.
+fn descends(rules: &IgnoreRules, name: &str, excluded: bool) -> bool {
+    !excluded || rules.exception_may_match_below(name)
+}
+
+/// Lists, on a few threads, every directory the walk will go into (by [`descends`]),
+/// keyed by its path relative to `root`. A directory that cannot be listed (or whose
+/// children's rules fail) is left out: the walk lists it itself and meets the error in order.
+fn list_tree(root: &Path, rules: &IgnoreRules) -> HashMap<PathBuf, Listing> {
+    struct Work {
+        todo: Vec<PathBuf>,
+        busy: usize,
+        done: HashMap<PathBuf, Listing>,
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+    let work = Mutex::new(Work {
+        todo: vec![PathBuf::new()],
+        busy: 0,
+        done: HashMap::new(),
+    });
+    let changed = Condvar::new();
+    let lock = || work.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let rel = {
+                    let mut w = lock();
+                    loop {
+                        if let Some(rel) = w.todo.pop() {
+                            w.busy += 1;
+                            break rel;
+                        }
+                        if w.busy == 0 {
+                            changed.notify_all();
+                            return;
+                        }
+                        w = changed.wait(w).unwrap_or_else(|e| e.into_inner());
+                    }
+                };
+                let listing = list_dir(&root.join(&rel)).ok();
+                let mut subdirs = Vec::new();
+                for (name, metadata) in listing.iter().flatten() {
+                    if metadata.is_dir() {
+                        let child = rel.join(name);
+                        let text = child.to_string_lossy();
+                        if let Ok(excluded) = rules.is_excluded(&text) {
+                            if descends(rules, &text, excluded) {
+                                subdirs.push(child);
+                            }
+                        }
+                    }
+                }
+                let mut w = lock();
+                w.busy -= 1;
+                w.todo.extend(subdirs);
+                if let Some(listing) = listing {
+                    w.done.insert(rel, listing);
+                }
+                changed.notify_all();
+            });
+        }
+    });
+    work.into_inner().unwrap_or_else(|e| e.into_inner()).done
+}
+
 /// The children of `dir` with their `lstat` metadata, sorted by name (bytes).
-fn list_dir(dir: &Path) -> Result<Vec<(OsString, Metadata)>, ContextError> {
+fn list_dir(dir: &Path) -> Result<Listing, ContextError> {
     let io = |op: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| ContextError::Io { op, path, source }
@@ -134,6 +204,22 @@ impl ContextFiles {
                 path: root.to_path_buf(),
             });
         }
+        // The directories are listed and their children stat'ed first, on every core; the
+        // ordered walk below then only takes the listings.
+        let mut listed = list_tree(root, rules);
+        Self::walk_listed(root, rules, &mut listed)
+    }
+
+    /// The ordered walk over `listed` (a directory missing there is listed on the spot).
+    fn walk_listed(
+        root: &Path,
+        rules: &IgnoreRules,
+        listed: &mut HashMap<PathBuf, Listing>,
+    ) -> Result<Self, ContextError> {
+        let mut take = |rel: &Path| match listed.remove(rel) {
+            Some(listing) => Ok(listing),
+            None => list_dir(&root.join(rel)),
+        };
         let mut entries: Vec<ContextEntry> = Vec::new();
         // Excluded directories walked because an exception may re-include something below
         // them: emitted only when that happens. `(depth, entry)`.
@@ -141,7 +227,7 @@ impl ContextFiles {
         // Depth first with an explicit stack; each directory's children listed and stat'ed
         // relative to its open fd (a full-path stat per file costs a path lookup per file).
         let mut stack = vec![Level {
-            children: list_dir(root)?.into_iter(),
+            children: take(Path::new(""))?.into_iter(),
             rel: PathBuf::new(),
             depth: 1,
         }];
@@ -165,10 +251,9 @@ impl ContextFiles {
                 metadata,
             };
             let excluded = rules.is_excluded(&entry.name)?;
-            let descend = kind == EntryKind::Dir
-                && (!excluded || rules.exception_may_match_below(&entry.name));
+            let descend = kind == EntryKind::Dir && descends(rules, &entry.name, excluded);
             if descend {
-                let children = list_dir(&entry.path)?.into_iter();
+                let children = take(&entry.rel)?.into_iter();
                 stack.push(Level {
                     children,
                     rel: entry.rel.clone(),
@@ -336,12 +421,35 @@ mod tests {
 
     fn names(root: &Path, patterns: &[&str]) -> Vec<String> {
         let rules = IgnoreRules::new(patterns).unwrap();
-        ContextFiles::walk(root, &rules)
-            .unwrap()
-            .entries()
-            .iter()
-            .map(|e| e.name.clone())
-            .collect()
+        let names = |files: ContextFiles| -> Vec<String> {
+            files.entries().iter().map(|e| e.name.clone()).collect()
+        };
+        let walked = names(ContextFiles::walk(root, &rules).unwrap());
+        // Listing each directory on the spot, in walk order, sees the same.
+        let mut none = HashMap::new();
+        let alone = ContextFiles::walk_listed(root, &rules, &mut none).unwrap();
+        assert_eq!(
+            walked,
+            names(alone),
+            "listing the tree first changed the walk"
+        );
+        walked
+    }
+
+    #[test]
+    fn tree_listing_goes_only_where_the_walk_goes() {
+        let dir = tree(&["keep/a", "node_modules/x/y", "docs/skip/z", "docs/keep.md"]);
+        let rules = IgnoreRules::new(&["node_modules", "docs", "!docs/*.md"]).unwrap();
+        let listed = list_tree(dir.path(), &rules);
+        let mut dirs: Vec<String> = listed.keys().map(|k| k.display().to_string()).collect();
+        dirs.sort();
+        // `docs` is excluded but an exception may match below it (the rule is conservative,
+        // so `docs/skip` is listed too); `node_modules` is never listed.
+        assert_eq!(dirs, ["", "docs", "docs/skip", "keep"]);
+        assert_eq!(
+            names(dir.path(), &["node_modules", "docs", "!docs/*.md"]),
+            ["docs", "docs/keep.md", "keep", "keep/a"]
+        );
     }
 
     fn tree(paths: &[&str]) -> tempfile::TempDir {
