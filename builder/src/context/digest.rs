@@ -125,39 +125,41 @@ pub fn digest_sources(
     exclude: &IgnoreRules,
     cache: &mut StatCache,
 ) -> Result<ContentDigest, ContextError> {
-    // Every regular file that needs a content digest, cached or not.
-    let mut wanted: Vec<&ContextEntry> = Vec::new();
-    for source in sources {
-        let entries = source_entries(files, source, exclude)?;
-        wanted.extend(entries.into_iter().filter(|e| e.kind == EntryKind::File));
+    // Each source's entries, and a digest for every regular file among them, in order.
+    let source_files: Vec<Vec<&ContextEntry>> = sources
+        .iter()
+        .map(|source| source_entries(files, source, exclude))
+        .collect::<Result<_, _>>()?;
+    let regular: Vec<&ContextEntry> = source_files
+        .iter()
+        .flatten()
+        .filter(|e| e.kind == EntryKind::File)
+        .copied()
+        .collect();
+    let mut digests: Vec<Option<[u8; 32]>> = regular
+        .iter()
+        .map(|e| cache.lookup(&e.path, &e.metadata))
+        .collect();
+    let misses: Vec<usize> = (0..regular.len())
+        .filter(|&i| digests[i].is_none())
+        .collect();
+    let missed: Vec<&ContextEntry> = misses.iter().map(|&i| regular[i]).collect();
+    for (i, digest) in misses.into_iter().zip(hash_parallel(&missed)?) {
+        cache.insert(&regular[i].path, &regular[i].metadata, digest);
+        digests[i] = Some(digest);
     }
-    // Keyed by path bytes (a `Path` hashes component by component, slowly).
-    let mut digests: std::collections::HashMap<&std::ffi::OsStr, [u8; 32]> =
-        std::collections::HashMap::with_capacity(wanted.len());
-    let mut misses = Vec::new();
-    for entry in wanted {
-        match cache.lookup(&entry.path, &entry.metadata) {
-            Some(d) => {
-                digests.insert(entry.path.as_os_str(), d);
-            }
-            None => misses.push(entry),
-        }
-    }
-    for (entry, digest) in hash_parallel(&misses)? {
-        cache.insert(&entry.path, &entry.metadata, digest);
-        digests.insert(entry.path.as_os_str(), digest);
-    }
+    let mut next_digest = digests.into_iter();
 
     let mut all = Encoder::new("rbuild-copy-v1");
     all.u64(sources.len() as u64);
     let mut per_source = Vec::with_capacity(sources.len());
-    for source in sources {
+    for (source, entries) in sources.iter().zip(source_files) {
         let mut enc = Encoder::new("rbuild-copy-source-v1");
         let prefix = match source.resolved.as_str() {
             "." => String::new(),
             r => format!("{r}/"),
         };
-        for entry in source_entries(files, source, exclude)? {
+        for entry in entries {
             let rel = entry.name.strip_prefix(&prefix).unwrap_or("");
             let meta = &entry.metadata;
             enc.bytes(rel.as_bytes());
@@ -168,10 +170,8 @@ pub fn digest_sources(
             match entry.kind {
                 EntryKind::File => {
                     enc.u64(meta.size());
-                    let digest = digests
-                        .get(entry.path.as_os_str())
-                        .copied()
-                        .unwrap_or([0; 32]);
+                    // Regular files come in the order `regular` listed them.
+                    let digest = next_digest.next().flatten().unwrap_or([0; 32]);
                     enc.bytes(&digest);
                 }
                 EntryKind::Symlink => {
@@ -201,16 +201,14 @@ pub fn digest_sources(
     })
 }
 
-/// Hashes `entries` on a few scoped threads.
-fn hash_parallel<'a>(
-    entries: &[&'a ContextEntry],
-) -> Result<Vec<(&'a ContextEntry, [u8; 32])>, ContextError> {
+/// Hashes `entries` on a few scoped threads; the digests come back in the same order.
+fn hash_parallel(entries: &[&ContextEntry]) -> Result<Vec<[u8; 32]>, ContextError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8)
         .min(entries.len().max(1));
     let next = AtomicUsize::new(0);
-    let results = Mutex::new(Vec::with_capacity(entries.len()));
+    let results = Mutex::new(vec![[0u8; 32]; entries.len()]);
     let first_error = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -218,10 +216,7 @@ fn hash_parallel<'a>(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(entry) = entries.get(i) else { break };
                 match hash_file(&entry.path) {
-                    Ok(d) => results
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((*entry, d)),
+                    Ok(d) => results.lock().unwrap_or_else(|p| p.into_inner())[i] = d,
                     Err(e) => {
                         first_error
                             .lock()
