@@ -114,29 +114,29 @@ pub fn write_layer_tar_with<W: Write>(
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     // Depth first, each directory's entries in byte order of their names (the order of
     // walkdir's `sort_by_file_name`); an explicit stack, so deep trees cannot overflow.
-    let mut stack: Vec<std::vec::IntoIter<(OsString, Child)>> =
-        vec![listing(dir, Path::new(""), &by_parent)?.into_iter()];
-    let mut rels: Vec<PathBuf> = vec![PathBuf::new()];
-    while let Some(top) = stack.last_mut() {
-        let Some((name, child)) = top.next() else {
+    // Each open directory: its layer-relative path and the entries still to write.
+    let mut stack: Vec<(PathBuf, std::vec::IntoIter<(OsString, Child)>)> = vec![(
+        PathBuf::new(),
+        listing(dir, Path::new(""), &by_parent)?.into_iter(),
+    )];
+    while let Some((parent, children)) = stack.last_mut() {
+        let Some((name, child)) = children.next() else {
             stack.pop();
-            rels.pop();
             continue;
         };
-        let parent_rel = rels.last().cloned().unwrap_or_default();
-        let rel = parent_rel.join(&name);
-        let path = dir.join(&rel);
+        let rel = parent.join(&name);
         match child {
             Child::External(file) => {
                 emitted += 1;
                 w.external(&rel, file, &mut links)?;
             }
             Child::Real => {
+                let path = dir.join(&rel);
                 let meta = std::fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
                 w.entry(&path, &rel, &meta, &mut links)?;
                 if meta.is_dir() {
-                    stack.push(listing(&path, &rel, &by_parent)?.into_iter());
-                    rels.push(rel);
+                    let children = listing(&path, &rel, &by_parent)?.into_iter();
+                    stack.push((rel, children));
                 }
             }
         }
