@@ -73,16 +73,11 @@ impl StatCache {
 
     /// Loads the cache stored at `file` (empty when it does not exist or is damaged).
     pub fn open(file: &Path) -> Self {
-        let mut cache = Self {
+        Self {
             file: Some(file.to_path_buf()),
+            entries: load(file).unwrap_or_default(),
             ..Self::default()
-        };
-        if let Ok(bytes) = std::fs::read(file) {
-            if let Some(entries) = decode(&bytes) {
-                cache.entries = entries;
-            }
         }
-        cache
     }
 
     /// [`StatCache::open`] on another thread, so reading and decoding a big cache overlaps
@@ -91,7 +86,7 @@ impl StatCache {
         let path = file.to_path_buf();
         let loading = std::thread::Builder::new()
             .name("statcache-load".into())
-            .spawn(move || decode(&std::fs::read(&path).ok()?));
+            .spawn(move || load(&path));
         match loading {
             Ok(handle) => Self {
                 file: Some(file.to_path_buf()),
@@ -178,6 +173,11 @@ impl StatCache {
         self.dirty = false;
         Ok(())
     }
+}
+
+/// The entries stored at `file`; `None` when it is missing, unreadable or damaged.
+fn load(file: &Path) -> Option<Entries> {
+    decode(&std::fs::read(file).ok()?)
 }
 
 fn encode(entries: &Entries) -> Vec<u8> {
