@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rbuild_builder::build::KeyEncoder;
 use rbuild_builder::context::{
     digest_sources, hash_file, select_sources, ContextFiles, IgnoreRules, StatCache,
 };
+use rbuild_builder::solver::KeyEncoder;
 
 /// Deterministic file bodies from an xorshift stream.
 fn body(seed: u64, n: usize) -> Vec<u8> {

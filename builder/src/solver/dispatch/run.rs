@@ -10,10 +10,6 @@ use rbuild_store::ExternalFiles;
 
 use super::meta::{current_lowers, shell_of};
 use super::{commit, lookup, Lookup, StepCx};
-use crate::build::cachekey::KeyEncoder;
-use crate::build::ctx::blocking;
-use crate::build::state::{LayerRef, StageState};
-use crate::build::{NetworkMode, SecretSource};
 use crate::context::pathclean::{clean_in_root, leaves_root};
 use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules, SelectedSource};
 use crate::copy::{copy_into, CopySource, CopySpec, Layers};
@@ -21,6 +17,10 @@ use crate::error::RunFailure;
 use crate::events::{BuildEvent, OutputStream};
 use crate::frontend::Base;
 use crate::frontend::{Mount, MountKind, Network, Run, ShellOrExec};
+use crate::solver::cachekey::KeyEncoder;
+use crate::solver::ctx::blocking;
+use crate::solver::state::{LayerRef, StageState};
+use crate::solver::{NetworkMode, SecretSource};
 use crate::Error;
 
 /// Lines of output kept for the error of a failed step.
@@ -440,7 +440,7 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
                 tail.into_iter().collect::<Vec<_>>(),
             )));
         }
-        let layer = crate::build::export::commit_snapshot(
+        let layer = crate::solver::export::commit_snapshot(
             &store,
             active,
             parent.as_ref(),

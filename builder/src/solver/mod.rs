@@ -1,4 +1,4 @@
-//! The build engine: a parsed Dockerfile ([`crate::frontend::StepGraph`]) becomes a
+//! The solver: a parsed Dockerfile ([`crate::frontend::StepGraph`]) becomes a
 //! [`plan::Plan`], whose stages the [`scheduler`] runs in parallel, each step dispatched by
 //! one function per instruction against the cache, the store, the runner and registries.
 //!

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use rbuild_store::ExternalFiles;
 
 use super::{commit, lookup, push_history, Lookup, StepCx};
-use crate::build::cachekey::KeyEncoder;
-use crate::build::config::{Empty, HealthConfig};
-use crate::build::ctx::blocking;
-use crate::build::state::{LayerRef, StageState};
 use crate::context::pathclean::clean_in_root;
 use crate::copy::Layers;
 use crate::frontend::{ArgDecl, Healthcheck, KeyValue, ShellOrExec};
+use crate::solver::cachekey::KeyEncoder;
+use crate::solver::config::{Empty, HealthConfig};
+use crate::solver::ctx::blocking;
+use crate::solver::state::{LayerRef, StageState};
 use crate::Error;
 
 /// Ends a metadata step: history entry (no layer) and the next key in the chain.
@@ -357,7 +357,7 @@ pub async fn make_layer(
                 return Err(e);
             }
         };
-        let layer = crate::build::export::commit_snapshot(
+        let layer = crate::solver::export::commit_snapshot(
             &store,
             active,
             parent.as_ref(),

@@ -4,14 +4,14 @@
 use std::time::Instant;
 
 use super::{step, Deps};
-use crate::build::cachekey::KeyEncoder;
-use crate::build::config::ImageConfig;
-use crate::build::ctx::BuildCtx;
-use crate::build::plan::{PlannedStage, PlannedStep};
-use crate::build::state::{CacheUse, StageState};
 use crate::events::{BuildEvent, CacheMiss};
 use crate::frontend::parse_instruction;
 use crate::frontend::{Base, Location, Step};
+use crate::solver::cachekey::KeyEncoder;
+use crate::solver::config::ImageConfig;
+use crate::solver::ctx::BuildCtx;
+use crate::solver::plan::{PlannedStage, PlannedStep};
+use crate::solver::state::{CacheUse, StageState};
 use crate::Error;
 
 /// Starts a stage: its base, then its base's ONBUILD triggers.
@@ -31,7 +31,7 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
         CacheUse::Lookup
     };
     let platform = match &stage.platform {
-        Some(p) => crate::build::ctx::parse_platform(p)?,
+        Some(p) => crate::solver::ctx::parse_platform(p)?,
         None => ctx.platform.clone(),
     };
     let result = match &stage.base {

@@ -13,9 +13,6 @@ use sha2::{Digest as _, Sha256};
 
 use super::meta::{current_lowers, make_layer};
 use super::{commit, lookup, Lookup, StepCx};
-use crate::build::cachekey::KeyEncoder;
-use crate::build::ctx::blocking;
-use crate::build::state::StageState;
 use crate::context::pathclean::leaves_root;
 use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules, StatCache};
 use crate::copy::{
@@ -23,6 +20,9 @@ use crate::copy::{
 };
 use crate::frontend::Base;
 use crate::frontend::{Add, Copy, InlineFile, Source};
+use crate::solver::cachekey::KeyEncoder;
+use crate::solver::ctx::blocking;
+use crate::solver::state::StageState;
 use crate::Error;
 
 /// The shared shape of COPY and ADD.
