@@ -5,7 +5,7 @@
 use sha2::{Digest as _, Sha256};
 
 /// The version tag every key starts with.
-pub const VERSION: &str = "rbuild-cache-v1";
+pub const VERSION: &str = "rbuild-cache-v2";
 
 /// A step's cache key: sha256 over the encoded inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -153,7 +153,7 @@ mod tests {
                 e.str("cmd", "make");
             })
             .hex(),
-            "c34ab860c96a984360c7518f174582b8d24f82a1942493998b49f48aa3d0bb22"
+            "d7b8b53ba2fe069b9224fb88373b8520ee6e43458d73a1282b7a3cd21b027d59"
         );
     }
 }

@@ -106,7 +106,10 @@ async fn prepare_mount(
             let target = target.unwrap_or_default();
             let size = option(m, "size").and_then(|s| s.parse().ok());
             Ok(Some(Prepared {
-                key: format!("tmpfs:{target}:{size:?}"),
+                key: format!(
+                    "tmpfs:{target}:{}",
+                    size.map_or_else(|| "-".to_string(), |s: u64| s.to_string())
+                ),
                 mount: ExtraMount::Tmpfs { target, size },
                 _scratch: None,
             }))
@@ -353,7 +356,7 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
         .pairs("env", &env)
         .str("user", &user_spec)
         .str("cwd", &cwd)
-        .str("network", &format!("{network:?}"))
+        .str("network", network_key(&network))
         .list(
             "mounts",
             &prepared.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
@@ -469,4 +472,13 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
     };
     commit(cx, st, key, Some(layer), created_by, None).await?;
     Ok(Lookup::Miss)
+}
+
+/// The network mode as it enters a RUN key: a fixed name per mode, so renaming a variant
+/// never changes a key.
+fn network_key(network: &rbuild_runner::Network) -> &'static str {
+    match network {
+        rbuild_runner::Network::Host => "host",
+        rbuild_runner::Network::None => "none",
+    }
 }
