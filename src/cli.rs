@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rbuild_store::Compression;
 
 /// rbuild builds OCI images from Dockerfiles, without a daemon.
 #[derive(Debug, Parser)]
@@ -67,29 +69,20 @@ pub enum ProgressMode {
     Quiet,
 }
 
-/// Layer compression used when blobs leave the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Compression {
-    /// tar+gzip, accepted everywhere
-    Gzip,
-    /// tar+zstd, smaller and faster; needs a recent runtime
-    Zstd,
+/// The values `--compression` takes, parsed into the store's one compression type.
+fn compression_parser() -> impl clap::builder::TypedValueParser<Value = Compression> {
+    clap::builder::PossibleValuesParser::new(["gzip", "zstd"])
+        .try_map(|name| name.parse::<Compression>())
 }
 
-impl Compression {
-    /// The store's layer compression for this format at `level` (its default when `None`);
-    /// a level out of the format's range is a usage error.
-    pub fn with_level(
-        self,
-        level: Option<i32>,
-    ) -> Result<rbuild_store::LayerCompression, crate::exit::UsageError> {
-        let format = match self {
-            Compression::Gzip => rbuild_store::Compression::Gzip,
-            Compression::Zstd => rbuild_store::Compression::Zstd,
-        };
-        rbuild_store::LayerCompression::new(format, level)
-            .map_err(|e| crate::exit::UsageError(format!("--compression-level: {e}")))
-    }
+/// The store's layer compression for `compression` at `level` (its default when `None`);
+/// a level out of the format's range is a usage error.
+pub fn layer_compression(
+    compression: Compression,
+    level: Option<i32>,
+) -> Result<rbuild_store::LayerCompression, crate::exit::UsageError> {
+    rbuild_store::LayerCompression::new(compression, level)
+        .map_err(|e| crate::exit::UsageError(format!("--compression-level: {e}")))
 }
 
 /// Flags shared by every command that talks to a registry.
@@ -145,8 +138,8 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret (id=ID,src=PATH or id=ID,env=VAR)
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     pub secrets: Vec<String>,
-    /// Compression for --push
-    #[arg(long, value_enum, default_value = "gzip")]
+    /// Compression for --push: gzip or zstd
+    #[arg(long, default_value = "gzip", value_parser = compression_parser())]
     pub compression: Compression,
     /// Compression level for --push (gzip 0-9, default 2; zstd 1-19, default 3)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -167,8 +160,8 @@ pub struct PushArgs {
     /// Destination, when it differs from IMAGE
     #[arg(value_name = "DESTINATION")]
     pub destination: Option<String>,
-    /// Layer compression
-    #[arg(long, value_enum, default_value = "gzip")]
+    /// Layer compression: gzip or zstd
+    #[arg(long, default_value = "gzip", value_parser = compression_parser())]
     pub compression: Compression,
     /// Compression level (gzip 0-9, default 2; zstd 1-19, default 3)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]

@@ -116,7 +116,7 @@ fn images_inspect_tag_rmi() {
     assert!(row.contains(" 1 "), "{list}");
     let store = Store::open(&r.root).unwrap();
     let id = store
-        .resolve("docker.io/library/app:1")
+        .find_image("docker.io/library/app:1")
         .unwrap()
         .unwrap()
         .id()
@@ -163,7 +163,7 @@ fn fsck_names_bit_flipped_and_truncated_blobs() {
     let m = make_image(&r.root, "docker.io/library/f:1", "f");
     assert!(r.ok(&["fsck"]).starts_with("ok"));
     let store = Store::open(&r.root).unwrap();
-    let img = store.resolve("docker.io/library/f:1").unwrap().unwrap();
+    let img = store.find_image("docker.io/library/f:1").unwrap().unwrap();
     let layer = img.parsed_manifest().unwrap().layers[1].digest.clone();
     let path = store.blobs().path(&layer);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -204,7 +204,10 @@ fn prune_frees_what_nothing_references() {
     assert_eq!(blob_count(&r.root), before - 3, "{out}");
     assert!(r.ok(&["fsck"]).starts_with("ok"));
     let store = Store::open(&r.root).unwrap();
-    let keep = store.resolve("docker.io/library/keep:1").unwrap().unwrap();
+    let keep = store
+        .find_image("docker.io/library/keep:1")
+        .unwrap()
+        .unwrap();
     let m = keep.parsed_manifest().unwrap();
     let lowers = store
         .snapshot_chain(&m.layers, &keep.diff_ids().unwrap())
@@ -358,7 +361,7 @@ fn the_store_reads_an_image_skopeo_wrote_into_it() {
     );
     assert!(r.ok(&["images"]).contains("docker.io/library/busybox"));
     let store = Store::open(&r.root).unwrap();
-    let img = store.resolve(name).unwrap().unwrap();
+    let img = store.find_image(name).unwrap().unwrap();
     let diff_ids = img.diff_ids().unwrap();
     assert_eq!(diff_ids[0].to_string(), bb.diff_id);
     let m = img.parsed_manifest().unwrap();

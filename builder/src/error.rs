@@ -149,9 +149,12 @@ pub enum Error {
         /// The secret id.
         id: String,
     },
-    /// A base image for another platform than requested, or an unknown platform string.
-    #[error("invalid platform {0:?}")]
-    Platform(String),
+    /// An image name that is not a valid reference.
+    #[error(transparent)]
+    Reference(rbuild_store::ParseError),
+    /// A `--platform` or `FROM --platform` value that does not parse.
+    #[error(transparent)]
+    Platform(rbuild_store::ParseError),
     /// A background task of the build panicked or was cancelled.
     #[error("a build task failed")]
     Task(#[source] tokio::task::JoinError),

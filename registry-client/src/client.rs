@@ -11,12 +11,12 @@ use reqwest::{Method, Response, StatusCode};
 
 use crate::auth::Scopes;
 use crate::manifest;
-use crate::reference::Reference;
 use crate::secret::{Credential, Secret};
 use crate::transport::{
     read_limited, status_error, ClientOptions, CredentialSource, Endpoint, Req,
 };
 use crate::{Error, Result};
+use rbuild_store::Reference;
 
 /// A registry client. Cheap to clone; clones share connections and tokens.
 #[derive(Clone)]

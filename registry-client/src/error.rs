@@ -6,20 +6,26 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An image reference that does not parse.
-    #[error("invalid reference {reference:?}: {reason}")]
-    InvalidReference {
-        /// The reference as given.
-        reference: String,
-        /// What is wrong with it.
-        reason: &'static str,
+    /// A manifest names a blob by something that is not a digest.
+    #[error("{what}: manifest names an invalid digest {digest:?}")]
+    InvalidDigest {
+        /// Which manifest.
+        what: String,
+        /// The text in the digest's place.
+        digest: String,
     },
-    /// A platform string that is not `os/arch[/variant]`.
-    #[error("invalid platform {platform:?}: expected os/arch[/variant]")]
-    InvalidPlatform {
-        /// The platform as given.
-        platform: String,
+    /// A layer that push meant to compress has no compressed form (a bug, reported rather
+    /// than pushed wrong).
+    #[error("{what}: layer {layer} was not compressed")]
+    LayerNotCompressed {
+        /// Which image.
+        what: String,
+        /// The layer's digest.
+        layer: String,
     },
+    /// A reference or platform that does not parse.
+    #[error(transparent)]
+    Parse(#[from] rbuild_store::ParseError),
     /// The connection to the registry failed (after retries).
     #[error("{method} {url} failed")]
     Connection {

@@ -1,11 +1,9 @@
-//! Manifest and index media types, the parts of them pull and push read, platforms and
-//! platform selection, and the OCI → Docker schema2 media type rewrite.
+//! Manifest and index media types, the parts of them pull and push read, platform
+//! selection from an index, and the OCI → Docker schema2 media type rewrite.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
-
+use rbuild_store::Platform;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 use crate::{Error, Result};
 
@@ -43,22 +41,10 @@ pub struct BlobRef {
     pub size: u64,
     /// Platform (index entries only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<PlatformJson>,
+    pub platform: Option<Platform>,
     /// Annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-}
-
-/// The platform object of an index entry.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
-pub struct PlatformJson {
-    /// `architecture`.
-    pub architecture: String,
-    /// `os`.
-    pub os: String,
-    /// `variant`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
 }
 
 /// A manifest or index, as much as we need of it.
@@ -126,87 +112,6 @@ pub(crate) fn parse(
     Ok((media_type, parsed))
 }
 
-/// A platform: `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    /// `linux`.
-    pub os: String,
-    /// `amd64`, `arm64`, ...
-    pub architecture: String,
-    /// `v7`, `v8`, ...
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform of this machine (linux/amd64 on x86_64).
-    pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", None),
-            "x86" => ("386", None),
-            "arm" => ("arm", Some("v7")),
-            "powerpc64" => ("ppc64le", None),
-            "s390x" => ("s390x", None),
-            "riscv64" => ("riscv64", None),
-            other => (other, None),
-        };
-        Platform {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            variant: variant.map(String::from),
-        }
-    }
-
-    fn matches(&self, p: &PlatformJson) -> bool {
-        if p.os != self.os || p.architecture != self.architecture {
-            return false;
-        }
-        let normalize = |v: Option<&str>| -> Option<String> {
-            match (self.architecture.as_str(), v) {
-                // arm64 images usually omit the (only) variant v8.
-                ("arm64", None) => Some("v8".into()),
-                (_, v) => v.map(String::from),
-            }
-        };
-        match &self.variant {
-            None => true,
-            Some(_) => normalize(self.variant.as_deref()) == normalize(p.variant.as_deref()),
-        }
-    }
-}
-
-impl FromStr for Platform {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let bad = || Error::InvalidPlatform {
-            platform: s.to_string(),
-        };
-        if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
-            return Err(bad());
-        }
-        Ok(Platform {
-            os: parts[0].to_ascii_lowercase(),
-            architecture: match parts[1].to_ascii_lowercase().as_str() {
-                "x86_64" | "x86-64" => "amd64".into(),
-                "aarch64" => "arm64".into(),
-                a => a.into(),
-            },
-            variant: parts.get(2).map(|v| v.to_ascii_lowercase()),
-        })
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
 /// Picks the index entry for `platform`: the first image manifest that matches.
 pub(crate) fn select<'a>(
     what: &str,
@@ -223,10 +128,8 @@ pub(crate) fn select<'a>(
             available: entries
                 .iter()
                 .filter_map(|e| e.platform.as_ref())
-                .map(|p| match &p.variant {
-                    Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                    None => format!("{}/{}", p.os, p.architecture),
-                })
+                .filter(|p| !p.is_unknown())
+                .map(|p| p.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
         })
@@ -272,10 +175,12 @@ mod tests {
             media_type: OCI_MANIFEST.into(),
             digest: format!("sha256:{}", arch.len()),
             size: 1,
-            platform: Some(PlatformJson {
+            platform: Some(Platform {
                 architecture: arch.into(),
                 os: "linux".into(),
                 variant: variant.map(String::from),
+                os_version: None,
+                os_features: Vec::new(),
             }),
             annotations: BTreeMap::new(),
         }
@@ -311,8 +216,6 @@ mod tests {
         let p: Platform = "linux/arm/v6".parse().unwrap();
         let err = select("x", &entries, &p).unwrap_err().to_string();
         assert!(err.contains("linux/arm/v7"), "{err}");
-        assert!("linux".parse::<Platform>().is_err());
-        assert_eq!(Platform::host().to_string(), "linux/amd64");
     }
 
     #[test]

@@ -15,13 +15,13 @@ use tokio::sync::mpsc;
 
 use crate::auth::Scopes;
 use crate::client::Client;
-use crate::manifest::{self, Parsed, Platform};
+use crate::manifest::{self, Parsed};
 use crate::progress::{Outcome, Progress};
-use crate::reference::Reference;
-use crate::sources::Sources;
 use crate::store_desc;
 use crate::transport::{read_limited, status_error, Endpoint, Req};
 use crate::{Error, Result};
+use rbuild_store::Platform;
+use rbuild_store::Reference;
 
 /// What a pull stored.
 #[derive(Debug, Clone)]
@@ -139,12 +139,12 @@ impl Client {
                 store
                     .tag(&name, &desc)
                     .map_err(Error::store(format!("tag {name}")))?;
-                let mut sources = Sources::default();
+                let mut sources = rbuild_store::MountSources::default();
                 for b in &blobs {
                     sources.add(b, &registry, &repo);
                 }
                 // Only a hint for later mounts: a failure to record it is not a failed pull.
-                let _ = sources.save(store.root());
+                let _ = store.save_mount_sources(&sources);
                 Ok(())
             })
             .await
@@ -237,9 +237,9 @@ impl Client {
 }
 
 fn parse_digest(what: &str, s: &str) -> Result<Digest> {
-    Digest::from_str(s).map_err(|_| Error::InvalidReference {
-        reference: format!("{what}: {s}"),
-        reason: "manifest names an invalid digest",
+    Digest::from_str(s).map_err(|_| Error::InvalidDigest {
+        what: what.to_string(),
+        digest: s.to_string(),
     })
 }
 

@@ -16,11 +16,10 @@ use crate::client::Client;
 use crate::compress_upload::compress_and_push;
 use crate::manifest::{self, BlobRef};
 use crate::progress::{Outcome, Progress};
-use crate::reference::Reference;
-use crate::sources::Sources;
 use crate::store_desc;
 use crate::transport::{registry_error_detail, status_error, Body, Endpoint, Req};
 use crate::{Error, Result};
+use rbuild_store::Reference;
 
 /// What a push put in the registry.
 #[derive(Debug, Clone)]
@@ -68,18 +67,9 @@ impl Client {
     ) -> Result<PushedImage> {
         let s = store.clone();
         let name = image.to_string();
-        let normalized = Reference::parse(image).ok().map(|r| r.to_string());
         let found = tokio::task::spawn_blocking(move || -> Result<Option<Image>> {
-            if let Some(n) = normalized {
-                if let Some(img) = s
-                    .resolve(&n)
-                    .map_err(Error::store(format!("resolve {n}")))?
-                {
-                    return Ok(Some(img));
-                }
-            }
-            s.resolve(&name)
-                .map_err(Error::store(format!("resolve {name}")))
+            s.find_image(&name)
+                .map_err(Error::store(format!("find {name}")))
         })
         .await
         .map_err(Error::Task)??;
@@ -153,10 +143,11 @@ impl Client {
 
         let repo = destination.repository().to_string();
         let registry = destination.registry().to_string();
-        let root = store.root().to_path_buf();
-        let mut sources = tokio::task::spawn_blocking(move || Sources::load(&root))
+        let s = store.clone();
+        let mut sources = tokio::task::spawn_blocking(move || s.mount_sources())
             .await
-            .map_err(Error::Task)?;
+            .map_err(Error::Task)?
+            .map_err(Error::store("read registry mount sources"))?;
 
         let mut blobs: Vec<Blob> = Vec::new();
         let mut to_compress: Vec<&Descriptor> = Vec::new();
@@ -178,9 +169,9 @@ impl Client {
             }
         }
         let config_blob = Blob {
-            digest: Digest::from_str(&config.digest).map_err(|_| Error::InvalidReference {
-                reference: format!("{what}: {}", config.digest),
-                reason: "manifest names an invalid digest",
+            digest: Digest::from_str(&config.digest).map_err(|_| Error::InvalidDigest {
+                what: what.to_string(),
+                digest: config.digest.clone(),
             })?,
             size: config.size,
         };
@@ -255,9 +246,9 @@ impl Client {
                     .iter()
                     .find(|(source, _)| *source == d.digest)
                     .map(|(_, c)| c)
-                    .ok_or_else(|| Error::InvalidReference {
-                        reference: format!("{what}: {}", d.digest),
-                        reason: "layer was not compressed",
+                    .ok_or_else(|| Error::LayerNotCompressed {
+                        what: what.to_string(),
+                        layer: d.digest.to_string(),
                     })?,
             };
             let mut r = store_desc::to_ref(c);
@@ -340,9 +331,9 @@ impl Client {
         for b in &blobs {
             sources.add(&b.digest.to_string(), &registry, &repo);
         }
-        let root = store.root().to_path_buf();
+        let s = store.clone();
         // Only a hint for later mounts: failing to record it does not fail the push.
-        let _ = tokio::task::spawn_blocking(move || sources.save(&root)).await;
+        let _ = tokio::task::spawn_blocking(move || s.save_mount_sources(&sources)).await;
 
         Ok(PushedImage {
             reference: destination.clone(),

@@ -16,9 +16,9 @@ pub(crate) fn make(media_type: &str, digest: Digest, size: u64) -> Descriptor {
 
 /// The store descriptor for a manifest entry.
 pub(crate) fn from_ref(what: &str, r: &BlobRef) -> Result<Descriptor> {
-    let digest = Digest::from_str(&r.digest).map_err(|_| Error::InvalidReference {
-        reference: format!("{what}: {}", r.digest),
-        reason: "manifest names an invalid digest",
+    let digest = Digest::from_str(&r.digest).map_err(|_| Error::InvalidDigest {
+        what: what.to_string(),
+        digest: r.digest.clone(),
     })?;
     Ok(make(&r.media_type, digest, r.size))
 }

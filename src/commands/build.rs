@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use rbuild_builder::{BuildOptions, ContextSource, NetworkMode, SecretSource};
-use rbuild_registry::{Client, NoProgress, Reference};
+use rbuild_registry::{Client, NoProgress};
+use rbuild_store::Reference;
 use rbuild_store::Store;
 
 use super::registry::client_options;
@@ -127,7 +128,7 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     if args.push && args.tags.is_empty() {
         return Err(UsageError("--push needs at least one -t NAME".into()).into());
     }
-    let compression = args.compression.with_level(args.compression_level)?;
+    let compression = crate::cli::layer_compression(args.compression, args.compression_level)?;
     let opts = options(&args)?;
     let store = Store::open(&g.root)
         .with_context(|| format!("cannot open the store at {}", g.root.display()))?;

@@ -4,11 +4,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use anyhow::Context;
-use rbuild_registry::{
-    docker_config_path, normalize_registry, Client, ClientOptions, Platform, Reference, Secret,
-    DOCKER_HUB,
-};
-use rbuild_store::Store;
+use rbuild_registry::{docker_config_path, normalize_registry, Client, ClientOptions, Secret};
+use rbuild_store::{Platform, Reference, Store, DOCKER_HUB};
 
 use super::Globals;
 use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs, RegistryFlags};
@@ -35,7 +32,7 @@ fn parse_reference(s: &str) -> anyhow::Result<Reference> {
 /// `rbuild push`.
 pub async fn push(g: &Globals, args: PushArgs) -> anyhow::Result<()> {
     let destination = parse_reference(args.destination.as_deref().unwrap_or(&args.image))?;
-    let compression = args.compression.with_level(args.compression_level)?;
+    let compression = crate::cli::layer_compression(args.compression, args.compression_level)?;
     let store = open_store(g)?;
     let client = Client::new(client_options(&args.registry));
     let mode = Style::pick(args.progress, args.quiet);

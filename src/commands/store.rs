@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use rbuild_store::{normalize_reference, Image, Store};
+use rbuild_store::{Image, Reference, Store};
 
 use super::Globals;
 use crate::cli::{
@@ -14,16 +14,10 @@ fn open(g: &Globals) -> anyhow::Result<Store> {
     Store::open(&g.root).with_context(|| format!("cannot open the store at {}", g.root.display()))
 }
 
-/// Finds an image by exact tag, by normalized name (`busybox` → `docker.io/library/busybox:latest`)
-/// or by image-ID prefix.
+/// Finds an image by name (as typed or normalised) or by image-ID prefix.
 fn find(store: &Store, arg: &str) -> anyhow::Result<Image> {
-    if let Some(img) = store.resolve(arg)? {
+    if let Some(img) = store.find_image(arg)? {
         return Ok(img);
-    }
-    if let Ok(name) = normalize_reference(arg) {
-        if let Some(img) = store.resolve(&name)? {
-            return Ok(img);
-        }
     }
     Err(rbuild_store::Error::NoSuchImage(arg.to_owned()).into())
 }
@@ -144,8 +138,9 @@ pub fn inspect(g: &Globals, args: InspectArgs) -> anyhow::Result<()> {
 pub fn tag(g: &Globals, args: TagArgs) -> anyhow::Result<()> {
     let store = open(g)?;
     let img = find(&store, &args.source)?;
-    let target =
-        normalize_reference(&args.target).map_err(|e| crate::exit::UsageError(e.to_string()))?;
+    let target = Reference::parse(&args.target)
+        .map_err(|e| crate::exit::UsageError(e.to_string()))?
+        .to_string();
     store.tag(&target, &img.manifest)?;
     Ok(())
 }
@@ -158,7 +153,7 @@ pub fn rmi(g: &Globals, args: RmiArgs) -> anyhow::Result<()> {
     for arg in &args.images {
         let img = find(&store, arg)?;
         let names: Vec<String> = match &img.name {
-            Some(n) if n == arg || normalize_reference(arg).ok().as_deref() == Some(n) => {
+            Some(n) if n == arg || Reference::parse(arg).is_ok_and(|r| r.to_string() == *n) => {
                 vec![n.clone()]
             }
             _ => store

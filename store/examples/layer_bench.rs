@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let layer = Descriptor::new(MEDIA_TYPE_OCI_LAYER, digest, size);
     for c in [Compression::Gzip, Compression::Zstd] {
         let t = Instant::now();
-        let d = store.compressed_layer(&layer, c)?;
+        let d = store.compressed_layer(&layer, rbuild_store::LayerCompression::new(c, None)?)?;
         let s = t.elapsed().as_secs_f64();
         println!(
             "{c:?}: {} -> {} bytes (ratio {:.3}) in {s:.2}s = {:.0} MB/s of input",
@@ -67,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             mbs(size, s)
         );
         let t = Instant::now();
-        store.compressed_layer(&layer, c)?;
+        store.compressed_layer(&layer, rbuild_store::LayerCompression::new(c, None)?)?;
         println!(
             "{c:?} again (remembered): {:.3}s",
             t.elapsed().as_secs_f64()

@@ -7,7 +7,9 @@ use std::io::{self, Read, Write};
 use serde::Serialize;
 
 use crate::fsutil::remove_any;
-use crate::oci::{canonical_json, layer_compression, Descriptor, Index, ANNOTATION_REF_NAME};
+use crate::model::oci::{
+    canonical_json, layer_compression, Descriptor, Index, ANNOTATION_REF_NAME,
+};
 use crate::{DiffId, Error, Image, Result, Store};
 
 #[derive(Serialize)]

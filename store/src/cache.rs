@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::write_atomic;
-use crate::oci::Descriptor;
+use crate::model::oci::Descriptor;
 use crate::{ChainId, Digest, Error, Result, Store};
 
 /// The current [`CacheRecord::version`].
@@ -59,7 +59,7 @@ impl Store {
     /// Stores `record` under `key` (atomically replacing any previous one).
     pub fn cache_put(&self, key: &Digest, record: &CacheRecord) -> Result<()> {
         let path = self.root().join("cache").join(key.hex());
-        let bytes = crate::oci::canonical_json(record).map_err(|source| Error::Json {
+        let bytes = crate::model::oci::canonical_json(record).map_err(|source| Error::Json {
             what: "cache record",
             path: path.clone(),
             source,

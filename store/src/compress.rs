@@ -11,11 +11,10 @@ use std::sync::{mpsc, Mutex};
 use crate::blob::BlobWriter;
 use crate::fsutil::write_atomic;
 use crate::gzip_member::gzip_member;
-use crate::oci::{
-    layer_compression, Compression, Descriptor, MEDIA_TYPE_OCI_LAYER_GZIP,
-    MEDIA_TYPE_OCI_LAYER_ZSTD,
+use crate::model::oci::{
+    layer_compression, Descriptor, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_LAYER_ZSTD,
 };
-use crate::{Error, Result, Store};
+use crate::{Compression, Error, Result, Store};
 
 /// Uncompressed bytes per gzip member (each compressed on its own thread).
 const GZIP_MEMBER: usize = 4 << 20;
@@ -38,6 +37,11 @@ impl LayerCompression {
     /// `compression` at `level` (its default when `None`); a level the format does not
     /// accept (gzip 0..=9, zstd 1..=19) is an error naming the range.
     pub fn new(compression: Compression, level: Option<i32>) -> Result<LayerCompression> {
+        if !compression.is_layer_format() {
+            return Err(Error::NotLayerCompression {
+                format: compression.name(),
+            });
+        }
         let level = level.unwrap_or_else(|| Self::default_level(compression));
         let levels = Self::levels(compression);
         if !levels.contains(&level) {
@@ -51,11 +55,15 @@ impl LayerCompression {
         Ok(LayerCompression { compression, level })
     }
 
-    /// The levels `compression` accepts: gzip 0 (stored) ..= 9, zstd 1 ..= 19.
+    /// The levels `compression` accepts: gzip 0 (stored) ..= 9, zstd 1 ..= 19; none for
+    /// the formats layers cannot have.
     pub fn levels(compression: Compression) -> std::ops::RangeInclusive<i32> {
         match compression {
             Compression::Gzip => 0..=9,
             Compression::Zstd => 1..=19,
+            // An empty range: no level is valid (`new` refuses these formats first).
+            #[allow(clippy::reversed_empty_ranges)]
+            Compression::Bzip2 | Compression::Xz => 1..=0,
         }
     }
 
@@ -83,6 +91,7 @@ impl LayerCompression {
         match compression {
             Compression::Gzip => GZIP_DEFAULT as i32,
             Compression::Zstd => ZSTD_DEFAULT,
+            Compression::Bzip2 | Compression::Xz => 0,
         }
     }
 
@@ -97,12 +106,12 @@ impl LayerCompression {
     }
 }
 
-impl From<Compression> for LayerCompression {
-    /// `compression` at its default level.
-    fn from(compression: Compression) -> LayerCompression {
+impl Default for LayerCompression {
+    /// gzip at its default level.
+    fn default() -> LayerCompression {
         LayerCompression {
-            compression,
-            level: Self::default_level(compression),
+            compression: Compression::Gzip,
+            level: Self::default_level(Compression::Gzip),
         }
     }
 }
@@ -116,9 +125,8 @@ impl Store {
     pub fn compressed_layer(
         &self,
         layer: &Descriptor,
-        compression: impl Into<LayerCompression>,
+        compression: LayerCompression,
     ) -> Result<Descriptor> {
-        let compression = compression.into();
         if let Some(d) = self.remembered_compressed_layer(layer, compression)? {
             return Ok(d);
         }
@@ -197,6 +205,9 @@ impl Store {
                     .map_err(stream_error)?;
                 MEDIA_TYPE_OCI_LAYER_ZSTD
             }
+            Compression::Bzip2 | Compression::Xz => {
+                unreachable!("LayerCompression::new admits layer formats only")
+            }
         };
         let size = out.blob.written();
         let digest = out.blob.commit(None)?;
@@ -232,7 +243,7 @@ impl Store {
         let size = writer.written();
         let digest = writer.commit(None)?;
         Ok(Descriptor::new(
-            crate::oci::MEDIA_TYPE_OCI_LAYER,
+            crate::model::oci::MEDIA_TYPE_OCI_LAYER,
             digest,
             size,
         ))

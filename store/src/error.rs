@@ -106,14 +106,9 @@ pub enum Error {
         /// Number of diffIDs.
         diff_ids: usize,
     },
-    /// A user-given image name cannot be parsed.
-    #[error("invalid image reference {reference:?}: {reason}")]
-    InvalidReference {
-        /// The rejected text.
-        reference: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
+    /// A user-given name, platform or format does not parse.
+    #[error(transparent)]
+    Parse(#[from] crate::ParseError),
     /// An image name or ID matched nothing.
     #[error("no such image: {0}")]
     NoSuchImage(String),
@@ -140,6 +135,12 @@ pub enum Error {
         min: i32,
         /// The highest accepted level.
         max: i32,
+    },
+    /// A compression format that layers cannot have (bzip2, xz).
+    #[error("{format} is not a layer compression (use gzip or zstd)")]
+    NotLayerCompression {
+        /// The format's name.
+        format: &'static str,
     },
 }
 

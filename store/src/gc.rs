@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use crate::cache::CacheRecord;
 use crate::fsutil::remove_any;
-use crate::oci::{Index, Manifest};
+use crate::model::oci::{Index, Manifest};
 use crate::snapshot::SnapshotMeta;
-use crate::{ChainId, DiffId, Digest, Error, Result, Store};
+use crate::{Area, ChainId, DiffId, Digest, Error, Result, Store};
 
 /// What `prune` removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,7 +41,8 @@ impl Store {
     /// Deletes blobs, snapshots and cache records nothing references. Tagged images keep
     /// their manifests, configs, layers and snapshot chains; without `all`, build-cache
     /// records (and the layers and snapshots they name) are kept too; with `all` they are
-    /// dropped. Compressed-layer records are kept while their uncompressed layer is.
+    /// dropped, and so are the cache mounts and stat caches ([`Area`]). Compressed-layer
+    /// records are kept while their uncompressed layer is.
     /// Refuses ([`Error::StoreBusy`]) while another rbuild process has the store open.
     pub fn prune(&self, all: bool) -> Result<PruneReport> {
         let _lock = self.lock()?;
@@ -89,6 +90,18 @@ impl Store {
                 _ => {
                     remove_any(&path)?;
                     report.cache_records.push(format!("compressed/{name}"));
+                }
+            }
+        }
+        if all {
+            for area in Area::ALL.into_iter().filter(|a| a.dropped_by_prune_all()) {
+                let path = self.area_path(area);
+                for (name, entry) in list_entries(&path)? {
+                    // Move out first, so a half-deleted cache mount is never used.
+                    let doomed = self.scratch().join(format!("gc-{}-{name}", area.name()));
+                    std::fs::rename(&entry, &doomed)
+                        .map_err(Error::io("move cache area entry out", &entry))?;
+                    remove_any(&doomed)?;
                 }
             }
         }
@@ -345,7 +358,7 @@ fn list_entries(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The record files of a directory of records (`cache/`, `cache/compressed/`): its
-/// sub-directories (`compressed/`, and the builder's `mounts/` and `stat/`) are not records.
+/// sub-directories (`compressed/` and the [`Area`]s `mounts/` and `stat/`) are not records.
 fn list_files(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = list_entries(dir)?;
     out.retain(|(_, path)| !path.is_dir());

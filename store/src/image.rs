@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::fsutil::write_atomic;
-use crate::oci::{
+use crate::model::oci::{
     canonical_json, Descriptor, Index, Manifest, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_MANIFEST,
 };
@@ -158,9 +158,22 @@ impl Store {
         Ok(out)
     }
 
-    /// The image tagged `name_or_id`, else the one whose image ID (config digest, with or
-    /// without `sha256:`) starts with it, else the one whose manifest digest is it.
-    pub fn resolve(&self, name_or_id: &str) -> Result<Option<Image>> {
+    /// The one way to find a local image: by a name as the user typed it (`busybox`, tried
+    /// as given and normalised to `docker.io/library/busybox:latest`), else by image-ID prefix
+    /// (config digest, with or without `sha256:`), else by manifest digest.
+    pub fn find_image(&self, name_or_id: &str) -> Result<Option<Image>> {
+        if let Some(image) = self.find_exact(name_or_id)? {
+            return Ok(Some(image));
+        }
+        match crate::Reference::parse(name_or_id) {
+            Ok(r) if r.to_string() != name_or_id => self.find_exact(&r.to_string()),
+            _ => Ok(None),
+        }
+    }
+
+    /// The image tagged exactly `name_or_id`, else the one whose image ID starts with it,
+    /// else the one whose manifest digest is it.
+    fn find_exact(&self, name_or_id: &str) -> Result<Option<Image>> {
         let index = self.read_index()?;
         if let Some(d) = index.manifests.iter().find(|d| {
             d.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(name_or_id)

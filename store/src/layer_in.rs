@@ -29,17 +29,6 @@ pub struct Unpacked {
     pub content_bytes: u64,
 }
 
-/// The compression of a stream, from its first bytes.
-pub fn detect_compression(magic: &[u8]) -> Option<Compression> {
-    if magic.starts_with(&[0x1f, 0x8b]) {
-        Some(Compression::Gzip)
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some(Compression::Zstd)
-    } else {
-        None
-    }
-}
-
 /// A reader that decompresses `raw` according to its magic bytes.
 pub(crate) fn decompressing<'a, R: BufRead + 'a>(
     mut raw: R,
@@ -49,7 +38,7 @@ pub(crate) fn decompressing<'a, R: BufRead + 'a>(
         layer: what.to_owned(),
         source,
     })?;
-    Ok(match detect_compression(magic) {
+    Ok(match Compression::detect(magic) {
         Some(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
         Some(Compression::Zstd) => Box::new(
             zstd::stream::read::Decoder::with_buffer(raw).map_err(|source| Error::LayerStream {
@@ -57,6 +46,11 @@ pub(crate) fn decompressing<'a, R: BufRead + 'a>(
                 source,
             })?,
         ),
+        Some(other @ (Compression::Bzip2 | Compression::Xz)) => {
+            return Err(Error::NotLayerCompression {
+                format: other.name(),
+            })
+        }
         None => Box::new(raw),
     })
 }

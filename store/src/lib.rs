@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 mod archive;
+mod area;
 mod blob;
 mod cache;
 mod compress;
@@ -35,13 +36,14 @@ mod gzip_member;
 mod image;
 mod layer_in;
 mod layer_out;
-mod oci;
+pub mod model;
 mod pipe;
-mod reference;
 mod scratch;
 mod snapshot;
+mod sources;
 mod store;
 
+pub use area::{Area, AreaDir};
 pub use blob::{BlobStore, BlobWriter, VerifiedReader};
 pub use cache::{CacheRecord, CACHE_RECORD_VERSION};
 pub use compress::{gzip_parallel, zstd_compress, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
@@ -49,14 +51,15 @@ pub use digest::{ChainId, DiffId, Digest};
 pub use error::Error;
 pub use gc::{FsckProblem, PruneReport};
 pub use image::Image;
-pub use layer_in::{detect_compression, unpack_layer, Unpacked};
+pub use layer_in::{unpack_layer, Unpacked};
 pub use layer_out::{
     write_layer_tar, write_layer_tar_with, ExternalFile, ExternalFiles, TarOptions, TarStats,
     OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
-pub use oci::*;
-pub use reference::normalize_reference;
+pub use model::oci::*;
+pub use model::{Compression, ParseError, Platform, Reference, DOCKER_HUB};
 pub use snapshot::{ActiveSnapshot, Layer, SnapshotMeta};
+pub use sources::MountSources;
 pub use store::{Store, TmpDir};
 
 /// The store's result type.

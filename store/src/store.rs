@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::blob::BlobStore;
 use crate::fsutil::{lock_exclusive, lock_shared, write_atomic};
-use crate::oci::{canonical_json, Index};
+use crate::model::oci::{canonical_json, Index};
 use crate::scratch::{self, ScratchDir};
 use crate::{Error, Result};
 

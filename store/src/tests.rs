@@ -55,7 +55,7 @@ fn commit_image_tag_resolve_and_unpack_gzip() {
         .unwrap();
     store.tag("docker.io/library/t:latest", &m).unwrap();
     let img = store
-        .resolve("docker.io/library/t:latest")
+        .find_image("docker.io/library/t:latest")
         .unwrap()
         .unwrap();
     assert_eq!(img.config_json, config_json);
@@ -63,16 +63,16 @@ fn commit_image_tag_resolve_and_unpack_gzip() {
         img.parsed_config().unwrap()["config"]["Healthcheck"]["Test"][1],
         "true"
     );
-    let by_id = store.resolve(&img.id().hex()[..12]).unwrap().unwrap();
+    let by_id = store.find_image(&img.id().hex()[..12]).unwrap().unwrap();
     assert_eq!(by_id.manifest.digest, m.digest);
     assert!(store
-        .resolve("docker.io/library/nope:latest")
+        .find_image("docker.io/library/nope:latest")
         .unwrap()
         .is_none());
 
     // The gzip form, made once.
     let gz = store
-        .compressed_layer(&layer.descriptor, Compression::Gzip)
+        .compressed_layer(&layer.descriptor, layer_compression(Compression::Gzip))
         .unwrap();
     assert_eq!(gz.media_type, MEDIA_TYPE_OCI_LAYER_GZIP);
     let mtime = std::fs::metadata(store.blobs().path(&gz.digest))
@@ -80,7 +80,7 @@ fn commit_image_tag_resolve_and_unpack_gzip() {
         .modified()
         .unwrap();
     let again = store
-        .compressed_layer(&layer.descriptor, Compression::Gzip)
+        .compressed_layer(&layer.descriptor, layer_compression(Compression::Gzip))
         .unwrap();
     assert_eq!(again, gz);
     assert_eq!(
@@ -91,7 +91,7 @@ fn commit_image_tag_resolve_and_unpack_gzip() {
         mtime
     );
     let zst = store
-        .compressed_layer(&layer.descriptor, Compression::Zstd)
+        .compressed_layer(&layer.descriptor, layer_compression(Compression::Zstd))
         .unwrap();
     assert_eq!(zst.media_type, MEDIA_TYPE_OCI_LAYER_ZSTD);
 
@@ -559,7 +559,9 @@ fn parallel_gzip_is_multi_member_and_readable_by_gzip() {
     }
     let d = store.blobs().put(&data).unwrap();
     let layer = Descriptor::new(MEDIA_TYPE_OCI_LAYER, d, data.len() as u64);
-    let gz = store.compressed_layer(&layer, Compression::Gzip).unwrap();
+    let gz = store
+        .compressed_layer(&layer, layer_compression(Compression::Gzip))
+        .unwrap();
     let bytes = store.blobs().read(&gz.digest).unwrap();
     let members = bytes
         .windows(4)
@@ -578,8 +580,15 @@ fn parallel_gzip_is_multi_member_and_readable_by_gzip() {
     gzip_parallel(&mut &data[..], &mut one, GZIP_LEVEL, 1).unwrap();
     assert_eq!(Digest::of(&one), gz.digest);
     // A pulled (already gzip) layer is returned as is; asking for zstd recompresses.
-    assert_eq!(store.compressed_layer(&gz, Compression::Gzip).unwrap(), gz);
-    let zst = store.compressed_layer(&gz, Compression::Zstd).unwrap();
+    assert_eq!(
+        store
+            .compressed_layer(&gz, layer_compression(Compression::Gzip))
+            .unwrap(),
+        gz
+    );
+    let zst = store
+        .compressed_layer(&gz, layer_compression(Compression::Zstd))
+        .unwrap();
     let out = std::process::Command::new("zstd")
         .arg("-dc")
         .arg(store.blobs().path(&zst.digest))
@@ -628,7 +637,7 @@ fn compression_level_changes_the_blob_and_keys_the_record() {
         store.remembered_compressed_layer(&layer, best).unwrap(),
         Some(gz9.clone())
     );
-    let default = LayerCompression::from(Compression::Gzip);
+    let default = layer_compression(Compression::Gzip);
     if default.level() != 1 && default.level() != 9 {
         assert_eq!(
             store.remembered_compressed_layer(&layer, default).unwrap(),
@@ -673,7 +682,7 @@ fn compression_levels_are_validated() {
     }
     assert_eq!(
         LayerCompression::new(Compression::Zstd, None).unwrap(),
-        LayerCompression::from(Compression::Zstd)
+        layer_compression(Compression::Zstd)
     );
 }
 
@@ -684,7 +693,7 @@ fn compress_layer_shows_every_byte_before_the_record_is_written() {
     let digest = store.blobs().put(&data).unwrap();
     let layer = Descriptor::new(MEDIA_TYPE_OCI_LAYER, digest, data.len() as u64);
     for compression in [Compression::Gzip, Compression::Zstd] {
-        let compression = LayerCompression::from(compression);
+        let compression = layer_compression(compression);
         let mut seen = Vec::new();
         let mut consumed = 0;
         let c = store
@@ -799,7 +808,7 @@ fn prune_keeps_cache_unless_all() {
     };
     store.cache_put(&key, &record).unwrap();
     let gz = store
-        .compressed_layer(&layer.descriptor, Compression::Gzip)
+        .compressed_layer(&layer.descriptor, layer_compression(Compression::Gzip))
         .unwrap();
     let b = store.prepare().unwrap();
     write(&b.upper, "orphan", b"2");
@@ -848,7 +857,7 @@ fn docker_schema2_images_are_readable() {
     let md = store.blobs().put(manifest.as_bytes()).unwrap();
     let desc = Descriptor::new(MEDIA_TYPE_DOCKER_MANIFEST, md, manifest.len() as u64);
     store.tag("docker.io/library/d:1", &desc).unwrap();
-    let img = store.resolve("docker.io/library/d:1").unwrap().unwrap();
+    let img = store.find_image("docker.io/library/d:1").unwrap().unwrap();
     assert_eq!(img.manifest_json, manifest.as_bytes());
     assert_eq!(
         img.parsed_config().unwrap()["config"]["OnBuild"][0],
@@ -976,4 +985,36 @@ fn external_files_are_checked() {
     let grown = ExternalFile { size: 2, ..file };
     let err = tar(&one("dir/other", &grown)).unwrap_err();
     assert!(err.contains("changed while the layer was written"), "{err}");
+}
+
+/// `compression` at its default level.
+fn layer_compression(compression: Compression) -> LayerCompression {
+    LayerCompression::new(compression, None).unwrap()
+}
+
+#[test]
+fn areas_are_kept_by_prune_and_emptied_by_prune_all_except_registry_sources() {
+    let (_d, store) = store();
+    let mounts = store.area(Area::CacheMounts).unwrap();
+    std::fs::create_dir(mounts.path().join("go-build")).unwrap();
+    std::fs::write(mounts.path().join("go-build/obj"), b"x").unwrap();
+    let stat = store.area(Area::StatCache).unwrap();
+    std::fs::write(stat.path().join("statcache-1"), b"y").unwrap();
+    let mut sources = MountSources::default();
+    sources.add("sha256:1", "r:5000", "app");
+    store.save_mount_sources(&sources).unwrap();
+
+    store.prune(false).unwrap();
+    assert!(mounts.path().join("go-build/obj").exists());
+    assert!(stat.path().join("statcache-1").exists());
+
+    store.prune(true).unwrap();
+    assert_eq!(std::fs::read_dir(mounts.path()).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(stat.path()).unwrap().count(), 0);
+    let kept = store.mount_sources().unwrap();
+    assert_eq!(
+        kept.repositories("r:5000", "sha256:1").collect::<Vec<_>>(),
+        ["app"]
+    );
+    assert!(store.fsck().unwrap().is_empty());
 }

@@ -7,7 +7,8 @@ use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use super::ContextError;
-use crate::copy::{detect_compression, extract_archive, Compression, ExtractOptions};
+use crate::copy::{extract_archive, ExtractOptions};
+use rbuild_store::Compression;
 
 /// What a context stream turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub fn context_from_stream<R: Read>(
         })?;
     let looks_like_tar = head.len() >= 262 && &head[257..262] == b"ustar";
     let stream = Cursor::new(head.clone()).chain(reader);
-    if detect_compression(&head) == Compression::None && !looks_like_tar {
+    if Compression::detect(&head).is_none() && !looks_like_tar {
         let dockerfile = dir.join("Dockerfile");
         let mut all = Vec::new();
         let mut stream = stream;

@@ -17,39 +17,10 @@ use super::{
     apply_metadata, create_new, make_dir, make_node, remove_any, set_times, CopyError, Layers,
 };
 use crate::context::pathclean;
+use rbuild_store::Compression;
 
 /// The default cap on the bytes one archive may unpack to: 64 GiB.
 pub const DEFAULT_ARCHIVE_LIMIT: u64 = 64 << 30;
-
-/// A compression format recognised by its magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// No (known) compression.
-    None,
-    /// gzip (`1f 8b`).
-    Gzip,
-    /// bzip2 (`BZh`).
-    Bzip2,
-    /// xz (`fd 37 7a 58 5a 00`).
-    Xz,
-    /// zstd (`28 b5 2f fd`).
-    Zstd,
-}
-
-/// Recognises the compression of a stream from its first bytes.
-pub fn detect_compression(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(b"BZh") {
-        Compression::Bzip2
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Compression::Xz
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
-}
 
 /// Options for [`extract_archive`].
 #[derive(Debug, Clone, Copy)]
@@ -88,14 +59,14 @@ fn read_head(reader: &mut dyn Read, n: usize) -> std::io::Result<Vec<u8>> {
 /// `reader` with its compression (detected from its first bytes) undone.
 fn decompressed<'r>(mut reader: Box<dyn Read + 'r>) -> std::io::Result<Box<dyn Read + 'r>> {
     let head = read_head(&mut reader, 8)?;
-    let kind = detect_compression(&head);
+    let kind = Compression::detect(&head);
     let whole: Box<dyn Read + 'r> = Box::new(Cursor::new(head).chain(reader));
     Ok(match kind {
-        Compression::None => whole,
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(whole)),
-        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(whole)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(whole)?),
+        None => whole,
+        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(whole)),
+        Some(Compression::Bzip2) => Box::new(bzip2::read::MultiBzDecoder::new(whole)),
+        Some(Compression::Xz) => Box::new(xz2::read::XzDecoder::new_multi_decoder(whole)),
+        Some(Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(whole)?),
     })
 }
 

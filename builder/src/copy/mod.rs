@@ -38,8 +38,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use archive::{
-    detect_compression, extract_archive, is_archive, Compression, ExtractOptions, ExtractStats,
-    DEFAULT_ARCHIVE_LIMIT,
+    extract_archive, is_archive, ExtractOptions, ExtractStats, DEFAULT_ARCHIVE_LIMIT,
 };
 pub use fetch::{fetch_url, FetchedFile};
 pub use layers::Layers;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::context::{select_sources, IgnoreRules};
+use rbuild_store::Compression;
 
 /// A build context, a lower layer and an empty upper; every copy is made twice, also into
 /// a second upper with regular files deferred, and both must give the same layer.
@@ -362,9 +363,11 @@ fn sample_tar() -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
-fn compress(kind: Compression, data: &[u8]) -> Vec<u8> {
+fn compress(kind: Option<Compression>, data: &[u8]) -> Vec<u8> {
+    let Some(kind) = kind else {
+        return data.to_vec();
+    };
     match kind {
-        Compression::None => data.to_vec(),
         Compression::Gzip => {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             e.write_all(data).unwrap();
@@ -387,15 +390,15 @@ fn compress(kind: Compression, data: &[u8]) -> Vec<u8> {
 #[test]
 fn add_extracts_every_compression() {
     for kind in [
-        Compression::None,
-        Compression::Gzip,
-        Compression::Bzip2,
-        Compression::Xz,
-        Compression::Zstd,
+        None,
+        Some(Compression::Gzip),
+        Some(Compression::Bzip2),
+        Some(Compression::Xz),
+        Some(Compression::Zstd),
     ] {
         let f = Fixture::new();
         let data = compress(kind, &sample_tar());
-        assert_eq!(detect_compression(&data), kind);
+        assert_eq!(Compression::detect(&data), kind);
         std::fs::write(f.context.path().join("pkg.tar.any"), &data).unwrap();
         f.copy(&["pkg.tar.any"], "/opt", |s| s.unpack_archives = true)
             .unwrap();
@@ -417,7 +420,7 @@ fn copy_does_not_extract_and_add_copies_non_archives() {
     let f = Fixture::new();
     std::fs::write(
         f.context.path().join("p.tgz"),
-        compress(Compression::Gzip, &sample_tar()),
+        compress(Some(Compression::Gzip), &sample_tar()),
     )
     .unwrap();
     f.file("notes.gz", "\u{1f}\u{8b} not really gzip");
@@ -560,7 +563,7 @@ fn archive_size_cap() {
 fn context_from_a_tar_stream() {
     use crate::context::{context_from_stream, StreamContext};
     let dir = tempfile::tempdir().unwrap();
-    let tar = compress(Compression::Gzip, &sample_tar());
+    let tar = compress(Some(Compression::Gzip), &sample_tar());
     let got = context_from_stream(&tar[..], dir.path(), DEFAULT_ARCHIVE_LIMIT).unwrap();
     assert_eq!(got, StreamContext::Archive);
     assert_eq!(std::fs::read(dir.path().join("pkg/bin")).unwrap(), b"hello");

@@ -3,52 +3,12 @@
 
 use std::collections::BTreeSet;
 
+use rbuild_store::Platform;
+
 use super::error::{ErrorKind, ParseError};
 use super::instructions::{parse_instruction, Instruction};
 use super::parser::{Document, Node};
 use super::shell::{Env, Lexer};
-
-/// A platform such as `linux/amd64` or `linux/arm/v7`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    /// e.g. `linux`.
-    pub os: String,
-    /// e.g. `amd64`.
-    pub arch: String,
-    /// e.g. `v7`, or empty.
-    pub variant: String,
-}
-
-impl Platform {
-    /// The machine rbuild runs on, in OCI terms.
-    pub fn host() -> Self {
-        let (arch, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", ""),
-            "aarch64" => ("arm64", ""),
-            "arm" => ("arm", "v7"),
-            "x86" => ("386", ""),
-            "powerpc64" => ("ppc64le", ""),
-            "s390x" => ("s390x", ""),
-            "riscv64" => ("riscv64", ""),
-            other => (other, ""),
-        };
-        Platform {
-            os: std::env::consts::OS.to_string(),
-            arch: arch.to_string(),
-            variant: variant.to_string(),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if !self.variant.is_empty() {
-            write!(f, "/{}", self.variant)?;
-        }
-        Ok(())
-    }
-}
 
 /// The automatic platform args (`TARGETPLATFORM`... `BUILDVARIANT`), for building on and
 /// for `target` on `build`.
@@ -57,8 +17,8 @@ pub fn platform_args(build: &Platform, target: &Platform) -> Vec<(String, String
     for (prefix, p) in [("TARGET", target), ("BUILD", build)] {
         out.push((format!("{prefix}PLATFORM"), p.to_string()));
         out.push((format!("{prefix}OS"), p.os.clone()));
-        out.push((format!("{prefix}ARCH"), p.arch.clone()));
-        out.push((format!("{prefix}VARIANT"), p.variant.clone()));
+        out.push((format!("{prefix}ARCH"), p.architecture.clone()));
+        out.push((format!("{prefix}VARIANT"), p.variant_str().to_owned()));
     }
     out
 }

@@ -221,12 +221,12 @@ fn unused_build_args_only_count_built_stages() {
 fn platform_args() {
     let text = "FROM --platform=$BUILDPLATFORM alpine\nARG TARGETARCH\nARG TARGETPLATFORM\nRUN x\n";
     let g = graph(text, &[], None).unwrap();
-    let host = super::Platform::host();
+    let host = rbuild_store::Platform::host();
     assert_eq!(g.stages[0].platform, Some(host.to_string()));
     assert_eq!(
         g.stages[0].steps[2].args,
         [
-            ("TARGETARCH".to_string(), host.arch.clone()),
+            ("TARGETARCH".to_string(), host.architecture.clone()),
             ("TARGETPLATFORM".to_string(), host.to_string())
         ]
     );

@@ -40,10 +40,9 @@ impl ContextDir {
         match source {
             ContextSource::Dir(dir) => {
                 let root = std::fs::canonicalize(dir).map_err(Error::io("open context", dir))?;
-                let cache_dir = store.root().join("cache/stat");
-                let cache = match std::fs::create_dir_all(&cache_dir) {
-                    Ok(()) => {
-                        StatCache::open_in_background(&StatCache::path_for(&cache_dir, &root))
+                let cache = match store.area(rbuild_store::Area::StatCache) {
+                    Ok(area) => {
+                        StatCache::open_in_background(&StatCache::path_for(area.path(), &root))
                     }
                     // Without a place to keep it, the cache lives for this build only.
                     Err(_) => StatCache::in_memory(),

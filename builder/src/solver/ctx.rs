@@ -8,7 +8,8 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use rbuild_registry::{NoProgress, Reference};
+use rbuild_registry::NoProgress;
+use rbuild_store::Reference;
 use rbuild_store::{Descriptor, DiffId, Digest, Store};
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +19,9 @@ use super::context_dir::ContextDir;
 use super::state::LayerRef;
 use super::BuildOptions;
 use crate::events::{BuildEvent, EventSink, StepId};
-use crate::frontend::{Lexer, Platform, StepGraph};
+use crate::frontend::{Lexer, StepGraph};
 use crate::Error;
+use rbuild_store::Platform;
 
 /// Shared by all stages of one build.
 pub struct BuildCtx {
@@ -71,22 +73,9 @@ pub struct StepRecord {
     pub sources: BTreeMap<String, String>,
 }
 
-/// Parses `os/arch[/variant]`.
+/// Parses `os/arch[/variant]` (normalised as containerd does).
 pub fn parse_platform(s: &str) -> Result<Platform, Error> {
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-            os: os.to_string(),
-            arch: arch.to_string(),
-            variant: String::new(),
-        }),
-        [os, arch, variant] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-            os: os.to_string(),
-            arch: arch.to_string(),
-            variant: variant.to_string(),
-        }),
-        _ => Err(Error::Platform(s.to_string())),
-    }
+    s.parse().map_err(Error::Platform)
 }
 
 /// Runs blocking work off the async threads.
@@ -161,23 +150,15 @@ impl BuildCtx {
             reference: reference.to_string(),
             source,
         };
-        let parsed = Reference::parse(reference).map_err(reg_err)?;
+        let parsed = Reference::parse(reference).map_err(Error::Reference)?;
         let name = parsed.to_string();
         let _guard = self.pull_lock.lock().await;
         let store = self.store.clone();
-        let n = name.clone();
         let raw = reference.to_string();
         let local = blocking(move || {
-            let found = store
-                .resolve(&n)
-                .map_err(Error::store(format!("resolve {n}")))?;
-            match found {
-                Some(i) => Ok(Some(i)),
-                // An image id or a name as the user typed it.
-                None => store
-                    .resolve(&raw)
-                    .map_err(Error::store(format!("resolve {raw}"))),
-            }
+            store
+                .find_image(&raw)
+                .map_err(Error::store(format!("find {raw}")))
         })
         .await?;
         let refresh = match (&local, self.options.pull) {
@@ -189,11 +170,7 @@ impl BuildCtx {
             },
         };
         let image = if refresh {
-            let platform = rbuild_registry::Platform {
-                os: self.platform.os.clone(),
-                architecture: self.platform.arch.clone(),
-                variant: (!self.platform.variant.is_empty()).then(|| self.platform.variant.clone()),
-            };
+            let platform = self.platform.clone();
             self.emit(BuildEvent::StepOutput {
                 id,
                 stream: crate::events::OutputStream::Stdout,
@@ -213,8 +190,8 @@ impl BuildCtx {
             let n = pulled.reference.to_string();
             blocking(move || {
                 store
-                    .resolve(&n)
-                    .map_err(Error::store(format!("resolve {n}")))?
+                    .find_image(&n)
+                    .map_err(Error::store(format!("find {n}")))?
                     .ok_or_else(|| Error::SourceNotFound { source_path: n })
             })
             .await?

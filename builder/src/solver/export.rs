@@ -61,7 +61,7 @@ pub async fn export(ctx: &BuildCtx, target: &StageResult) -> Result<Built, Error
         .map(|l| l.diff_id.to_string())
         .collect();
     if config.architecture.is_empty() {
-        config.architecture = ctx.platform.arch.clone();
+        config.architecture = ctx.platform.architecture.clone();
     }
     if config.os.is_empty() {
         config.os = ctx.platform.os.clone();

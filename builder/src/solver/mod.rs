@@ -100,7 +100,7 @@ pub async fn build(
         None => StepGraph::new(&doc, &options.build_args, options.target.as_deref())?,
         Some(p) => {
             let target = ctx::parse_platform(p)?;
-            let host = crate::frontend::Platform::host();
+            let host = rbuild_store::Platform::host();
             StepGraph::for_platform(
                 &doc,
                 &options.build_args,

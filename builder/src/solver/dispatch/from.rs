@@ -37,9 +37,9 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
     let result = match &stage.base {
         Base::Scratch => {
             let config = ImageConfig {
-                architecture: platform.arch.clone(),
+                architecture: platform.architecture.clone(),
                 os: platform.os.clone(),
-                variant: (!platform.variant.is_empty()).then(|| platform.variant.clone()),
+                variant: platform.variant.clone(),
                 ..ImageConfig::default()
             };
             let mut k = KeyEncoder::new("FROM", None);

@@ -77,8 +77,9 @@ async fn prepare_mount(
             let dir = cx
                 .ctx
                 .store
-                .root()
-                .join("cache/mounts")
+                .area(rbuild_store::Area::CacheMounts)
+                .map_err(Error::store("open the cache mounts area"))?
+                .path()
                 .join(cache_dir_name(&id));
             if !dir.exists() {
                 std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::{Compression, Platform};
 use crate::Digest;
 
 /// OCI image manifest.
@@ -69,28 +70,6 @@ impl Descriptor {
     }
 }
 
-/// The platform of an index entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
-    /// CPU architecture (`amd64`).
-    pub architecture: String,
-    /// Operating system (`linux`).
-    pub os: String,
-    /// CPU variant (`v8`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    /// OS version.
-    #[serde(
-        rename = "os.version",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub os_version: Option<String>,
-    /// OS features.
-    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
-    pub os_features: Vec<String>,
-}
-
 /// An image manifest (OCI or Docker schema2; both have this shape).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -141,25 +120,6 @@ impl Default for Index {
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let v = serde_json::to_value(value)?;
     serde_json::to_vec(&v)
-}
-
-/// The compression of a layer blob.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Compression {
-    /// gzip (the default for pushes: every registry and runtime reads it).
-    Gzip,
-    /// zstd (smaller and faster; older runtimes reject it).
-    Zstd,
-}
-
-impl Compression {
-    /// The short name used in cache record file names (`gzip`, `zstd`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
-    }
 }
 
 /// What a layer media type says about its compression: `Ok(None)` = uncompressed,

@@ -1,39 +1,40 @@
-//! Where blobs are known to live in registries (`<root>/registry/sources.json`), so that a
-//! push can mount a blob from another repository of the same registry instead of uploading.
+//! Where blobs are known to live in registries (`sources.json` in
+//! [`Area::RegistrySources`]), so that a push can mount a blob from another repository of
+//! the same registry instead of uploading.
 //!
 //! The record is a hint: a stale entry only costs a mount that the registry answers with
 //! an upload session, and concurrent writers may lose each other's entries.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::{Area, Error, Result, Store};
 
 /// digest → set of `registry/repository` names.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Sources {
+pub struct MountSources {
     #[serde(default)]
     version: u32,
     #[serde(default)]
     blobs: BTreeMap<String, BTreeSet<String>>,
 }
 
-impl Sources {
-    fn path(root: &Path) -> PathBuf {
-        root.join("registry").join("sources.json")
+impl MountSources {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("sources.json")
     }
 
-    /// Reads the record; a missing or unreadable file is an empty record.
-    pub(crate) fn load(root: &Path) -> Sources {
-        std::fs::read(Self::path(root))
+    /// Reads the record in `dir`; a missing or unreadable file is an empty record.
+    fn load(dir: &Path) -> MountSources {
+        std::fs::read(Self::path(dir))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
 
     /// Repositories of `registry` known to hold `digest`.
-    pub(crate) fn repositories<'a>(
+    pub fn repositories<'a>(
         &'a self,
         registry: &'a str,
         digest: &str,
@@ -47,16 +48,16 @@ impl Sources {
     }
 
     /// Notes that `registry/repository` holds `digest`.
-    pub(crate) fn add(&mut self, digest: &str, registry: &str, repository: &str) {
+    pub fn add(&mut self, digest: &str, registry: &str, repository: &str) {
         self.blobs
             .entry(digest.to_string())
             .or_default()
             .insert(format!("{registry}/{repository}"));
     }
 
-    /// Merges `self` into the record on disk and writes it atomically.
-    pub(crate) fn save(&self, root: &Path) -> Result<()> {
-        let mut merged = Sources::load(root);
+    /// Merges `self` into the record in `dir` and writes it atomically (via `scratch`).
+    fn save(&self, dir: &Path, scratch: &Path) -> Result<()> {
+        let mut merged = MountSources::load(dir);
         for (digest, names) in &self.blobs {
             merged
                 .blobs
@@ -65,24 +66,27 @@ impl Sources {
                 .extend(names.iter().cloned());
         }
         merged.version = 1;
-        let path = Self::path(root);
-        let dir = root.join("registry");
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let path = Self::path(dir);
         let bytes = serde_json::to_vec(&merged).map_err(|source| Error::Json {
+            what: "registry sources",
             path: path.clone(),
             source,
         })?;
-        let tmp = dir.join(format!(".sources.json.{}", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(Error::io(&path))
+        write_atomic(scratch, &path, &bytes)
+    }
+}
+
+impl Store {
+    /// The record of which registry repositories hold which blobs (empty when there is none
+    /// or it is unreadable: it is a hint).
+    pub fn mount_sources(&self) -> Result<MountSources> {
+        Ok(MountSources::load(self.area(Area::RegistrySources)?.path()))
+    }
+
+    /// Merges `sources` into the record on disk (concurrent writers may lose each other's
+    /// entries; a lost entry only costs an upload).
+    pub fn save_mount_sources(&self, sources: &MountSources) -> Result<()> {
+        sources.save(self.area(Area::RegistrySources)?.path(), self.scratch())
     }
 }
 
@@ -93,14 +97,15 @@ mod tests {
     #[test]
     fn round_trip_and_merge() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = Sources::default();
+        let store = Store::open(dir.path()).unwrap();
+        let mut a = MountSources::default();
         a.add("sha256:1", "r:5000", "lib/base");
-        a.save(dir.path()).unwrap();
-        let mut b = Sources::default();
+        store.save_mount_sources(&a).unwrap();
+        let mut b = MountSources::default();
         b.add("sha256:1", "r:5000", "app");
         b.add("sha256:1", "other:1", "x");
-        b.save(dir.path()).unwrap();
-        let s = Sources::load(dir.path());
+        store.save_mount_sources(&b).unwrap();
+        let s = store.mount_sources().unwrap();
         let repos: Vec<&str> = s.repositories("r:5000", "sha256:1").collect();
         assert_eq!(repos, vec!["app", "lib/base"]);
     }
