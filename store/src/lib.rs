@@ -40,6 +40,7 @@ pub mod model;
 mod pipe;
 mod scratch;
 mod snapshot;
+mod snapshotter;
 mod sources;
 mod store;
 
@@ -57,8 +58,9 @@ pub use layer_out::{
     OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
 pub use model::oci::*;
-pub use model::{Compression, ParseError, Platform, Reference, DOCKER_HUB};
+pub use model::{Compression, ImageConfig, ParseError, Platform, Reference, DOCKER_HUB};
 pub use snapshot::{ActiveSnapshot, Layer, SnapshotMeta};
+pub use snapshotter::{Mounts, Overlay, Snapshotter};
 pub use sources::MountSources;
 pub use store::{Store, TmpDir};
 

@@ -10,23 +10,25 @@ use std::sync::Arc;
 
 use rbuild_registry::NoProgress;
 use rbuild_store::Reference;
-use rbuild_store::{Descriptor, DiffId, Digest, Store};
+use rbuild_store::{Descriptor, DiffId, Digest, Overlay, Snapshotter, Store};
 use serde::{Deserialize, Serialize};
 
 use super::cachekey::CacheKey;
-use super::config::ImageConfig;
 use super::context_dir::ContextDir;
 use super::state::LayerRef;
 use super::BuildOptions;
 use crate::events::{BuildEvent, EventSink, StepId};
 use crate::frontend::{Lexer, StepGraph};
 use crate::Error;
+use rbuild_store::ImageConfig;
 use rbuild_store::Platform;
 
 /// Shared by all stages of one build.
 pub struct BuildCtx {
     /// The store.
     pub store: Store,
+    /// Makes the writable snapshots steps fill and commits them as layers.
+    pub snapshotter: Arc<dyn Snapshotter>,
     /// The registry client.
     pub registry: rbuild_registry::Client,
     /// The options.
@@ -118,6 +120,7 @@ impl BuildCtx {
             .and_then(|p| parse_platform(p).ok())
             .unwrap_or_else(Platform::host);
         BuildCtx {
+            snapshotter: Arc::new(Overlay::new(store.clone())),
             store,
             registry,
             options,
@@ -227,12 +230,12 @@ impl BuildCtx {
 
     /// The overlay lowers of `layers`, top-most first (unpacking what is not yet).
     pub async fn lowers(&self, layers: &[LayerRef]) -> Result<Vec<PathBuf>, Error> {
-        let store = self.store.clone();
+        let snapshotter = self.snapshotter.clone();
         let descs: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
         let diffs: Vec<DiffId> = layers.iter().map(|l| l.diff_id.clone()).collect();
         blocking(move || {
-            store
-                .snapshot_chain(&descs, &diffs)
+            snapshotter
+                .view(&descs, &diffs)
                 .map_err(Error::store("unpack the layers"))
         })
         .await

@@ -1,8 +1,7 @@
 //! The end of a build: the target stage's config finished (`created`, `--label`s, diff
-//! ids), written with its manifest into the store, and tagged; plus the one place a
-//! snapshot becomes a layer (clamped to `SOURCE_DATE_EPOCH` when set).
+//! ids), written with its manifest into the store, and tagged.
 
-use rbuild_store::{ActiveSnapshot, ChainId, Descriptor, Digest, ExternalFiles, Layer, Store};
+use rbuild_store::{Descriptor, Digest};
 
 use super::ctx::{blocking, BuildCtx};
 use super::state::StageResult;
@@ -17,23 +16,6 @@ pub struct Built {
     pub manifest: Descriptor,
     /// The names it was tagged as.
     pub tags: Vec<String>,
-}
-
-/// Commits an active snapshot (plus `external` files, read from where they are) as a layer
-/// above `parent`.
-pub fn commit_snapshot(
-    store: &Store,
-    active: ActiveSnapshot,
-    parent: Option<&ChainId>,
-    source_date_epoch: Option<i64>,
-    external: &ExternalFiles,
-) -> Result<Layer, Error> {
-    let options = rbuild_store::TarOptions {
-        source_date_epoch: source_date_epoch.and_then(|e| u64::try_from(e).ok()),
-    };
-    store
-        .commit_external(active, parent, &options, external)
-        .map_err(Error::store("commit a layer"))
 }
 
 /// Writes the target's image and tags it.

@@ -6,7 +6,6 @@
 //! display numbering) → per-stage [`state::StageResult`] → the exported image.
 
 pub mod cachekey;
-pub mod config;
 mod context_dir;
 mod ctx;
 mod dispatch;
@@ -20,7 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use cachekey::{CacheKey, KeyEncoder};
-pub use config::ImageConfig;
 pub use export::Built;
 
 use crate::events::EventSink;

@@ -8,8 +8,8 @@ use rbuild_store::{ChainId, Descriptor, DiffId};
 use serde::{Deserialize, Serialize};
 
 use super::cachekey::CacheKey;
-use super::config::ImageConfig;
 use crate::events::CacheMiss;
+use rbuild_store::ImageConfig;
 
 /// One layer of a stage: its blob and its uncompressed digest.
 #[derive(Debug, Clone, Serialize, Deserialize)]

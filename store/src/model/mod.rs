@@ -1,15 +1,18 @@
 //! The image model every crate shares: platforms, image references, compression formats,
-//! and (in [`oci`]) media types, descriptors, manifests, indexes and canonical JSON.
+//! the image config ([`config`]), and (in [`oci`]) media types, descriptors, manifests,
+//! indexes and canonical JSON.
 //!
 //! Each concept has exactly one type here; the builder, the registry client and the CLI
 //! use these and define no second one.
 
 mod compression;
+pub mod config;
 pub mod oci;
 mod platform;
 mod reference;
 
 pub use compression::Compression;
+pub use config::ImageConfig;
 pub use platform::Platform;
 pub use reference::{Reference, DOCKER_HUB};
 

@@ -252,14 +252,14 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         return Err(CopyError::DestNotDirectory { dest }.into());
     }
     let is_add = t.add.is_some();
-    let layer = make_layer(cx, st, move |upper| {
+    let layer = make_layer(cx, st, lowers.clone(), move |mounts| {
         let _scratch = scratch;
         // COPY leaves regular files where they are: the layer tar reads them from the
         // sources, and the snapshot is unpacked from the blob only if a later step stacks
         // on it. ADD writes everything (archives extract over what the copy wrote).
         let deferred = RefCell::new(ExternalFiles::new());
         let layers = Layers {
-            upper,
+            upper: &mounts.upper,
             lowers: &lowers,
             deferred: (!is_add).then_some(&deferred),
         };

@@ -8,11 +8,11 @@ use crate::events::{BuildEvent, CacheMiss};
 use crate::frontend::parse_instruction;
 use crate::frontend::{Base, Location, Step};
 use crate::solver::cachekey::KeyEncoder;
-use crate::solver::config::ImageConfig;
 use crate::solver::ctx::BuildCtx;
 use crate::solver::plan::{PlannedStage, PlannedStep};
 use crate::solver::state::{CacheUse, StageState};
 use crate::Error;
+use rbuild_store::ImageConfig;
 
 /// Starts a stage: its base, then its base's ONBUILD triggers.
 pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<StageState, Error> {

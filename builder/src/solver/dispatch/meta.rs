@@ -4,17 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use rbuild_store::ExternalFiles;
+use rbuild_store::{ExternalFiles, Mounts, TarOptions};
 
 use super::{commit, lookup, push_history, Lookup, StepCx};
 use crate::context::pathclean::clean_in_root;
 use crate::copy::Layers;
 use crate::frontend::{ArgDecl, Healthcheck, KeyValue, ShellOrExec};
 use crate::solver::cachekey::KeyEncoder;
-use crate::solver::config::{Empty, HealthConfig};
 use crate::solver::ctx::blocking;
 use crate::solver::state::{LayerRef, StageState};
 use crate::Error;
+use rbuild_store::model::config::{Empty, HealthConfig};
 
 /// Ends a metadata step: history entry (no layer) and the next key in the chain.
 fn done(cx: &StepCx<'_>, st: &mut StageState, kind: &str, created_by: String) {
@@ -308,9 +308,9 @@ pub async fn workdir(cx: &StepCx<'_>, st: &mut StageState, w: &str) -> Result<Lo
         }
         _ => None,
     };
-    let layer = make_layer(cx, st, move |upper| {
+    let layer = make_layer(cx, st, lowers.clone(), move |mounts| {
         let layers = Layers {
-            upper,
+            upper: &mounts.upper,
             lowers: &lowers,
             deferred: None,
         };
@@ -336,34 +336,39 @@ pub async fn current_lowers(
     Ok(l)
 }
 
-/// Prepares a snapshot, lets `fill` write the upper dir (and name the files the layer
-/// reads from elsewhere), and commits it as a layer over the stage's top layer.
+/// The one way a step makes a layer (COPY, ADD, WORKDIR, RUN): the snapshotter prepares a
+/// writable snapshot over `lowers`, `fill` writes its upper dir (and names the files the
+/// layer reads from elsewhere), and the snapshot is committed as a layer over the stage's
+/// top layer, clamped to `SOURCE_DATE_EPOCH` when set. A failing `fill` removes the snapshot.
 pub async fn make_layer(
     cx: &StepCx<'_>,
     st: &StageState,
-    fill: impl FnOnce(&std::path::Path) -> Result<ExternalFiles, Error> + Send + 'static,
+    lowers: Vec<std::path::PathBuf>,
+    fill: impl FnOnce(&Mounts) -> Result<ExternalFiles, Error> + Send + 'static,
 ) -> Result<LayerRef, Error> {
-    let store = cx.ctx.store.clone();
+    let snapshotter = cx.ctx.snapshotter.clone();
     let parent = st.chain_id();
-    let epoch = cx.ctx.options.source_date_epoch;
+    let options = TarOptions {
+        source_date_epoch: cx
+            .ctx
+            .options
+            .source_date_epoch
+            .and_then(|e| u64::try_from(e).ok()),
+    };
     blocking(move || {
-        let active = store
-            .prepare()
+        let (active, mounts) = snapshotter
+            .prepare(lowers)
             .map_err(Error::store("prepare a snapshot"))?;
-        let external = match fill(&active.upper) {
+        let external = match fill(&mounts) {
             Ok(external) => external,
             Err(e) => {
-                let _ = store.discard(active);
+                let _ = snapshotter.remove(active);
                 return Err(e);
             }
         };
-        let layer = crate::solver::export::commit_snapshot(
-            &store,
-            active,
-            parent.as_ref(),
-            epoch,
-            &external,
-        )?;
+        let layer = snapshotter
+            .commit(active, parent.as_ref(), &options, &external)
+            .map_err(Error::store("commit a layer"))?;
         Ok(LayerRef {
             descriptor: layer.descriptor,
             diff_id: layer.diff_id,

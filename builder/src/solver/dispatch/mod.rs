@@ -14,7 +14,6 @@ use std::time::Instant;
 pub use from::from;
 
 use super::cachekey::CacheKey;
-use super::config::History;
 use super::ctx::{BuildCtx, StepRecord};
 use super::plan::{PlannedStage, PlannedStep};
 use super::state::{CacheUse, LayerRef, StageResult, StageState};
@@ -22,6 +21,7 @@ use crate::events::{BuildEvent, CacheMiss, StepId};
 use crate::frontend::Instruction;
 use crate::frontend::{Scope, Step};
 use crate::Error;
+use rbuild_store::model::config::History;
 
 /// Results of the stages this one depends on, by Dockerfile index.
 pub type Deps = BTreeMap<usize, Arc<StageResult>>;

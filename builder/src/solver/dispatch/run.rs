@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use rbuild_runner::{ExtraMount, SandboxSpec, Stream};
 use rbuild_store::ExternalFiles;
 
-use super::meta::{current_lowers, shell_of};
+use super::meta::{current_lowers, make_layer, shell_of};
 use super::{commit, lookup, Lookup, StepCx};
 use crate::context::pathclean::{clean_in_root, leaves_root};
 use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules, SelectedSource};
@@ -19,7 +19,7 @@ use crate::frontend::Base;
 use crate::frontend::{Mount, MountKind, Network, Run, ShellOrExec};
 use crate::solver::cachekey::KeyEncoder;
 use crate::solver::ctx::blocking;
-use crate::solver::state::{LayerRef, StageState};
+use crate::solver::state::StageState;
 use crate::solver::{NetworkMode, SecretSource};
 use crate::Error;
 
@@ -393,84 +393,63 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
         })
         .await?
     };
-    let store = cx.ctx.store.clone();
     let sandbox = cx.ctx.sandbox.clone();
     let events = cx.ctx.events.clone();
     let id = cx.id;
-    let parent = st.chain_id();
-    let epoch = cx.ctx.options.source_date_epoch;
-    let mounts: Vec<ExtraMount> = prepared.iter().map(|p| p.mount.clone()).collect();
+    let extra_mounts: Vec<ExtraMount> = prepared.iter().map(|p| p.mount.clone()).collect();
     let env_strings: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let argv2 = argv.clone();
-    let outcome = blocking(move || {
-        let active = store
-            .prepare()
-            .map_err(Error::store("prepare a snapshot"))?;
-        let mut spec = SandboxSpec::new(lowers, active.upper.clone(), active.work.clone(), argv2);
+    let failure = RunFailure {
+        file: cx.ctx.dockerfile.clone(),
+        line: cx.step.location.start_line,
+        instruction: cx.text(),
+        command: argv.join(" "),
+        status: String::new(),
+        tail: Vec::new(),
+    };
+    let layer = make_layer(cx, st, lowers, move |mounts| {
+        let mut spec = SandboxSpec::new(
+            mounts.lowers.clone(),
+            mounts.upper.clone(),
+            mounts.work.clone(),
+            argv,
+        );
         spec.env = env_strings;
         spec.cwd = cwd;
         spec.user = user;
         spec.network = network;
-        spec.mounts = mounts;
+        spec.mounts = extra_mounts;
         let mut tail: VecDeque<String> = VecDeque::new();
-        let status = sandbox.run(&spec, &mut |stream, line| {
-            let text = String::from_utf8_lossy(line)
-                .trim_end_matches('\n')
-                .to_string();
-            if tail.len() == TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(text.clone());
-            events.event(BuildEvent::StepOutput {
-                id,
-                stream: match stream {
-                    Stream::Stdout => OutputStream::Stdout,
-                    Stream::Stderr => OutputStream::Stderr,
-                },
-                line: text.into_bytes(),
-            });
-        });
-        let status = match status {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = store.discard(active);
-                return Err(Error::Sandbox(e));
-            }
-        };
+        let status = sandbox
+            .run(&spec, &mut |stream, line| {
+                let text = String::from_utf8_lossy(line)
+                    .trim_end_matches('\n')
+                    .to_string();
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(text.clone());
+                events.event(BuildEvent::StepOutput {
+                    id,
+                    stream: match stream {
+                        Stream::Stdout => OutputStream::Stdout,
+                        Stream::Stderr => OutputStream::Stderr,
+                    },
+                    line: text.into_bytes(),
+                });
+            })
+            .map_err(Error::Sandbox)?;
         if !status.success() {
-            let _ = store.discard(active);
-            return Ok(Err((
-                status.to_string(),
-                tail.into_iter().collect::<Vec<_>>(),
-            )));
+            return Err(Error::RunFailed(Box::new(RunFailure {
+                status: status.to_string(),
+                tail: tail.into_iter().collect(),
+                ..failure
+            })));
         }
-        let layer = crate::solver::export::commit_snapshot(
-            &store,
-            active,
-            parent.as_ref(),
-            epoch,
-            &ExternalFiles::new(),
-        )?;
-        Ok(Ok(LayerRef {
-            descriptor: layer.descriptor,
-            diff_id: layer.diff_id,
-        }))
+        Ok(ExternalFiles::new())
     })
     .await;
     drop(prepared);
-    let layer = match outcome? {
-        Ok(layer) => layer,
-        Err((status, tail)) => {
-            return Err(Error::RunFailed(Box::new(RunFailure {
-                file: cx.ctx.dockerfile.clone(),
-                line: cx.step.location.start_line,
-                instruction: cx.text(),
-                command: argv.join(" "),
-                status,
-                tail,
-            })))
-        }
-    };
+    let layer = layer?;
     commit(cx, st, key, Some(layer), created_by, None).await?;
     Ok(Lookup::Miss)
 }

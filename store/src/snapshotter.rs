@@ -1,0 +1,93 @@
+//! The snapshotter seam, after containerd's: how a step gets a writable filesystem over
+//! committed layers and how its changes become a layer. [`Overlay`] (overlayfs upper and
+//! lowers, committed by rename) is today's implementation; isolations that cannot mount
+//! overlayfs add theirs behind [`Snapshotter`], and the solver and the runner never know
+//! which one they got: the runner receives [`Mounts`], never a store.
+
+use std::path::PathBuf;
+
+use crate::layer_out::{ExternalFiles, TarOptions};
+use crate::snapshot::{ActiveSnapshot, Layer};
+use crate::{ChainId, Descriptor, DiffId, Result, Store};
+
+/// What a step mounts: read-only lowers (top-most first) under a writable upper dir, with a
+/// work dir on the upper's filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mounts {
+    /// Committed snapshot dirs, top-most first; empty for `FROM scratch`.
+    pub lowers: Vec<PathBuf>,
+    /// Where the step's changes land, in overlay form.
+    pub upper: PathBuf,
+    /// Scratch space on the upper's filesystem (overlayfs' workdir).
+    pub work: PathBuf,
+}
+
+/// Makes writable snapshots over committed layers and commits them as layers.
+pub trait Snapshotter: Send + Sync + std::fmt::Debug {
+    /// The read-only dirs of an image's layers (bottom first in `layers`, with their
+    /// diffIDs), made ready to be lowers, top-most first.
+    fn view(&self, layers: &[Descriptor], diff_ids: &[DiffId]) -> Result<Vec<PathBuf>>;
+
+    /// A fresh writable snapshot over `lowers` (from [`Snapshotter::view`]), and the mounts
+    /// that show it.
+    fn prepare(&self, lowers: Vec<PathBuf>) -> Result<(ActiveSnapshot, Mounts)>;
+
+    /// Turns the active snapshot (plus `external` files read from where they are) into a
+    /// layer above `parent`.
+    fn commit(
+        &self,
+        active: ActiveSnapshot,
+        parent: Option<&ChainId>,
+        options: &TarOptions,
+        external: &ExternalFiles,
+    ) -> Result<Layer>;
+
+    /// Throws an active snapshot away.
+    fn remove(&self, active: ActiveSnapshot) -> Result<()>;
+}
+
+/// The overlayfs snapshotter: snapshots are `snapshots/<chain id>/fs` dirs in overlay form
+/// (whiteouts as 0:0 char devices, opaque dirs by xattr), an upper dir is committed by
+/// rename, and image layers are unpacked into snapshots when first viewed.
+#[derive(Clone, Debug)]
+pub struct Overlay {
+    store: Store,
+}
+
+impl Overlay {
+    /// The overlay snapshotter of `store`.
+    pub fn new(store: Store) -> Overlay {
+        Overlay { store }
+    }
+}
+
+impl Snapshotter for Overlay {
+    fn view(&self, layers: &[Descriptor], diff_ids: &[DiffId]) -> Result<Vec<PathBuf>> {
+        self.store.snapshot_chain(layers, diff_ids)
+    }
+
+    fn prepare(&self, lowers: Vec<PathBuf>) -> Result<(ActiveSnapshot, Mounts)> {
+        let active = self.store.prepare()?;
+        let mounts = Mounts {
+            lowers,
+            upper: active.upper.clone(),
+            work: active.work.clone(),
+        };
+        Ok((active, mounts))
+    }
+
+    fn commit(
+        &self,
+        active: ActiveSnapshot,
+        parent: Option<&ChainId>,
+        options: &TarOptions,
+        external: &ExternalFiles,
+    ) -> Result<Layer> {
+        self.store
+            .commit_external(active, parent, options, external)
+    }
+
+    fn remove(&self, active: ActiveSnapshot) -> Result<()> {
+        self.store.discard(active)
+    }
+}
