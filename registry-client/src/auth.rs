@@ -220,7 +220,7 @@ pub(crate) async fn fetch_token(
             detail: None,
         });
     }
-    let body = crate::transport::read_limited(response, 1 << 20, realm).await?;
+    let body = crate::body::read_limited(response, 1 << 20, realm).await?;
     let parsed: TokenResponse =
         serde_json::from_slice(&body).map_err(|_| bad("answer is not a token JSON object"))?;
     let token = parsed

@@ -10,11 +10,10 @@ use reqwest::header::ACCEPT;
 use reqwest::{Method, Response, StatusCode};
 
 use crate::auth::Scopes;
+use crate::body::read_limited;
 use crate::manifest;
 use crate::secret::{Credential, Secret};
-use crate::transport::{
-    read_limited, status_error, ClientOptions, CredentialSource, Endpoint, Req,
-};
+use crate::transport::{status_error, ClientOptions, CredentialSource, Endpoint, Req};
 use crate::{Error, Result};
 use rbuild_store::Reference;
 

@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 
 use crate::auth::Scopes;
 use crate::progress::{Outcome, Progress};
-use crate::push::{cancel_session, finish, location, push_blob, with_digest, Blob};
 use crate::transport::{status_error, Endpoint, Req};
+use crate::upload::{cancel_session, finish, location, push_blob, with_digest, Blob};
 use crate::{Error, Result};
 
 /// Compressed pieces (a gzip member, a zstd output buffer) queued between the compressing

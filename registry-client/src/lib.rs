@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod body;
 mod client;
 mod compress_upload;
 mod credentials;
@@ -32,6 +33,7 @@ mod reference;
 mod secret;
 mod store_desc;
 mod transport;
+mod upload;
 
 pub use client::Client;
 pub use credentials::{docker_config_path, lookup as lookup_credential, remove_login, store_login};

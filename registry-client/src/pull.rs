@@ -14,11 +14,12 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::mpsc;
 
 use crate::auth::Scopes;
+use crate::body::read_limited;
 use crate::client::Client;
 use crate::manifest::{self, Parsed};
 use crate::progress::{Outcome, Progress};
 use crate::store_desc;
-use crate::transport::{read_limited, status_error, Endpoint, Req};
+use crate::transport::{status_error, Endpoint, Req};
 use crate::{Error, Result};
 use rbuild_store::Platform;
 use rbuild_store::Reference;

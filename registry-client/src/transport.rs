@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use rbuild_store::Digest;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
 use reqwest::{Method, Response, StatusCode};
@@ -15,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::OnceCell;
 
 use crate::auth::{basic_header, fetch_token, Challenge, Scopes, TokenCache};
+use crate::body::read_limited;
 use crate::progress::Progress;
 use crate::secret::Credential;
 use crate::{Error, Result};
@@ -581,32 +581,6 @@ async fn file_body(
         }
     });
     Ok(reqwest::Body::wrap_stream(stream))
-}
-
-/// Reads a response body of at most `limit` bytes.
-pub(crate) async fn read_limited(resp: Response, limit: u64, what: &str) -> Result<Vec<u8>> {
-    let too_large = || Error::TooLarge {
-        what: what.to_string(),
-        limit,
-    };
-    if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let url = resp.url().to_string();
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|source| Error::Connection {
-            method: "GET".into(),
-            url: url.clone(),
-            source,
-        })?;
-        if out.len() as u64 + chunk.len() as u64 > limit {
-            return Err(too_large());
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 /// Turns an unexpected response into an error carrying the registry's error code/message.

@@ -19,6 +19,12 @@ use crate::{Error, Result};
 
 /// The xattr overlayfs sets on an opaque directory.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Whether the directory at `path` (not followed if a symlink) carries overlay's opaque
+/// mark: in overlay form, it hides everything below it in lower layers.
+pub fn is_opaque_dir(path: &Path) -> bool {
+    matches!(xattr::get(path, OPAQUE_XATTR), Ok(Some(v)) if v == b"y")
+}
 /// The prefix of a whiteout member name in a layer tar.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// The member name marking an opaque directory in a layer tar.

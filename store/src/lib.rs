@@ -54,8 +54,8 @@ pub use gc::{FsckProblem, PruneReport};
 pub use image::Image;
 pub use layer_in::{unpack_layer, Unpacked};
 pub use layer_out::{
-    write_layer_tar, write_layer_tar_with, ExternalFile, ExternalFiles, TarOptions, TarStats,
-    OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX,
+    is_opaque_dir, write_layer_tar, write_layer_tar_with, ExternalFile, ExternalFiles, TarOptions,
+    TarStats, OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
 pub use model::oci::*;
 pub use model::{Compression, ImageConfig, ParseError, Platform, Reference, DOCKER_HUB};

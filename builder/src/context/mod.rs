@@ -7,7 +7,6 @@ mod ignore;
 pub mod pathclean;
 mod select;
 mod statcache;
-mod stdin;
 mod walk;
 
 use std::path::PathBuf;
@@ -17,7 +16,6 @@ pub use digest::{digest_sources, hash_file, ContentDigest, SourceDigest};
 pub use ignore::{find_ignore_file, load_ignore_rules, parse_ignore_file, IgnoreRules};
 pub use select::{select_sources, SelectedSource};
 pub use statcache::{StatCache, StatCacheStats};
-pub use stdin::{context_from_stream, StreamContext};
 pub use walk::{ContextEntry, ContextFiles, EntryKind};
 
 /// An error reading the build context or its ignore rules.
@@ -85,12 +83,5 @@ pub enum ContextError {
     SymlinkLoop {
         /// The source argument.
         path: String,
-    },
-    /// A context archive that cannot be extracted.
-    #[error("cannot extract the build context archive")]
-    Archive {
-        /// The cause.
-        #[source]
-        source: Box<crate::copy::CopyError>,
     },
 }

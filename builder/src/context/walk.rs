@@ -353,7 +353,7 @@ impl ContextFiles {
                     name.clone(),
                     if is_dir {
                         Seen::Dir {
-                            opaque: crate::copy::is_opaque(item.path()),
+                            opaque: rbuild_store::is_opaque_dir(item.path()),
                         }
                     } else {
                         Seen::NonDir

@@ -47,28 +47,6 @@ fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// Does the directory at `path` carry overlay's opaque mark?
-pub(crate) fn is_opaque(path: &Path) -> bool {
-    matches!(xattr_get(path, "trusted.overlay.opaque"), Some(v) if v == b"y")
-}
-
-fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let c_name = std::ffi::CString::new(name).ok()?;
-    let mut buf = [0u8; 8];
-    // SAFETY: both strings are NUL-terminated and `buf` is valid for its length.
-    let n = unsafe {
-        libc::lgetxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    (n >= 0).then(|| buf[..n as usize].to_vec())
-}
-
 impl Layers<'_> {
     /// What the merged view holds at the root-relative path `rel` (no symlinks followed).
     pub(crate) fn lookup(&self, rel: &str) -> Option<Found> {
@@ -116,7 +94,7 @@ impl Layers<'_> {
                 dir.push(part);
                 match lstat(&dir) {
                     Some(m) if m.is_dir() => {
-                        if is_opaque(&dir) {
+                        if rbuild_store::is_opaque_dir(&dir) {
                             return None;
                         }
                     }

@@ -29,8 +29,6 @@ mod archive;
 mod fetch;
 mod layers;
 
-pub(crate) use layers::is_opaque;
-
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::Write;

@@ -561,7 +561,7 @@ fn archive_size_cap() {
 
 #[test]
 fn context_from_a_tar_stream() {
-    use crate::context::{context_from_stream, StreamContext};
+    use crate::solver::context_stream::{context_from_stream, StreamContext};
     let dir = tempfile::tempdir().unwrap();
     let tar = compress(Some(Compression::Gzip), &sample_tar());
     let got = context_from_stream(&tar[..], dir.path(), DEFAULT_ARCHIVE_LIMIT).unwrap();

@@ -5,9 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::context::{
-    context_from_stream, load_ignore_rules, ContextFiles, IgnoreRules, StatCache, StreamContext,
-};
+use super::context_stream::{context_from_stream, StreamContext};
+use crate::context::{load_ignore_rules, ContextFiles, IgnoreRules, StatCache};
 use crate::copy::DEFAULT_ARCHIVE_LIMIT;
 
 use super::ContextSource;

@@ -7,6 +7,7 @@
 
 pub mod cachekey;
 mod context_dir;
+pub mod context_stream;
 mod ctx;
 mod dispatch;
 mod export;

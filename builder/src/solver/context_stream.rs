@@ -6,8 +6,9 @@
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
-use super::ContextError;
+use crate::context::ContextError;
 use crate::copy::{extract_archive, ExtractOptions};
+use crate::Error;
 use rbuild_store::Compression;
 
 /// What a context stream turned out to be.
@@ -26,7 +27,7 @@ pub fn context_from_stream<R: Read>(
     mut reader: R,
     dir: &Path,
     limit: u64,
-) -> Result<StreamContext, ContextError> {
+) -> Result<StreamContext, Error> {
     let mut head = Vec::with_capacity(512);
     (&mut reader)
         .take(512)
@@ -65,10 +66,6 @@ pub fn context_from_stream<R: Read>(
         chown: Some(me),
         limit,
     };
-    extract_archive(stream, dir, &options, Path::new("-")).map_err(|source| {
-        ContextError::Archive {
-            source: Box::new(source),
-        }
-    })?;
+    extract_archive(stream, dir, &options, Path::new("-"))?;
     Ok(StreamContext::Archive)
 }
