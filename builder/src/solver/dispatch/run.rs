@@ -71,184 +71,10 @@ async fn prepare_mount(
 ) -> Result<Option<Prepared>, Error> {
     let target = m.target.clone();
     match m.kind {
-        MountKind::Cache => {
-            let target = target.unwrap_or_default();
-            let id = option(m, "id").unwrap_or(&target).to_string();
-            let dir = cx
-                .ctx
-                .store
-                .area(rbuild_store::Area::CacheMounts)
-                .map_err(Error::store("open the cache mounts area"))?
-                .path()
-                .join(cache_dir_name(&id));
-            if !dir.exists() {
-                std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-                let uid = option(m, "uid").and_then(|u| u.parse().ok()).unwrap_or(0);
-                let gid = option(m, "gid").and_then(|g| g.parse().ok()).unwrap_or(0);
-                std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                    .map_err(Error::io("chown", &dir))?;
-                let mode = option(m, "mode")
-                    .and_then(|v| u32::from_str_radix(v, 8).ok())
-                    .unwrap_or(0o755);
-                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                    .map_err(Error::io("chmod", &dir))?;
-            }
-            Ok(Some(Prepared {
-                key: format!("cache:{id}:{target}"),
-                mount: ExtraMount::Bind {
-                    source: dir,
-                    target,
-                    readonly: m.readonly && option(m, "ro").is_some(),
-                },
-                _scratch: None,
-            }))
-        }
-        MountKind::Tmpfs => {
-            let target = target.unwrap_or_default();
-            let size = option(m, "size").and_then(|s| s.parse().ok());
-            Ok(Some(Prepared {
-                key: format!(
-                    "tmpfs:{target}:{}",
-                    size.map_or_else(|| "-".to_string(), |s: u64| s.to_string())
-                ),
-                mount: ExtraMount::Tmpfs { target, size },
-                _scratch: None,
-            }))
-        }
-        MountKind::Secret => {
-            let id = option(m, "id")
-                .map(str::to_string)
-                .or_else(|| {
-                    target
-                        .as_deref()
-                        .and_then(|t| t.rsplit('/').next())
-                        .map(str::to_string)
-                })
-                .unwrap_or_default();
-            let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-            let required = option(m, "required").is_some_and(|v| v != "false");
-            let source = cx
-                .ctx
-                .options
-                .secrets
-                .iter()
-                .find(|(i, _)| *i == id)
-                .map(|(_, s)| s.clone());
-            let Some(source) = source else {
-                if required {
-                    return Err(Error::SecretMissing { id });
-                }
-                return Ok(None);
-            };
-            let (path, scratch) = match source {
-                SecretSource::File(p) => (p, None),
-                SecretSource::Env(var) => {
-                    let dir = scratch_dir(cx)?;
-                    let p = dir.path().join("secret");
-                    let value = std::env::var_os(&var).unwrap_or_default();
-                    std::fs::write(
-                        &p,
-                        std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str()),
-                    )
-                    .map_err(Error::io("write", &p))?;
-                    (p, Some(dir))
-                }
-            };
-            Ok(Some(Prepared {
-                // The secret's value never enters the key: only that it is mounted.
-                key: format!("secret:{id}:{target}"),
-                mount: ExtraMount::Bind {
-                    source: path,
-                    target,
-                    readonly: true,
-                },
-                _scratch: scratch,
-            }))
-        }
-        MountKind::Bind => {
-            let target = target.unwrap_or_default();
-            let source = m.source.clone().unwrap_or_else(|| ".".into());
-            if leaves_root(&source) {
-                return Err(Error::OutsideContext {
-                    source_path: source,
-                });
-            }
-            match from {
-                None => {
-                    // Select and hash what is bound (the context after `.dockerignore`,
-                    // through the stat cache), so a change of the files re-runs the step.
-                    let files = cx.ctx.context.files().await?;
-                    let stat_cache = cx.ctx.context.stat_cache.clone();
-                    let (files_b, s) = (files.clone(), source.clone());
-                    let (selected, digest) = blocking(move || {
-                        let selected = select_sources(&files_b, &[s])?;
-                        let mut cache = stat_cache.lock().unwrap_or_else(|e| e.into_inner());
-                        let content = digest_sources(
-                            &files_b,
-                            &selected,
-                            &IgnoreRules::default(),
-                            &mut cache,
-                        )?;
-                        Ok((selected, content.digest))
-                    })
-                    .await?;
-                    // A writable bind gets a copy, so the context is never written.
-                    let (source_path, scratch) = if m.readonly {
-                        (cx.ctx.context.root.join(clean_in_root(&source)), None)
-                    } else {
-                        let dir = scratch_dir(cx)?;
-                        let into = dir.path().join("b");
-                        let upper = dir.path().to_path_buf();
-                        blocking(move || materialize(&files, &selected, &upper, false)).await?;
-                        (into, Some(dir))
-                    };
-                    Ok(Some(Prepared {
-                        key: format!("bind:context:{source}:{target}:{}:{digest}", m.readonly),
-                        mount: ExtraMount::Bind {
-                            source: source_path,
-                            target,
-                            readonly: m.readonly,
-                        },
-                        _scratch: scratch,
-                    }))
-                }
-                Some(base) => {
-                    let (layers, ident) = match base {
-                        Base::Stage(i) => {
-                            let dep = cx.deps.get(i).ok_or_else(|| Error::SourceNotFound {
-                                source_path: format!("stage {i}"),
-                            })?;
-                            (dep.layers.clone(), format!("stage:{}", dep.key.hex()))
-                        }
-                        Base::Image(r) => {
-                            let b = cx.ctx.base_image(r, cx.id).await?;
-                            (b.layers, format!("image:{}", b.manifest))
-                        }
-                        Base::Scratch => (Vec::new(), "scratch".into()),
-                    };
-                    let lowers = cx.ctx.lowers(&layers).await?;
-                    let dir = scratch_dir(cx)?;
-                    let into = dir.path().join("b");
-                    let upper = dir.path().to_path_buf();
-                    let s = source.clone();
-                    blocking(move || {
-                        let files = ContextFiles::walk_layers(&lowers)?;
-                        let selected = select_sources(&files, &[s])?;
-                        materialize(&files, &selected, &upper, true)
-                    })
-                    .await?;
-                    Ok(Some(Prepared {
-                        key: format!("bind:{ident}:{source}:{target}:{}", m.readonly),
-                        mount: ExtraMount::Bind {
-                            source: into,
-                            target,
-                            readonly: m.readonly,
-                        },
-                        _scratch: Some(dir),
-                    }))
-                }
-            }
-        }
+        MountKind::Cache => cache_mount(cx, m, target).await,
+        MountKind::Tmpfs => tmpfs_mount(m, target),
+        MountKind::Secret => secret_mount(cx, m, target).await,
+        MountKind::Bind => bind_mount(cx, m, from, target).await,
         // No ssh agent forwarding yet: the mount is skipped unless required.
         MountKind::Ssh => {
             if option(m, "required").is_some_and(|v| v != "false") {
@@ -259,6 +85,200 @@ async fn prepare_mount(
                 });
             }
             Ok(None)
+        }
+    }
+}
+
+/// `type=cache`: a directory in the store's cache-mounts area, created with the asked owner and mode, kept between builds.
+async fn cache_mount(
+    cx: &StepCx<'_>,
+    m: &Mount,
+    target: Option<String>,
+) -> Result<Option<Prepared>, Error> {
+    let target = target.unwrap_or_default();
+    let id = option(m, "id").unwrap_or(&target).to_string();
+    let dir = cx
+        .ctx
+        .store
+        .area(rbuild_store::Area::CacheMounts)
+        .map_err(Error::store("open the cache mounts area"))?
+        .path()
+        .join(cache_dir_name(&id));
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        let uid = option(m, "uid").and_then(|u| u.parse().ok()).unwrap_or(0);
+        let gid = option(m, "gid").and_then(|g| g.parse().ok()).unwrap_or(0);
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(Error::io("chown", &dir))?;
+        let mode = option(m, "mode")
+            .and_then(|v| u32::from_str_radix(v, 8).ok())
+            .unwrap_or(0o755);
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(Error::io("chmod", &dir))?;
+    }
+    Ok(Some(Prepared {
+        key: format!("cache:{id}:{target}"),
+        mount: ExtraMount::Bind {
+            source: dir,
+            target,
+            readonly: m.readonly && option(m, "ro").is_some(),
+        },
+        _scratch: None,
+    }))
+}
+
+/// `type=tmpfs`: a fresh tmpfs of the asked size.
+fn tmpfs_mount(m: &Mount, target: Option<String>) -> Result<Option<Prepared>, Error> {
+    let target = target.unwrap_or_default();
+    let size = option(m, "size").and_then(|s| s.parse().ok());
+    Ok(Some(Prepared {
+        key: format!(
+            "tmpfs:{target}:{}",
+            size.map_or_else(|| "-".to_string(), |s: u64| s.to_string())
+        ),
+        mount: ExtraMount::Tmpfs { target, size },
+        _scratch: None,
+    }))
+}
+
+/// `type=secret`: the secret's bytes in a file only this step sees; never in a layer or a key.
+async fn secret_mount(
+    cx: &StepCx<'_>,
+    m: &Mount,
+    target: Option<String>,
+) -> Result<Option<Prepared>, Error> {
+    let id = option(m, "id")
+        .map(str::to_string)
+        .or_else(|| {
+            target
+                .as_deref()
+                .and_then(|t| t.rsplit('/').next())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+    let required = option(m, "required").is_some_and(|v| v != "false");
+    let source = cx
+        .ctx
+        .options
+        .secrets
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map(|(_, s)| s.clone());
+    let Some(source) = source else {
+        if required {
+            return Err(Error::SecretMissing { id });
+        }
+        return Ok(None);
+    };
+    let (path, scratch) = match source {
+        SecretSource::File(p) => (p, None),
+        SecretSource::Env(var) => {
+            let dir = scratch_dir(cx)?;
+            let p = dir.path().join("secret");
+            let value = std::env::var_os(&var).unwrap_or_default();
+            std::fs::write(
+                &p,
+                std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str()),
+            )
+            .map_err(Error::io("write", &p))?;
+            (p, Some(dir))
+        }
+    };
+    Ok(Some(Prepared {
+        // The secret's value never enters the key: only that it is mounted.
+        key: format!("secret:{id}:{target}"),
+        mount: ExtraMount::Bind {
+            source: path,
+            target,
+            readonly: true,
+        },
+        _scratch: scratch,
+    }))
+}
+
+/// `type=bind`: a directory of the context, a stage or an image, read-only unless `rw`.
+async fn bind_mount(
+    cx: &StepCx<'_>,
+    m: &Mount,
+    from: Option<&Base>,
+    target: Option<String>,
+) -> Result<Option<Prepared>, Error> {
+    let target = target.unwrap_or_default();
+    let source = m.source.clone().unwrap_or_else(|| ".".into());
+    if leaves_root(&source) {
+        return Err(Error::OutsideContext {
+            source_path: source,
+        });
+    }
+    match from {
+        None => {
+            // Select and hash what is bound (the context after `.dockerignore`,
+            // through the stat cache), so a change of the files re-runs the step.
+            let files = cx.ctx.context.files().await?;
+            let stat_cache = cx.ctx.context.stat_cache.clone();
+            let (files_b, s) = (files.clone(), source.clone());
+            let (selected, digest) = blocking(move || {
+                let selected = select_sources(&files_b, &[s])?;
+                let mut cache = stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+                let content =
+                    digest_sources(&files_b, &selected, &IgnoreRules::default(), &mut cache)?;
+                Ok((selected, content.digest))
+            })
+            .await?;
+            // A writable bind gets a copy, so the context is never written.
+            let (source_path, scratch) = if m.readonly {
+                (cx.ctx.context.root.join(clean_in_root(&source)), None)
+            } else {
+                let dir = scratch_dir(cx)?;
+                let into = dir.path().join("b");
+                let upper = dir.path().to_path_buf();
+                blocking(move || materialize(&files, &selected, &upper, false)).await?;
+                (into, Some(dir))
+            };
+            Ok(Some(Prepared {
+                key: format!("bind:context:{source}:{target}:{}:{digest}", m.readonly),
+                mount: ExtraMount::Bind {
+                    source: source_path,
+                    target,
+                    readonly: m.readonly,
+                },
+                _scratch: scratch,
+            }))
+        }
+        Some(base) => {
+            let (layers, ident) = match base {
+                Base::Stage(i) => {
+                    let dep = cx.deps.get(i).ok_or_else(|| Error::SourceNotFound {
+                        source_path: format!("stage {i}"),
+                    })?;
+                    (dep.layers.clone(), format!("stage:{}", dep.key.hex()))
+                }
+                Base::Image(r) => {
+                    let b = cx.ctx.base_image(r, cx.id).await?;
+                    (b.layers, format!("image:{}", b.manifest))
+                }
+                Base::Scratch => (Vec::new(), "scratch".into()),
+            };
+            let lowers = cx.ctx.lowers(&layers).await?;
+            let dir = scratch_dir(cx)?;
+            let into = dir.path().join("b");
+            let upper = dir.path().to_path_buf();
+            let s = source.clone();
+            blocking(move || {
+                let files = ContextFiles::walk_layers(&lowers)?;
+                let selected = select_sources(&files, &[s])?;
+                materialize(&files, &selected, &upper, true)
+            })
+            .await?;
+            Ok(Some(Prepared {
+                key: format!("bind:{ident}:{source}:{target}:{}", m.readonly),
+                mount: ExtraMount::Bind {
+                    source: into,
+                    target,
+                    readonly: m.readonly,
+                },
+                _scratch: Some(dir),
+            }))
         }
     }
 }
