@@ -293,64 +293,8 @@ pub fn parse_instruction(node: &Node) -> Result<Instruction, ErrorKind> {
         expected: expected.to_string(),
     };
     Ok(match name.as_str() {
-        "FROM" => {
-            let flags = Flags::parse(&name, &node.flags, &[("platform", FlagKind::Str)])?;
-            let stage = match args.as_slice() {
-                [image] => (image.clone(), None),
-                [image, as_, stage] if as_.eq_ignore_ascii_case("as") => {
-                    let stage = stage.to_ascii_lowercase();
-                    let valid = stage.starts_with(|c: char| c.is_ascii_lowercase())
-                        && stage.chars().all(|c| {
-                            c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c)
-                        });
-                    if !valid {
-                        return Err(ErrorKind::InvalidStageName(stage));
-                    }
-                    (image.clone(), Some(stage))
-                }
-                _ => return Err(need("either one or three arguments (image [AS name])")),
-            };
-            Instruction::From {
-                image: stage.0,
-                name: stage.1,
-                platform: flags.string("platform"),
-            }
-        }
-        "RUN" => {
-            let flags = Flags::parse(
-                &name,
-                &node.flags,
-                &[
-                    ("mount", FlagKind::List),
-                    ("network", FlagKind::Str),
-                    ("security", FlagKind::Str),
-                ],
-            )?;
-            let mounts = flags
-                .list("mount")
-                .iter()
-                .map(|m| parse_mount(m))
-                .collect::<Result<_, _>>()?;
-            let network = match flags.string("network").as_deref() {
-                None | Some("default") => Network::Default,
-                Some("none") => Network::None,
-                Some("host") => Network::Host,
-                Some(other) => return Err(invalid("network mode", other)),
-            };
-            let insecure = match flags.string("security").as_deref() {
-                None | Some("sandbox") => false,
-                Some("insecure") => true,
-                Some(other) => return Err(invalid("security mode", other)),
-            };
-            let heredocs = inline_files(node);
-            Instruction::Run(Run {
-                command: command(node).ok_or_else(|| need("at least one argument"))?,
-                mounts,
-                network,
-                insecure,
-                heredocs,
-            })
-        }
+        "FROM" => parse_from(node)?,
+        "RUN" => parse_run(node)?,
         "CMD" => {
             no_flags()?;
             Instruction::Cmd(command(node).ok_or_else(|| need("at least one argument"))?)
@@ -444,56 +388,7 @@ pub fn parse_instruction(node: &Node) -> Result<Instruction, ErrorKind> {
                 .unwrap_or_default();
             Instruction::Onbuild(rest.to_string())
         }
-        "HEALTHCHECK" => {
-            let flags = Flags::parse(
-                &name,
-                &node.flags,
-                &[
-                    ("interval", FlagKind::Str),
-                    ("timeout", FlagKind::Str),
-                    ("start-period", FlagKind::Str),
-                    ("start-interval", FlagKind::Str),
-                    ("retries", FlagKind::Str),
-                ],
-            )?;
-            let Some(kind) = args.first() else {
-                return Err(need("at least one argument"));
-            };
-            match kind.to_ascii_uppercase().as_str() {
-                "NONE" if args.len() == 1 => Instruction::Healthcheck(Healthcheck::None),
-                "NONE" => return Err(need("no other arguments with NONE")),
-                "CMD" => {
-                    let rest = &args[1..];
-                    let command = if node.json {
-                        ShellOrExec::Exec(rest.to_vec())
-                    } else {
-                        match rest {
-                            [s] => ShellOrExec::Shell(s.clone()),
-                            _ => return Err(need("a command after CMD")),
-                        }
-                    };
-                    let duration = |flag: &str| -> Result<Option<Duration>, ErrorKind> {
-                        flags
-                            .string(flag)
-                            .map(|v| parse_duration(&v).ok_or_else(|| invalid(flag, &v)))
-                            .transpose()
-                    };
-                    let retries = flags
-                        .string("retries")
-                        .map(|v| v.parse::<u32>().map_err(|_| invalid("retries", &v)))
-                        .transpose()?;
-                    Instruction::Healthcheck(Healthcheck::Check {
-                        command,
-                        interval: duration("interval")?,
-                        timeout: duration("timeout")?,
-                        start_period: duration("start-period")?,
-                        start_interval: duration("start-interval")?,
-                        retries,
-                    })
-                }
-                other => return Err(invalid("HEALTHCHECK type (want CMD or NONE)", other)),
-            }
-        }
+        "HEALTHCHECK" => parse_healthcheck(node)?,
         "SHELL" => {
             no_flags()?;
             if !node.json {
@@ -504,70 +399,219 @@ pub fn parse_instruction(node: &Node) -> Result<Instruction, ErrorKind> {
             }
             Instruction::Shell(args.clone())
         }
-        "COPY" => {
-            let flags = Flags::parse(
-                &name,
-                &node.flags,
-                &[
-                    ("from", FlagKind::Str),
-                    ("chown", FlagKind::Str),
-                    ("chmod", FlagKind::Str),
-                    ("link", FlagKind::Bool),
-                    ("parents", FlagKind::Bool),
-                    ("exclude", FlagKind::List),
-                ],
-            )?;
-            let (sources, dest) = sources_and_dest(node)?;
-            Instruction::Copy(Copy {
-                sources,
-                dest,
-                from: flags.string("from").filter(|f| !f.is_empty()),
-                chown: flags.string("chown"),
-                chmod: flags.string("chmod"),
-                link: flags.boolean("link"),
-                parents: flags.boolean("parents"),
-                exclude: flags.list("exclude"),
-                json: node.json,
-            })
-        }
-        "ADD" => {
-            let flags = Flags::parse(
-                &name,
-                &node.flags,
-                &[
-                    ("chown", FlagKind::Str),
-                    ("chmod", FlagKind::Str),
-                    ("link", FlagKind::Bool),
-                    ("keep-git-dir", FlagKind::Bool),
-                    ("checksum", FlagKind::Str),
-                    ("exclude", FlagKind::List),
-                    ("unpack", FlagKind::Bool),
-                ],
-            )?;
-            let (sources, dest) = sources_and_dest(node)?;
-            Instruction::Add(Add {
-                sources,
-                dest,
-                chown: flags.string("chown"),
-                chmod: flags.string("chmod"),
-                link: flags.boolean("link"),
-                keep_git_dir: flags.boolean("keep-git-dir"),
-                checksum: flags.string("checksum"),
-                exclude: flags.list("exclude"),
-                unpack: node
-                    .flags
-                    .iter()
-                    .any(|f| f.starts_with("--unpack"))
-                    .then(|| flags.boolean("unpack")),
-                json: node.json,
-            })
-        }
+        "COPY" => parse_copy(node)?,
+        "ADD" => parse_add(node)?,
         _ => {
             return Err(ErrorKind::UnknownInstruction {
                 name: node.keyword.clone(),
                 suggestion: suggest(&node.keyword).map(str::to_string),
             })
         }
+    })
+}
+
+/// `FROM image [AS name]` with `--platform`.
+fn parse_from(node: &Node) -> Result<Instruction, ErrorKind> {
+    let name = node.name();
+    let args = &node.args;
+    let need = |expected: &str| ErrorKind::Arguments {
+        instruction: name.clone(),
+        expected: expected.to_string(),
+    };
+    Ok({
+        let flags = Flags::parse(&name, &node.flags, &[("platform", FlagKind::Str)])?;
+        let stage = match args.as_slice() {
+            [image] => (image.clone(), None),
+            [image, as_, stage] if as_.eq_ignore_ascii_case("as") => {
+                let stage = stage.to_ascii_lowercase();
+                let valid = stage.starts_with(|c: char| c.is_ascii_lowercase())
+                    && stage
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+                if !valid {
+                    return Err(ErrorKind::InvalidStageName(stage));
+                }
+                (image.clone(), Some(stage))
+            }
+            _ => return Err(need("either one or three arguments (image [AS name])")),
+        };
+        Instruction::From {
+            image: stage.0,
+            name: stage.1,
+            platform: flags.string("platform"),
+        }
+    })
+}
+
+/// `RUN` with `--mount`, `--network`, `--security` and heredocs.
+fn parse_run(node: &Node) -> Result<Instruction, ErrorKind> {
+    let name = node.name();
+    let need = |expected: &str| ErrorKind::Arguments {
+        instruction: name.clone(),
+        expected: expected.to_string(),
+    };
+    Ok({
+        let flags = Flags::parse(
+            &name,
+            &node.flags,
+            &[
+                ("mount", FlagKind::List),
+                ("network", FlagKind::Str),
+                ("security", FlagKind::Str),
+            ],
+        )?;
+        let mounts = flags
+            .list("mount")
+            .iter()
+            .map(|m| parse_mount(m))
+            .collect::<Result<_, _>>()?;
+        let network = match flags.string("network").as_deref() {
+            None | Some("default") => Network::Default,
+            Some("none") => Network::None,
+            Some("host") => Network::Host,
+            Some(other) => return Err(invalid("network mode", other)),
+        };
+        let insecure = match flags.string("security").as_deref() {
+            None | Some("sandbox") => false,
+            Some("insecure") => true,
+            Some(other) => return Err(invalid("security mode", other)),
+        };
+        let heredocs = inline_files(node);
+        Instruction::Run(Run {
+            command: command(node).ok_or_else(|| need("at least one argument"))?,
+            mounts,
+            network,
+            insecure,
+            heredocs,
+        })
+    })
+}
+
+/// `HEALTHCHECK NONE` or `HEALTHCHECK [flags] CMD ...`.
+fn parse_healthcheck(node: &Node) -> Result<Instruction, ErrorKind> {
+    let name = node.name();
+    let args = &node.args;
+    let need = |expected: &str| ErrorKind::Arguments {
+        instruction: name.clone(),
+        expected: expected.to_string(),
+    };
+    Ok({
+        let flags = Flags::parse(
+            &name,
+            &node.flags,
+            &[
+                ("interval", FlagKind::Str),
+                ("timeout", FlagKind::Str),
+                ("start-period", FlagKind::Str),
+                ("start-interval", FlagKind::Str),
+                ("retries", FlagKind::Str),
+            ],
+        )?;
+        let Some(kind) = args.first() else {
+            return Err(need("at least one argument"));
+        };
+        match kind.to_ascii_uppercase().as_str() {
+            "NONE" if args.len() == 1 => Instruction::Healthcheck(Healthcheck::None),
+            "NONE" => return Err(need("no other arguments with NONE")),
+            "CMD" => {
+                let rest = &args[1..];
+                let command = if node.json {
+                    ShellOrExec::Exec(rest.to_vec())
+                } else {
+                    match rest {
+                        [s] => ShellOrExec::Shell(s.clone()),
+                        _ => return Err(need("a command after CMD")),
+                    }
+                };
+                let duration = |flag: &str| -> Result<Option<Duration>, ErrorKind> {
+                    flags
+                        .string(flag)
+                        .map(|v| parse_duration(&v).ok_or_else(|| invalid(flag, &v)))
+                        .transpose()
+                };
+                let retries = flags
+                    .string("retries")
+                    .map(|v| v.parse::<u32>().map_err(|_| invalid("retries", &v)))
+                    .transpose()?;
+                Instruction::Healthcheck(Healthcheck::Check {
+                    command,
+                    interval: duration("interval")?,
+                    timeout: duration("timeout")?,
+                    start_period: duration("start-period")?,
+                    start_interval: duration("start-interval")?,
+                    retries,
+                })
+            }
+            other => return Err(invalid("HEALTHCHECK type (want CMD or NONE)", other)),
+        }
+    })
+}
+
+/// `COPY` and its flags.
+fn parse_copy(node: &Node) -> Result<Instruction, ErrorKind> {
+    let name = node.name();
+    Ok({
+        let flags = Flags::parse(
+            &name,
+            &node.flags,
+            &[
+                ("from", FlagKind::Str),
+                ("chown", FlagKind::Str),
+                ("chmod", FlagKind::Str),
+                ("link", FlagKind::Bool),
+                ("parents", FlagKind::Bool),
+                ("exclude", FlagKind::List),
+            ],
+        )?;
+        let (sources, dest) = sources_and_dest(node)?;
+        Instruction::Copy(Copy {
+            sources,
+            dest,
+            from: flags.string("from").filter(|f| !f.is_empty()),
+            chown: flags.string("chown"),
+            chmod: flags.string("chmod"),
+            link: flags.boolean("link"),
+            parents: flags.boolean("parents"),
+            exclude: flags.list("exclude"),
+            json: node.json,
+        })
+    })
+}
+
+/// `ADD` and its flags.
+fn parse_add(node: &Node) -> Result<Instruction, ErrorKind> {
+    let name = node.name();
+    Ok({
+        let flags = Flags::parse(
+            &name,
+            &node.flags,
+            &[
+                ("chown", FlagKind::Str),
+                ("chmod", FlagKind::Str),
+                ("link", FlagKind::Bool),
+                ("keep-git-dir", FlagKind::Bool),
+                ("checksum", FlagKind::Str),
+                ("exclude", FlagKind::List),
+                ("unpack", FlagKind::Bool),
+            ],
+        )?;
+        let (sources, dest) = sources_and_dest(node)?;
+        Instruction::Add(Add {
+            sources,
+            dest,
+            chown: flags.string("chown"),
+            chmod: flags.string("chmod"),
+            link: flags.boolean("link"),
+            keep_git_dir: flags.boolean("keep-git-dir"),
+            checksum: flags.string("checksum"),
+            exclude: flags.list("exclude"),
+            unpack: node
+                .flags
+                .iter()
+                .any(|f| f.starts_with("--unpack"))
+                .then(|| flags.boolean("unpack")),
+            json: node.json,
+        })
     })
 }
 
