@@ -178,20 +178,11 @@ fn apply_tar<R: Read>(stream: R, dest: &Path, what: &str) -> Result<u64> {
         let gid = pax_id(&pax, "gid", header.gid().map_err(fail)?);
         let mtime = header.mtime().map_err(fail)?;
 
-        // Whiteouts.
-        if file_name == OPAQUE_MARKER.as_bytes() {
-            xattr::set(&parent, OPAQUE_XATTR, b"y").map_err(fail)?;
-            continue;
-        }
-        if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            if hidden.is_empty() || hidden == b"." || hidden == b".." {
-                return Err(refuse("whiteout of nothing"));
-            }
-            let victim = parent.join(OsStr::from_bytes(hidden));
-            remove_any(&victim)?;
-            mknod(&victim, libc::S_IFCHR, 0, 0).map_err(fail)?;
-            let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
-            filetime::set_symlink_file_times(&victim, t, t).map_err(fail)?;
+        if apply_whiteout(&parent, &file_name, mtime).map_err(|e| match e {
+            Whiteout::Refused(reason) => refuse(reason),
+            Whiteout::Io(source) => fail(source),
+            Whiteout::Store(e) => e,
+        })? {
             continue;
         }
 
@@ -248,47 +239,13 @@ fn apply_tar<R: Read>(stream: R, dest: &Path, what: &str) -> Result<u64> {
                 continue; // metadata belongs to the target inode
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let (major, minor) = if kind == EntryType::Fifo {
-                    (0, 0)
-                } else {
-                    (
-                        header.device_major().map_err(fail)?.unwrap_or(0),
-                        header.device_minor().map_err(fail)?.unwrap_or(0),
-                    )
-                };
-                let fmt = match kind {
-                    EntryType::Char => libc::S_IFCHR,
-                    EntryType::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
-                };
                 remove_any(&target)?;
-                mknod(&target, fmt, major, minor).map_err(fail)?;
+                make_device(&target, header).map_err(fail)?;
             }
             _ => return Err(refuse("unsupported member type")),
         }
 
-        std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(fail)?;
-        if kind != EntryType::Symlink {
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
-                .map_err(fail)?;
-        }
-        for (key, value) in &pax {
-            let Some(name) = key.strip_prefix(b"SCHILY.xattr.") else {
-                continue;
-            };
-            if name.starts_with(b"trusted.overlay.") {
-                continue; // only our own whiteout conversion may set overlay xattrs
-            }
-            match xattr::set(&target, OsStr::from_bytes(name), value) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
-                Err(e) => return Err(fail(e)),
-            }
-        }
-        if kind != EntryType::Directory {
-            let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
-            filetime::set_symlink_file_times(&target, t, t).map_err(fail)?;
-        }
+        apply_member_metadata(&target, kind, mode, (uid, gid), mtime, &pax).map_err(fail)?;
     }
     // Directory mtimes last: creating their children changed them.
     for (dir, mtime) in dirs.iter().rev() {
@@ -296,6 +253,88 @@ fn apply_tar<R: Read>(stream: R, dest: &Path, what: &str) -> Result<u64> {
         filetime::set_symlink_file_times(dir, t, t).map_err(Error::io("set mtime", dir))?;
     }
     Ok(content)
+}
+
+/// Creates the device node or FIFO a member describes at `target`.
+fn make_device(target: &Path, header: &tar::Header) -> io::Result<()> {
+    let kind = header.entry_type();
+    let (major, minor) = if kind == EntryType::Fifo {
+        (0, 0)
+    } else {
+        (
+            header.device_major()?.unwrap_or(0),
+            header.device_minor()?.unwrap_or(0),
+        )
+    };
+    let fmt = match kind {
+        EntryType::Char => libc::S_IFCHR,
+        EntryType::Block => libc::S_IFBLK,
+        _ => libc::S_IFIFO,
+    };
+    mknod(target, fmt, major, minor)
+}
+
+/// Why a whiteout member could not be applied.
+enum Whiteout {
+    Refused(&'static str),
+    Io(io::Error),
+    Store(Error),
+}
+
+/// Applies `file_name` in `parent` when it is a whiteout: the opaque marker sets overlay's
+/// opaque xattr on `parent`, `.wh.NAME` replaces NAME with a 0:0 character device (overlay
+/// form). Returns whether it was one.
+fn apply_whiteout(parent: &Path, file_name: &[u8], mtime: u64) -> Result<bool, Whiteout> {
+    if file_name == OPAQUE_MARKER.as_bytes() {
+        xattr::set(parent, OPAQUE_XATTR, b"y").map_err(Whiteout::Io)?;
+        return Ok(true);
+    }
+    let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) else {
+        return Ok(false);
+    };
+    if hidden.is_empty() || hidden == b"." || hidden == b".." {
+        return Err(Whiteout::Refused("whiteout of nothing"));
+    }
+    let victim = parent.join(OsStr::from_bytes(hidden));
+    remove_any(&victim).map_err(Whiteout::Store)?;
+    mknod(&victim, libc::S_IFCHR, 0, 0).map_err(Whiteout::Io)?;
+    let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+    filetime::set_symlink_file_times(&victim, t, t).map_err(Whiteout::Io)?;
+    Ok(true)
+}
+
+/// Owner, mode (not for symlinks), xattrs from PAX records (never overlay's own) and mtime
+/// (directories get theirs after their children) of a member just created at `target`.
+fn apply_member_metadata(
+    target: &Path,
+    kind: EntryType,
+    mode: u32,
+    (uid, gid): (u32, u32),
+    mtime: u64,
+    pax: &[(Vec<u8>, Vec<u8>)],
+) -> io::Result<()> {
+    std::os::unix::fs::lchown(target, Some(uid), Some(gid))?;
+    if kind != EntryType::Symlink {
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))?;
+    }
+    for (key, value) in pax {
+        let Some(name) = key.strip_prefix(b"SCHILY.xattr.") else {
+            continue;
+        };
+        if name.starts_with(b"trusted.overlay.") {
+            continue; // only our own whiteout conversion may set overlay xattrs
+        }
+        match xattr::set(target, OsStr::from_bytes(name), value) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if kind != EntryType::Directory {
+        let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+        filetime::set_symlink_file_times(target, t, t)?;
+    }
+    Ok(())
 }
 
 /// The uid/gid of an entry, preferring a PAX record (ids too large for ustar).
