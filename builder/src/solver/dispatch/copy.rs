@@ -136,14 +136,26 @@ async fn source_tree(cx: &StepCx<'_>) -> Result<(Arc<ContextFiles>, String, bool
     Ok((Arc::new(files), id, true))
 }
 
-async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Result<Lookup, Error> {
-    let (files, origin_id, from_layers) = source_tree(cx).await?;
-    // Expand sources; ADD's URLs are downloaded into a scratch dir kept until the copy.
-    let scratch = cx
-        .ctx
-        .store
-        .tmp_dir()
-        .map_err(Error::store("create a scratch directory"))?;
+/// A COPY/ADD's source arguments after expansion.
+struct Sources {
+    /// Context (or stage) paths, to select from the source tree.
+    paths: Vec<String>,
+    /// Heredoc files: name and contents.
+    inline: Vec<(String, Vec<u8>)>,
+    /// ADD's URLs, downloaded.
+    fetched: Vec<crate::copy::FetchedFile>,
+    /// The sources as the history entry and cache key show them.
+    written: Vec<String>,
+}
+
+/// Expands the source arguments; ADD's URLs are downloaded into `scratch`, which the
+/// caller keeps until the copy.
+async fn expand_sources(
+    cx: &StepCx<'_>,
+    st: &StageState,
+    t: &Transfer<'_>,
+    scratch: &std::path::Path,
+) -> Result<Sources, Error> {
     let mut paths = Vec::new();
     let mut inline = Vec::new();
     let mut fetched = Vec::new();
@@ -159,7 +171,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
                         None => None,
                     };
                     let client = reqwest::Client::new();
-                    let file = fetch_url(&client, &p, scratch.path(), checksum.as_deref()).await?;
+                    let file = fetch_url(&client, &p, scratch, checksum.as_deref()).await?;
                     fetched.push(file);
                 } else if leaves_root(&p) {
                     return Err(Error::OutsideContext { source_path: p });
@@ -178,6 +190,28 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
             }
         }
     }
+    Ok(Sources {
+        paths,
+        inline,
+        fetched,
+        written,
+    })
+}
+
+async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Result<Lookup, Error> {
+    let (files, origin_id, from_layers) = source_tree(cx).await?;
+    // Expand sources; ADD's URLs are downloaded into a scratch dir kept until the copy.
+    let scratch = cx
+        .ctx
+        .store
+        .tmp_dir()
+        .map_err(Error::store("create a scratch directory"))?;
+    let Sources {
+        paths,
+        inline,
+        fetched,
+        written,
+    } = expand_sources(cx, st, &t, scratch.path()).await?;
     let dest = cx.expand(st, t.dest)?;
     let workdir = st
         .config
