@@ -91,6 +91,25 @@ pub struct RegistryFlags {
     /// Require HTTPS and verify certificates (loopback registries use plain HTTP by default)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub tls_verify: Option<bool>,
+    /// Seconds a registry may stay silent (connecting, answering, or mid-body) before the
+    /// request fails and is retried
+    #[arg(long, value_name = "SECONDS", env = "RBUILD_REGISTRY_TIMEOUT", default_value_t = 120.0,
+          value_parser = parse_timeout)]
+    pub registry_timeout: f64,
+    /// Attempts per registry request or blob transfer before giving up (each retry is logged)
+    #[arg(long, value_name = "N", env = "RBUILD_REGISTRY_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub registry_attempts: u32,
+}
+
+/// A positive number of seconds, at most a day.
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t > 0.0 && t <= 86_400.0 => Ok(t),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 /// `rbuild build`.

@@ -27,7 +27,7 @@ pub enum Error {
     #[error(transparent)]
     Parse(#[from] rbuild_store::ParseError),
     /// The connection to the registry failed (after retries).
-    #[error("{method} {url} failed")]
+    #[error("{method} {url} failed{}", timeout_hint(source))]
     Connection {
         /// HTTP method.
         method: String,
@@ -234,5 +234,14 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }
+    }
+}
+
+/// What to add to a connection error that was a timeout: which setting bounds it.
+fn timeout_hint(source: &reqwest::Error) -> &'static str {
+    if source.is_timeout() {
+        ": the registry did not answer in time (raise --registry-timeout or RBUILD_REGISTRY_TIMEOUT)"
+    } else {
+        ""
     }
 }

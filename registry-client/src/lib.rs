@@ -44,7 +44,10 @@ pub use pull::PulledImage;
 pub use push::PushedImage;
 pub use reference::normalize_registry;
 pub use secret::{Credential, Secret};
-pub use transport::{default_cert_dirs, is_loopback, ClientOptions, CredentialSource, UploadMode};
+pub use transport::{
+    default_cert_dirs, is_loopback, ClientOptions, CredentialSource, RetryLog, UploadMode,
+    DEFAULT_TIMEOUT,
+};
 
 /// The registry client's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -305,6 +305,7 @@ async fn fetch_layer(
                     if !e.is_retryable() || attempt >= ep.attempts() {
                         return Err(e);
                     }
+                    ep.log_retry(&format!("download of {digest}"), attempt + 1, &e);
                     ep.pause(attempt, None).await;
                 }
             }

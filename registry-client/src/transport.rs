@@ -31,6 +31,9 @@ pub enum CredentialSource {
     Anonymous,
 }
 
+/// How long a registry may stay silent by default (see [`ClientOptions::timeout`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How the client connects.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -50,6 +53,39 @@ pub struct ClientOptions {
     pub backoff: Duration,
     /// How blobs are uploaded.
     pub upload: UploadMode,
+    /// How long the registry may stay silent: to accept a connection, to answer a request,
+    /// or between two reads of a body. A request silent for longer fails (and is retried).
+    pub timeout: Duration,
+    /// Told about every retried request, so the CLI can log it.
+    pub retry_log: RetryLog,
+}
+
+/// Where retried requests are reported: `(what was tried, attempt number from 2, the
+/// attempts allowed, the delay before it, the cause)`.
+#[derive(Clone, Default)]
+pub struct RetryLog(Option<Arc<dyn Fn(&str, u32, u32, Duration, &str) + Send + Sync>>);
+
+impl RetryLog {
+    /// Reports each retry to `f`.
+    pub fn new(f: impl Fn(&str, u32, u32, Duration, &str) + Send + Sync + 'static) -> RetryLog {
+        RetryLog(Some(Arc::new(f)))
+    }
+
+    fn report(&self, what: &str, attempt: u32, attempts: u32, delay: Duration, cause: &str) {
+        if let Some(f) = &self.0 {
+            f(what, attempt, attempts, delay, cause);
+        }
+    }
+}
+
+impl std::fmt::Debug for RetryLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "RetryLog(..)"
+        } else {
+            "RetryLog(none)"
+        })
+    }
 }
 
 /// How blobs are uploaded.
@@ -85,6 +121,8 @@ impl Default for ClientOptions {
             attempts: 5,
             backoff: Duration::from_millis(200),
             upload: UploadMode::default(),
+            timeout: DEFAULT_TIMEOUT,
+            retry_log: RetryLog::default(),
         }
     }
 }
@@ -185,6 +223,7 @@ pub(crate) struct Endpoint {
     attempts: u32,
     backoff: Duration,
     upload: UploadMode,
+    retry_log: RetryLog,
 }
 
 impl Endpoint {
@@ -192,8 +231,8 @@ impl Endpoint {
     pub(crate) fn new(registry: &str, options: &ClientOptions) -> Result<Endpoint> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120));
+            .connect_timeout(options.timeout.min(Duration::from_secs(30)))
+            .read_timeout(options.timeout);
         let mut have_ca = false;
         for dir in &options.cert_dirs {
             let dir = dir.join(registry);
@@ -247,6 +286,7 @@ impl Endpoint {
             attempts: options.attempts.max(1),
             backoff: options.backoff,
             upload: options.upload,
+            retry_log: options.retry_log.clone(),
         })
     }
 
@@ -282,6 +322,9 @@ impl Endpoint {
         let mut last = None;
         for attempt in 0..self.attempts {
             if attempt > 0 {
+                if let Some(e) = &last {
+                    self.log_retry(&format!("GET {url}"), attempt + 1, e);
+                }
                 tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
             }
             match self.http.get(&url).send().await {
@@ -505,6 +548,18 @@ impl Endpoint {
             };
             match retry_after {
                 Some(after) if attempt < self.attempts => {
+                    let cause = match &result {
+                        Ok(r) => format!("registry answered {}", r.status().as_u16()),
+                        Err(e) => error_chain(e),
+                    };
+                    let what = format!("{} {}", req.method, req.url);
+                    self.retry_log.report(
+                        &what,
+                        attempt + 1,
+                        self.attempts,
+                        self.delay(attempt, after),
+                        &cause,
+                    );
                     self.pause(attempt, after).await;
                 }
                 _ => return result,
@@ -514,9 +569,21 @@ impl Endpoint {
 
     /// Sleeps before attempt `attempt + 1`.
     pub(crate) async fn pause(&self, attempt: u32, server_says: Option<Duration>) {
+        tokio::time::sleep(self.delay(attempt, server_says)).await;
+    }
+
+    /// The delay before attempt `attempt + 1`: what the server asked for, else a backoff
+    /// doubling per attempt, at most 30 s.
+    fn delay(&self, attempt: u32, server_says: Option<Duration>) -> Duration {
         let backoff = self.backoff * 2u32.saturating_pow(attempt.saturating_sub(1));
-        let wait = server_says.unwrap_or(backoff).min(Duration::from_secs(30));
-        tokio::time::sleep(wait).await;
+        server_says.unwrap_or(backoff).min(Duration::from_secs(30))
+    }
+
+    /// Reports a retry of a blob transfer or upload (those loops live in pull and push).
+    pub(crate) fn log_retry(&self, what: &str, attempt: u32, cause: &Error) {
+        let delay = self.delay(attempt.saturating_sub(1), None);
+        self.retry_log
+            .report(what, attempt, self.attempts, delay, &error_chain(cause));
     }
 
     /// Bytes per PATCH in a chunked upload.
@@ -645,4 +712,16 @@ mod tests {
             Some("MANIFEST_INVALID: manifest invalid")
         );
     }
+}
+
+/// An error and its causes on one line (`a: b: c`), for retry logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

@@ -116,6 +116,7 @@ pub(crate) async fn push_blob(
                 chunked = true;
             }
             Err(e) if e.is_retryable() && attempt < ep.attempts() => {
+                ep.log_retry(&format!("upload of {digest}"), attempt + 1, &e);
                 ep.pause(attempt, None).await;
             }
             Err(e) => return Err(e),

@@ -4,7 +4,9 @@ use std::io::Read;
 use std::sync::Arc;
 
 use anyhow::Context;
-use rbuild_registry::{docker_config_path, normalize_registry, Client, ClientOptions, Secret};
+use rbuild_registry::{
+    docker_config_path, normalize_registry, Client, ClientOptions, RetryLog, Secret,
+};
 use rbuild_store::{Platform, Reference, Store, DOCKER_HUB};
 
 use super::Globals;
@@ -17,6 +19,14 @@ use crate::progress::Style;
 pub fn client_options(flags: &RegistryFlags) -> ClientOptions {
     ClientOptions {
         tls_verify: flags.tls_verify,
+        timeout: std::time::Duration::from_secs_f64(flags.registry_timeout),
+        attempts: flags.registry_attempts,
+        retry_log: RetryLog::new(|what, attempt, attempts, delay, cause| {
+            eprintln!(
+                "warning: retrying {what} (attempt {attempt} of {attempts} in {:.1} s): {cause}",
+                delay.as_secs_f64()
+            );
+        }),
         ..ClientOptions::default()
     }
 }

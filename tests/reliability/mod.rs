@@ -13,6 +13,7 @@ mod hostile;
 mod sandbox;
 mod secrets;
 mod signals;
+mod timeouts;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
