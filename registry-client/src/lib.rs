@@ -45,7 +45,7 @@ pub use push::PushedImage;
 pub use reference::normalize_registry;
 pub use secret::{Credential, Secret};
 pub use transport::{
-    default_cert_dirs, is_loopback, ClientOptions, CredentialSource, RetryLog, UploadMode,
+    default_cert_dirs, is_loopback, ClientOptions, CredentialSource, Retry, RetryLog, UploadMode,
     DEFAULT_TIMEOUT,
 };
 

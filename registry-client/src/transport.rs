@@ -60,20 +60,36 @@ pub struct ClientOptions {
     pub retry_log: RetryLog,
 }
 
-/// Where retried requests are reported: `(what was tried, attempt number from 2, the
-/// attempts allowed, the delay before it, the cause)`.
+/// One retried request or transfer, as [`RetryLog`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry<'a> {
+    /// What is tried again (`GET <url>`, `download of <digest>`).
+    pub what: &'a str,
+    /// The attempt about to start, from 2.
+    pub attempt: u32,
+    /// The attempts allowed.
+    pub attempts: u32,
+    /// The delay before it.
+    pub delay: Duration,
+    /// Why the previous attempt failed.
+    pub cause: &'a str,
+}
+
+/// Where retried requests are reported, so the CLI can log them.
 #[derive(Clone, Default)]
-pub struct RetryLog(Option<Arc<dyn Fn(&str, u32, u32, Duration, &str) + Send + Sync>>);
+pub struct RetryLog(Option<Arc<RetryFn>>);
+
+type RetryFn = dyn Fn(&Retry<'_>) + Send + Sync;
 
 impl RetryLog {
     /// Reports each retry to `f`.
-    pub fn new(f: impl Fn(&str, u32, u32, Duration, &str) + Send + Sync + 'static) -> RetryLog {
+    pub fn new(f: impl Fn(&Retry<'_>) + Send + Sync + 'static) -> RetryLog {
         RetryLog(Some(Arc::new(f)))
     }
 
-    fn report(&self, what: &str, attempt: u32, attempts: u32, delay: Duration, cause: &str) {
+    fn report(&self, retry: &Retry<'_>) {
         if let Some(f) = &self.0 {
-            f(what, attempt, attempts, delay, cause);
+            f(retry);
         }
     }
 }
@@ -553,13 +569,13 @@ impl Endpoint {
                         Err(e) => error_chain(e),
                     };
                     let what = format!("{} {}", req.method, req.url);
-                    self.retry_log.report(
-                        &what,
-                        attempt + 1,
-                        self.attempts,
-                        self.delay(attempt, after),
-                        &cause,
-                    );
+                    self.retry_log.report(&Retry {
+                        what: &what,
+                        attempt: attempt + 1,
+                        attempts: self.attempts,
+                        delay: self.delay(attempt, after),
+                        cause: &cause,
+                    });
                     self.pause(attempt, after).await;
                 }
                 _ => return result,
@@ -581,9 +597,13 @@ impl Endpoint {
 
     /// Reports a retry of a blob transfer or upload (those loops live in pull and push).
     pub(crate) fn log_retry(&self, what: &str, attempt: u32, cause: &Error) {
-        let delay = self.delay(attempt.saturating_sub(1), None);
-        self.retry_log
-            .report(what, attempt, self.attempts, delay, &error_chain(cause));
+        self.retry_log.report(&Retry {
+            what,
+            attempt,
+            attempts: self.attempts,
+            delay: self.delay(attempt.saturating_sub(1), None),
+            cause: &error_chain(cause),
+        });
     }
 
     /// Bytes per PATCH in a chunked upload.
@@ -677,6 +697,18 @@ pub(crate) fn registry_error_detail(body: &[u8]) -> Option<String> {
     Some(format!("{code}: {message}"))
 }
 
+/// An error and its causes on one line (`a: b: c`), for retry logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -712,16 +744,4 @@ mod tests {
             Some("MANIFEST_INVALID: manifest invalid")
         );
     }
-}
-
-/// An error and its causes on one line (`a: b: c`), for retry logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

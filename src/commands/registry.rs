@@ -21,10 +21,14 @@ pub fn client_options(flags: &RegistryFlags) -> ClientOptions {
         tls_verify: flags.tls_verify,
         timeout: std::time::Duration::from_secs_f64(flags.registry_timeout),
         attempts: flags.registry_attempts,
-        retry_log: RetryLog::new(|what, attempt, attempts, delay, cause| {
+        retry_log: RetryLog::new(|r| {
             eprintln!(
-                "warning: retrying {what} (attempt {attempt} of {attempts} in {:.1} s): {cause}",
-                delay.as_secs_f64()
+                "warning: retrying {} (attempt {} of {} in {:.1} s): {}",
+                r.what,
+                r.attempt,
+                r.attempts,
+                r.delay.as_secs_f64(),
+                r.cause
             );
         }),
         ..ClientOptions::default()
