@@ -6,6 +6,7 @@ pub mod build;
 mod cache;
 mod cli;
 mod fixtures;
+mod formats;
 mod frontend;
 mod registry;
 mod reliability;

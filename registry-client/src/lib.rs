@@ -11,7 +11,14 @@
 //! let pulled = client.pull(&store, &base, None, Arc::new(NoProgress)).await?;
 //! let dest = Reference::parse("registry.example.com/me/busybox:1")?;
 //! let pushed = client
-//!     .push(&store, &base.to_string(), &dest, rbuild_store::Compression::Gzip.into(), Arc::new(NoProgress))
+//!     .push(
+//!         &store,
+//!         &base.to_string(),
+//!         &dest,
+//!         rbuild_store::Compression::Gzip.into(),
+//!         rbuild_store::ImageFormat::Oci,
+//!         Arc::new(NoProgress),
+//!     )
 //!     .await?;
 //! println!("{}: digest: {} size: {}", pulled.reference, pushed.digest, pushed.size);
 //! # Ok(()) }

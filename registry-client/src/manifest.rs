@@ -1,5 +1,5 @@
 //! Manifest and index media types, the parts of them pull and push read, platforms and
-//! platform selection, and the OCI → Docker schema2 media type rewrite.
+//! platform selection.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,18 +9,17 @@ use serde::Deserialize;
 
 use crate::{Error, Result};
 
+// The media type names live in the store (`rbuild_store::MEDIA_TYPE_*`, with the OCI <->
+// Docker conversion, `rbuild_store::ImageFormat`); these are short local names for them.
+
 /// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_MANIFEST: &str = rbuild_store::MEDIA_TYPE_OCI_MANIFEST;
 /// OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_INDEX: &str = rbuild_store::MEDIA_TYPE_OCI_INDEX;
 /// Docker schema2 manifest.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST: &str = rbuild_store::MEDIA_TYPE_DOCKER_MANIFEST;
 /// Docker manifest list.
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// OCI image config.
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-/// Docker image config.
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LIST: &str = rbuild_store::MEDIA_TYPE_DOCKER_MANIFEST_LIST;
 
 /// The `Accept` header for manifest requests.
 pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -232,37 +231,6 @@ pub(crate) fn select<'a>(
         })
 }
 
-/// The Docker schema2 media type for an OCI one, if there is one.
-pub(crate) fn docker_media_type(oci: &str) -> Option<&'static str> {
-    Some(match oci {
-        OCI_MANIFEST | DOCKER_MANIFEST => DOCKER_MANIFEST,
-        OCI_CONFIG | DOCKER_CONFIG => DOCKER_CONFIG,
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        }
-        "application/vnd.oci.image.layer.v1.tar" => "application/vnd.docker.image.rootfs.diff.tar",
-        _ => return None,
-    })
-}
-
-/// Rewrites an OCI manifest (as JSON) to Docker schema2 media types; `None` when a layer
-/// has no Docker equivalent (zstd).
-pub(crate) fn to_docker(manifest: &serde_json::Value) -> Option<serde_json::Value> {
-    let mut m = manifest.clone();
-    let obj = m.as_object_mut()?;
-    obj.insert("mediaType".into(), DOCKER_MANIFEST.into());
-    let config = obj.get_mut("config")?.as_object_mut()?;
-    let ct = config.get("mediaType")?.as_str()?;
-    config.insert("mediaType".into(), docker_media_type(ct)?.into());
-    for layer in obj.get_mut("layers")?.as_array_mut()? {
-        let l = layer.as_object_mut()?;
-        let t = l.get("mediaType")?.as_str()?;
-        l.insert("mediaType".into(), docker_media_type(t)?.into());
-    }
-    Some(m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,21 +281,5 @@ mod tests {
         assert!(err.contains("linux/arm/v7"), "{err}");
         assert!("linux".parse::<Platform>().is_err());
         assert_eq!(Platform::host().to_string(), "linux/amd64");
-    }
-
-    #[test]
-    fn docker_rewrite_refuses_zstd() {
-        let m = serde_json::json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
-            "config":{"mediaType":OCI_CONFIG,"digest":"sha256:a","size":1},
-            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:b","size":2}]});
-        let d = to_docker(&m).unwrap();
-        assert_eq!(
-            d["layers"][0]["mediaType"],
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        );
-        assert_eq!(d["config"]["mediaType"], DOCKER_CONFIG);
-        let mut z = m.clone();
-        z["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
-        assert!(to_docker(&z).is_none());
     }
 }

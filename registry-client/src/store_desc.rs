@@ -23,17 +23,6 @@ pub(crate) fn from_ref(what: &str, r: &BlobRef) -> Result<Descriptor> {
     Ok(make(&r.media_type, digest, r.size))
 }
 
-/// The manifest entry for a store descriptor.
-pub(crate) fn to_ref(d: &Descriptor) -> BlobRef {
-    BlobRef {
-        media_type: media_type(d),
-        digest: d.digest.to_string(),
-        size: d.size,
-        platform: None,
-        annotations: Default::default(),
-    }
-}
-
 /// A store descriptor's media type.
 pub(crate) fn media_type(d: &Descriptor) -> String {
     d.media_type.to_string()
