@@ -673,7 +673,12 @@ fn scratch_image_has_exactly_what_was_copied() {
     );
     let cfg = config(&r, "scratch-img");
     assert_eq!(cfg["os"], "linux");
-    assert!(cfg["config"]["Env"].is_null(), "scratch has no ENV: {cfg}");
+    // Like BuildKit, a stage whose base has no PATH gets docker's default one.
+    assert_eq!(
+        cfg["config"]["Env"],
+        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]),
+        "{cfg}"
+    );
     let (_d, fs) = unpack(&r, "scratch-img");
     assert_eq!(read(fs.join("hello.txt")), "from scratch\n");
 }

@@ -143,3 +143,67 @@ fn build_on_a_docker_v2s2_base_pushes_a_pure_oci_image() {
         assert_eq!(c["config"]["OnBuild"][0], "RUN echo child", "{c}");
     }
 }
+
+/// `rbuild build` (no push) of `context` on the busybox base in `base` format as `tag`,
+/// unpacked from the store with umoci.
+fn build_unpack(rb: &Rbuild, base: BaseFormat, context: &Path, tag: &str) -> (TestDir, PathBuf) {
+    let arg = format!("BASE={}", base.busybox().reference);
+    let ctx = context.to_string_lossy().into_owned();
+    rb.ok(&[
+        "build",
+        "--progress=plain",
+        "--build-arg",
+        &arg,
+        "-t",
+        tag,
+        &ctx,
+    ]);
+    crate::build::unpack(rb, tag)
+}
+
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+#[test]
+fn env_on_one_line_expands_against_the_earlier_environment() {
+    for base in BaseFormat::BOTH {
+        let rb = Rbuild::new();
+        let (_d, fs) = build_unpack(&rb, base, &testdata("env-home"), "env-home");
+        // docker gives B the old A: "y x x-z", not "y y y-z".
+        assert_eq!(read(fs.join("out/env.txt")), "y x x-z\n", "{base:?}");
+        let cfg = crate::build::config(&rb, "env-home");
+        let env = cfg["config"]["Env"].to_string();
+        assert!(
+            env.contains("\"B=x\"") && env.contains("\"C=x-z\""),
+            "{env}"
+        );
+    }
+}
+
+#[test]
+fn home_in_run_comes_from_passwd_for_the_step_user() {
+    for base in BaseFormat::BOTH {
+        let rb = Rbuild::new();
+        let (_d, fs) = build_unpack(&rb, base, &testdata("env-home"), "env-home");
+        assert_eq!(read(fs.join("out/home-root.txt")), "/root\n", "{base:?}");
+        assert_eq!(read(fs.join("out/home-app.txt")), "/home/app\n");
+        assert_eq!(read(fs.join("out/home-uid.txt")), "/home/app\n");
+        // A uid with no passwd entry gets `/`, as runc gives it.
+        assert_eq!(read(fs.join("out/home-nobody-uid.txt")), "/\n");
+        // An image that sets HOME keeps it.
+        assert_eq!(read(fs.join("out/home-env.txt")), "/custom\n");
+        // HOME is the sandbox's, not written into the config by RUN.
+        let cfg = crate::build::config(&rb, "env-home");
+        assert_eq!(
+            cfg["config"]["Env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e.as_str().unwrap().starts_with("HOME="))
+                .count(),
+            1,
+            "{cfg}"
+        );
+    }
+}
