@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 
 use crate::build::testdata;
 use crate::util::busybox::BaseFormat;
-use crate::util::{tool, Rbuild, Registry, TestDir};
+use crate::util::podman::Podman;
+use crate::util::{show, tool, Rbuild, Registry, TestDir};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// `skopeo inspect --raw` of a registry image, parsed.
@@ -206,4 +208,212 @@ fn home_in_run_comes_from_passwd_for_the_step_user() {
             "{cfg}"
         );
     }
+}
+
+/// Asserts `reference` in the registry is Docker v2s2 through and through.
+fn assert_v2s2(reference: &str) -> serde_json::Value {
+    let m = raw_manifest(reference);
+    assert_eq!(m["mediaType"], DOCKER_MANIFEST, "{m}");
+    assert_eq!(m["config"]["mediaType"], DOCKER_CONFIG, "{m}");
+    for t in media_types(&m) {
+        assert_eq!(t, DOCKER_GZIP, "{m}");
+    }
+    m
+}
+
+#[test]
+fn format_docker_pushes_v2s2_that_podman_pulls_and_runs() {
+    let registry = Registry::shared();
+    for base in BaseFormat::BOTH {
+        let rb = Rbuild::new();
+        let dest = format!("{}/formats/docker-on-{base:?}:v1", registry.addr).to_lowercase();
+        build_push(
+            &rb,
+            base,
+            &testdata("format-base"),
+            &dest,
+            &["--format", "docker"],
+        );
+        let m = assert_v2s2(&dest);
+        assert_eq!(m["layers"].as_array().unwrap().len(), 2, "{m}");
+        assert_eq!(m["layers"][0]["digest"], base_layer_digest(base).as_str());
+        let c = raw_config(&dest);
+        assert_eq!(c["config"]["Healthcheck"]["Test"][0], "CMD-SHELL", "{c}");
+        assert_eq!(c["config"]["OnBuild"][0], "RUN echo child", "{c}");
+        let (_d, rootfs) = umoci_unpack_pushed(&dest);
+        assert!(rootfs.join("hello").is_file());
+
+        let podman = Podman::new();
+        podman.pull(&dest);
+        let out = podman.run_image(&dest, None, &["cat", "/hello"]);
+        assert_eq!(out, "built-on-base\n");
+
+        // `rbuild push --format docker|oci` of the same store image: v2s2 again with the
+        // same digest (nothing to upload), then OCI with the same blobs.
+        let again = format!("{}/formats/docker-again-{base:?}:v1", registry.addr).to_lowercase();
+        rb.ok(&["push", "--format", "docker", &dest, &again]);
+        assert_eq!(assert_v2s2(&again)["layers"], m["layers"]);
+        let oci = format!("{}/formats/oci-again-{base:?}:v1", registry.addr).to_lowercase();
+        rb.ok(&["push", &dest, &oci]);
+        let o = raw_manifest(&oci);
+        assert_eq!(o["mediaType"], OCI_MANIFEST, "{o}");
+        assert_eq!(media_types(&o), [OCI_GZIP, OCI_GZIP], "{o}");
+        for i in 0..2 {
+            assert_eq!(o["layers"][i]["digest"], m["layers"][i]["digest"]);
+        }
+        assert_eq!(o["config"]["digest"], m["config"]["digest"]);
+        umoci_unpack_pushed(&oci);
+    }
+}
+
+#[test]
+fn zstd_with_format_docker_is_a_usage_error() {
+    let rb = Rbuild::new();
+    let out = rb.run(&[
+        "push",
+        "--compression",
+        "zstd",
+        "--format",
+        "docker",
+        "x",
+        "127.0.0.1:1/x:y",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--compression zstd cannot be used with --format docker"),
+        "{err}"
+    );
+    let ctx = testdata("format-base").to_string_lossy().into_owned();
+    let out = rb.run(&[
+        "build",
+        "-t",
+        "127.0.0.1:1/x:y",
+        "--push",
+        "--compression",
+        "zstd",
+        "--format",
+        "docker",
+        &ctx,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+}
+
+#[test]
+fn a_zstd_base_is_recompressed_for_docker_and_kept_for_oci() {
+    let registry = Registry::shared();
+    // A base whose layer is zstd: busybox pushed by rbuild with --compression zstd.
+    let rb = Rbuild::new();
+    rb.ok(&["pull", "-q", &BaseFormat::Oci.busybox().reference]);
+    let zbase = format!("{}/formats/busybox-zstd:latest", registry.addr);
+    rb.ok(&[
+        "push",
+        "--compression",
+        "zstd",
+        &BaseFormat::Oci.busybox().reference,
+        &zbase,
+    ]);
+    let zm = raw_manifest(&zbase);
+    assert_eq!(
+        media_types(&zm),
+        ["application/vnd.oci.image.layer.v1.tar+zstd"]
+    );
+
+    let rb = Rbuild::new();
+    let ctx = testdata("format-base").to_string_lossy().into_owned();
+    let arg = format!("BASE={zbase}");
+    let dest = format!("{}/formats/on-zstd:docker", registry.addr);
+    rb.ok(&[
+        "build",
+        "--build-arg",
+        &arg,
+        "-t",
+        &dest,
+        "--push",
+        "--format",
+        "docker",
+        &ctx,
+    ]);
+    assert_v2s2(&dest);
+    let (_d, rootfs) = umoci_unpack_pushed(&dest);
+    assert!(rootfs.join("bin/busybox").is_file());
+    // OCI with zstd keeps the zstd base layer as it is.
+    let oci = format!("{}/formats/on-zstd:oci", registry.addr);
+    rb.ok(&["push", "--compression", "zstd", &dest, &oci]);
+    let m = raw_manifest(&oci);
+    assert_eq!(m["layers"][0], zm["layers"][0], "{m}");
+    // umoci 0.4.7 (Debian 12) reads no zstd layer at all; skopeo copies it (verifying
+    // every digest).
+    let out = TestDir::new("zstd-copy");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &format!("docker://{oci}"),
+            &format!("oci:{}:x", out.path().join("layout").display()),
+        ],
+    );
+}
+
+#[test]
+fn save_oci_archive_of_a_docker_image_is_pure_oci() {
+    let rb = Rbuild::new();
+    let reference = &BaseFormat::Docker.busybox().reference;
+    rb.ok(&["pull", "-q", reference]);
+    let dir = TestDir::new("save-v2s2");
+    let archive = dir.path().join("oci.tar");
+    rb.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        archive.to_str().unwrap(),
+        reference,
+    ]);
+    let layout = dir.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    tool(
+        "tar",
+        &[
+            "-xf",
+            archive.to_str().unwrap(),
+            "-C",
+            layout.to_str().unwrap(),
+        ],
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["mediaType"], OCI_MANIFEST, "{index}");
+    let name = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{name}", layout.display()),
+        ],
+    );
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(m["config"]["mediaType"], OCI_CONFIG, "{m}");
+    assert_eq!(media_types(&m), [OCI_GZIP], "{m}");
+    assert_eq!(
+        m["layers"][0]["digest"],
+        base_layer_digest(BaseFormat::Docker).as_str()
+    );
+    let bundle = dir.path().join("bundle");
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:{name}", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert!(bundle.join("rootfs/bin/busybox").is_file());
 }

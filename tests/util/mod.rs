@@ -5,6 +5,7 @@
 pub mod busybox;
 pub mod faultproxy;
 pub mod layout;
+pub mod podman;
 pub mod proxy;
 pub mod registry;
 pub mod tokenissuer;
