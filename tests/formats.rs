@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::build::testdata;
 use crate::util::busybox::BaseFormat;
 use crate::util::podman::Podman;
+use crate::util::rawpush;
+use crate::util::registry::RegistryOptions;
 use crate::util::{show, tool, Rbuild, Registry, TestDir};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -416,4 +418,330 @@ fn save_oci_archive_of_a_docker_image_is_pure_oci() {
         ],
     );
     assert!(bundle.join("rootfs/bin/busybox").is_file());
+}
+
+/// The fixture busybox's config and gzip layer, read from its OCI layout.
+struct BusyboxBlobs {
+    config: Vec<u8>,
+    layer: Vec<u8>,
+}
+
+fn busybox_blobs() -> BusyboxBlobs {
+    let layout = &BaseFormat::Oci.busybox().layout;
+    let blob = |d: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .expect("layout blob")
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    BusyboxBlobs {
+        config: blob(m["config"]["digest"].as_str().unwrap()),
+        layer: blob(m["layers"][0]["digest"].as_str().unwrap()),
+    }
+}
+
+/// A manifest over `config` and `layers` (media type, bytes), as canonical JSON.
+fn manifest_json(media_type: &str, config: (&str, &[u8]), layers: &[serde_json::Value]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": config.0, "digest": rawpush::digest(config.1), "size": config.1.len()},
+        "layers": layers,
+    }))
+    .unwrap()
+}
+
+fn layer_entry(media_type: &str, data: &[u8]) -> serde_json::Value {
+    serde_json::json!({"mediaType": media_type, "digest": rawpush::digest(data), "size": data.len()})
+}
+
+/// Builds `format-base` on `base` with `--push` (OCI), checks the pushed image is pure OCI
+/// and passes umoci, and that the base layer blob is the one pushed by hand.
+fn build_on_hand_made_base(base: &str, dest: &str) {
+    let rb = Rbuild::new();
+    let arg = format!("BASE={base}");
+    let ctx = testdata("format-base").to_string_lossy().into_owned();
+    rb.ok(&[
+        "build",
+        "--progress=plain",
+        "--build-arg",
+        &arg,
+        "-t",
+        dest,
+        "--push",
+        &ctx,
+    ]);
+    let m = raw_manifest(dest);
+    assert_eq!(m["mediaType"], OCI_MANIFEST, "{m}");
+    assert_eq!(m["config"]["mediaType"], OCI_CONFIG, "{m}");
+    assert_eq!(media_types(&m), [OCI_GZIP, OCI_GZIP], "{m}");
+    assert_eq!(
+        m["layers"][0]["digest"],
+        rawpush::digest(&busybox_blobs().layer).as_str()
+    );
+    let (_d, rootfs) = umoci_unpack_pushed(dest);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("hello")).unwrap(),
+        "built-on-base\n"
+    );
+}
+
+#[test]
+fn an_oci_index_with_attestation_manifests_gives_the_platform_image() {
+    let addr = &Registry::shared().addr;
+    let repo = "formats/attested";
+    let bb = busybox_blobs();
+    rawpush::put_blob(addr, repo, &bb.config);
+    rawpush::put_blob(addr, repo, &bb.layer);
+    let image = manifest_json(
+        OCI_MANIFEST,
+        (OCI_CONFIG, &bb.config),
+        &[layer_entry(OCI_GZIP, &bb.layer)],
+    );
+    let image_digest =
+        rawpush::put_manifest(addr, repo, &rawpush::digest(&image), OCI_MANIFEST, &image);
+    // BuildKit's provenance attestation: an image-shaped manifest for `unknown/unknown`.
+    let statement = br#"{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://slsa.dev/provenance/v0.2"}"#;
+    let att_config = br#"{"architecture":"unknown","os":"unknown","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    rawpush::put_blob(addr, repo, statement);
+    rawpush::put_blob(addr, repo, att_config);
+    let mut in_toto = layer_entry("application/vnd.in-toto+json", statement);
+    in_toto["annotations"] =
+        serde_json::json!({"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"});
+    let att = manifest_json(OCI_MANIFEST, (OCI_CONFIG, att_config), &[in_toto]);
+    let att_digest = rawpush::put_manifest(addr, repo, &rawpush::digest(&att), OCI_MANIFEST, &att);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": att_digest, "size": att.len(),
+             "platform": {"architecture": "unknown", "os": "unknown"},
+             "annotations": {"vnd.docker.reference.digest": image_digest,
+                             "vnd.docker.reference.type": "attestation-manifest"}},
+            {"mediaType": OCI_MANIFEST, "digest": image_digest, "size": image.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ]
+    }))
+    .unwrap();
+    rawpush::put_manifest(
+        addr,
+        repo,
+        "latest",
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    );
+    let base = format!("{addr}/{repo}:latest");
+    // pull picks the image, not the attestation listed before it.
+    let rb = Rbuild::new();
+    let id = rb.ok(&["pull", "-q", &base]);
+    assert_eq!(id.trim(), rawpush::digest(&bb.config));
+    // An arm64 pull names the real platform only.
+    let out = rb.run(&["pull", "--platform", "linux/arm64", &base]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("linux/amd64"),
+        "{}",
+        show(&out)
+    );
+    assert!(!err.contains("unknown/unknown"), "{err}");
+    build_on_hand_made_base(&base, &format!("{addr}/formats/on-attested:v1"));
+}
+
+#[test]
+fn a_docker_manifest_list_and_an_oci_manifest_with_docker_layers_are_bases() {
+    let addr = &Registry::shared().addr;
+    let bb = busybox_blobs();
+    // A Docker manifest list over a v2s2 image.
+    let repo = "formats/list";
+    rawpush::put_blob(addr, repo, &bb.config);
+    rawpush::put_blob(addr, repo, &bb.layer);
+    let v2s2 = manifest_json(
+        DOCKER_MANIFEST,
+        (DOCKER_CONFIG, &bb.config),
+        &[layer_entry(DOCKER_GZIP, &bb.layer)],
+    );
+    let d = rawpush::put_manifest(addr, repo, &rawpush::digest(&v2s2), DOCKER_MANIFEST, &v2s2);
+    let list_type = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": list_type,
+        "manifests": [
+            {"mediaType": DOCKER_MANIFEST, "digest": d, "size": v2s2.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ]
+    }))
+    .unwrap();
+    rawpush::put_manifest(addr, repo, "latest", list_type, &list);
+    build_on_hand_made_base(
+        &format!("{addr}/{repo}:latest"),
+        &format!("{addr}/formats/on-list:v1"),
+    );
+
+    // An OCI manifest whose layer keeps the Docker media type (what some tools write).
+    let repo = "formats/mixed";
+    rawpush::put_blob(addr, repo, &bb.config);
+    rawpush::put_blob(addr, repo, &bb.layer);
+    let mixed = manifest_json(
+        OCI_MANIFEST,
+        (OCI_CONFIG, &bb.config),
+        &[layer_entry(DOCKER_GZIP, &bb.layer)],
+    );
+    rawpush::put_manifest(addr, repo, "latest", OCI_MANIFEST, &mixed);
+    build_on_hand_made_base(
+        &format!("{addr}/{repo}:latest"),
+        &format!("{addr}/formats/on-mixed:v1"),
+    );
+}
+
+#[test]
+fn foreign_layers_are_pulled_from_their_urls_and_never_pushed() {
+    // registry:2 refuses manifests with `urls` unless they are allowed.
+    let registry = Registry::start(
+        "foreign",
+        RegistryOptions {
+            extra_yaml: "validation:\n  manifests:\n    urls:\n      allow:\n        - ^http://\n"
+                .into(),
+            ..RegistryOptions::default()
+        },
+    );
+    let addr = &registry.addr;
+    let bb = busybox_blobs();
+    let foreign_tar = {
+        let data = b"from a foreign layer\n";
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, "foreign.txt", &data[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let foreign_gz = {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&foreign_tar).unwrap();
+        gz.finish().unwrap()
+    };
+    // The foreign blob lives elsewhere: another repository, reached only through `urls`.
+    let foreign_digest = rawpush::put_blob(addr, "formats/foreign-host", &foreign_gz);
+    let url = format!("http://{addr}/v2/formats/foreign-host/blobs/{foreign_digest}");
+    let mut config: serde_json::Value = serde_json::from_slice(&bb.config).unwrap();
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(rawpush::digest(&foreign_tar).into());
+    let config = serde_json::to_vec(&config).unwrap();
+    let shapes = [
+        (
+            "oci",
+            OCI_MANIFEST,
+            OCI_CONFIG,
+            OCI_GZIP,
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        ),
+        (
+            "docker",
+            DOCKER_MANIFEST,
+            DOCKER_CONFIG,
+            DOCKER_GZIP,
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        ),
+    ];
+    for (name, mt, ct, lt, ft) in shapes {
+        let repo = format!("formats/foreign-base-{name}");
+        rawpush::put_blob(addr, &repo, &config);
+        rawpush::put_blob(addr, &repo, &bb.layer);
+        let mut foreign = layer_entry(ft, &foreign_gz);
+        foreign["urls"] = serde_json::json!([url]);
+        let m = manifest_json(mt, (ct, &config), &[layer_entry(lt, &bb.layer), foreign]);
+        rawpush::put_manifest(addr, &repo, "latest", mt, &m);
+
+        let rb = Rbuild::new();
+        let arg = format!("BASE={addr}/{repo}:latest");
+        let ctx = testdata("format-foreign").to_string_lossy().into_owned();
+        for format in ["oci", "docker"] {
+            let dest = format!("{addr}/formats/on-foreign-{name}:{format}");
+            rb.ok(&[
+                "build",
+                "--progress=plain",
+                "--build-arg",
+                &arg,
+                "-t",
+                &dest,
+                "--push",
+                "--format",
+                format,
+                &ctx,
+            ]);
+            let pushed = raw_manifest(&dest);
+            let want = match format {
+                "oci" => "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                _ => "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            };
+            assert_eq!(pushed["layers"][1]["mediaType"], want, "{pushed}");
+            assert_eq!(pushed["layers"][1]["digest"], foreign_digest.as_str());
+            assert_eq!(pushed["layers"][1]["urls"][0], url.as_str(), "{pushed}");
+            // Never pushed: the destination repository does not have the blob.
+            let (status, _, _) = rawpush::request(
+                addr,
+                "HEAD",
+                &format!("/v2/formats/on-foreign-{name}/blobs/{foreign_digest}"),
+                &[],
+                b"",
+            );
+            assert_eq!(status, 404, "foreign layer was pushed");
+            if format == "oci" {
+                // skopeo leaves foreign layers out of an OCI layout (they are fetched from
+                // their urls): put it there as a runtime would, then umoci unpacks.
+                let (dir, _) = copy_to_layout(&dest);
+                std::fs::write(
+                    dir.path()
+                        .join("layout/blobs/sha256")
+                        .join(foreign_digest.trim_start_matches("sha256:")),
+                    &foreign_gz,
+                )
+                .unwrap();
+                let bundle = dir.path().join("bundle");
+                tool(
+                    "umoci",
+                    &[
+                        "unpack",
+                        "--image",
+                        &format!("{}:x", dir.path().join("layout").display()),
+                        bundle.to_str().unwrap(),
+                    ],
+                );
+                assert_eq!(
+                    std::fs::read_to_string(bundle.join("rootfs/copied.txt")).unwrap(),
+                    "from a foreign layer\n"
+                );
+            }
+        }
+    }
+}
+
+/// `skopeo copy` of a registry image to `<dir>/layout:x`.
+fn copy_to_layout(reference: &str) -> (TestDir, PathBuf) {
+    let dir = TestDir::new("layout-copy");
+    let layout = dir.path().join("layout");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &format!("docker://{reference}"),
+            &format!("oci:{}:x", layout.display()),
+        ],
+    );
+    (dir, layout)
 }

@@ -46,6 +46,24 @@ pub struct BlobRef {
     /// Annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Where a non-distributable (foreign) layer is fetched from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+}
+
+impl BlobRef {
+    /// An index entry that is not an image: BuildKit's attestation manifests (provenance,
+    /// SBOM), which carry the platform `unknown/unknown` and a `vnd.docker.reference.type`
+    /// annotation.
+    pub(crate) fn is_attestation(&self) -> bool {
+        self.annotations
+            .get("vnd.docker.reference.type")
+            .is_some_and(|t| t == "attestation-manifest")
+            || self
+                .platform
+                .as_ref()
+                .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+    }
 }
 
 /// The platform object of an index entry.
@@ -206,7 +224,8 @@ impl fmt::Display for Platform {
     }
 }
 
-/// Picks the index entry for `platform`: the first image manifest that matches.
+/// Picks the index entry for `platform`: the first image manifest that matches, skipping
+/// attestation manifests.
 pub(crate) fn select<'a>(
     what: &str,
     entries: &'a [BlobRef],
@@ -215,12 +234,14 @@ pub(crate) fn select<'a>(
     entries
         .iter()
         .filter(|e| matches!(e.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST))
+        .filter(|e| !e.is_attestation())
         .find(|e| e.platform.as_ref().is_some_and(|p| platform.matches(p)))
         .ok_or_else(|| Error::NoMatchingPlatform {
             what: what.to_string(),
             platform: platform.to_string(),
             available: entries
                 .iter()
+                .filter(|e| !e.is_attestation())
                 .filter_map(|e| e.platform.as_ref())
                 .map(|p| match &p.variant {
                     Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
@@ -246,7 +267,31 @@ mod tests {
                 variant: variant.map(String::from),
             }),
             annotations: BTreeMap::new(),
+            urls: Vec::new(),
         }
+    }
+
+    #[test]
+    fn attestation_entries_are_skipped_and_not_listed() {
+        let mut att = entry("unknown", None);
+        att.platform.as_mut().unwrap().os = "unknown".into();
+        att.annotations.insert(
+            "vnd.docker.reference.type".into(),
+            "attestation-manifest".into(),
+        );
+        let entries = vec![att.clone(), entry("arm64", None)];
+        let p: Platform = "linux/amd64".parse().unwrap();
+        let err = select("x", &entries, &p).unwrap_err().to_string();
+        assert!(
+            err.contains("linux/arm64") && !err.contains("unknown"),
+            "{err}"
+        );
+        // Even one claiming the asked platform is not an image.
+        let mut fake = entry("amd64", None);
+        fake.annotations = att.annotations.clone();
+        let entries = vec![fake, entry("amd64", Some("v1"))];
+        let got = select("x", &entries, &p).unwrap();
+        assert!(!got.is_attestation());
     }
 
     #[test]

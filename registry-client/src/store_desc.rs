@@ -20,7 +20,9 @@ pub(crate) fn from_ref(what: &str, r: &BlobRef) -> Result<Descriptor> {
         reference: format!("{what}: {}", r.digest),
         reason: "manifest names an invalid digest",
     })?;
-    Ok(make(&r.media_type, digest, r.size))
+    let mut d = make(&r.media_type, digest, r.size);
+    d.urls = r.urls.clone();
+    Ok(d)
 }
 
 /// A store descriptor's media type.

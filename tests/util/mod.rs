@@ -7,6 +7,7 @@ pub mod faultproxy;
 pub mod layout;
 pub mod podman;
 pub mod proxy;
+pub mod rawpush;
 pub mod registry;
 pub mod tokenissuer;
 
