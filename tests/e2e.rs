@@ -5,6 +5,7 @@ mod util;
 pub mod build;
 mod cache;
 mod cli;
+mod debian;
 mod fixtures;
 mod formats;
 mod frontend;

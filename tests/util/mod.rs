@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod debian;
 pub mod faultproxy;
 pub mod layout;
 pub mod podman;
