@@ -745,3 +745,38 @@ fn copy_to_layout(reference: &str) -> (TestDir, PathBuf) {
     );
     (dir, layout)
 }
+
+#[test]
+fn a_pulled_v2s2_image_pushes_byte_for_byte_as_docker_and_converted_as_oci() {
+    let registry = Registry::shared();
+    let source = &BaseFormat::Docker.busybox().reference;
+    let rb = Rbuild::new();
+    rb.ok(&["pull", "-q", source]);
+    let source_digest = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &format!("docker://{source}"),
+        ],
+    );
+    let docker = format!("{}/formats/v2s2-roundtrip:docker", registry.addr);
+    let out = rb.ok(&["push", "--format", "docker", source, &docker]);
+    assert!(
+        out.contains(source_digest.trim()),
+        "{out} vs {source_digest}"
+    );
+    let oci = format!("{}/formats/v2s2-roundtrip:oci", registry.addr);
+    let out = rb.ok(&["push", source, &oci]);
+    assert!(!out.contains(source_digest.trim()), "{out}");
+    let m = raw_manifest(&oci);
+    assert_eq!(m["mediaType"], OCI_MANIFEST, "{m}");
+    assert_eq!(media_types(&m), [OCI_GZIP]);
+    assert_eq!(
+        m["layers"][0]["digest"],
+        base_layer_digest(BaseFormat::Docker).as_str()
+    );
+    umoci_unpack_pushed(&oci);
+}
