@@ -418,6 +418,51 @@ fn save_oci_archive_of_a_docker_image_is_pure_oci() {
         ],
     );
     assert!(bundle.join("rootfs/bin/busybox").is_file());
+
+    // An image built on the v2s2 base, saved both ways: skopeo reads both archives.
+    let ctx = testdata("format-base").to_string_lossy().into_owned();
+    let arg = format!("BASE={reference}");
+    rb.ok(&[
+        "build",
+        "-q",
+        "--build-arg",
+        &arg,
+        "-t",
+        "saved-on-v2s2",
+        &ctx,
+    ]);
+    for (format, transport) in [("docker", "docker-archive"), ("oci", "oci-archive")] {
+        let path = dir.path().join(format!("built-{format}.tar"));
+        rb.ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            path.to_str().unwrap(),
+            "saved-on-v2s2",
+        ]);
+        let name = match format {
+            "oci" => ":docker.io/library/saved-on-v2s2:latest",
+            _ => "",
+        };
+        let raw = tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                &format!("{transport}:{}{name}", path.display()),
+            ],
+        );
+        let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(m["layers"].as_array().unwrap().len(), 2, "{m}");
+        if format == "oci" {
+            assert_eq!(m["mediaType"], OCI_MANIFEST, "{m}");
+            assert_eq!(
+                media_types(&m),
+                [OCI_GZIP, "application/vnd.oci.image.layer.v1.tar"]
+            );
+        }
+    }
 }
 
 /// The fixture busybox's config and gzip layer, read from its OCI layout.
