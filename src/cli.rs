@@ -85,6 +85,34 @@ pub fn layer_compression(
         .map_err(|e| crate::exit::UsageError(format!("--compression-level: {e}")))
 }
 
+/// The manifest format an image is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// OCI manifest, config and layer media types, whatever the base image was
+    Oci,
+    /// Docker v2 schema 2 (for registries that take nothing else, e.g. old Harbor or Quay)
+    Docker,
+}
+
+impl Format {
+    /// The store's image format, checked against the layer compression: Docker schema2
+    /// has no zstd layer type, so `--compression zstd --format docker` is a usage error.
+    pub fn checked(
+        self,
+        compression: Compression,
+    ) -> Result<rbuild_store::ImageFormat, crate::exit::UsageError> {
+        match (self, compression) {
+            (Format::Docker, Compression::Zstd) => Err(crate::exit::UsageError(
+                "--compression zstd cannot be used with --format docker: Docker schema2 has \
+                 no zstd layer media type (use --format oci, or gzip)"
+                    .into(),
+            )),
+            (Format::Docker, _) => Ok(rbuild_store::ImageFormat::Docker),
+            (Format::Oci, _) => Ok(rbuild_store::ImageFormat::Oci),
+        }
+    }
+}
+
 /// Flags shared by every command that talks to a registry.
 #[derive(Debug, Clone, Args)]
 pub struct RegistryFlags {
@@ -163,6 +191,9 @@ pub struct BuildArgs {
     /// Compression level for --push (gzip 0-9, default 2; zstd 1-19, default 3)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
+    /// Manifest format for --push
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: Format,
     #[command(flatten)]
     pub registry: RegistryFlags,
     /// Build context: a directory, or - for a tar on stdin
@@ -185,6 +216,9 @@ pub struct PushArgs {
     /// Compression level (gzip 0-9, default 2; zstd 1-19, default 3)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
+    /// Manifest format
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: Format,
     /// How to show progress
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
@@ -295,8 +329,10 @@ pub struct LogoutArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SaveFormat {
     /// docker-archive, as `docker save` writes and `docker load`/`podman load` read
+    #[value(alias = "docker")]
     DockerArchive,
-    /// oci-archive: an OCI image layout in a tar
+    /// oci-archive: an OCI image layout in a tar, with pure OCI manifests
+    #[value(alias = "oci")]
     OciArchive,
 }
 

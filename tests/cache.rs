@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::build::{build_ok, config, manifest, testdata};
+use crate::build::{build_ok, config, manifest, on_both_bases, testdata};
 use crate::util::busybox::busybox;
 use crate::util::{show, tool, Rbuild, Registry, TestDir};
 
@@ -52,30 +52,32 @@ fn a_second_identical_build_is_all_cache_hits() {
 
 #[test]
 fn a_changed_source_is_named_and_invalidates_the_rest_of_the_stage() {
-    let r = Rbuild::new();
-    let dir = copy_testdata("cache-app");
-    build_ok(&r, dir.path(), "app", &[]);
-    std::fs::write(dir.path().join("app.conf"), "setting=2\n").unwrap();
-    let (_, log) = build_ok(&r, dir.path(), "app", &[]);
-    assert!(
-        log.contains("cache miss: checksum of app.conf changed"),
-        "{log}"
-    );
-    // The RUN and the COPY of the unchanged other.txt after it run again.
-    assert_eq!(
-        log.matches("cache miss: an earlier step changed").count(),
-        2,
-        "{log}"
-    );
-    let (_d, fs) = crate::build::unpack(&r, "app");
-    assert_eq!(
-        std::fs::read_to_string(fs.join("copy-of-conf.txt")).unwrap(),
-        "setting=2\n"
-    );
-    // Changing it back hits the first build's records again.
-    std::fs::write(dir.path().join("app.conf"), "setting=1\n").unwrap();
-    let (_, log) = build_ok(&r, dir.path(), "app", &[]);
-    assert!(!log.contains("cache miss"), "{log}");
+    on_both_bases(|| {
+        let r = Rbuild::new();
+        let dir = copy_testdata("cache-app");
+        build_ok(&r, dir.path(), "app", &[]);
+        std::fs::write(dir.path().join("app.conf"), "setting=2\n").unwrap();
+        let (_, log) = build_ok(&r, dir.path(), "app", &[]);
+        assert!(
+            log.contains("cache miss: checksum of app.conf changed"),
+            "{log}"
+        );
+        // The RUN and the COPY of the unchanged other.txt after it run again.
+        assert_eq!(
+            log.matches("cache miss: an earlier step changed").count(),
+            2,
+            "{log}"
+        );
+        let (_d, fs) = crate::build::unpack(&r, "app");
+        assert_eq!(
+            std::fs::read_to_string(fs.join("copy-of-conf.txt")).unwrap(),
+            "setting=2\n"
+        );
+        // Changing it back hits the first build's records again.
+        std::fs::write(dir.path().join("app.conf"), "setting=1\n").unwrap();
+        let (_, log) = build_ok(&r, dir.path(), "app", &[]);
+        assert!(!log.contains("cache miss"), "{log}");
+    });
 }
 
 #[test]
@@ -89,7 +91,7 @@ fn no_cache_runs_every_step() {
 }
 
 fn epoch_build(store: &Rbuild, ctx: &Path) -> String {
-    let base = format!("BASE={}", busybox().reference);
+    let base = format!("BASE={}", crate::build::base().reference);
     let out = store
         .cmd()
         .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -110,36 +112,38 @@ fn epoch_build(store: &Rbuild, ctx: &Path) -> String {
 
 #[test]
 fn source_date_epoch_builds_are_bit_identical_across_stores() {
-    let ctx = testdata("httpserver");
-    let (a, b) = (Rbuild::new(), Rbuild::new());
-    let id_a = epoch_build(&a, &ctx);
-    let id_b = epoch_build(&b, &ctx);
-    assert_eq!(id_a, id_b, "image IDs differ");
-    let (ma, mb) = (manifest(&a, "repro"), manifest(&b, "repro"));
-    assert_eq!(ma, mb, "manifests differ");
-    let digest = |r: &Rbuild| {
-        tool(
-            "skopeo",
-            &[
-                "inspect",
-                "--format",
-                "{{.Digest}}",
-                &crate::build::oci_ref(r, "repro"),
-            ],
-        )
-    };
-    assert_eq!(digest(&a), digest(&b), "manifest digests differ");
-    let cfg = config(&a, "repro");
-    assert_eq!(cfg["created"], "2023-11-14T22:13:20Z");
-    let ours: Vec<_> = cfg["history"].as_array().unwrap()[1..].to_vec();
-    assert!(
-        ours.iter().all(|h| h["created"] == "2023-11-14T22:13:20Z"),
-        "{ours:?}"
-    );
-    // Layer mtimes are clamped to the epoch.
-    let (_d, fs) = crate::build::unpack(&a, "repro");
-    let mtime = std::fs::metadata(fs.join("var/www/build.txt")).unwrap();
-    assert!(std::os::unix::fs::MetadataExt::mtime(&mtime) <= 1_700_000_000);
+    on_both_bases(|| {
+        let ctx = testdata("httpserver");
+        let (a, b) = (Rbuild::new(), Rbuild::new());
+        let id_a = epoch_build(&a, &ctx);
+        let id_b = epoch_build(&b, &ctx);
+        assert_eq!(id_a, id_b, "image IDs differ");
+        let (ma, mb) = (manifest(&a, "repro"), manifest(&b, "repro"));
+        assert_eq!(ma, mb, "manifests differ");
+        let digest = |r: &Rbuild| {
+            tool(
+                "skopeo",
+                &[
+                    "inspect",
+                    "--format",
+                    "{{.Digest}}",
+                    &crate::build::oci_ref(r, "repro"),
+                ],
+            )
+        };
+        assert_eq!(digest(&a), digest(&b), "manifest digests differ");
+        let cfg = config(&a, "repro");
+        assert_eq!(cfg["created"], "2023-11-14T22:13:20Z");
+        let ours: Vec<_> = cfg["history"].as_array().unwrap()[1..].to_vec();
+        assert!(
+            ours.iter().all(|h| h["created"] == "2023-11-14T22:13:20Z"),
+            "{ours:?}"
+        );
+        // Layer mtimes are clamped to the epoch.
+        let (_d, fs) = crate::build::unpack(&a, "repro");
+        let mtime = std::fs::metadata(fs.join("var/www/build.txt")).unwrap();
+        assert!(std::os::unix::fs::MetadataExt::mtime(&mtime) <= 1_700_000_000);
+    });
 }
 
 #[test]

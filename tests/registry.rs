@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::util::busybox::busybox;
+use crate::util::busybox::{busybox, BaseFormat};
 use crate::util::faultproxy::{Fault, FaultProxy};
 use crate::util::proxy::{Direction, Proxy};
 use crate::util::registry::RegistryOptions;
@@ -87,44 +87,60 @@ fn is_blob_upload(line: &str) -> bool {
 
 #[test]
 fn pull_and_push_anonymous_roundtrip() {
-    let rb = store_with_busybox();
-    let registry = Registry::shared();
-    let dest = format!("{}/rt/busybox:v1", registry.addr);
-    let out = rb.ok(&["push", "--progress", "plain", &busybox().reference, &dest]);
-    let digest = pushed_digest(&out);
-    assert!(out.starts_with("v1: digest: sha256:"), "{out}");
-    // The pulled image is pushed byte for byte: same manifest digest as the source.
-    let source_digest = skopeo_digest(&busybox().reference, &["--tls-verify=false"]);
-    assert_eq!(digest, source_digest);
-    assert_eq!(skopeo_digest(&dest, &["--tls-verify=false"]), digest);
+    // On the busybox base pushed as OCI and as Docker v2s2, each pushed in its own format.
+    for (base, format) in [(BaseFormat::Oci, "oci"), (BaseFormat::Docker, "docker")] {
+        let source = &base.busybox().reference;
+        let rb = Rbuild::new();
+        rb.ok(&["pull", "--progress", "plain", source]);
+        let registry = Registry::shared();
+        let dest = format!("{}/rt/busybox:{format}", registry.addr);
+        let out = rb.ok(&[
+            "push",
+            "--progress",
+            "plain",
+            "--format",
+            format,
+            source,
+            &dest,
+        ]);
+        let digest = pushed_digest(&out);
+        assert!(
+            out.starts_with(&format!("{format}: digest: sha256:")),
+            "{out}"
+        );
+        // The pulled image is pushed byte for byte: same manifest digest as the source.
+        let source_digest = skopeo_digest(source, &["--tls-verify=false"]);
+        assert_eq!(digest, source_digest);
+        assert_eq!(skopeo_digest(&dest, &["--tls-verify=false"]), digest);
 
-    // skopeo can copy it out (it verifies every blob digest on the way).
-    let out_dir = TestDir::new("rt-copy");
-    tool(
-        "skopeo",
-        &[
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            &format!("docker://{dest}"),
-            &format!("oci:{}:x", out_dir.path().join("layout").display()),
-        ],
-    );
+        // skopeo can copy it out (it verifies every blob digest on the way).
+        let out_dir = TestDir::new("rt-copy");
+        tool(
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                &format!("docker://{dest}"),
+                &format!("oci:{}:x", out_dir.path().join("layout").display()),
+            ],
+        );
 
-    // A fresh store pulls it back; the layer is stored under its digest.
-    let rb2 = Rbuild::new();
-    let id = rb2.ok(&["pull", "-q", &dest]).trim().to_string();
-    assert!(id.starts_with("sha256:"), "{id}");
-    let index = std::fs::read_to_string(rb2.root.join("index.json")).unwrap();
-    assert!(
-        index.contains(&digest),
-        "tag not in store index.json: {index}"
-    );
-    assert!(rb2
-        .root
-        .join("blobs/sha256")
-        .join(id.trim_start_matches("sha256:"))
-        .exists());
+        // A fresh store pulls it back; the layer is stored under its digest.
+        let rb2 = Rbuild::new();
+        let id = rb2.ok(&["pull", "-q", &dest]).trim().to_string();
+        assert!(id.starts_with("sha256:"), "{id}");
+        let index = std::fs::read_to_string(rb2.root.join("index.json")).unwrap();
+        assert!(
+            index.contains(&digest),
+            "tag not in store index.json: {index}"
+        );
+        assert!(rb2
+            .root
+            .join("blobs/sha256")
+            .join(id.trim_start_matches("sha256:"))
+            .exists());
+    }
 }
 
 #[test]

@@ -12,7 +12,14 @@
 //! let pulled = client.pull(&store, &base, None, Arc::new(NoProgress)).await?;
 //! let dest = Reference::parse("registry.example.com/me/busybox:1")?;
 //! let pushed = client
-//!     .push(&store, &base.to_string(), &dest, LayerCompression::default(), Arc::new(NoProgress))
+//!     .push(
+//!         &store,
+//!         &base.to_string(),
+//!         &dest,
+//!         LayerCompression::default(),
+//!         rbuild_store::ImageFormat::Oci,
+//!         Arc::new(NoProgress),
+//!     )
 //!     .await?;
 //! println!("{}: digest: {} size: {}", pulled.reference, pushed.digest, pushed.size);
 //! # Ok(()) }

@@ -1,24 +1,24 @@
-//! Manifest and index media types, the parts of them pull and push read, platform
-//! selection from an index, and the OCI → Docker schema2 media type rewrite.
+//! Manifest and index media types, the parts of them pull and push read, and platform
+//! selection from an index.
+
+use std::collections::BTreeMap;
 
 use rbuild_store::Platform;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 use crate::{Error, Result};
 
+// The media type names live in the store (`rbuild_store::MEDIA_TYPE_*`, with the OCI <->
+// Docker conversion, `rbuild_store::ImageFormat`); these are short local names for them.
+
 /// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_MANIFEST: &str = rbuild_store::MEDIA_TYPE_OCI_MANIFEST;
 /// OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_INDEX: &str = rbuild_store::MEDIA_TYPE_OCI_INDEX;
 /// Docker schema2 manifest.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST: &str = rbuild_store::MEDIA_TYPE_DOCKER_MANIFEST;
 /// Docker manifest list.
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// OCI image config.
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-/// Docker image config.
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LIST: &str = rbuild_store::MEDIA_TYPE_DOCKER_MANIFEST_LIST;
 
 /// The `Accept` header for manifest requests.
 pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -45,6 +45,21 @@ pub struct BlobRef {
     /// Annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Where a non-distributable (foreign) layer is fetched from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+}
+
+impl BlobRef {
+    /// An index entry that is not an image: BuildKit's attestation manifests (provenance,
+    /// SBOM), which carry the platform `unknown/unknown` and a `vnd.docker.reference.type`
+    /// annotation.
+    pub(crate) fn is_attestation(&self) -> bool {
+        self.annotations
+            .get("vnd.docker.reference.type")
+            .is_some_and(|t| t == "attestation-manifest")
+            || self.platform.as_ref().is_some_and(Platform::is_unknown)
+    }
 }
 
 /// A manifest or index, as much as we need of it.
@@ -67,7 +82,7 @@ pub(crate) struct AnyManifest {
 pub(crate) enum Parsed {
     Index(Vec<BlobRef>),
     Image {
-        config: BlobRef,
+        config: Box<BlobRef>,
         layers: Vec<BlobRef>,
     },
 }
@@ -104,7 +119,7 @@ pub(crate) fn parse(
     let parsed = match media_type.as_str() {
         OCI_INDEX | DOCKER_LIST => Parsed::Index(m.manifests),
         OCI_MANIFEST | DOCKER_MANIFEST => Parsed::Image {
-            config: m.config.ok_or_else(unsupported)?,
+            config: Box::new(m.config.ok_or_else(unsupported)?),
             layers: m.layers,
         },
         _ => return Err(unsupported()),
@@ -112,7 +127,8 @@ pub(crate) fn parse(
     Ok((media_type, parsed))
 }
 
-/// Picks the index entry for `platform`: the first image manifest that matches.
+/// Picks the index entry for `platform`: the first image manifest that matches, skipping
+/// attestation manifests.
 pub(crate) fn select<'a>(
     what: &str,
     entries: &'a [BlobRef],
@@ -121,49 +137,19 @@ pub(crate) fn select<'a>(
     entries
         .iter()
         .filter(|e| matches!(e.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST))
+        .filter(|e| !e.is_attestation())
         .find(|e| e.platform.as_ref().is_some_and(|p| platform.matches(p)))
         .ok_or_else(|| Error::NoMatchingPlatform {
             what: what.to_string(),
             platform: platform.to_string(),
             available: entries
                 .iter()
+                .filter(|e| !e.is_attestation())
                 .filter_map(|e| e.platform.as_ref())
-                .filter(|p| !p.is_unknown())
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
         })
-}
-
-/// The Docker schema2 media type for an OCI one, if there is one.
-pub(crate) fn docker_media_type(oci: &str) -> Option<&'static str> {
-    Some(match oci {
-        OCI_MANIFEST | DOCKER_MANIFEST => DOCKER_MANIFEST,
-        OCI_CONFIG | DOCKER_CONFIG => DOCKER_CONFIG,
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        }
-        "application/vnd.oci.image.layer.v1.tar" => "application/vnd.docker.image.rootfs.diff.tar",
-        _ => return None,
-    })
-}
-
-/// Rewrites an OCI manifest (as JSON) to Docker schema2 media types; `None` when a layer
-/// has no Docker equivalent (zstd).
-pub(crate) fn to_docker(manifest: &serde_json::Value) -> Option<serde_json::Value> {
-    let mut m = manifest.clone();
-    let obj = m.as_object_mut()?;
-    obj.insert("mediaType".into(), DOCKER_MANIFEST.into());
-    let config = obj.get_mut("config")?.as_object_mut()?;
-    let ct = config.get("mediaType")?.as_str()?;
-    config.insert("mediaType".into(), docker_media_type(ct)?.into());
-    for layer in obj.get_mut("layers")?.as_array_mut()? {
-        let l = layer.as_object_mut()?;
-        let t = l.get("mediaType")?.as_str()?;
-        l.insert("mediaType".into(), docker_media_type(t)?.into());
-    }
-    Some(m)
 }
 
 #[cfg(test)]
@@ -183,7 +169,31 @@ mod tests {
                 os_features: Vec::new(),
             }),
             annotations: BTreeMap::new(),
+            urls: Vec::new(),
         }
+    }
+
+    #[test]
+    fn attestation_entries_are_skipped_and_not_listed() {
+        let mut att = entry("unknown", None);
+        att.platform.as_mut().unwrap().os = "unknown".into();
+        att.annotations.insert(
+            "vnd.docker.reference.type".into(),
+            "attestation-manifest".into(),
+        );
+        let entries = vec![att.clone(), entry("arm64", None)];
+        let p: Platform = "linux/amd64".parse().unwrap();
+        let err = select("x", &entries, &p).unwrap_err().to_string();
+        assert!(
+            err.contains("linux/arm64") && !err.contains("unknown"),
+            "{err}"
+        );
+        // Even one claiming the asked platform is not an image.
+        let mut fake = entry("amd64", None);
+        fake.annotations = att.annotations.clone();
+        let entries = vec![fake, entry("amd64", Some("v1"))];
+        let got = select("x", &entries, &p).unwrap();
+        assert!(!got.is_attestation());
     }
 
     #[test]
@@ -216,21 +226,5 @@ mod tests {
         let p: Platform = "linux/arm/v6".parse().unwrap();
         let err = select("x", &entries, &p).unwrap_err().to_string();
         assert!(err.contains("linux/arm/v7"), "{err}");
-    }
-
-    #[test]
-    fn docker_rewrite_refuses_zstd() {
-        let m = serde_json::json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
-            "config":{"mediaType":OCI_CONFIG,"digest":"sha256:a","size":1},
-            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:b","size":2}]});
-        let d = to_docker(&m).unwrap();
-        assert_eq!(
-            d["layers"][0]["mediaType"],
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        );
-        assert_eq!(d["config"]["mediaType"], DOCKER_CONFIG);
-        let mut z = m.clone();
-        z["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
-        assert!(to_docker(&z).is_none());
     }
 }

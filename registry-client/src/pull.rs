@@ -101,7 +101,7 @@ impl Client {
             let what = what.clone();
             async move {
                 let digest = parse_digest(&what, &l.digest)?;
-                fetch_layer(&ep, repo, &scopes, store, &digest, l.size, progress).await
+                fetch_layer(&ep, repo, &scopes, store, &digest, l, progress).await
             }
         }))
         .buffer_unordered(parallel)
@@ -127,7 +127,7 @@ impl Client {
             let repo = repo.to_string();
             let blobs: Vec<String> = layers
                 .iter()
-                .chain(std::iter::once(&config))
+                .chain(std::iter::once(&*config))
                 .map(|l| l.digest.clone())
                 .collect();
             let expected = fetched.digest.clone();
@@ -244,16 +244,18 @@ fn parse_digest(what: &str, s: &str) -> Result<Digest> {
     })
 }
 
-/// Streams one layer into the store unless it is there already.
+/// Streams one layer into the store unless it is there already. A non-distributable
+/// (foreign) layer is fetched from its `urls` first (as docker does), then from the registry.
 async fn fetch_layer(
     ep: &Endpoint,
     repo: &str,
     scopes: &Scopes,
     store: &Store,
     digest: &Digest,
-    size: u64,
+    layer: &manifest::BlobRef,
     progress: Arc<dyn Progress>,
 ) -> Result<()> {
+    let size = layer.size;
     let s = store.clone();
     let d = digest.clone();
     let present = tokio::task::spawn_blocking(move || s.blobs().contains(&d))
@@ -286,30 +288,60 @@ async fn fetch_layer(
             .map_err(Error::store(format!("verify {expected}")))
     });
 
-    let url = ep.url(&format!("/v2/{repo}/blobs/{digest}")).await?;
+    let mut urls: Vec<(String, bool)> = Vec::new();
+    if rbuild_store::is_nondistributable(&layer.media_type) {
+        urls.extend(
+            layer
+                .urls
+                .iter()
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                .map(|u| (u.clone(), true)),
+        );
+    }
+    urls.push((ep.url(&format!("/v2/{repo}/blobs/{digest}")).await?, false));
     let mut offset: u64 = 0;
-    let mut attempt: u32 = 0;
     let download = async {
-        loop {
-            attempt += 1;
-            if attempt > 1 {
-                progress.retrying(digest, attempt);
-            }
-            match download_from(ep, &url, scopes, offset, size, &tx, digest, &*progress).await {
-                Ok(n) => {
-                    offset = n;
-                    return Ok(());
+        let last = urls.len() - 1;
+        for (i, (url, foreign)) in urls.iter().enumerate() {
+            if offset > 0 {
+                // What an earlier source sent is dropped: this one starts over.
+                if tx.send(Chunk::Restart).await.is_err() {
+                    return Err(writer_gone(url));
                 }
-                Err((e, reached)) => {
-                    offset = reached;
-                    if !e.is_retryable() || attempt >= ep.attempts() {
-                        return Err(e);
+                offset = 0;
+                progress.advanced(digest, 0);
+            }
+            let mut attempt: u32 = 0;
+            loop {
+                attempt += 1;
+                if attempt > 1 {
+                    progress.retrying(digest, attempt);
+                }
+                let from = Source {
+                    url,
+                    foreign: *foreign,
+                };
+                match download_from(ep, from, scopes, offset, size, &tx, digest, &*progress).await {
+                    Ok(n) => {
+                        offset = n;
+                        return Ok(());
                     }
-                    ep.log_retry(&format!("download of {digest}"), attempt + 1, &e);
-                    ep.pause(attempt, None).await;
+                    Err((e, reached)) => {
+                        offset = reached;
+                        if e.is_retryable() && attempt < ep.attempts() {
+                            ep.log_retry(&format!("download of {digest}"), attempt + 1, &e);
+                            ep.pause(attempt, None).await;
+                            continue;
+                        }
+                        if i == last || tx.is_closed() {
+                            return Err(e);
+                        }
+                        break;
+                    }
                 }
             }
         }
+        Ok(())
     };
     let result: Result<()> = download.await;
     // A closed channel means the writer thread stopped first: its error is the cause.
@@ -326,12 +358,20 @@ async fn fetch_layer(
     Ok(())
 }
 
+/// Where a layer is downloaded from.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    url: &'a str,
+    /// A foreign layer's own URL: sent without the registry's credentials.
+    foreign: bool,
+}
+
 /// One GET from `offset` (Range if > 0). Returns the offset reached, with it on error so
 /// the next attempt resumes there.
 #[allow(clippy::too_many_arguments)]
 async fn download_from(
     ep: &Endpoint,
-    url: &str,
+    from: Source<'_>,
     scopes: &Scopes,
     mut offset: u64,
     size: u64,
@@ -339,11 +379,17 @@ async fn download_from(
     digest: &Digest,
     progress: &dyn Progress,
 ) -> std::result::Result<u64, (Error, u64)> {
+    let url = from.url;
     let mut req = Req::new(Method::GET, url.to_string());
     if offset > 0 {
         req = req.header(RANGE, &format!("bytes={offset}-"));
     }
-    let resp = ep.send(&req, scopes).await.map_err(|e| (e, offset))?;
+    let resp = if from.foreign {
+        ep.send_unauthenticated(&req).await
+    } else {
+        ep.send(&req, scopes).await
+    }
+    .map_err(|e| (e, offset))?;
     let status = resp.status();
     let resumed = status == StatusCode::PARTIAL_CONTENT
         && resp

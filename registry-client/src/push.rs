@@ -3,18 +3,18 @@
 //! stream into the upload (`compress_upload`); layers in parallel, config, the manifest last.
 
 use std::collections::BTreeSet;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use rbuild_store::{Descriptor, Digest, Image, LayerCompression, Store};
+use rbuild_store::{
+    is_nondistributable, Descriptor, Digest, Image, ImageFormat, LayerCompression, Manifest, Store,
+};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 
 use crate::auth::Scopes;
 use crate::client::Client;
 use crate::compress_upload::compress_and_push;
-use crate::manifest::{self, BlobRef};
 use crate::progress::Progress;
 use crate::store_desc;
 use crate::transport::{registry_error_detail, status_error, Body, Endpoint, Req};
@@ -41,6 +41,8 @@ enum LayerForm {
     Known(Descriptor),
     /// To compress from this layer blob while uploading.
     Compress(Descriptor),
+    /// Non-distributable: never uploaded, its descriptor goes into the manifest as it is.
+    Foreign(Descriptor),
 }
 
 /// One parallel unit of a push.
@@ -50,13 +52,15 @@ enum Job<'a> {
 }
 
 impl Client {
-    /// Pushes the store image named `image` (a tag or an image-id prefix) to `destination`.
+    /// Pushes the store image named `image` (a tag or an image-id prefix) to `destination`
+    /// as a `format` image.
     pub async fn push(
         &self,
         store: &Store,
         image: &str,
         destination: &Reference,
         compression: LayerCompression,
+        format: ImageFormat,
         progress: Arc<dyn Progress>,
     ) -> Result<PushedImage> {
         let s = store.clone();
@@ -70,37 +74,43 @@ impl Client {
         let image_found = found.ok_or_else(|| Error::ImageNotInStore {
             name: image.to_string(),
         })?;
-        self.push_image(store, &image_found, destination, compression, progress)
-            .await
+        self.push_image(
+            store,
+            &image_found,
+            destination,
+            compression,
+            format,
+            progress,
+        )
+        .await
     }
 
     /// Pushes a store image to `destination`, compressing layers with `compression` (format
-    /// and level) unless the store already has that form.
+    /// and level) unless the store already has that form, with a manifest in `format`
+    /// (media types converted, blobs and digests the same). Non-distributable (foreign)
+    /// layers are never uploaded: their descriptors, `urls` included, go into the manifest
+    /// as they are.
     pub async fn push_image(
         &self,
         store: &Store,
         image: &Image,
         destination: &Reference,
         compression: LayerCompression,
+        format: ImageFormat,
         progress: Arc<dyn Progress>,
     ) -> Result<PushedImage> {
         let what = destination.to_string();
-        let manifest_value: serde_json::Value = serde_json::from_slice(&image.manifest_json)
-            .map_err(|source| Error::InvalidManifest {
-                what: what.clone(),
-                source,
-            })?;
-        let (_, parsed) = manifest::parse(
-            &what,
-            &image.manifest_json,
-            Some(&store_desc::media_type(&image.manifest)),
-        )?;
-        let manifest::Parsed::Image { config, layers } = parsed else {
-            return Err(Error::UnsupportedMediaType {
-                what,
-                media_type: store_desc::media_type(&image.manifest),
-            });
-        };
+        let media_type = store_desc::media_type(&image.manifest);
+        if ImageFormat::of_manifest(&media_type).is_none() && !media_type.is_empty() {
+            return Err(Error::UnsupportedMediaType { what, media_type });
+        }
+        let local: Manifest = image
+            .parsed_manifest()
+            .map_err(Error::store(format!("read the manifest of {what}")))?;
+        if local.schema_version != 2 {
+            return Err(Error::UnsupportedMediaType { what, media_type });
+        }
+        let layers = local.layers.clone();
 
         // Compression happens at the edge, once per layer and level (the store remembers it).
         // A layer whose form is not known yet is compressed while it uploads; a registry that
@@ -109,25 +119,26 @@ impl Client {
         let stream = !ep.always_chunked();
         let s = store.clone();
         let originals = layers.clone();
-        let w = what.clone();
         let forms: Vec<LayerForm> = tokio::task::spawn_blocking(move || {
             originals
                 .iter()
-                .map(|l| {
-                    let desc = store_desc::from_ref(&w, l)?;
-                    let what = || format!("compress layer {}", l.digest);
+                .map(|desc| {
+                    if is_nondistributable(&desc.media_type) {
+                        return Ok(LayerForm::Foreign(desc.clone()));
+                    }
+                    let what = || format!("compress layer {}", desc.digest);
                     let known = if stream {
-                        s.remembered_compressed_layer(&desc, compression)
+                        s.remembered_compressed_layer(desc, compression)
                             .map_err(Error::store(what()))?
                     } else {
                         Some(
-                            s.compressed_layer(&desc, compression)
+                            s.compressed_layer(desc, compression)
                                 .map_err(Error::store(what()))?,
                         )
                     };
                     Ok(match known {
                         Some(c) => LayerForm::Known(c),
-                        None => LayerForm::Compress(desc),
+                        None => LayerForm::Compress(desc.clone()),
                     })
                 })
                 .collect::<Result<Vec<_>>>()
@@ -160,14 +171,12 @@ impl Client {
                         to_compress.push(d);
                     }
                 }
+                LayerForm::Foreign(_) => {}
             }
         }
         let config_blob = Blob {
-            digest: Digest::from_str(&config.digest).map_err(|_| Error::InvalidDigest {
-                what: what.to_string(),
-                digest: config.digest.clone(),
-            })?,
-            size: config.size,
+            digest: local.config.digest.clone(),
+            size: local.config.size,
         };
         let mount_sources: BTreeSet<String> = blobs
             .iter()
@@ -232,10 +241,10 @@ impl Client {
         .await?;
 
         let made: Vec<(Digest, Descriptor)> = made.into_iter().flatten().collect();
-        let mut compressed: Vec<BlobRef> = Vec::with_capacity(layers.len());
+        let mut pushed_layers: Vec<Descriptor> = Vec::with_capacity(layers.len());
         for (form, l) in forms.iter().zip(&layers) {
             let c = match form {
-                LayerForm::Known(c) => c,
+                LayerForm::Known(c) | LayerForm::Foreign(c) => c,
                 LayerForm::Compress(d) => made
                     .iter()
                     .find(|(source, _)| *source == d.digest)
@@ -245,9 +254,10 @@ impl Client {
                         layer: d.digest.to_string(),
                     })?,
             };
-            let mut r = store_desc::to_ref(c);
+            let mut r = store_desc::make(&c.media_type, c.digest.clone(), c.size);
             r.annotations = l.annotations.clone();
-            compressed.push(r);
+            r.urls = l.urls.clone();
+            pushed_layers.push(r);
         }
         for (_, c) in &made {
             blobs.push(Blob {
@@ -257,44 +267,38 @@ impl Client {
         }
         blobs.push(config_blob);
 
-        // The manifest: the stored bytes when no layer changed (the digest stays the
-        // local image's), else the local manifest with the compressed descriptors.
-        let unchanged = compressed
-            .iter()
-            .zip(&layers)
-            .all(|(c, l)| c.digest == l.digest && c.media_type == l.media_type);
-        let (bytes, media_type) = if unchanged {
-            (
-                image.manifest_json.clone(),
-                store_desc::media_type(&image.manifest),
-            )
+        // The manifest: the stored bytes when no layer changed and the image already is in
+        // `format` (the digest stays the local image's), else the local manifest with the
+        // pushed layer descriptors, in `format`.
+        let mut remote = local.clone();
+        remote.layers = pushed_layers;
+        let mut target = format
+            .convert(&remote)
+            .map_err(Error::store(format!("write {what} as {}", format.name())))?
+            .unwrap_or(remote);
+        if local.media_type.is_none() && media_type == format.manifest_media_type() {
+            // The local manifest names its type only in its descriptor: keep it that way.
+            target.media_type = None;
+        }
+        let (bytes, media_type) = if target == local {
+            (image.manifest_json.clone(), media_type)
         } else {
-            let mut m = manifest_value.clone();
-            m["layers"] =
-                serde_json::to_value(&compressed).map_err(|source| Error::InvalidManifest {
-                    what: what.clone(),
-                    source,
-                })?;
-            if m.get("mediaType").is_none() {
-                m["mediaType"] = manifest::OCI_MANIFEST.into();
-            }
-            let mt = m["mediaType"]
-                .as_str()
-                .unwrap_or(manifest::OCI_MANIFEST)
-                .to_string();
-            (canonical(&m, &what)?, mt)
+            (
+                canonical(&target, &what)?,
+                format.manifest_media_type().to_string(),
+            )
         };
         let pushed = match put_manifest(&ep, destination, &scopes, &bytes, &media_type).await? {
             Ok(()) => (bytes, media_type),
             Err(detail) => {
-                let value: serde_json::Value =
-                    serde_json::from_slice(&bytes).map_err(|source| Error::InvalidManifest {
-                        what: what.clone(),
-                        source,
-                    })?;
-                let docker = match manifest::to_docker(&value) {
-                    Some(d) if media_type != manifest::DOCKER_MANIFEST => d,
-                    _ => {
+                // A registry that refuses OCI manifests may take the same image as Docker
+                // schema2 (when every layer has a Docker media type).
+                let docker = match serde_json::from_slice::<Manifest>(&bytes)
+                    .ok()
+                    .and_then(|m| ImageFormat::Docker.convert(&m).ok().flatten())
+                {
+                    Some(d) => d,
+                    None => {
                         return Err(Error::ManifestRefused {
                             reference: what,
                             detail,
@@ -302,16 +306,9 @@ impl Client {
                     }
                 };
                 let dbytes = canonical(&docker, &what)?;
-                match put_manifest(
-                    &ep,
-                    destination,
-                    &scopes,
-                    &dbytes,
-                    manifest::DOCKER_MANIFEST,
-                )
-                .await?
-                {
-                    Ok(()) => (dbytes, manifest::DOCKER_MANIFEST.to_string()),
+                let docker_type = ImageFormat::Docker.manifest_media_type();
+                match put_manifest(&ep, destination, &scopes, &dbytes, docker_type).await? {
+                    Ok(()) => (dbytes, docker_type.to_string()),
                     Err(detail) => {
                         return Err(Error::ManifestRefused {
                             reference: what,
@@ -338,9 +335,9 @@ impl Client {
     }
 }
 
-fn canonical(v: &serde_json::Value, what: &str) -> Result<Vec<u8>> {
-    // serde_json's Value keeps object keys sorted: this is our canonical form.
-    serde_json::to_vec(v).map_err(|source| Error::InvalidManifest {
+fn canonical(m: &Manifest, what: &str) -> Result<Vec<u8>> {
+    // Sorted keys, no empty optional fields: the store's canonical form.
+    rbuild_store::canonical_json(m).map_err(|source| Error::InvalidManifest {
         what: what.to_string(),
         source,
     })

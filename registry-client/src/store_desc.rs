@@ -20,18 +20,9 @@ pub(crate) fn from_ref(what: &str, r: &BlobRef) -> Result<Descriptor> {
         what: what.to_string(),
         digest: r.digest.clone(),
     })?;
-    Ok(make(&r.media_type, digest, r.size))
-}
-
-/// The manifest entry for a store descriptor.
-pub(crate) fn to_ref(d: &Descriptor) -> BlobRef {
-    BlobRef {
-        media_type: media_type(d),
-        digest: d.digest.to_string(),
-        size: d.size,
-        platform: None,
-        annotations: Default::default(),
-    }
+    let mut d = make(&r.media_type, digest, r.size);
+    d.urls = r.urls.clone();
+    Ok(d)
 }
 
 /// A store descriptor's media type.

@@ -512,6 +512,21 @@ impl Endpoint {
         })
     }
 
+    /// Sends `req` (no body) once, without credentials: for a non-distributable layer's own
+    /// URL, which is not the registry's, so the registry's credentials must not go there.
+    pub(crate) async fn send_unauthenticated(&self, req: &Req) -> Result<Response> {
+        self.http
+            .request(req.method.clone(), &req.url)
+            .headers(req.headers.clone())
+            .send()
+            .await
+            .map_err(|source| Error::Connection {
+                method: req.method.to_string(),
+                url: req.url.clone(),
+                source,
+            })
+    }
+
     /// Sends `req` once with `body` instead of `req.body`: a one-shot stream (chunked
     /// transfer encoding) that cannot be replayed, so a 401 is an error, not a retry; the
     /// caller falls back to a replayable upload on any failure.

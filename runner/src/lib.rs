@@ -53,7 +53,7 @@ pub use spec::{
     default_hosts, host_resolv_conf, ExtraMount, Limits, Network, SandboxSpec, User, DEFAULT_PATH,
     MAX_LOWERS,
 };
-pub use user::resolve_user;
+pub use user::{home_dir, resolve_user};
 
 /// The hidden first argument that makes the `rbuild` binary act as the sandbox child.
 pub const INIT_ARG: &str = "sandbox-init";

@@ -74,10 +74,33 @@ pub fn resolve_user(lowers: &[PathBuf], user_spec: &str) -> Result<User, Error> 
     })
 }
 
+/// The home directory a step running as `user_spec` gets in `HOME` when the image does not
+/// set it, by runc's rule (what docker does): the home field of the passwd entry of the user
+/// (matched by name or uid like [`resolve_user`]; uid 0 when the spec is empty), else `/`
+/// (a uid with no entry, no /etc/passwd, an empty home field).
+pub fn home_dir(lowers: &[PathBuf], user_spec: &str) -> Result<String, Error> {
+    let user_part = user_spec.split_once(':').map_or(user_spec, |(u, _)| u);
+    let passwd = read_through(lowers, "etc/passwd")?.unwrap_or_default();
+    let numeric_uid = if user_part.is_empty() {
+        Some(0)
+    } else {
+        user_part.parse::<u32>().ok()
+    };
+    let home = passwd
+        .lines()
+        .filter_map(PasswdEntry::parse)
+        .find(|e| (!user_part.is_empty() && e.name == user_part) || Some(e.uid) == numeric_uid)
+        .map(|e| e.home)
+        .filter(|h| !h.is_empty())
+        .unwrap_or("/");
+    Ok(home.to_string())
+}
+
 struct PasswdEntry<'a> {
     name: &'a str,
     uid: u32,
     gid: u32,
+    home: &'a str,
 }
 
 impl<'a> PasswdEntry<'a> {
@@ -93,6 +116,7 @@ impl<'a> PasswdEntry<'a> {
             name: fields[0],
             uid: fields[2].parse().ok()?,
             gid: fields[3].parse().ok()?,
+            home: fields.get(5).copied().unwrap_or(""),
         })
     }
 }
@@ -219,6 +243,20 @@ mod tests {
                 groups: vec![10, 29]
             }
         );
+    }
+
+    #[test]
+    fn home_comes_from_passwd_else_slash() {
+        let l = layer(PASSWD, GROUP);
+        let lowers = [l.path().to_path_buf()];
+        assert_eq!(home_dir(&lowers, "").unwrap(), "/root");
+        assert_eq!(home_dir(&lowers, "root").unwrap(), "/root");
+        assert_eq!(home_dir(&lowers, "0:0").unwrap(), "/root");
+        assert_eq!(home_dir(&lowers, "alice").unwrap(), "/home/alice");
+        assert_eq!(home_dir(&lowers, "1000:wheel").unwrap(), "/home/alice");
+        assert_eq!(home_dir(&lowers, "4242").unwrap(), "/");
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(home_dir(&[empty.path().to_path_buf()], "").unwrap(), "/");
     }
 
     #[test]

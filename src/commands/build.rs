@@ -129,6 +129,7 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
         return Err(UsageError("--push needs at least one -t NAME".into()).into());
     }
     let compression = crate::cli::layer_compression(args.compression, args.compression_level)?;
+    let format = args.format.checked(args.compression)?;
     let opts = options(&args)?;
     let store = Store::open(&g.root)
         .with_context(|| format!("cannot open the store at {}", g.root.display()))?;
@@ -169,7 +170,7 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
         for t in &tags {
             let dest = Reference::parse(t).map_err(|e| UsageError(e.to_string()))?;
             let pushed = client
-                .push(&store, t, &dest, compression, Arc::new(NoProgress))
+                .push(&store, t, &dest, compression, format, Arc::new(NoProgress))
                 .await
                 .with_context(|| format!("cannot push {t}"))?;
             view.line(&format!(

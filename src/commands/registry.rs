@@ -47,6 +47,7 @@ fn parse_reference(s: &str) -> anyhow::Result<Reference> {
 pub async fn push(g: &Globals, args: PushArgs) -> anyhow::Result<()> {
     let destination = parse_reference(args.destination.as_deref().unwrap_or(&args.image))?;
     let compression = crate::cli::layer_compression(args.compression, args.compression_level)?;
+    let format = args.format.checked(args.compression)?;
     let store = open_store(g)?;
     let client = Client::new(client_options(&args.registry));
     let mode = Style::pick(args.progress, args.quiet);
@@ -55,7 +56,14 @@ pub async fn push(g: &Globals, args: PushArgs) -> anyhow::Result<()> {
         eprintln!("The push refers to repository [{}]", destination.name());
     }
     let pushed = client
-        .push(&store, &args.image, &destination, compression, view.clone())
+        .push(
+            &store,
+            &args.image,
+            &destination,
+            compression,
+            format,
+            view.clone(),
+        )
         .await;
     view.finish();
     let pushed = pushed?;

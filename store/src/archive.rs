@@ -1,16 +1,17 @@
 //! Exporting images as archives: docker-archive (`docker save` format: `manifest.json`,
 //! config, uncompressed `layer.tar`s) and oci-archive (an OCI image layout in a tar).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 
 use serde::Serialize;
 
 use crate::fsutil::remove_any;
 use crate::model::oci::{
-    canonical_json, layer_compression, Descriptor, Index, ANNOTATION_REF_NAME,
+    canonical_json, is_nondistributable, layer_compression, Descriptor, ImageFormat, Index,
+    ANNOTATION_REF_NAME,
 };
-use crate::{DiffId, Error, Image, Result, Store};
+use crate::{DiffId, Digest, Error, Image, Result, Store};
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -74,26 +75,60 @@ impl Store {
 
     /// Writes `images` as an oci-archive tar: `oci-layout`, an `index.json` naming each image
     /// by its tag in `org.opencontainers.image.ref.name`, and every blob they use, as stored.
+    /// The manifests are pure OCI: one with Docker media types (a pulled Docker image) is
+    /// written converted ([`ImageFormat::convert`]: same config and layer blobs).
     pub fn save_oci_archive<W: Write>(&self, images: &[Image], out: W) -> Result<()> {
         let mut tar = tar::Builder::new(out);
         append(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         let mut index = Index::default();
         let mut blobs = BTreeSet::new();
+        let mut converted: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
         for image in images {
             let manifest = image.parsed_manifest()?;
             let mut d = image.manifest.clone();
+            match ImageFormat::Oci.convert(&manifest)? {
+                Some(oci) => {
+                    let bytes = canonical_json(&oci).map_err(|source| Error::Json {
+                        what: "manifest",
+                        path: image.manifest.digest.to_string().into(),
+                        source,
+                    })?;
+                    d = Descriptor::new(
+                        ImageFormat::Oci.manifest_media_type(),
+                        Digest::of(&bytes),
+                        bytes.len() as u64,
+                    );
+                    converted.insert(d.digest.clone(), bytes);
+                }
+                None => {
+                    d.media_type = ImageFormat::Oci.manifest_media_type().to_owned();
+                    blobs.insert(image.manifest.digest.clone());
+                }
+            }
             if let Some(name) = &image.name {
                 d.annotations
                     .insert(ANNOTATION_REF_NAME.to_owned(), name.clone());
             }
             index.manifests.push(d);
-            blobs.insert(image.manifest.digest.clone());
             blobs.insert(image.config.digest.clone());
-            blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));
+            for l in &manifest.layers {
+                // A non-distributable layer the store does not hold is fetched from its urls
+                // by whoever reads the archive.
+                if is_nondistributable(&l.media_type) && !self.blobs().contains(&l.digest) {
+                    continue;
+                }
+                blobs.insert(l.digest.clone());
+            }
         }
         append(&mut tar, "blobs/", &[])?;
         append(&mut tar, "blobs/sha256/", &[])?;
-        for d in &blobs {
+        let mut names: BTreeSet<&Digest> = blobs.iter().collect();
+        names.extend(converted.keys());
+        for d in names {
+            if let Some(bytes) = converted.get(d) {
+                append(&mut tar, &format!("blobs/sha256/{}", d.hex()), bytes)?;
+                continue;
+            }
             let size = self.blobs().size(d)?.ok_or_else(|| Error::BlobNotFound {
                 digest: d.to_string(),
             })?;

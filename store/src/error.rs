@@ -142,6 +142,15 @@ pub enum Error {
         /// The format's name.
         format: &'static str,
     },
+    /// A media type has no equivalent in the image format being written (zstd layers in
+    /// Docker schema2, an unknown layer type).
+    #[error("media type {media_type} has no {format} equivalent")]
+    NoEquivalentMediaType {
+        /// The media type that cannot be converted.
+        media_type: String,
+        /// The format being written (`OCI` or `Docker schema2`).
+        format: &'static str,
+    },
 }
 
 impl Error {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use crate::fsutil::write_atomic;
 use crate::model::oci::{
-    canonical_json, Descriptor, Index, Manifest, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_CONFIG,
-    MEDIA_TYPE_OCI_MANIFEST,
+    canonical_json, Descriptor, ImageFormat, Index, Manifest, ANNOTATION_REF_NAME,
+    MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST,
 };
 use crate::{Digest, Error, Result, Store};
 
@@ -80,8 +80,17 @@ impl Image {
 impl Store {
     /// Writes `config_json` (stored as given: serialize it canonically first, e.g. with
     /// [`crate::canonical_json`]) and an OCI manifest over `layers`; returns the manifest
-    /// descriptor (not tagged: call [`Store::tag`]).
+    /// descriptor (not tagged: call [`Store::tag`]). The manifest is pure OCI whatever the
+    /// layers came from: a Docker layer media type becomes its OCI equivalent (same blob).
     pub fn put_image(&self, config_json: &[u8], layers: &[Descriptor]) -> Result<Descriptor> {
+        let layers = layers
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                l.media_type = ImageFormat::Oci.layer_media_type(&l.media_type)?.to_owned();
+                Ok(l)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let config_digest = self.blobs().put(config_json)?;
         let manifest = Manifest {
             schema_version: 2,
@@ -91,7 +100,7 @@ impl Store {
                 config_digest,
                 config_json.len() as u64,
             ),
-            layers: layers.to_vec(),
+            layers,
             annotations: BTreeMap::new(),
         };
         let bytes = canonical_json(&manifest).map_err(|source| Error::Json {

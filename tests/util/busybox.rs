@@ -48,6 +48,56 @@ pub fn busybox() -> &'static Busybox {
     })
 }
 
+/// The same busybox image pushed in Docker v2s2 format (`skopeo copy --format v2s2`: a
+/// Docker manifest, config and layer media types over the same blobs), once per test
+/// process, as `127.0.0.1:PORT/library/busybox-v2s2:latest`.
+pub fn busybox_v2s2() -> &'static Busybox {
+    static IMAGE: OnceLock<Busybox> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let oci = busybox();
+        let reference = format!("{}/library/busybox-v2s2:latest", Registry::shared().addr);
+        tool(
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--format",
+                "v2s2",
+                "--dest-tls-verify=false",
+                &format!("oci:{}:latest", oci.layout.display()),
+                &format!("docker://{reference}"),
+            ],
+        );
+        Busybox {
+            reference,
+            layout: oci.layout.clone(),
+            diff_id: oci.diff_id.clone(),
+        }
+    })
+}
+
+/// The busybox base in one format: `Oci` is [`busybox`], `Docker` is [`busybox_v2s2`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaseFormat {
+    /// Pushed as an OCI image.
+    Oci,
+    /// Pushed as Docker v2s2.
+    Docker,
+}
+
+impl BaseFormat {
+    /// Both formats, OCI first.
+    pub const BOTH: [BaseFormat; 2] = [BaseFormat::Oci, BaseFormat::Docker];
+
+    /// The busybox image pushed in this format.
+    pub fn busybox(self) -> &'static Busybox {
+        match self {
+            BaseFormat::Oci => busybox(),
+            BaseFormat::Docker => busybox_v2s2(),
+        }
+    }
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }

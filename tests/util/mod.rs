@@ -3,9 +3,12 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod debian;
 pub mod faultproxy;
 pub mod layout;
+pub mod podman;
 pub mod proxy;
+pub mod rawpush;
 pub mod registry;
 pub mod tokenissuer;
 

@@ -47,7 +47,7 @@ pub use instructions::{
 pub use json::{parse_json_array, parse_words, JsonArray};
 pub use parser::{parse, Document, Node};
 pub use shell::{Env, ExpandError, Expansion, Lexer};
-pub use stages::{platform_args, Base, Location, Scope, Stage, Step, StepGraph};
+pub use stages::{expand_env_pairs, platform_args, Base, Location, Scope, Stage, Step, StepGraph};
 
 /// Reads and parses the Dockerfile at `path`; errors name the path as given.
 pub fn read_dockerfile(path: &std::path::Path) -> Result<Document, crate::Error> {

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use rbuild_store::Platform;
 
 use super::error::{ErrorKind, ParseError};
-use super::instructions::{parse_instruction, Instruction};
+use super::instructions::{parse_instruction, Instruction, KeyValue};
 use super::parser::{Document, Node};
-use super::shell::{Env, Lexer};
+use super::shell::{Env, ExpandError, Lexer};
 
 /// The automatic platform args (`TARGETPLATFORM`... `BUILDVARIANT`), for building on and
 /// for `target` on `build`.
@@ -125,6 +125,24 @@ impl Env for Scope<'_> {
     fn lookup(&self, name: &str) -> Option<String> {
         self.env.lookup(name).or_else(|| self.args.lookup(name))
     }
+}
+
+/// The pairs of one ENV instruction, keys and values expanded in `scope`: the environment
+/// *before* the instruction, as docker expands them (`ENV A=y B=$A` gives B the earlier A).
+pub fn expand_env_pairs(
+    lexer: &Lexer,
+    pairs: &[KeyValue],
+    scope: &Scope<'_>,
+) -> Result<Vec<(String, String)>, ExpandError> {
+    pairs
+        .iter()
+        .map(|kv| {
+            Ok((
+                lexer.expand_word(&kv.key, scope)?,
+                lexer.expand_word(&kv.value, scope)?,
+            ))
+        })
+        .collect()
 }
 
 fn set(vars: &mut Vec<(String, String)>, name: &str, value: String) {
@@ -314,13 +332,13 @@ impl StepGraph {
                     }
                 }
                 Instruction::Env(pairs) => {
-                    for kv in pairs {
-                        let scope = Scope {
-                            env: &env,
-                            args: &step_args,
-                        };
-                        let key = expand(&kv.key, &scope)?;
-                        let value = expand(&kv.value, &scope)?;
+                    let scope = Scope {
+                        env: &env,
+                        args: &step_args,
+                    };
+                    let expanded = expand_env_pairs(&lexer, pairs, &scope)
+                        .map_err(|e| at(node, ErrorKind::Expand(e)))?;
+                    for (key, value) in expanded {
                         set(&mut env, &key, value);
                     }
                 }

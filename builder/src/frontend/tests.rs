@@ -251,6 +251,37 @@ fn scope_prefers_env_over_args() {
 }
 
 #[test]
+fn env_pairs_expand_against_the_environment_before_the_instruction() {
+    // docker: `ENV A=y B=$A C=${A}z` with A=x before gives B=x, C=xz (not y, yz).
+    let env = [("A".to_string(), "x".to_string())];
+    let args = [("D".to_string(), "arg".to_string())];
+    let scope = super::Scope {
+        env: &env,
+        args: &args,
+    };
+    let kv = |k: &str, v: &str| super::KeyValue {
+        key: k.to_string(),
+        value: v.to_string(),
+    };
+    let lex = super::Lexer::new('\\');
+    let pairs = [kv("A", "y"), kv("B", "$A"), kv("C", "${A}z"), kv("E", "$D")];
+    let got = super::expand_env_pairs(&lex, &pairs, &scope).unwrap();
+    let want: Vec<(String, String)> = [("A", "y"), ("B", "x"), ("C", "xz"), ("E", "arg")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    // Unset before the instruction: empty, even though the same line sets it.
+    let empty: [(String, String); 0] = [];
+    let scope = super::Scope {
+        env: &empty,
+        args: &empty,
+    };
+    let got = super::expand_env_pairs(&lex, &[kv("N", "1"), kv("M", "[$N]")], &scope).unwrap();
+    assert_eq!(got[1].1, "[]");
+}
+
+#[test]
 fn every_instruction_types() {
     let text = "FROM alpine\nMAINTAINER me\nEXPOSE 80/tcp 443\nENV A=1 B=\"2 3\"\nENV C 4 5\nLABEL k=v\nVOLUME [\"/a\", \"/b\"]\nUSER 1000:1000\nWORKDIR /w\nARG X Y=z\nONBUILD RUN echo\nSTOPSIGNAL SIGTERM\nHEALTHCHECK --interval=5s --retries=3 CMD curl -f x\nHEALTHCHECK NONE\nSHELL [\"/bin/bash\", \"-c\"]\nADD --checksum=sha256:00 --keep-git-dir https://x/y.tgz /\nCMD [\"a\"]\nENTRYPOINT b c\n";
     let g = graph(text, &[], None).unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Compression, Platform};
-use crate::Digest;
+use crate::{Digest, Error};
 
 /// OCI image manifest.
 pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -31,6 +31,21 @@ pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.ima
 pub const MEDIA_TYPE_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 /// Docker uncompressed layer.
 pub const MEDIA_TYPE_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+/// OCI non-distributable uncompressed layer.
+pub const MEDIA_TYPE_OCI_LAYER_NONDIST: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar";
+/// OCI non-distributable gzip layer.
+pub const MEDIA_TYPE_OCI_LAYER_NONDIST_GZIP: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+/// OCI non-distributable zstd layer.
+pub const MEDIA_TYPE_OCI_LAYER_NONDIST_ZSTD: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
+/// Docker foreign (non-distributable) gzip layer.
+pub const MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+/// Docker foreign (non-distributable) uncompressed layer.
+pub const MEDIA_TYPE_DOCKER_LAYER_FOREIGN: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar";
 /// The annotation holding a tag in `index.json` (what `skopeo oci:<dir>:<name>` matches).
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -125,19 +140,173 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Er
 /// What a layer media type says about its compression: `Ok(None)` = uncompressed,
 /// `Err(())` = not a layer type we know.
 pub(crate) fn layer_compression(media_type: &str) -> Result<Option<Compression>, ()> {
-    match media_type {
-        MEDIA_TYPE_OCI_LAYER | MEDIA_TYPE_DOCKER_LAYER => Ok(None),
-        MEDIA_TYPE_OCI_LAYER_GZIP | MEDIA_TYPE_DOCKER_LAYER_GZIP => Ok(Some(Compression::Gzip)),
-        MEDIA_TYPE_OCI_LAYER_ZSTD => Ok(Some(Compression::Zstd)),
-        "application/vnd.oci.image.layer.nondistributable.v1.tar" => Ok(None),
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-            Ok(Some(Compression::Gzip))
+    LayerType::parse(media_type)
+        .map(|t| t.compression)
+        .ok_or(())
+}
+
+// ---- Image formats: media types of OCI and Docker schema2 and the conversion between them.
+// Self-contained on purpose: everything that maps one format's media types to the other's is
+// here, so it can move with the image model.
+
+/// A layer media type, read: its compression and whether it may be pushed (docker's
+/// "foreign" and OCI's "non-distributable" layers are fetched from their `urls` and never
+/// pushed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LayerType {
+    /// `None`: a plain tar.
+    pub compression: Option<Compression>,
+    /// False for foreign / non-distributable layers.
+    pub distributable: bool,
+}
+
+impl LayerType {
+    /// The layer type of `media_type` (OCI or Docker, any compression, distributable or
+    /// not); `None` when it is not a layer media type we know.
+    pub fn parse(media_type: &str) -> Option<LayerType> {
+        let (compression, distributable) = match media_type {
+            MEDIA_TYPE_OCI_LAYER | MEDIA_TYPE_DOCKER_LAYER => (None, true),
+            MEDIA_TYPE_OCI_LAYER_GZIP | MEDIA_TYPE_DOCKER_LAYER_GZIP => {
+                (Some(Compression::Gzip), true)
+            }
+            MEDIA_TYPE_OCI_LAYER_ZSTD => (Some(Compression::Zstd), true),
+            MEDIA_TYPE_OCI_LAYER_NONDIST | MEDIA_TYPE_DOCKER_LAYER_FOREIGN => (None, false),
+            MEDIA_TYPE_OCI_LAYER_NONDIST_GZIP | MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP => {
+                (Some(Compression::Gzip), false)
+            }
+            MEDIA_TYPE_OCI_LAYER_NONDIST_ZSTD => (Some(Compression::Zstd), false),
+            _ => return None,
+        };
+        Some(LayerType {
+            compression,
+            distributable,
+        })
+    }
+
+    /// This layer type's media type in `format`; `None` when the format has none (zstd in
+    /// Docker schema2).
+    pub fn media_type(self, format: ImageFormat) -> Option<&'static str> {
+        Some(match (format, self.distributable, self.compression) {
+            (ImageFormat::Oci, true, None) => MEDIA_TYPE_OCI_LAYER,
+            (ImageFormat::Oci, true, Some(Compression::Gzip)) => MEDIA_TYPE_OCI_LAYER_GZIP,
+            (ImageFormat::Oci, true, Some(Compression::Zstd)) => MEDIA_TYPE_OCI_LAYER_ZSTD,
+            (ImageFormat::Oci, false, None) => MEDIA_TYPE_OCI_LAYER_NONDIST,
+            (ImageFormat::Oci, false, Some(Compression::Gzip)) => MEDIA_TYPE_OCI_LAYER_NONDIST_GZIP,
+            (ImageFormat::Oci, false, Some(Compression::Zstd)) => MEDIA_TYPE_OCI_LAYER_NONDIST_ZSTD,
+            (ImageFormat::Docker, true, None) => MEDIA_TYPE_DOCKER_LAYER,
+            (ImageFormat::Docker, true, Some(Compression::Gzip)) => MEDIA_TYPE_DOCKER_LAYER_GZIP,
+            (ImageFormat::Docker, false, None) => MEDIA_TYPE_DOCKER_LAYER_FOREIGN,
+            (ImageFormat::Docker, false, Some(Compression::Gzip)) => {
+                MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP
+            }
+            (ImageFormat::Docker, _, Some(Compression::Zstd)) => return None,
+            // Not layer compressions: `parse` never gives them.
+            (_, _, Some(Compression::Bzip2 | Compression::Xz)) => return None,
+        })
+    }
+}
+
+/// Whether `media_type` names a layer that must never be pushed (docker's foreign layers,
+/// OCI's non-distributable ones).
+pub fn is_nondistributable(media_type: &str) -> bool {
+    LayerType::parse(media_type).is_some_and(|t| !t.distributable)
+}
+
+/// The manifest format of an image rbuild writes: OCI (the default) or Docker schema2
+/// (what old Harbor and Quay versions need). Both describe the same blobs: converting
+/// changes media types only, never a digest of a layer or config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ImageFormat {
+    /// OCI image manifest, config and layer media types.
+    #[default]
+    Oci,
+    /// Docker image manifest v2 schema 2 media types.
+    Docker,
+}
+
+impl ImageFormat {
+    /// How messages name the format (`OCI`, `Docker schema2`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Oci => "OCI",
+            ImageFormat::Docker => "Docker schema2",
         }
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-            Ok(Some(Compression::Zstd))
+    }
+
+    /// The image manifest media type.
+    pub fn manifest_media_type(self) -> &'static str {
+        match self {
+            ImageFormat::Oci => MEDIA_TYPE_OCI_MANIFEST,
+            ImageFormat::Docker => MEDIA_TYPE_DOCKER_MANIFEST,
         }
-        _ => Err(()),
+    }
+
+    /// The image config media type.
+    pub fn config_media_type(self) -> &'static str {
+        match self {
+            ImageFormat::Oci => MEDIA_TYPE_OCI_CONFIG,
+            ImageFormat::Docker => MEDIA_TYPE_DOCKER_CONFIG,
+        }
+    }
+
+    /// The multi-platform index media type.
+    pub fn index_media_type(self) -> &'static str {
+        match self {
+            ImageFormat::Oci => MEDIA_TYPE_OCI_INDEX,
+            ImageFormat::Docker => MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+        }
+    }
+
+    /// The format an image manifest media type belongs to; `None` for anything else.
+    pub fn of_manifest(media_type: &str) -> Option<ImageFormat> {
+        match media_type {
+            MEDIA_TYPE_OCI_MANIFEST => Some(ImageFormat::Oci),
+            MEDIA_TYPE_DOCKER_MANIFEST => Some(ImageFormat::Docker),
+            _ => None,
+        }
+    }
+
+    /// `media_type` (a layer's, OCI or Docker) in this format: the same kind of layer
+    /// (compression, distributable or not).
+    pub fn layer_media_type(self, media_type: &str) -> Result<&'static str, Error> {
+        LayerType::parse(media_type)
+            .and_then(|t| t.media_type(self))
+            .ok_or_else(|| Error::NoEquivalentMediaType {
+                media_type: media_type.to_owned(),
+                format: self.name(),
+            })
+    }
+
+    /// `media_type` (a config's) in this format. Docker's and OCI's configs are the same
+    /// JSON (docker's fields the OCI spec lacks, `Healthcheck`, `Shell`, `OnBuild`, are kept
+    /// as they are): only the descriptor's media type changes.
+    pub fn config_media_type_of(self, media_type: &str) -> Result<&'static str, Error> {
+        match media_type {
+            MEDIA_TYPE_OCI_CONFIG | MEDIA_TYPE_DOCKER_CONFIG => Ok(self.config_media_type()),
+            other => Err(Error::NoEquivalentMediaType {
+                media_type: other.to_owned(),
+                format: self.name(),
+            }),
+        }
+    }
+
+    /// `manifest` in this format: manifest, config and layer media types rewritten; digests,
+    /// sizes, `urls` and annotations kept. `None` when it already is in this format (its
+    /// bytes, and so its digest, can be kept).
+    pub fn convert(self, manifest: &Manifest) -> Result<Option<Manifest>, Error> {
+        let mut out = manifest.clone();
+        out.media_type = Some(self.manifest_media_type().to_owned());
+        out.config.media_type = self
+            .config_media_type_of(&manifest.config.media_type)?
+            .to_owned();
+        for layer in &mut out.layers {
+            layer.media_type = self.layer_media_type(&layer.media_type)?.to_owned();
+        }
+        if self == ImageFormat::Docker {
+            // Docker schema2 has no manifest annotations.
+            out.annotations.clear();
+        }
+        Ok((out != *manifest).then_some(out))
     }
 }
 
@@ -164,5 +333,102 @@ mod tests {
             String::from_utf8(canonical_json(&value).unwrap()).unwrap(),
             r#"{"HEALTHCHECK":{"Test":["CMD"]},"a":{"x":[3],"y":2},"b":1}"#
         );
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    fn manifest(media_type: Option<&str>, config: &str, layers: &[&str]) -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: media_type.map(String::from),
+            config: Descriptor::new(config, Digest::of(b"config"), 6),
+            layers: layers
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Descriptor::new(*t, Digest::of(&[i as u8]), i as u64 + 1))
+                .collect(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn docker_layers_become_oci_with_the_same_digests() {
+        let mut m = manifest(
+            Some(MEDIA_TYPE_DOCKER_MANIFEST),
+            MEDIA_TYPE_DOCKER_CONFIG,
+            &[
+                MEDIA_TYPE_DOCKER_LAYER_GZIP,
+                MEDIA_TYPE_DOCKER_LAYER,
+                MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP,
+            ],
+        );
+        m.layers[2].urls = vec!["https://example.invalid/layer".into()];
+        let oci = ImageFormat::Oci.convert(&m).unwrap().expect("changed");
+        assert_eq!(oci.media_type.as_deref(), Some(MEDIA_TYPE_OCI_MANIFEST));
+        assert_eq!(oci.config.media_type, MEDIA_TYPE_OCI_CONFIG);
+        let types: Vec<&str> = oci.layers.iter().map(|l| l.media_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                MEDIA_TYPE_OCI_LAYER_GZIP,
+                MEDIA_TYPE_OCI_LAYER,
+                MEDIA_TYPE_OCI_LAYER_NONDIST_GZIP
+            ]
+        );
+        for (a, b) in oci.layers.iter().zip(&m.layers) {
+            assert_eq!((&a.digest, a.size, &a.urls), (&b.digest, b.size, &b.urls));
+        }
+        assert_eq!(oci.config.digest, m.config.digest);
+        // And back: the same manifest.
+        assert_eq!(ImageFormat::Docker.convert(&oci).unwrap(), Some(m.clone()));
+        // Already in the format: nothing to change, the bytes can be kept.
+        assert_eq!(ImageFormat::Docker.convert(&m).unwrap(), None);
+        assert_eq!(ImageFormat::Oci.convert(&oci).unwrap(), None);
+    }
+
+    #[test]
+    fn zstd_and_unknown_types_have_no_docker_equivalent() {
+        let m = manifest(
+            Some(MEDIA_TYPE_OCI_MANIFEST),
+            MEDIA_TYPE_OCI_CONFIG,
+            &[MEDIA_TYPE_OCI_LAYER_ZSTD],
+        );
+        let err = ImageFormat::Docker.convert(&m).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "media type application/vnd.oci.image.layer.v1.tar+zstd has no Docker schema2 equivalent"
+        );
+        assert!(ImageFormat::Oci.convert(&m).unwrap().is_none());
+        let odd = manifest(None, MEDIA_TYPE_OCI_CONFIG, &["application/x-odd"]);
+        assert!(ImageFormat::Oci.convert(&odd).is_err());
+        // A manifest without mediaType gets one.
+        let bare = manifest(None, MEDIA_TYPE_OCI_CONFIG, &[MEDIA_TYPE_OCI_LAYER]);
+        assert_eq!(
+            ImageFormat::Oci
+                .convert(&bare)
+                .unwrap()
+                .unwrap()
+                .media_type
+                .as_deref(),
+            Some(MEDIA_TYPE_OCI_MANIFEST)
+        );
+    }
+
+    #[test]
+    fn layer_types_read_compression_and_distributability() {
+        assert!(is_nondistributable(MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP));
+        assert!(is_nondistributable(MEDIA_TYPE_OCI_LAYER_NONDIST_ZSTD));
+        assert!(!is_nondistributable(MEDIA_TYPE_DOCKER_LAYER_GZIP));
+        assert_eq!(
+            LayerType::parse(MEDIA_TYPE_OCI_LAYER_NONDIST_ZSTD),
+            Some(LayerType {
+                compression: Some(Compression::Zstd),
+                distributable: false
+            })
+        );
+        assert_eq!(LayerType::parse(MEDIA_TYPE_OCI_CONFIG), None);
     }
 }

@@ -1,5 +1,6 @@
 //! FROM: start a stage from `scratch`, an earlier stage, or an image (local first, else
-//! pulled); then run the base's ONBUILD triggers, which the new image does not inherit.
+//! pulled), docker's default PATH when the base sets none; then run the base's ONBUILD
+//! triggers, which the new image does not inherit.
 
 use std::time::Instant;
 
@@ -86,6 +87,11 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
         id,
         elapsed: started.elapsed(),
     });
+    // BuildKit's rule: every stage's config has a PATH (scratch and bases without one get
+    // docker's default), except on Windows, which leaves it to the OS.
+    if st.config.env_value("PATH").is_none() && st.config.os != "windows" {
+        st.config.set_env("PATH", rbuild_runner::DEFAULT_PATH);
+    }
     // A stage's own image config starts without the base's triggers.
     let triggers = st.config.config.on_build.take().unwrap_or_default();
     for trigger in triggers {

@@ -9,7 +9,7 @@ use rbuild_store::{ExternalFiles, Mounts, TarOptions};
 use super::{commit, lookup, push_history, Lookup, StepCx};
 use crate::context::pathclean::clean_in_root;
 use crate::copy::Layers;
-use crate::frontend::{ArgDecl, Healthcheck, KeyValue, ShellOrExec};
+use crate::frontend::{expand_env_pairs, ArgDecl, Healthcheck, KeyValue, Scope, ShellOrExec};
 use crate::solver::cachekey::KeyEncoder;
 use crate::solver::ctx::blocking;
 use crate::solver::state::{LayerRef, StageState};
@@ -52,12 +52,17 @@ fn json(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-/// ENV k=v...
+/// ENV k=v...: every pair is expanded against the environment before the instruction, as
+/// docker does (`ENV A=y B=$A` gives B the earlier value of A), then set in order.
 pub fn env(cx: &StepCx<'_>, st: &mut StageState, pairs: &[KeyValue]) -> Result<(), Error> {
+    let before = st.config.env_pairs();
+    let scope = Scope {
+        env: &before,
+        args: &cx.step.args,
+    };
+    let expanded = expand_env_pairs(&cx.ctx.lexer, pairs, &scope)?;
     let mut text = Vec::new();
-    for kv in pairs {
-        let key = cx.expand(st, &kv.key)?;
-        let value = cx.expand(st, &kv.value)?;
+    for (key, value) in expanded {
         st.config.set_env(&key, &value);
         text.push(format!("{key}={value}"));
     }

@@ -1,7 +1,8 @@
 //! RUN: the command in the runner's sandbox over the stage's layers, with the stage's
 //! USER, WORKDIR, ENV and in-scope ARGs, `--network`, and `--mount` (cache dirs that
 //! persist in the store, binds, tmpfs, secrets that never reach the layer); the upper dir
-//! becomes the step's layer (kept even when empty, as docker does).
+//! becomes the step's layer (kept even when empty, as docker does). HOME defaults to the
+//! user's home in the image's /etc/passwd, as runc sets it.
 
 use std::collections::VecDeque;
 
@@ -404,15 +405,26 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
     }
 
     let lowers = current_lowers(cx, st).await?;
-    let user = if user_spec.is_empty() {
-        rbuild_runner::User::default()
-    } else {
-        let (l, u) = (lowers.clone(), user_spec.clone());
-        blocking(move || {
-            rbuild_runner::resolve_user(&l, &u).map_err(|source| Error::User { spec: u, source })
-        })
-        .await?
-    };
+    let (l, u) = (lowers.clone(), user_spec.clone());
+    let (user, home) = blocking(move || {
+        let err = |source| Error::User {
+            spec: u.clone(),
+            source,
+        };
+        let user = if u.is_empty() {
+            rbuild_runner::User::default()
+        } else {
+            rbuild_runner::resolve_user(&l, &u).map_err(err)?
+        };
+        let home = rbuild_runner::home_dir(&l, &u).map_err(err)?;
+        Ok((user, home))
+    })
+    .await?;
+    // docker (runc): HOME from the step user's passwd entry when neither the image nor an
+    // arg sets it. It follows from the layers and USER, both in the key already.
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), home));
+    }
     let sandbox = cx.ctx.sandbox.clone();
     let events = cx.ctx.events.clone();
     let id = cx.id;
