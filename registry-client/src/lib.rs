@@ -38,7 +38,6 @@ mod pull;
 mod push;
 mod reference;
 mod secret;
-mod store_desc;
 mod transport;
 mod upload;
 

@@ -1,9 +1,7 @@
 //! Manifest and index media types, the parts of them pull and push read, and platform
 //! selection from an index.
 
-use std::collections::BTreeMap;
-
-use rbuild_store::Platform;
+use rbuild_store::{Descriptor, Platform};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -29,37 +27,15 @@ application/vnd.docker.distribution.manifest.v2+json";
 /// Largest manifest, index or config we accept (hostile registries cannot make us buffer more).
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 
-/// A descriptor as it appears inside a manifest or index.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct BlobRef {
-    /// Media type.
-    pub media_type: String,
-    /// Digest (validated when used).
-    pub digest: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Platform (index entries only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-    /// Where a non-distributable (foreign) layer is fetched from.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub urls: Vec<String>,
-}
-
-impl BlobRef {
-    /// An index entry that is not an image: BuildKit's attestation manifests (provenance,
-    /// SBOM), which carry the platform `unknown/unknown` and a `vnd.docker.reference.type`
-    /// annotation.
-    pub(crate) fn is_attestation(&self) -> bool {
-        self.annotations
-            .get("vnd.docker.reference.type")
-            .is_some_and(|t| t == "attestation-manifest")
-            || self.platform.as_ref().is_some_and(Platform::is_unknown)
-    }
+/// An index entry that is not an image: BuildKit's attestation manifests (provenance,
+/// SBOM), which carry the platform `unknown/unknown` and a `vnd.docker.reference.type`
+/// annotation.
+pub(crate) fn is_attestation(entry: &Descriptor) -> bool {
+    entry
+        .annotations
+        .get("vnd.docker.reference.type")
+        .is_some_and(|t| t == "attestation-manifest")
+        || entry.platform.as_ref().is_some_and(Platform::is_unknown)
 }
 
 /// A manifest or index, as much as we need of it.
@@ -71,19 +47,19 @@ pub(crate) struct AnyManifest {
     #[serde(default)]
     pub media_type: Option<String>,
     #[serde(default)]
-    pub config: Option<BlobRef>,
+    pub config: Option<Descriptor>,
     #[serde(default)]
-    pub layers: Vec<BlobRef>,
+    pub layers: Vec<Descriptor>,
     #[serde(default)]
-    pub manifests: Vec<BlobRef>,
+    pub manifests: Vec<Descriptor>,
 }
 
 /// What a fetched manifest document is.
 pub(crate) enum Parsed {
-    Index(Vec<BlobRef>),
+    Index(Vec<Descriptor>),
     Image {
-        config: Box<BlobRef>,
-        layers: Vec<BlobRef>,
+        config: Box<Descriptor>,
+        layers: Vec<Descriptor>,
     },
 }
 
@@ -131,20 +107,20 @@ pub(crate) fn parse(
 /// attestation manifests.
 pub(crate) fn select<'a>(
     what: &str,
-    entries: &'a [BlobRef],
+    entries: &'a [Descriptor],
     platform: &Platform,
-) -> Result<&'a BlobRef> {
+) -> Result<&'a Descriptor> {
     entries
         .iter()
         .filter(|e| matches!(e.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST))
-        .filter(|e| !e.is_attestation())
+        .filter(|e| !is_attestation(e))
         .find(|e| e.platform.as_ref().is_some_and(|p| platform.matches(p)))
         .ok_or_else(|| Error::NoMatchingPlatform {
             what: what.to_string(),
             platform: platform.to_string(),
             available: entries
                 .iter()
-                .filter(|e| !e.is_attestation())
+                .filter(|e| !is_attestation(e))
                 .filter_map(|e| e.platform.as_ref())
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()
@@ -156,10 +132,10 @@ pub(crate) fn select<'a>(
 mod tests {
     use super::*;
 
-    fn entry(arch: &str, variant: Option<&str>) -> BlobRef {
-        BlobRef {
+    fn entry(arch: &str, variant: Option<&str>) -> Descriptor {
+        Descriptor {
             media_type: OCI_MANIFEST.into(),
-            digest: format!("sha256:{}", arch.len()),
+            digest: rbuild_store::Digest::of(arch.as_bytes()),
             size: 1,
             platform: Some(Platform {
                 architecture: arch.into(),
@@ -168,7 +144,7 @@ mod tests {
                 os_version: None,
                 os_features: Vec::new(),
             }),
-            annotations: BTreeMap::new(),
+            annotations: Default::default(),
             urls: Vec::new(),
         }
     }
@@ -193,7 +169,7 @@ mod tests {
         fake.annotations = att.annotations.clone();
         let entries = vec![fake, entry("amd64", Some("v1"))];
         let got = select("x", &entries, &p).unwrap();
-        assert!(!got.is_attestation());
+        assert!(!is_attestation(got));
     }
 
     #[test]

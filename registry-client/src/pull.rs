@@ -3,12 +3,11 @@
 //! a dropped connection; then the tag.
 
 use std::io::Write;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use rbuild_store::{Digest, Store};
+use rbuild_store::{Descriptor, Digest, Platform, Reference, Store};
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
 use tokio::sync::mpsc;
@@ -18,11 +17,8 @@ use crate::body::read_limited;
 use crate::client::Client;
 use crate::manifest::{self, Parsed};
 use crate::progress::{Outcome, Progress};
-use crate::store_desc;
 use crate::transport::{status_error, Endpoint, Req};
 use crate::{Error, Result};
-use rbuild_store::Platform;
-use rbuild_store::Reference;
 
 /// What a pull stored.
 #[derive(Debug, Clone)]
@@ -70,7 +66,7 @@ impl Client {
         let mut fetched = top;
         if let Parsed::Index(entries) = &parsed {
             let entry = manifest::select(&what, entries, platform)?;
-            let digest = parse_digest(&what, &entry.digest)?;
+            let digest = entry.digest.clone();
             fetched = self.fetch_manifest(&ep, reference, Some(&digest)).await?;
             let (mt, p) = manifest::parse(&what, &fetched.bytes, fetched.media_type.as_deref())?;
             if let Parsed::Index(_) = p {
@@ -88,7 +84,7 @@ impl Client {
 
         let scopes = Scopes::pull(reference.repository());
         let repo = reference.repository();
-        let config_digest = parse_digest(&what, &config.digest)?;
+        let config_digest = config.digest.clone();
         let config_json = self
             .fetch_small_blob(&ep, repo, &scopes, store, &config_digest)
             .await?;
@@ -98,28 +94,21 @@ impl Client {
             let ep = ep.clone();
             let scopes = scopes.clone();
             let progress = progress.clone();
-            let what = what.clone();
-            async move {
-                let digest = parse_digest(&what, &l.digest)?;
-                fetch_layer(&ep, repo, &scopes, store, &digest, l, progress).await
-            }
+            async move { fetch_layer(&ep, repo, &scopes, store, &l.digest, l, progress).await }
         }))
         .buffer_unordered(parallel)
         .try_collect::<Vec<()>>()
         .await?;
 
-        let manifest_desc = store_desc::make(
-            &media_type,
+        let manifest_desc = Descriptor::new(
+            media_type,
             fetched.digest.clone(),
             fetched.bytes.len() as u64,
         );
         let name = reference.to_string();
         let manifest_bytes = fetched.bytes.clone();
-        let layer_descs = layers
-            .iter()
-            .map(|l| store_desc::from_ref(&what, l))
-            .collect::<Result<Vec<_>>>()?;
-        let config_desc = store_desc::from_ref(&what, &config)?;
+        let layer_descs: Vec<Descriptor> = layers.iter().map(stored_descriptor).collect();
+        let config_desc = stored_descriptor(&config);
         {
             let store = store.clone();
             let desc = manifest_desc.clone();
@@ -128,7 +117,7 @@ impl Client {
             let blobs: Vec<String> = layers
                 .iter()
                 .chain(std::iter::once(&*config))
-                .map(|l| l.digest.clone())
+                .map(|l| l.digest.to_string())
                 .collect();
             let expected = fetched.digest.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
@@ -237,11 +226,12 @@ impl Client {
     }
 }
 
-fn parse_digest(what: &str, s: &str) -> Result<Digest> {
-    Digest::from_str(s).map_err(|_| Error::InvalidDigest {
-        what: what.to_string(),
-        digest: s.to_string(),
-    })
+/// What the store records of a manifest's blob: its media type, digest, size and, for
+/// foreign layers, where else it lives; the registry's annotations are not the image's.
+fn stored_descriptor(d: &Descriptor) -> Descriptor {
+    let mut stored = Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size);
+    stored.urls = d.urls.clone();
+    stored
 }
 
 /// Streams one layer into the store unless it is there already. A non-distributable
@@ -252,7 +242,7 @@ async fn fetch_layer(
     scopes: &Scopes,
     store: &Store,
     digest: &Digest,
-    layer: &manifest::BlobRef,
+    layer: &Descriptor,
     progress: Arc<dyn Progress>,
 ) -> Result<()> {
     let size = layer.size;

@@ -16,7 +16,6 @@ use crate::auth::Scopes;
 use crate::client::Client;
 use crate::compress_upload::compress_and_push;
 use crate::progress::Progress;
-use crate::store_desc;
 use crate::transport::{registry_error_detail, status_error, Body, Endpoint, Req};
 use crate::upload::{push_blob, Blob};
 use crate::{Error, Result};
@@ -100,7 +99,7 @@ impl Client {
         progress: Arc<dyn Progress>,
     ) -> Result<PushedImage> {
         let what = destination.to_string();
-        let media_type = store_desc::media_type(&image.manifest);
+        let media_type = image.manifest.media_type.clone();
         if ImageFormat::of_manifest(&media_type).is_none() && !media_type.is_empty() {
             return Err(Error::UnsupportedMediaType { what, media_type });
         }
@@ -254,7 +253,7 @@ impl Client {
                         layer: d.digest.to_string(),
                     })?,
             };
-            let mut r = store_desc::make(&c.media_type, c.digest.clone(), c.size);
+            let mut r = Descriptor::new(c.media_type.clone(), c.digest.clone(), c.size);
             r.annotations = l.annotations.clone();
             r.urls = l.urls.clone();
             pushed_layers.push(r);
