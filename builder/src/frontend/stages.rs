@@ -171,14 +171,7 @@ impl StepGraph {
     ) -> Result<StepGraph, ParseError> {
         let lexer = Lexer::new(doc.escape);
         let build_arg = |name: &str| build_args.lookup(name);
-        let at = |node: &Node, kind: ErrorKind| {
-            let col = doc
-                .lines
-                .get(node.start_line.saturating_sub(1))
-                .map(|l| l.len() - l.trim_start().len() + 1)
-                .unwrap_or(1);
-            doc.error(node.start_line, col, kind)
-        };
+        let at = |node: &Node, kind: ErrorKind| node_error(doc, node, kind);
         let mut declared: BTreeSet<String> = BTreeSet::new();
         let mut warnings = doc.warnings.clone();
         let mut global: Vec<(String, String)> = platform_args(build, target_platform);
@@ -204,50 +197,20 @@ impl StepGraph {
                 platform,
             } = &instruction
             {
-                if let Ok(found) = lexer.expand(image, &global) {
-                    for name in found.unmatched.iter().filter(|n| !declared.contains(*n)) {
-                        warnings.push(format!(
-                            "{}:{}: FROM uses undefined build arg {name:?}",
-                            doc.file, node.start_line
-                        ));
-                    }
-                }
-                let image = expand(image, &global)?;
-                let platform = platform
-                    .as_deref()
-                    .map(|p| expand(p, &global))
-                    .transpose()?;
-                if let Some(n) = name {
-                    if stages.iter().any(|s| s.name.as_deref() == Some(n.as_str())) {
-                        return Err(at(node, ErrorKind::DuplicateStage(n.clone())));
-                    }
-                }
-                let lower = image.to_ascii_lowercase();
-                let base =
-                    if let Some(s) = stages.iter().find(|s| s.name.as_deref() == Some(&lower)) {
-                        Base::Stage(s.index)
-                    } else if name.as_deref() == Some(lower.as_str())
-                        || later_stage(doc, stages.len(), &lower)
-                    {
-                        return Err(at(node, ErrorKind::ForwardStage { name: image }));
-                    } else if lower == "scratch" {
-                        Base::Scratch
-                    } else {
-                        Base::Image(image)
-                    };
-                let deps = match base {
-                    Base::Stage(i) => vec![i],
-                    _ => Vec::new(),
-                };
-                stages.push(Stage {
-                    name: name.clone(),
-                    index: stages.len(),
-                    base,
-                    platform,
-                    location,
-                    steps: Vec::new(),
-                    deps,
-                });
+                let stage = new_stage(
+                    doc,
+                    node,
+                    FromLine {
+                        image,
+                        name,
+                        platform,
+                    },
+                    &stages,
+                    &global,
+                    &declared,
+                    &mut warnings,
+                )?;
+                stages.push(stage);
                 stage_declared.push(BTreeSet::new());
                 args.clear();
                 env.clear();
@@ -285,26 +248,7 @@ impl StepGraph {
             let mut mount_from = Vec::new();
             let resolve = |word: &str, stages: &[Stage]| -> Result<Base, ParseError> {
                 let word = expand(word, &scope)?;
-                let current = stages.len() - 1;
-                if let Ok(i) = word.parse::<usize>() {
-                    if i >= current {
-                        return Err(at(node, ErrorKind::ForwardStage { name: word }));
-                    }
-                    return Ok(Base::Stage(i));
-                }
-                let lower = word.to_ascii_lowercase();
-                if let Some(s) = stages[..current]
-                    .iter()
-                    .find(|s| s.name.as_deref() == Some(&lower))
-                {
-                    return Ok(Base::Stage(s.index));
-                }
-                if stages[current].name.as_deref() == Some(&lower)
-                    || later_stage(doc, stages.len(), &lower)
-                {
-                    return Err(at(node, ErrorKind::ForwardStage { name: word }));
-                }
-                Ok(Base::Image(word))
+                stage_ref(doc, stages, word).map_err(|k| at(node, k))
             };
             match &instruction {
                 Instruction::Copy(c) => {
@@ -368,42 +312,8 @@ impl StepGraph {
             let last = doc.children.last().map(|n| n.start_line).unwrap_or(1);
             return Err(doc.error(last, 1, ErrorKind::NoStage));
         }
-        let target = match target {
-            None => stages.len() - 1,
-            Some(t) => {
-                let lower = t.to_ascii_lowercase();
-                stages
-                    .iter()
-                    .position(|s| s.name.as_deref() == Some(lower.as_str()))
-                    .ok_or_else(|| {
-                        let mut e = doc.error(1, 1, ErrorKind::UnknownTarget(t.to_string()));
-                        e.source_line.clear();
-                        e
-                    })?
-            }
-        };
-        let mut needed = BTreeSet::from([target]);
-        for i in (0..=target).rev() {
-            if needed.contains(&i) {
-                needed.extend(stages[i].deps.iter().copied());
-            }
-        }
-        for i in &needed {
-            declared.extend(stage_declared[*i].iter().cloned());
-        }
-        let mut unused: Vec<String> = build_args
-            .iter()
-            .map(|(k, _)| k.clone())
-            .filter(|k| !declared.contains(k) && !BUILTIN_ARGS.contains(&k.as_str()))
-            .filter(|k| !k.starts_with("BUILDKIT_"))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        unused.dedup();
-        let stages = stages
-            .into_iter()
-            .filter(|s| needed.contains(&s.index))
-            .collect();
+        let (stages, target, unused) =
+            prune_to_target(doc, stages, &stage_declared, declared, build_args, target)?;
         Ok(StepGraph {
             stages,
             target,
@@ -427,6 +337,165 @@ impl StepGraph {
 
 fn stage_index(stages: &[Stage]) -> usize {
     stages.len() - 1
+}
+
+/// `--target` pruning: the stages the target needs (itself and what it depends on), the
+/// target's index, and the build args given that no needed stage (nor the global scope)
+/// declares, for the "was given but not used" warning.
+fn prune_to_target(
+    doc: &Document,
+    stages: Vec<Stage>,
+    stage_declared: &[BTreeSet<String>],
+    mut declared: BTreeSet<String>,
+    build_args: &[(String, String)],
+    target: Option<&str>,
+) -> Result<(Vec<Stage>, usize, Vec<String>), ParseError> {
+    let target = match target {
+        None => stages.len() - 1,
+        Some(t) => {
+            let lower = t.to_ascii_lowercase();
+            stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(lower.as_str()))
+                .ok_or_else(|| {
+                    let mut e = doc.error(1, 1, ErrorKind::UnknownTarget(t.to_string()));
+                    e.source_line.clear();
+                    e
+                })?
+        }
+    };
+    let mut needed = BTreeSet::from([target]);
+    for i in (0..=target).rev() {
+        if needed.contains(&i) {
+            needed.extend(stages[i].deps.iter().copied());
+        }
+    }
+    for i in &needed {
+        declared.extend(stage_declared[*i].iter().cloned());
+    }
+    let mut unused: Vec<String> = build_args
+        .iter()
+        .map(|(k, _)| k.clone())
+        .filter(|k| !declared.contains(k) && !BUILTIN_ARGS.contains(&k.as_str()))
+        .filter(|k| !k.starts_with("BUILDKIT_"))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    unused.dedup();
+    let stages = stages
+        .into_iter()
+        .filter(|s| needed.contains(&s.index))
+        .collect();
+    Ok((stages, target, unused))
+}
+
+/// What `COPY --from=WORD` or `RUN --mount=from=WORD` (already expanded) in the last of
+/// `stages` names: an earlier stage by index or name, else an image. A reference to the
+/// current or a later stage is an error.
+fn stage_ref(doc: &Document, stages: &[Stage], word: String) -> Result<Base, ErrorKind> {
+    let current = stages.len() - 1;
+    if let Ok(i) = word.parse::<usize>() {
+        if i >= current {
+            return Err(ErrorKind::ForwardStage { name: word });
+        }
+        return Ok(Base::Stage(i));
+    }
+    let lower = word.to_ascii_lowercase();
+    if let Some(s) = stages[..current]
+        .iter()
+        .find(|s| s.name.as_deref() == Some(&lower))
+    {
+        return Ok(Base::Stage(s.index));
+    }
+    if stages[current].name.as_deref() == Some(&lower) || later_stage(doc, stages.len(), &lower) {
+        return Err(ErrorKind::ForwardStage { name: word });
+    }
+    Ok(Base::Image(word))
+}
+
+/// The parts of a `FROM` line.
+struct FromLine<'a> {
+    image: &'a str,
+    name: &'a Option<String>,
+    platform: &'a Option<String>,
+}
+
+/// A `FROM` line's stage, after `stages`: its base (an earlier stage, `scratch` or an
+/// image, expanded with the global args) and platform; warns about undefined build args in
+/// the image name.
+#[allow(clippy::too_many_arguments)] // the parse state a FROM line reads, each once
+#[allow(clippy::ptr_arg)] // a `&Vec` becomes a `&dyn Env`; a slice (unsized) cannot
+fn new_stage(
+    doc: &Document,
+    node: &Node,
+    FromLine {
+        image,
+        name,
+        platform,
+    }: FromLine<'_>,
+    stages: &[Stage],
+    global: &Vec<(String, String)>,
+    declared: &BTreeSet<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Stage, ParseError> {
+    let lexer = Lexer::new(doc.escape);
+    let at = |node: &Node, kind: ErrorKind| node_error(doc, node, kind);
+    let expand = |word: &str, vars: &dyn Env| {
+        lexer
+            .expand_word(word, vars)
+            .map_err(|e| at(node, ErrorKind::Expand(e)))
+    };
+    if let Ok(found) = lexer.expand(image, global) {
+        for name in found.unmatched.iter().filter(|n| !declared.contains(*n)) {
+            warnings.push(format!(
+                "{}:{}: FROM uses undefined build arg {name:?}",
+                doc.file, node.start_line
+            ));
+        }
+    }
+    let image = expand(image, global)?;
+    let platform = platform.as_deref().map(|p| expand(p, global)).transpose()?;
+    if let Some(n) = name {
+        if stages.iter().any(|s| s.name.as_deref() == Some(n.as_str())) {
+            return Err(at(node, ErrorKind::DuplicateStage(n.clone())));
+        }
+    }
+    let lower = image.to_ascii_lowercase();
+    let base = if let Some(s) = stages.iter().find(|s| s.name.as_deref() == Some(&lower)) {
+        Base::Stage(s.index)
+    } else if name.as_deref() == Some(lower.as_str()) || later_stage(doc, stages.len(), &lower) {
+        return Err(at(node, ErrorKind::ForwardStage { name: image }));
+    } else if lower == "scratch" {
+        Base::Scratch
+    } else {
+        Base::Image(image)
+    };
+    let deps = match base {
+        Base::Stage(i) => vec![i],
+        _ => Vec::new(),
+    };
+    Ok(Stage {
+        name: name.clone(),
+        index: stages.len(),
+        base,
+        platform,
+        location: Location {
+            start_line: node.start_line,
+            end_line: node.end_line,
+        },
+        steps: Vec::new(),
+        deps,
+    })
+}
+
+/// An error at `node`'s line, in the column where its text starts.
+fn node_error(doc: &Document, node: &Node, kind: ErrorKind) -> ParseError {
+    let col = doc
+        .lines
+        .get(node.start_line.saturating_sub(1))
+        .map(|l| l.len() - l.trim_start().len() + 1)
+        .unwrap_or(1);
+    doc.error(node.start_line, col, kind)
 }
 
 /// Whether a FROM at or after stage position `from` is named `name`.
