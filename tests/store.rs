@@ -10,7 +10,7 @@ use rbuild_store::{canonical_json, Descriptor, Store};
 use crate::util::{show, tool, Rbuild, TestDir};
 
 /// Builds a two-layer image through the store API and tags it `name`; returns the manifest.
-fn make_image(root: &Path, name: &str, marker: &str) -> Descriptor {
+pub(crate) fn make_image(root: &Path, name: &str, marker: &str) -> Descriptor {
     let store = Store::open(root).expect("open store");
     let a = store.prepare().expect("prepare");
     std::fs::create_dir_all(a.upper.join("etc")).unwrap();

@@ -177,6 +177,6 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    println!("{}", built.image_id);
+    super::print_line(&built.image_id)?;
     Ok(())
 }

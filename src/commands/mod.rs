@@ -39,6 +39,13 @@ fn default_root() -> PathBuf {
     home.join(".local/share/rbuild")
 }
 
+/// Writes one line to stdout. A closed pipe comes back as an error (never a panic, as
+/// `println!` would), which `main` treats as success.
+pub fn print_line(text: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{text}")
+}
+
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let g = Globals::from_cli(cli.root);
