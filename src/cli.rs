@@ -106,7 +106,7 @@ pub struct BuildArgs {
     /// Name and optionally a tag (name:tag); may be given several times
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     pub tags: Vec<String>,
-    /// Dockerfile to use (default: CONTEXT/Dockerfile)
+    /// Dockerfile to use (default: CONTEXT/Dockerfile; - reads it from stdin)
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Set a build-time variable
@@ -153,7 +153,7 @@ pub struct BuildArgs {
     pub compression_level: Option<i32>,
     #[command(flatten)]
     pub registry: RegistryFlags,
-    /// Build context: a directory, or - for a tar on stdin
+    /// Build context: a directory, or - for a tar (or a lone Dockerfile) on stdin
     #[arg(value_name = "CONTEXT")]
     pub context: String,
 }

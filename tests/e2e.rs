@@ -7,6 +7,7 @@ mod cache;
 mod cli;
 mod fixtures;
 mod frontend;
+mod habits;
 mod registry;
 mod reliability;
 mod runner;

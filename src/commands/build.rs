@@ -62,6 +62,23 @@ fn normalize_tag(t: &str) -> anyhow::Result<String> {
 
 /// Validates the flags into options, before any work starts.
 fn options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
+    let dockerfile_on_stdin = args.file.as_deref() == Some(std::path::Path::new("-"));
+    if dockerfile_on_stdin && args.context == "-" {
+        return Err(UsageError(
+            "-f -: stdin cannot hold both the Dockerfile and the context (give a context directory)"
+                .into(),
+        )
+        .into());
+    }
+    let dockerfile_text = if dockerfile_on_stdin {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read the Dockerfile from stdin")?;
+        Some(bytes)
+    } else {
+        None
+    };
     let context = if args.context == "-" {
         let mut bytes = Vec::new();
         std::io::stdin()
@@ -92,7 +109,8 @@ fn options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
     };
     Ok(BuildOptions {
         context,
-        dockerfile: args.file.clone(),
+        dockerfile: args.file.clone().filter(|_| !dockerfile_on_stdin),
+        dockerfile_text,
         build_args: args
             .build_args
             .iter()

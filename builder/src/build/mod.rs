@@ -62,6 +62,8 @@ pub struct BuildOptions {
     pub context: ContextSource,
     /// The Dockerfile (default: `Dockerfile` in the context directory).
     pub dockerfile: Option<PathBuf>,
+    /// The Dockerfile's text itself (`-f -`); wins over `dockerfile`.
+    pub dockerfile_text: Option<Vec<u8>>,
     /// `--build-arg KEY=VALUE`, in order.
     pub build_args: Vec<(String, String)>,
     /// `--target`.
@@ -93,7 +95,10 @@ pub async fn build(
 ) -> Result<Built, Error> {
     let context = context_dir::ContextDir::open(&store, &options.context).await?;
     let (name, text) = context
-        .read_dockerfile(options.dockerfile.as_deref())
+        .read_dockerfile(
+            options.dockerfile.as_deref(),
+            options.dockerfile_text.as_deref(),
+        )
         .await?;
     let doc = parse(&name, &text)?;
     let graph = match &options.platform {
