@@ -38,6 +38,7 @@ mod layer_out;
 mod oci;
 mod pipe;
 mod reference;
+mod rootfs;
 mod scratch;
 mod snapshot;
 mod store;
