@@ -23,6 +23,8 @@ pub struct Cli {
 }
 
 /// Every rbuild command.
+// Parsed once per process: the size of the build variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile and a context
@@ -151,6 +153,16 @@ pub struct BuildArgs {
     /// Compression level for --push (gzip 0-9, default 2; zstd 1-19, default 3)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
+    /// Export the image: type=local|tar|oci|docker|image|registry[,dest=..][,name=..]
+    /// (several allowed); -o DIR is type=local, -o - a tar of the files on stdout
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Accepted as docker does; rbuild has no daemon: the image is in the store already
+    #[arg(long)]
+    pub load: bool,
+    /// Write the image's digests and names as JSON, with buildx's keys
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryFlags,
     /// Build context: a directory, or - for a tar (or a lone Dockerfile) on stdin

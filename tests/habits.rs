@@ -2,6 +2,7 @@
 //! run through the real binary and read back with the tools a user would use.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Output, Stdio};
 
 use crate::build::{config, unpack};
@@ -91,4 +92,353 @@ fn dockerfile_and_context_cannot_both_come_from_stdin() {
         "{}",
         show(&out)
     );
+}
+
+/// A context on the busybox base whose image has a file deleted by a later step (a
+/// whiteout), a symlink, a nested directory and a COPYed file.
+fn outputs_context() -> TestDir {
+    let ctx = TestDir::new("outputs");
+    ctx.write("hello.txt", "hello from the context\n");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE\n\
+         RUN echo doomed > /gone && mkdir -p /d/e && echo kept > /d/e/kept\n\
+         RUN rm /gone && ln -s d/e/kept /link\n\
+         COPY hello.txt /hello.txt\n",
+    );
+    ctx
+}
+
+/// `rbuild build --progress=plain --build-arg BASE=<busybox> ARGS... CONTEXT`.
+fn build_args<'a>(base: &'a str, args: &[&'a str], ctx: &'a str) -> Vec<&'a str> {
+    let mut all = vec!["build", "--progress=plain", "--build-arg", base];
+    all.extend_from_slice(args);
+    all.push(ctx);
+    all
+}
+
+fn base_arg() -> String {
+    format!("BASE={}", crate::util::busybox::busybox().reference)
+}
+
+fn tar_listing(args: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = crate::util::tool("tar", args)
+        .lines()
+        .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
+        .filter(|l| !l.is_empty() && l != ".")
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn output_local_and_tar_hold_the_final_filesystem() {
+    let r = Rbuild::new();
+    let ctx = outputs_context();
+    let out_dir = TestDir::new("outputs-dest");
+    let local = out_dir.path().join("rootfs");
+    let short = out_dir.path().join("short");
+    let tar = out_dir.path().join("fs.tar");
+    let base = base_arg();
+    let c = ctx.path().to_string_lossy().into_owned();
+    let local_spec = format!("type=local,dest={}", local.display());
+    let tar_spec = format!("type=tar,dest={}", tar.display());
+    let short_s = short.to_string_lossy().into_owned();
+    r.ok(&build_args(
+        &base,
+        &[
+            "-t",
+            "outputs",
+            "-o",
+            &local_spec,
+            "--output",
+            &tar_spec,
+            "-o",
+            &short_s,
+        ],
+        &c,
+    ));
+    for dir in [&local, &short] {
+        assert_eq!(
+            std::fs::read_to_string(dir.join("hello.txt")).unwrap(),
+            "hello from the context\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("d/e/kept")).unwrap(),
+            "kept\n"
+        );
+        assert!(
+            dir.join("bin/busybox").is_file(),
+            "the base layer is missing"
+        );
+        assert!(
+            std::fs::symlink_metadata(dir.join("gone")).is_err(),
+            "a file deleted by a later step is in {}",
+            dir.display()
+        );
+        assert_eq!(
+            std::fs::read_link(dir.join("link")).unwrap(),
+            Path::new("d/e/kept")
+        );
+        let stray = walk(dir)
+            .into_iter()
+            .filter(|p| {
+                use std::os::unix::fs::FileTypeExt;
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with(".wh.")
+                    || std::fs::symlink_metadata(p)
+                        .unwrap()
+                        .file_type()
+                        .is_char_device()
+            })
+            .collect::<Vec<_>>();
+        assert!(stray.is_empty(), "whiteouts left in the output: {stray:?}");
+    }
+    let listed = tar_listing(&["-tf", &tar.to_string_lossy()]);
+    for want in ["hello.txt", "d/e/kept", "link", "bin/busybox"] {
+        assert!(
+            listed.iter().any(|n| n == want),
+            "{want} not in tar: {listed:?}"
+        );
+    }
+    assert!(
+        !listed.iter().any(|n| n == "gone" || n.contains(".wh.")),
+        "{listed:?}"
+    );
+
+    // -o - writes the same tar to stdout, and nothing else goes there.
+    let out = r.run(&build_args(&base, &["-q", "-o", "-"], &c));
+    assert!(out.status.success(), "{}", show(&out));
+    let piped = out_dir.write("piped.tar", &out.stdout);
+    assert_eq!(
+        tar_listing(&["-tf", &piped.to_string_lossy()]),
+        listed,
+        "-o - differs from type=tar"
+    );
+    assert_eq!(std::fs::read(&piped).unwrap(), std::fs::read(&tar).unwrap());
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// podman with its own storage under `dir` (vfs, runc), as a user's `podman load` would.
+fn podman_in(dir: &Path) -> impl Fn(&[&str]) -> String {
+    let proot = dir.join("podman-root");
+    // podman refuses a runroot longer than 50 characters: keep it in a short temp dir.
+    let prun = tempfile::Builder::new()
+        .prefix("prun")
+        .tempdir_in("/tmp")
+        .expect("runroot");
+    move |args: &[&str]| {
+        let mut all = vec![
+            "--root",
+            proot.to_str().unwrap(),
+            "--runroot",
+            prun.path().to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+            "--runtime",
+            "runc",
+        ];
+        all.extend_from_slice(args);
+        crate::util::tool("podman", &all)
+    }
+}
+
+#[test]
+fn output_oci_and_docker_archives_read_back_with_skopeo_umoci_and_podman() {
+    use crate::util::tool;
+    let r = Rbuild::new();
+    let ctx = outputs_context();
+    let dir = TestDir::new("archives");
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (oci, layout, docker, meta) = (p("oci.tar"), p("layout"), p("docker.tar"), p("meta.json"));
+    let base = base_arg();
+    let c = ctx.path().to_string_lossy().into_owned();
+    let oci_spec = format!("type=oci,dest={oci}");
+    let layout_spec = format!("type=oci,dest={layout},tar=false,name=habits/layout:v2");
+    let docker_spec = format!("type=docker,dest={docker},name=habits/docker:v3");
+    let out = r.ok(&build_args(
+        &base,
+        &[
+            "-t",
+            "habits/archives:v1",
+            "-o",
+            &oci_spec,
+            "-o",
+            &layout_spec,
+            "-o",
+            &docker_spec,
+            "--metadata-file",
+            &meta,
+        ],
+        &c,
+    ));
+    let image_id = out.trim().to_string();
+
+    // --metadata-file: buildx's keys, agreeing with what skopeo reads from the store.
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &["inspect", &crate::build::oci_ref(&r, "habits/archives:v1")],
+    ))
+    .unwrap();
+    assert_eq!(m["containerimage.digest"], stored["Digest"], "{m}");
+    assert_eq!(m["containerimage.config.digest"], image_id.as_str(), "{m}");
+    assert_eq!(m["image.name"], "docker.io/habits/archives:v1", "{m}");
+    assert_eq!(
+        m["containerimage.descriptor"]["digest"], stored["Digest"],
+        "{m}"
+    );
+    assert_eq!(
+        m["containerimage.descriptor"]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert!(m["containerimage.descriptor"]["size"].as_u64().unwrap() > 0);
+
+    // type=oci: an oci-archive named by the first -t, the same manifest as in the store.
+    let v: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            &format!("oci-archive:{oci}:docker.io/habits/archives:v1"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(v["Digest"], stored["Digest"]);
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 4, "{v}");
+
+    // type=oci,tar=false: an OCI layout directory umoci unpacks, under its name=.
+    let bundle = dir.path().join("bundle");
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{layout}:docker.io/habits/layout:v2"),
+            &bundle.to_string_lossy(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/hello.txt")).unwrap(),
+        "hello from the context\n"
+    );
+    assert!(!bundle.join("rootfs/gone").exists());
+
+    // type=docker: skopeo reads it, podman loads it under its name=, with our files.
+    let v: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &["inspect", &format!("docker-archive:{docker}")],
+    ))
+    .unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 4, "{v}");
+    let podman = podman_in(dir.path());
+    let loaded = podman(&["load", "-i", &docker]);
+    assert!(loaded.contains("docker.io/habits/docker:v3"), "{loaded}");
+    let mount = podman(&["image", "mount", "docker.io/habits/docker:v3"]);
+    let rootfs = Path::new(mount.trim());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("hello.txt")).unwrap(),
+        "hello from the context\n"
+    );
+    assert!(!rootfs.join("gone").exists());
+    podman(&["image", "unmount", "docker.io/habits/docker:v3"]);
+}
+
+#[test]
+fn output_image_and_registry_name_and_push() {
+    use crate::util::{tool, Registry};
+    let r = Rbuild::new();
+    let registry = Registry::shared();
+    let ctx = outputs_context();
+    let base = base_arg();
+    let c = ctx.path().to_string_lossy().into_owned();
+    let pushed = format!("{}/habits/registry:v1", registry.addr);
+    let registry_spec = format!("type=registry,name={pushed}");
+    let out = r.run(&build_args(
+        &base,
+        &[
+            "-o",
+            "type=image,\"name=habits/one:v1,habits/two:v1\"",
+            "-o",
+            &registry_spec,
+            "--load",
+        ],
+        &c,
+    ));
+    assert!(out.status.success(), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--load") && stderr.contains(&r.root.display().to_string()),
+        "--load does not say where the image is:\n{stderr}"
+    );
+    let images = r.ok(&["images"]);
+    for name in [
+        "docker.io/habits/one",
+        "docker.io/habits/two",
+        pushed.trim_end_matches(":v1"),
+    ] {
+        assert!(images.contains(name), "{name} not in:\n{images}");
+    }
+    // Pushed: skopeo reads it from the registry, with the store's manifest digest.
+    let remote: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{pushed}"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(remote["Layers"].as_array().unwrap().len(), 4, "{remote}");
+    // type=image without push=true pushes nothing.
+    assert!(
+        !registry.log_text().contains("/v2/habits/one/"),
+        "type=image pushed"
+    );
+}
+
+#[test]
+fn output_flag_errors_are_usage_errors_naming_the_flag() {
+    let r = Rbuild::new();
+    let ctx = TestDir::new("output-errors");
+    ctx.write("Dockerfile", "FROM scratch\n");
+    let c = ctx.path().to_string_lossy().into_owned();
+    for (args, want) in [
+        (
+            vec!["-o", "type=foo"],
+            "--output: unknown type \"foo\" (want local, tar, oci, docker, image, registry)",
+        ),
+        (vec!["-o", "type=tar"], "type=tar needs dest="),
+        (
+            vec!["-o", "type=local,dest=x,color=red"],
+            "unknown field \"color\"",
+        ),
+        (
+            vec!["-o", "-", "-o", "type=oci,dest=-"],
+            "only one output can go to stdout",
+        ),
+        (vec!["-o", "type=registry"], "needs name= or -t NAME"),
+    ] {
+        let mut all = vec!["build"];
+        all.extend_from_slice(&args);
+        all.push(&c);
+        let out = r.run(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: want {want:?}:\n{}",
+            show(&out)
+        );
+    }
 }

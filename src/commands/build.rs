@@ -11,6 +11,7 @@ use rbuild_builder::{BuildOptions, ContextSource, NetworkMode, SecretSource};
 use rbuild_registry::{Client, NoProgress, Reference};
 use rbuild_store::Store;
 
+use super::output::{self, Dest, Export};
 use super::registry::client_options;
 use super::Globals;
 use crate::cli::BuildArgs;
@@ -142,11 +143,65 @@ fn options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
 
 /// Runs a build.
 pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
+    let exports = args
+        .outputs
+        .iter()
+        .map(|spec| output::parse(spec, normalize_tag))
+        .collect::<anyhow::Result<Vec<Export>>>()?;
+    let to_stdout = exports
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Export::Tar(Dest::Stdout)
+                    | Export::Oci {
+                        dest: Dest::Stdout,
+                        ..
+                    }
+                    | Export::Docker {
+                        dest: Dest::Stdout,
+                        ..
+                    }
+            )
+        })
+        .count();
+    if to_stdout > 1 {
+        return Err(UsageError("--output: only one output can go to stdout".into()).into());
+    }
+    let mut opts = options(&args)?;
+    // `type=image,name=...` names are tagged like -t; pushes cover --push and push=true.
+    let mut push: Vec<String> = if args.push {
+        opts.tags.clone()
+    } else {
+        Vec::new()
+    };
+    for export in &exports {
+        if let Export::Image { names, push: p } = export {
+            let names = if names.is_empty() {
+                if opts.tags.is_empty() {
+                    return Err(UsageError(
+                        "--output type=image|registry: needs name= or -t NAME".into(),
+                    )
+                    .into());
+                }
+                opts.tags.clone()
+            } else {
+                names.clone()
+            };
+            for n in names {
+                if !opts.tags.contains(&n) {
+                    opts.tags.push(n.clone());
+                }
+                if *p && !push.contains(&n) {
+                    push.push(n);
+                }
+            }
+        }
+    }
     if args.push && args.tags.is_empty() {
         return Err(UsageError("--push needs at least one -t NAME".into()).into());
     }
     let compression = args.compression.with_level(args.compression_level)?;
-    let opts = options(&args)?;
     let store = Store::open(&g.root)
         .with_context(|| format!("cannot open the store at {}", g.root.display()))?;
     let client = Client::new(client_options(&args.registry));
@@ -154,6 +209,7 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     let view = Arc::new(BuildView::new(style));
     let started = Instant::now();
     let tags = opts.tags.clone();
+    let source_date_epoch = opts.source_date_epoch;
     let result = rbuild_builder::build(store.clone(), client.clone(), opts, view.clone()).await;
     let built = match result {
         Ok(b) => b,
@@ -182,19 +238,55 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     for t in &tags {
         view.line(&format!("#0 naming to {t} done"));
     }
-    if args.push {
-        for t in &tags {
-            let dest = Reference::parse(t).map_err(|e| UsageError(e.to_string()))?;
-            let pushed = client
-                .push(&store, t, &dest, compression, Arc::new(NoProgress))
-                .await
-                .with_context(|| format!("cannot push {t}"))?;
+    if !exports.is_empty() || args.metadata_file.is_some() || args.load {
+        let image = store
+            .load_image(tags.first().cloned(), &built.manifest)
+            .context("cannot read the built image back")?;
+        for export in &exports {
+            let (st, ex) = (store.clone(), export.clone());
+            let (img, t) = (image.clone(), tags.clone());
+            tokio::task::spawn_blocking(move || {
+                output::write(&st, &img, &t, &ex, source_date_epoch)
+            })
+            .await??;
+            if let Some(what) = output::describe(export) {
+                view.line(&format!("#0 exporting {what} done"));
+            }
+        }
+        if args.load {
             view.line(&format!(
-                "#0 pushed {}: digest: {} size: {}",
-                dest, pushed.digest, pushed.size
+                "#0 --load: rbuild has no daemon; the image is in the store at {} as {} \
+                 (rbuild images, rbuild save)",
+                store.root().display(),
+                if tags.is_empty() {
+                    built.image_id.to_string()
+                } else {
+                    tags.join(", ")
+                }
             ));
         }
+        if let Some(path) = &args.metadata_file {
+            let doc = output::metadata(&image, &tags);
+            let mut bytes = serde_json::to_vec_pretty(&doc)?;
+            bytes.push(b'\n');
+            std::fs::write(path, bytes)
+                .with_context(|| format!("--metadata-file: cannot write {}", path.display()))?;
+        }
     }
-    super::print_line(&built.image_id)?;
+    for t in &push {
+        let dest = Reference::parse(t).map_err(|e| UsageError(e.to_string()))?;
+        let pushed = client
+            .push(&store, t, &dest, compression, Arc::new(NoProgress))
+            .await
+            .with_context(|| format!("cannot push {t}"))?;
+        view.line(&format!(
+            "#0 pushed {}: digest: {} size: {}",
+            dest, pushed.digest, pushed.size
+        ));
+    }
+    // With the files on stdout, stdout is theirs alone.
+    if to_stdout == 0 {
+        super::print_line(&built.image_id)?;
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod build;
 mod debug;
+mod output;
 mod registry;
 mod store;
 

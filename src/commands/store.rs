@@ -225,23 +225,11 @@ pub fn save(g: &Globals, args: SaveArgs) -> anyhow::Result<()> {
     for arg in &args.images {
         images.push(find(&store, arg)?);
     }
-    let tmp = args
-        .output
-        .with_extension(format!("tmp-{}", std::process::id()));
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let out = std::io::BufWriter::new(file);
-    let written = match args.format {
+    let dest = super::output::Dest::File(args.output.clone());
+    super::output::write_to(&dest, |out| match args.format {
         SaveFormat::DockerArchive => store.save_docker_archive(&images, out),
         SaveFormat::OciArchive => store.save_oci_archive(&images, out),
-    };
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.into());
-    }
-    std::fs::rename(&tmp, &args.output)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
-    Ok(())
+    })
 }
 
 /// Seconds since the epoch of an RFC 3339 timestamp (`2024-01-02T03:04:05.123Z`, `+01:00`).
