@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 mod archive;
+mod archive_in;
 mod blob;
 mod cache;
 mod compress;
