@@ -51,6 +51,8 @@ pub enum Command {
     Logout(LogoutArgs),
     /// Write an image to a docker-archive or oci-archive tar file
     Save(SaveArgs),
+    /// Read images from a docker-archive or oci-archive tar into the store
+    Load(LoadArgs),
     /// Developer tools (parse dumps)
     #[command(hide = true, subcommand)]
     Debug(DebugCommand),
@@ -314,6 +316,17 @@ pub struct SaveArgs {
     pub format: SaveFormat,
 }
 
+/// `rbuild load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Archive to read (docker-archive or oci-archive; default: stdin)
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Print only the loaded image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
 /// `rbuild debug ...`.
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
@@ -327,7 +340,7 @@ pub enum DebugCommand {
 /// Names of the subcommands, for the `rbuild -t TAG CONTEXT` shorthand.
 const SUBCOMMANDS: &[&str] = &[
     "build", "push", "pull", "images", "inspect", "tag", "rmi", "prune", "fsck", "login", "logout",
-    "save", "debug", "help",
+    "save", "load", "debug", "help",
 ];
 
 /// Inserts `build` when the first word after the global flags is not a command, so that

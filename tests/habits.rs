@@ -442,3 +442,158 @@ fn output_flag_errors_are_usage_errors_naming_the_flag() {
         );
     }
 }
+
+#[test]
+fn load_reads_docker_and_oci_archives_from_skopeo_and_save() {
+    use crate::util::tool;
+    let src = Rbuild::new();
+    let name = "127.0.0.1:5000/load/img:v1";
+    crate::store::make_image(&src.root, name, "loaded");
+    let image_id = serde_json::from_str::<serde_json::Value>(&src.ok(&["inspect", name])).unwrap()
+        [0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = TestDir::new("load");
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let from = format!("oci:{}:{name}", src.root.display());
+    // Archives written by skopeo (another tool) and by `rbuild save`.
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &from,
+            &format!("docker-archive:{}:load/docker:v1", p("skopeo-docker.tar")),
+        ],
+    );
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &from,
+            &format!("oci-archive:{}:docker.io/load/oci:v1", p("skopeo-oci.tar")),
+        ],
+    );
+    src.ok(&["save", "-o", &p("saved-docker.tar"), name]);
+    src.ok(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        &p("saved-oci.tar"),
+        name,
+    ]);
+
+    let dst = Rbuild::new();
+    for (file, want) in [
+        ("skopeo-docker.tar", "docker.io/load/docker:v1"),
+        ("skopeo-oci.tar", "docker.io/load/oci:v1"),
+        ("saved-oci.tar", name),
+    ] {
+        let out = dst.ok(&["load", "-i", &p(file)]);
+        assert_eq!(out.trim(), format!("Loaded image: {want}"), "{file}");
+        let v: serde_json::Value = serde_json::from_str(&dst.ok(&["inspect", want])).unwrap();
+        assert_eq!(v[0]["Id"], image_id.as_str(), "{file}: another image ID");
+    }
+    // stdin, as `docker load < file`; -q prints the ID only.
+    let out = run_with_stdin(
+        &dst,
+        &["load", "-q"],
+        &std::fs::read(p("saved-docker.tar")).unwrap(),
+    );
+    assert_eq!(ok(out, "load from stdin").trim(), image_id);
+    // The loaded image is whole: umoci unpacks it from the store, the whiteout applied.
+    let bundle = dir.path().join("bundle");
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:docker.io/load/docker:v1", dst.root.display()),
+            &bundle.to_string_lossy(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(bundle.join("rootfs/etc/marker")).unwrap(),
+        b"loaded"
+    );
+    assert!(!bundle.join("rootfs/etc/gone").exists());
+    assert!(dst.ok(&["fsck"]).starts_with("ok"));
+}
+
+#[test]
+fn load_refuses_what_is_not_an_archive_and_members_outside_it() {
+    let r = Rbuild::new();
+    let dir = TestDir::new("load-bad");
+    let junk = dir.write("junk.tar", vec![7u8; 4096]);
+    let out = r.run(&["load", "-i", &junk.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("hello"), "x").unwrap();
+    let empty_tar = dir.path().join("empty.tar");
+    crate::util::tool(
+        "tar",
+        &[
+            "-C",
+            &empty.to_string_lossy(),
+            "-cf",
+            &empty_tar.to_string_lossy(),
+            ".",
+        ],
+    );
+    let out = r.run(&["load", "-i", &empty_tar.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("neither a docker-archive"),
+        "{}",
+        show(&out)
+    );
+
+    // A docker-archive whose layer is a symlink to a host file, and one naming `..`.
+    let canary = dir.write("canary", "host secret\n");
+    let diff_id = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"host secret\n"))
+    );
+    for (layer, link) in [("l/layer.tar", true), ("../../canary", false)] {
+        let a = dir.path().join(format!("a-{link}"));
+        std::fs::create_dir_all(a.join("l")).unwrap();
+        std::fs::write(
+            a.join("config.json"),
+            format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#),
+        )
+        .unwrap();
+        std::fs::write(
+            a.join("manifest.json"),
+            format!(r#"[{{"Config":"config.json","RepoTags":["evil:v1"],"Layers":["{layer}"]}}]"#),
+        )
+        .unwrap();
+        if link {
+            std::os::unix::fs::symlink(&canary, a.join("l/layer.tar")).unwrap();
+        }
+        let t = dir.path().join(format!("evil-{link}.tar"));
+        crate::util::tool(
+            "tar",
+            &["-C", &a.to_string_lossy(), "-cf", &t.to_string_lossy(), "."],
+        );
+        let out = r.run(&["load", "-i", &t.to_string_lossy()]);
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("symlink") || err.contains("not a relative path"),
+            "{}",
+            show(&out)
+        );
+        let blob = r
+            .root
+            .join("blobs/sha256")
+            .join(diff_id.trim_start_matches("sha256:"));
+        assert!(!blob.exists(), "the host file was read into the store");
+    }
+    let out = r.run(&["load", "-i", "/no/such/file"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+}

@@ -63,6 +63,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(args) => store::prune(&g, args),
         Command::Fsck(args) => store::fsck(&g, args),
         Command::Save(args) => store::save(&g, args),
+        Command::Load(args) => store::load(&g, args),
         Command::Debug(cmd) => debug::run(cmd),
     }
 }

@@ -1,4 +1,5 @@
-//! `rbuild images|inspect|tag|rmi|prune|fsck|save`: the commands that read and tidy the store.
+//! `rbuild images|inspect|tag|rmi|prune|fsck|save|load`: the commands that read and tidy the
+//! store.
 
 use std::io::Write;
 
@@ -7,7 +8,7 @@ use rbuild_store::{normalize_reference, Image, Store};
 
 use super::Globals;
 use crate::cli::{
-    FsckArgs, ImagesArgs, InspectArgs, PruneArgs, RmiArgs, SaveArgs, SaveFormat, TagArgs,
+    FsckArgs, ImagesArgs, InspectArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs, SaveFormat, TagArgs,
 };
 
 fn open(g: &Globals) -> anyhow::Result<Store> {
@@ -230,6 +231,30 @@ pub fn save(g: &Globals, args: SaveArgs) -> anyhow::Result<()> {
         SaveFormat::DockerArchive => store.save_docker_archive(&images, out),
         SaveFormat::OciArchive => store.save_oci_archive(&images, out),
     })
+}
+
+/// `rbuild load`: prints `Loaded image: NAME` per name (`Loaded image ID: ID` when unnamed),
+/// as docker does.
+pub fn load(g: &Globals, args: LoadArgs) -> anyhow::Result<()> {
+    let store = open(g)?;
+    let loaded = match args.input.as_deref() {
+        None => store.load_archive(std::io::stdin().lock(), std::path::Path::new("-"))?,
+        Some(p) if p.as_os_str() == "-" => store.load_archive(std::io::stdin().lock(), p)?,
+        Some(p) => {
+            let file = std::fs::File::open(p)
+                .map_err(|e| crate::exit::UsageError(format!("--input {}: {e}", p.display())))?;
+            store.load_archive(std::io::BufReader::new(file), p)?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for img in &loaded {
+        match (&img.name, args.quiet) {
+            (_, true) => writeln!(out, "{}", img.id())?,
+            (Some(name), false) => writeln!(out, "Loaded image: {name}")?,
+            (None, false) => writeln!(out, "Loaded image ID: {}", img.id())?,
+        }
+    }
+    Ok(())
 }
 
 /// Seconds since the epoch of an RFC 3339 timestamp (`2024-01-02T03:04:05.123Z`, `+01:00`).
