@@ -155,6 +155,41 @@ pub struct BuildArgs {
     /// Compression level for --push (gzip 0-9, default 2; zstd 1-19, default 3)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
+    /// Add NAME IP to RUN steps' /etc/hosts (NAME:IP or NAME=IP; [v6] in brackets;
+    /// host-gateway is 127.0.0.1, the host, since RUN shares its network)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
+    /// Size of RUN steps' /dev/shm (default 64m)
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Resource limit of RUN steps, as `ulimit` sets it (nofile=1024:2048, nproc=512, ...)
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// Memory limit of RUN steps (e.g. 512m), through their cgroup
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Memory plus swap of RUN steps (-1: unlimited swap); needs --memory
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// CPU time of RUN steps per --cpu-period, in microseconds
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub cpu_quota: Option<u64>,
+    /// CFS period of RUN steps, in microseconds (default 100000)
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub cpu_period: Option<u64>,
+    /// Relative CPU weight of RUN steps (1024 is the default)
+    #[arg(long, value_name = "SHARES")]
+    pub cpu_shares: Option<u64>,
+    /// CPUs RUN steps may use (0-1, 0,2)
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes RUN steps may use (0, 0-1)
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// cgroup limits of RUN steps as KEY=VALUE,...: memory, memory-swap, cpu-quota,
+    /// cpu-period, cpu-shares, cpuset-cpus, cpuset-mems
+    #[arg(long = "resource", value_name = "KEY=VALUE,...")]
+    pub resources: Vec<String>,
     /// Export the image: type=local|tar|oci|docker|image|registry[,dest=..][,name=..]
     /// (several allowed); -o DIR is type=local, -o - a tar of the files on stdout
     #[arg(short = 'o', long = "output", value_name = "SPEC")]

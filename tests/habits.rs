@@ -597,3 +597,223 @@ fn load_refuses_what_is_not_an_archive_and_members_outside_it() {
     let out = r.run(&["load", "-i", "/no/such/file"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
 }
+
+/// Builds `run` (a RUN step writing files under /out) on busybox with `flags`, exports the
+/// image's files with `-o` and returns them as (name, content) by reading `/out/<name>`.
+fn run_step_sees(flags: &[&str], run: &str) -> (TestDir, std::path::PathBuf) {
+    run_step_sees_in(&Rbuild::new(), flags, run)
+}
+
+/// [`run_step_sees`] in the store of `r`.
+fn run_step_sees_in(r: &Rbuild, flags: &[&str], run: &str) -> (TestDir, std::path::PathBuf) {
+    let ctx = TestDir::new("run-flags");
+    ctx.write(
+        "Dockerfile",
+        format!("ARG BASE\nFROM $BASE\nRUN mkdir /out && {run}\n"),
+    );
+    let dest = TestDir::new("run-flags-out");
+    let files = dest.path().join("fs");
+    let base = base_arg();
+    let c = ctx.path().to_string_lossy().into_owned();
+    let f = files.to_string_lossy().into_owned();
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend(["-o", &f]);
+    r.ok(&build_args(&base, &args, &c));
+    (dest, files.join("out"))
+}
+
+fn read_out(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn add_host_lines_reach_the_run_step_s_etc_hosts() {
+    let (_d, out) = run_step_sees(
+        &[
+            "--add-host",
+            "db:10.1.2.3",
+            "--add-host",
+            "cache=10.1.2.4",
+            "--add-host",
+            "v6:[2001:db8::7]",
+            "--add-host",
+            "gw:host-gateway",
+        ],
+        "cat /etc/hosts > /out/hosts",
+    );
+    let hosts = read_out(&out, "hosts");
+    let lines: Vec<Vec<&str>> = hosts
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for want in [
+        ["10.1.2.3", "db"],
+        ["10.1.2.4", "cache"],
+        ["2001:db8::7", "v6"],
+        ["127.0.0.1", "gw"],
+    ] {
+        assert!(
+            lines.iter().any(|l| l == &want),
+            "{want:?} not in /etc/hosts:\n{hosts}"
+        );
+    }
+    assert!(
+        hosts.contains("localhost"),
+        "docker's defaults are gone:\n{hosts}"
+    );
+
+    // Another --add-host is another RUN step (it keys the cache), the same one is cached.
+    let r = Rbuild::new();
+    let step = "cat /etc/hosts > /out/hosts";
+    run_step_sees_in(&r, &["--add-host", "db:10.9.9.1"], step);
+    let (_d, out) = run_step_sees_in(&r, &["--add-host", "db:10.9.9.2"], step);
+    assert!(
+        read_out(&out, "hosts").contains("10.9.9.2\tdb"),
+        "a stale cached step"
+    );
+    let (_d, out) = run_step_sees_in(&r, &["--add-host", "db:10.9.9.1"], step);
+    assert!(read_out(&out, "hosts").contains("10.9.9.1\tdb"));
+}
+
+#[test]
+fn shm_size_and_ulimit_reach_the_run_step() {
+    let (_d, out) = run_step_sees(
+        &[
+            "--shm-size",
+            "32m",
+            "--ulimit",
+            "nofile=1234:2345",
+            "--ulimit",
+            "nproc=777",
+        ],
+        "df -k /dev/shm | tail -1 > /out/shm && ulimit -n > /out/nofile && \
+         ulimit -Hn > /out/nofile-hard && ulimit -u > /out/nproc",
+    );
+    let shm = read_out(&out, "shm");
+    assert_eq!(
+        shm.split_whitespace().nth(1),
+        Some("32768"),
+        "/dev/shm is not 32 MiB: {shm}"
+    );
+    assert_eq!(read_out(&out, "nofile"), "1234");
+    assert_eq!(read_out(&out, "nofile-hard"), "2345");
+    assert_eq!(read_out(&out, "nproc"), "777");
+
+    // Without the flags: docker's 64 MiB /dev/shm.
+    let (_d, out) = run_step_sees(&[], "df -k /dev/shm | tail -1 > /out/shm");
+    assert_eq!(
+        read_out(&out, "shm").split_whitespace().nth(1),
+        Some("65536")
+    );
+}
+
+/// The cgroup files a RUN step reads (v1 layout, this machine's).
+const CGROUP_FILES: &str = "cd /sys/fs/cgroup && \
+     cat memory/memory.limit_in_bytes > /out/mem && \
+     cat memory/memory.memsw.limit_in_bytes > /out/memsw && \
+     cat cpu/cpu.cfs_quota_us > /out/quota && cat cpu/cpu.cfs_period_us > /out/period && \
+     cat cpu/cpu.shares > /out/shares && cat cpuset/cpuset.cpus > /out/cpus && \
+     cat cpuset/cpuset.mems > /out/mems";
+
+#[test]
+fn buildah_cgroup_flags_reach_the_run_step_s_cgroup() {
+    let (_d, out) = run_step_sees(
+        &[
+            "--memory",
+            "96m",
+            "--memory-swap",
+            "128m",
+            "--cpu-quota",
+            "50000",
+            "--cpu-period",
+            "200000",
+            "--cpu-shares",
+            "512",
+            "--cpuset-cpus",
+            "0",
+            "--cpuset-mems",
+            "0",
+        ],
+        CGROUP_FILES,
+    );
+    assert_eq!(read_out(&out, "mem"), (96u64 << 20).to_string());
+    assert_eq!(read_out(&out, "memsw"), (128u64 << 20).to_string());
+    assert_eq!(read_out(&out, "quota"), "50000");
+    assert_eq!(read_out(&out, "period"), "200000");
+    assert_eq!(read_out(&out, "shares"), "512");
+    assert_eq!(read_out(&out, "cpus"), "0");
+    assert_eq!(read_out(&out, "mems"), "0");
+}
+
+#[test]
+fn buildx_resource_flag_reaches_the_run_step_s_cgroup() {
+    let (_d, out) = run_step_sees(
+        &[
+            "--resource",
+            "memory=80m,cpu-quota=30000,cpu-shares=256",
+            "--resource",
+            "cpuset-cpus=1",
+        ],
+        CGROUP_FILES,
+    );
+    assert_eq!(read_out(&out, "mem"), (80u64 << 20).to_string());
+    // No --memory-swap: no swap on top of the memory limit.
+    assert_eq!(read_out(&out, "memsw"), (80u64 << 20).to_string());
+    assert_eq!(read_out(&out, "quota"), "30000");
+    assert_eq!(read_out(&out, "period"), "100000");
+    assert_eq!(read_out(&out, "shares"), "256");
+    assert_eq!(read_out(&out, "cpus"), "1");
+    // The nodes were taken from the parent cgroup.
+    assert_eq!(read_out(&out, "mems"), "0");
+}
+
+#[test]
+fn run_step_flag_errors_are_usage_errors_naming_the_flag() {
+    let r = Rbuild::new();
+    let ctx = TestDir::new("run-flag-errors");
+    ctx.write("Dockerfile", "FROM scratch\n");
+    let c = ctx.path().to_string_lossy().into_owned();
+    for (args, want) in [
+        (
+            vec!["--add-host", "db"],
+            "--add-host \"db\": want NAME:IP or NAME=IP",
+        ),
+        (vec!["--add-host", "db:nowhere"], "is not an IP address"),
+        (
+            vec!["--shm-size", "lots"],
+            "--shm-size \"lots\": want a size",
+        ),
+        (vec!["--ulimit", "files=10"], "unknown resource \"files\""),
+        (
+            vec!["--ulimit", "nofile=20:10"],
+            "soft limit is above the hard limit",
+        ),
+        (vec!["--memory-swap", "1g"], "--memory-swap needs --memory"),
+        (
+            vec!["--memory", "1g", "--memory-swap", "512m"],
+            "cannot be below --memory",
+        ),
+        (vec!["--cpu-quota", "10"], "--cpu-quota 10"),
+        (vec!["--cpu-shares", "1"], "--cpu-shares 1"),
+        (vec!["--cpuset-cpus", "a-b"], "--cpuset-cpus"),
+        (vec!["--resource", "gpu=1"], "unknown key \"gpu\""),
+        (
+            vec!["--memory", "1g", "--resource", "memory=2g"],
+            "both given",
+        ),
+    ] {
+        let mut all = vec!["build"];
+        all.extend_from_slice(&args);
+        all.push(&c);
+        let out = r.run(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: want {want:?}:\n{}",
+            show(&out)
+        );
+    }
+}

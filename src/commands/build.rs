@@ -13,6 +13,7 @@ use rbuild_store::Store;
 
 use super::output::{self, Dest, Export};
 use super::registry::client_options;
+use super::resources;
 use super::Globals;
 use crate::cli::BuildArgs;
 use crate::exit::UsageError;
@@ -138,6 +139,22 @@ fn options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
             .map(|s| secret(s))
             .collect::<anyhow::Result<_>>()?,
         source_date_epoch,
+        extra_hosts: args
+            .add_hosts
+            .iter()
+            .map(|h| resources::add_host(h))
+            .collect::<Result<_, _>>()?,
+        shm_size: args
+            .shm_size
+            .as_deref()
+            .map(|s| resources::size("--shm-size", s))
+            .transpose()?,
+        ulimits: args
+            .ulimits
+            .iter()
+            .map(|u| resources::ulimit(u))
+            .collect::<Result<_, _>>()?,
+        limits: resources::limits(args)?,
     })
 }
 

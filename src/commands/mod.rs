@@ -4,6 +4,7 @@ mod build;
 mod debug;
 mod output;
 mod registry;
+mod resources;
 mod store;
 
 use std::path::PathBuf;

@@ -84,6 +84,14 @@ pub struct BuildOptions {
     pub secrets: Vec<(String, SecretSource)>,
     /// `SOURCE_DATE_EPOCH`: timestamps in config, history and layers.
     pub source_date_epoch: Option<i64>,
+    /// `--add-host NAME:IP`: (name, address) lines added to every RUN step's `/etc/hosts`.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--shm-size`: bytes of every RUN step's `/dev/shm` (the runner's default if `None`).
+    pub shm_size: Option<u64>,
+    /// `--ulimit`: resource limits of every RUN step.
+    pub ulimits: Vec<rbuild_runner::Ulimit>,
+    /// `--memory`, `--cpu-quota`, `--resource`...: the cgroup limits of every RUN step.
+    pub limits: rbuild_runner::Limits,
 }
 
 /// Runs one build: parse, plan, run the stages, export and tag the image.
