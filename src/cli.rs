@@ -37,6 +37,8 @@ pub enum Command {
     Images(ImagesArgs),
     /// Show an image's manifest and config as JSON
     Inspect(InspectArgs),
+    /// Show the steps an image was built with, newest first
+    History(HistoryArgs),
     /// Give an image in the store another name
     Tag(TagArgs),
     /// Remove image names from the store
@@ -260,6 +262,11 @@ pub struct ImagesArgs {
     /// Show full image IDs
     #[arg(long)]
     pub no_trunc: bool,
+    /// Output: table, json (one object per line), or a template such as
+    /// '{{.Repository}}:{{.Tag}}' (fields: Repository, Tag, ID, Digest, CreatedAt,
+    /// CreatedSince, Size; 'table ...' adds a header)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 /// `rbuild inspect`.
@@ -268,6 +275,28 @@ pub struct InspectArgs {
     /// Images to inspect (name or ID)
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<String>,
+    /// Output: json (the default), or a template over its keys such as '{{.id}}' or
+    /// '{{json .config.Env}}'
+    #[arg(short, long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+/// `rbuild history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Image (name or ID)
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Print only the IDs (<missing> for the steps below the image)
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate IDs and commands
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output: table, json (one object per line), or a template such as
+    /// '{{.CreatedBy}}' (fields: ID, CreatedAt, CreatedSince, CreatedBy, Size, Comment)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 /// `rbuild tag`.
@@ -374,8 +403,8 @@ pub enum DebugCommand {
 
 /// Names of the subcommands, for the `rbuild -t TAG CONTEXT` shorthand.
 const SUBCOMMANDS: &[&str] = &[
-    "build", "push", "pull", "images", "inspect", "tag", "rmi", "prune", "fsck", "login", "logout",
-    "save", "load", "debug", "help",
+    "build", "push", "pull", "images", "inspect", "history", "tag", "rmi", "prune", "fsck",
+    "login", "logout", "save", "load", "debug", "help",
 ];
 
 /// Inserts `build` when the first word after the global flags is not a command, so that

@@ -7,8 +7,8 @@ fn help_lists_every_command_with_a_description() {
     let r = Rbuild::new();
     let help = r.ok(&["--help"]);
     for cmd in [
-        "build", "push", "pull", "images", "inspect", "tag", "rmi", "prune", "fsck", "login",
-        "logout", "save", "load",
+        "build", "push", "pull", "images", "inspect", "history", "tag", "rmi", "prune", "fsck",
+        "login", "logout", "save", "load",
     ] {
         let line = help
             .lines()

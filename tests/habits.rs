@@ -450,7 +450,7 @@ fn load_reads_docker_and_oci_archives_from_skopeo_and_save() {
     let name = "127.0.0.1:5000/load/img:v1";
     crate::store::make_image(&src.root, name, "loaded");
     let image_id = serde_json::from_str::<serde_json::Value>(&src.ok(&["inspect", name])).unwrap()
-        [0]["Id"]
+        [0]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -495,7 +495,7 @@ fn load_reads_docker_and_oci_archives_from_skopeo_and_save() {
         let out = dst.ok(&["load", "-i", &p(file)]);
         assert_eq!(out.trim(), format!("Loaded image: {want}"), "{file}");
         let v: serde_json::Value = serde_json::from_str(&dst.ok(&["inspect", want])).unwrap();
-        assert_eq!(v[0]["Id"], image_id.as_str(), "{file}: another image ID");
+        assert_eq!(v[0]["id"], image_id.as_str(), "{file}: another image ID");
     }
     // stdin, as `docker load < file`; -q prints the ID only.
     let out = run_with_stdin(
@@ -809,6 +809,115 @@ fn run_step_flag_errors_are_usage_errors_naming_the_flag() {
         all.extend_from_slice(&args);
         all.push(&c);
         let out = r.run(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: want {want:?}:\n{}",
+            show(&out)
+        );
+    }
+}
+
+#[test]
+fn images_inspect_and_history_take_json_and_go_templates() {
+    use crate::util::tool;
+    let r = Rbuild::new();
+    crate::store::make_image(&r.root, "docker.io/library/fmt:v1", "x");
+    crate::store::make_image(&r.root, "127.0.0.1:5000/fmt/other:v2", "y");
+
+    let names = r.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["127.0.0.1:5000/fmt/other:v2", "docker.io/library/fmt:v1"]
+    );
+    let json = r.ok(&["images", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{json}");
+    assert_eq!(rows[1]["Repository"], "docker.io/library/fmt");
+    assert_eq!(rows[1]["Tag"], "v1");
+    assert_eq!(rows[1]["ID"].as_str().unwrap().len(), 12);
+    let table = r.ok(&["images", "--format", "table {{.Repository}}\\t{{.Tag}}"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["REPOSITORY", "TAG"], "{table}");
+    assert!(table.lines().nth(2).unwrap().ends_with("   v1"), "{table}");
+
+    // inspect: the config's own (OCI) keys, as skopeo shows them, plus ours in that style.
+    let doc: serde_json::Value = serde_json::from_str(&r.ok(&["inspect", "fmt:v1"])).unwrap();
+    let doc = &doc[0];
+    let skopeo: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--raw",
+            &crate::build::oci_ref(&r, "fmt:v1"),
+        ],
+    ))
+    .unwrap();
+    for (key, value) in skopeo.as_object().unwrap() {
+        assert_eq!(&doc[key], value, "inspect's {key:?} differs from skopeo's");
+    }
+    let id = r.ok(&["inspect", "--format", "{{.id}}", "fmt:v1"]);
+    assert_eq!(id.trim(), doc["id"].as_str().unwrap());
+    assert!(id.trim().starts_with("sha256:"));
+    assert_eq!(
+        r.ok(&[
+            "inspect",
+            "-f",
+            "{{json .config.Cmd}} {{.architecture}}",
+            "fmt:v1"
+        ])
+        .trim(),
+        r#"["/bin/sh"] amd64"#
+    );
+
+    // history: newest first, the image ID on the top step only, each with its layer.
+    let by = r.ok(&["history", "--format", "{{.CreatedBy}}|{{.ID}}", "fmt:v1"]);
+    let short = &doc["id"].as_str().unwrap()[7..19];
+    assert_eq!(
+        by.lines().collect::<Vec<_>>(),
+        [format!("top|{short}"), "base|<missing>".to_string()]
+    );
+    let table = r.ok(&["history", "fmt:v1"]);
+    assert!(
+        table.starts_with("IMAGE") && table.contains("CREATED BY") && table.contains("top"),
+        "{table}"
+    );
+    let json = r.ok(&["history", "--format", "json", "fmt:v1"]);
+    let top: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(top["CreatedBy"], "top");
+    assert!(top["Size"].as_str().unwrap().ends_with('B'), "{top}");
+    assert_eq!(
+        r.ok(&["history", "-q", "fmt:v1"])
+            .lines()
+            .collect::<Vec<_>>(),
+        [short, "<missing>"]
+    );
+
+    // Unknown fields are usage errors naming the field.
+    for (args, want) in [
+        (
+            vec!["images", "--format", "{{.Repo}}"],
+            "unknown field \"Repo\"",
+        ),
+        (
+            vec!["history", "--format", "{{.Author}}", "fmt:v1"],
+            "unknown field \"Author\"",
+        ),
+        (
+            vec!["inspect", "--format", "{{.Id}}", "fmt:v1"],
+            "unknown field \"Id\"",
+        ),
+        (
+            vec!["inspect", "--format", "{{.config.Bogus}}", "fmt:v1"],
+            "\"config.Bogus\"",
+        ),
+        (vec!["images", "--format", "{{range .}}"], "not supported"),
+    ] {
+        let out = r.run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}:\n{}", show(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(want),

@@ -59,6 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(args) => registry::logout(&g, args).await,
         Command::Images(args) => store::images(&g, args),
         Command::Inspect(args) => store::inspect(&g, args),
+        Command::History(args) => store::history(&g, args),
         Command::Tag(args) => store::tag(&g, args),
         Command::Rmi(args) => store::rmi(&g, args),
         Command::Prune(args) => store::prune(&g, args),

@@ -1,4 +1,4 @@
-//! `rbuild images|inspect|tag|rmi|prune|fsck|save|load`: the commands that read and tidy the
+//! `rbuild images|inspect|history|tag|rmi|prune|fsck|save|load`: the commands that read and tidy the
 //! store.
 
 use std::io::Write;
@@ -8,8 +8,10 @@ use rbuild_store::{normalize_reference, Image, Store};
 
 use super::Globals;
 use crate::cli::{
-    FsckArgs, ImagesArgs, InspectArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs, SaveFormat, TagArgs,
+    FsckArgs, HistoryArgs, ImagesArgs, InspectArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs,
+    SaveFormat, TagArgs,
 };
+use crate::template::{self, Format};
 
 fn open(g: &Globals) -> anyhow::Result<Store> {
     Store::open(&g.root).with_context(|| format!("cannot open the store at {}", g.root.display()))
@@ -41,11 +43,71 @@ fn split_name(name: &str) -> (&str, &str) {
     }
 }
 
+/// The fields of `images --format` (docker's names), with their table headers.
+const IMAGE_FIELDS: [(&str, &str); 7] = [
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("ID", "IMAGE ID"),
+    ("Digest", "DIGEST"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedSince", "CREATED"),
+    ("Size", "SIZE"),
+];
+
+/// Seconds since the epoch, now.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `CreatedSince` of an RFC 3339 time: "3 hours ago", or "N/A".
+fn since(created: Option<&str>, now: i64) -> String {
+    created
+        .and_then(parse_rfc3339)
+        .map_or_else(|| "N/A".to_owned(), |t| ago(now - t))
+}
+
+/// Writes items as `--format` says: `table` is the command's own `table` closure's rows,
+/// `json` one document per line, a template one line per item (`table ...`: with a header
+/// row, columns aligned).
+fn print_items(
+    format: &Format,
+    items: &[serde_json::Value],
+    headers: &[(&str, &str)],
+    table: impl FnOnce() -> Vec<String>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let lines = match format {
+        Format::Table => table(),
+        Format::Json => items.iter().map(|i| i.to_string()).collect(),
+        Format::Template(t) => {
+            let mut rows = Vec::new();
+            if t.table {
+                rows.push(t.header(headers));
+            }
+            for item in items {
+                rows.push(t.render(item)?);
+            }
+            if t.table {
+                template::align(&rows)
+            } else {
+                rows
+            }
+        }
+    };
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
 /// `rbuild images`.
 pub fn images(g: &Globals, args: ImagesArgs) -> anyhow::Result<()> {
+    let fields: Vec<&str> = IMAGE_FIELDS.iter().map(|(f, _)| *f).collect();
+    let format = template::parse(args.format.as_deref(), Some(&fields))?;
     let store = open(g)?;
     let images = store.images()?;
-    let mut out = std::io::stdout().lock();
     let id = |img: &Image| {
         if args.no_trunc {
             img.id().to_string()
@@ -54,6 +116,7 @@ pub fn images(g: &Globals, args: ImagesArgs) -> anyhow::Result<()> {
         }
     };
     if args.quiet {
+        let mut out = std::io::stdout().lock();
         let mut seen = std::collections::BTreeSet::new();
         for img in &images {
             if seen.insert(img.id().clone()) {
@@ -62,83 +125,162 @@ pub fn images(g: &Globals, args: ImagesArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let mut rows = vec![[
-        "REPOSITORY".to_owned(),
-        "TAG".into(),
-        "IMAGE ID".into(),
-        "CREATED".into(),
-        "SIZE".into(),
-    ]];
+    let now = now();
+    let mut items = Vec::new();
     for img in &images {
         let (repo, tag) = split_name(img.name.as_deref().unwrap_or("<none>"));
         let config = img.parsed_config().unwrap_or_default();
-        let created = config
-            .get("created")
-            .and_then(|v| v.as_str())
-            .and_then(parse_rfc3339)
-            .map_or_else(|| "N/A".to_owned(), |t| ago(now - t));
-        rows.push([
-            repo.to_owned(),
-            tag.to_owned(),
-            id(img),
-            created,
-            human_size(img.size()?),
-        ]);
+        let created = config.get("created").and_then(|v| v.as_str());
+        items.push(serde_json::json!({
+            "Repository": repo,
+            "Tag": tag,
+            "ID": id(img),
+            "Digest": img.manifest.digest.to_string(),
+            "CreatedAt": created.unwrap_or("N/A"),
+            "CreatedSince": since(created, now),
+            "Size": human_size(img.size()?),
+        }));
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c == 4 {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}   ", w = widths[c]));
-            }
+    print_items(&format, &items, &IMAGE_FIELDS, || {
+        let mut rows = vec!["REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE".to_owned()];
+        for i in &items {
+            let cell = |k: &str| i[k].as_str().unwrap_or_default().to_owned();
+            rows.push(
+                ["Repository", "Tag", "ID", "CreatedSince", "Size"]
+                    .map(cell)
+                    .join("\t"),
+            );
         }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
+        template::align(&rows)
+    })
 }
 
-/// `rbuild inspect`.
+/// `rbuild inspect`: per image, its config as `skopeo inspect --config` shows it (OCI keys:
+/// `created`, `architecture`, `os`, `config`, `rootfs`, `history`...) plus, in the same
+/// style, `id`, `digest` (the manifest's), `names`, `size` and `manifest`.
 pub fn inspect(g: &Globals, args: InspectArgs) -> anyhow::Result<()> {
+    let format = template::parse(args.format.as_deref(), None)?;
     let store = open(g)?;
     let all = store.images()?;
     let mut docs = Vec::new();
     for arg in &args.images {
         let img = find(&store, arg)?;
-        let config = img.parsed_config()?;
+        let mut doc = match img.parsed_config()? {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
         let manifest: serde_json::Value = serde_json::from_slice(&img.manifest_json)?;
-        let tags: Vec<&str> = all
+        let names: Vec<&str> = all
             .iter()
             .filter(|i| i.manifest.digest == img.manifest.digest)
             .filter_map(|i| i.name.as_deref())
             .collect();
-        docs.push(serde_json::json!({
-            "Id": img.id().to_string(),
-            "RepoTags": tags,
-            "ManifestDigest": img.manifest.digest.to_string(),
-            "Created": config.get("created"),
-            "Author": config.get("author"),
-            "Architecture": config.get("architecture"),
-            "Variant": config.get("variant"),
-            "Os": config.get("os"),
-            "Config": config.get("config"),
-            "RootFS": config.get("rootfs"),
-            "History": config.get("history"),
-            "Size": img.size()?,
-            "Manifest": manifest,
-        }));
+        doc.insert("id".into(), img.id().to_string().into());
+        doc.insert("digest".into(), img.manifest.digest.to_string().into());
+        doc.insert("names".into(), names.into());
+        doc.insert("size".into(), img.size()?.into());
+        doc.insert("manifest".into(), manifest);
+        docs.push(serde_json::Value::Object(doc));
     }
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &docs)?;
-    writeln!(out)?;
+    match &format {
+        Format::Template(t) => {
+            for doc in &docs {
+                writeln!(out, "{}", t.render(doc)?)?;
+            }
+        }
+        Format::Table | Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &docs)?;
+            writeln!(out)?;
+        }
+    }
     Ok(())
+}
+
+/// The fields of `history --format` (docker's names), with their table headers.
+const HISTORY_FIELDS: [(&str, &str); 6] = [
+    ("ID", "IMAGE"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedBy", "CREATED BY"),
+    ("Size", "SIZE"),
+    ("Comment", "COMMENT"),
+];
+
+/// `rbuild history`: the config's history, newest first, each step with its layer's size.
+pub fn history(g: &Globals, args: HistoryArgs) -> anyhow::Result<()> {
+    let fields: Vec<&str> = HISTORY_FIELDS.iter().map(|(f, _)| *f).collect();
+    let format = template::parse(args.format.as_deref(), Some(&fields))?;
+    let store = open(g)?;
+    let img = find(&store, &args.image)?;
+    let config = img.parsed_config()?;
+    let layers = img.parsed_manifest()?.layers;
+    let entries = config
+        .get("history")
+        .and_then(|h| h.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let now = now();
+    let mut items = Vec::new();
+    let mut layer = 0;
+    for entry in &entries {
+        let empty = entry
+            .get("empty_layer")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let size = if empty {
+            0
+        } else {
+            layer += 1;
+            layers.get(layer - 1).map_or(0, |l| l.size)
+        };
+        let text = |k: &str| entry.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        items.push(serde_json::json!({
+            "ID": "<missing>",
+            "CreatedAt": text("created"),
+            "CreatedSince": since(entry.get("created").and_then(|v| v.as_str()), now),
+            "CreatedBy": text("created_by"),
+            "Size": human_size(size),
+            "Comment": text("comment"),
+        }));
+    }
+    items.reverse();
+    if let Some(top) = items.first_mut() {
+        top["ID"] = if args.no_trunc {
+            img.id().to_string()
+        } else {
+            img.id().hex()[..12].to_owned()
+        }
+        .into();
+    }
+    if args.quiet {
+        let mut out = std::io::stdout().lock();
+        for i in &items {
+            writeln!(out, "{}", i["ID"].as_str().unwrap_or_default())?;
+        }
+        return Ok(());
+    }
+    print_items(&format, &items, &HISTORY_FIELDS, || {
+        let mut rows = vec!["IMAGE\tCREATED\tCREATED BY\tSIZE\tCOMMENT".to_owned()];
+        for i in &items {
+            let cell = |k: &str| i[k].as_str().unwrap_or_default().replace('\t', " ");
+            let mut by = cell("CreatedBy");
+            if !args.no_trunc && by.chars().count() > 45 {
+                by = by.chars().take(44).collect::<String>() + "…";
+            }
+            rows.push(
+                [
+                    cell("ID"),
+                    cell("CreatedSince"),
+                    by,
+                    cell("Size"),
+                    cell("Comment"),
+                ]
+                .join("\t"),
+            );
+        }
+        template::align(&rows)
+    })
 }
 
 /// `rbuild tag`.
