@@ -55,6 +55,10 @@ pub enum Command {
     Save(SaveArgs),
     /// Read images from a docker-archive or oci-archive tar into the store
     Load(LoadArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(CompletionArgs),
+    /// Print rbuild's man page, or write one page per command into a directory
+    Man(ManArgs),
     /// Developer tools (parse dumps)
     #[command(hide = true, subcommand)]
     Debug(DebugCommand),
@@ -391,6 +395,25 @@ pub struct LoadArgs {
     pub quiet: bool,
 }
 
+/// `rbuild completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell: `source <(rbuild completion bash)`, or save it where the shell loads
+    /// completions (`~/.local/share/bash-completion/completions/rbuild`,
+    /// `~/.config/fish/completions/rbuild.fish`, a `_rbuild` file on zsh's `$fpath`)
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `rbuild man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write rbuild.1 and rbuild-COMMAND.1 for every command here instead of printing
+    /// rbuild(1)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
 /// `rbuild debug ...`.
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
@@ -403,8 +426,24 @@ pub enum DebugCommand {
 
 /// Names of the subcommands, for the `rbuild -t TAG CONTEXT` shorthand.
 const SUBCOMMANDS: &[&str] = &[
-    "build", "push", "pull", "images", "inspect", "history", "tag", "rmi", "prune", "fsck",
-    "login", "logout", "save", "load", "debug", "help",
+    "build",
+    "push",
+    "pull",
+    "images",
+    "inspect",
+    "history",
+    "tag",
+    "rmi",
+    "prune",
+    "fsck",
+    "login",
+    "logout",
+    "save",
+    "load",
+    "completion",
+    "man",
+    "debug",
+    "help",
 ];
 
 /// Inserts `build` when the first word after the global flags is not a command, so that

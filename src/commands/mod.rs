@@ -2,6 +2,7 @@
 
 mod build;
 mod debug;
+mod docs;
 mod output;
 mod registry;
 mod resources;
@@ -66,6 +67,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fsck(args) => store::fsck(&g, args),
         Command::Save(args) => store::save(&g, args),
         Command::Load(args) => store::load(&g, args),
+        Command::Completion(args) => docs::completion(args),
+        Command::Man(args) => docs::man(args),
         Command::Debug(cmd) => debug::run(cmd),
     }
 }
