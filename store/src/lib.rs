@@ -49,7 +49,7 @@ pub use cache::{CacheRecord, CACHE_RECORD_VERSION};
 pub use compress::{gzip_parallel, zstd_compress, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{ChainId, DiffId, Digest};
 pub use error::Error;
-pub use gc::{FsckProblem, PruneReport};
+pub use gc::{DiskUsage, FsckProblem, PrunePolicy, PruneReport, UsageLine};
 pub use image::Image;
 pub use layer_in::{detect_compression, unpack_layer, Unpacked};
 pub use layer_out::{
