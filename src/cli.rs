@@ -47,6 +47,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Verify every blob and snapshot in the store
     Fsck(FsckArgs),
+    /// Show the store's disk usage and what prune would reclaim
+    Du(DuArgs),
     /// Store credentials for a registry in the docker config
     Login(LoginArgs),
     /// Remove stored credentials for a registry
@@ -328,7 +330,21 @@ pub struct PruneArgs {
     /// Also drop the build cache
     #[arg(short, long)]
     pub all: bool,
+    /// Drop build-cache records, oldest first, until the store takes at most SIZE (e.g. 10g)
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// The same as --keep-storage (buildx's newer name)
+    #[arg(long, value_name = "SIZE")]
+    pub max_used_space: Option<String>,
+    /// Which build cache to drop: until=DURATION drops records older than it (24h, 90m,
+    /// 1h30m, 45s)
+    #[arg(long, value_name = "until=DURATION")]
+    pub filter: Vec<String>,
 }
+
+/// `rbuild du`.
+#[derive(Debug, Args)]
+pub struct DuArgs {}
 
 /// `rbuild fsck`.
 #[derive(Debug, Args)]
@@ -424,28 +440,6 @@ pub enum DebugCommand {
     },
 }
 
-/// Names of the subcommands, for the `rbuild -t TAG CONTEXT` shorthand.
-const SUBCOMMANDS: &[&str] = &[
-    "build",
-    "push",
-    "pull",
-    "images",
-    "inspect",
-    "history",
-    "tag",
-    "rmi",
-    "prune",
-    "fsck",
-    "login",
-    "logout",
-    "save",
-    "load",
-    "completion",
-    "man",
-    "debug",
-    "help",
-];
-
 /// Inserts `build` when the first word after the global flags is not a command, so that
 /// `rbuild -t name .` means `rbuild build -t name .`, as users type it.
 pub fn insert_default_command(mut args: Vec<String>) -> Vec<String> {
@@ -465,8 +459,14 @@ pub fn insert_default_command(mut args: Vec<String>) -> Vec<String> {
     let Some(first) = args.get(i) else {
         return args;
     };
-    let is_meta = matches!(first.as_str(), "-h" | "--help" | "-V" | "--version");
-    if !is_meta && !SUBCOMMANDS.contains(&first.as_str()) {
+    let is_meta = matches!(
+        first.as_str(),
+        "-h" | "--help" | "-V" | "--version" | "help"
+    );
+    let is_command = <Cli as clap::CommandFactory>::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == first);
+    if !is_meta && !is_command {
         args.insert(i, "build".to_string());
     }
     args
@@ -499,5 +499,20 @@ mod tests {
             v("rbuild --help")
         );
         assert_eq!(insert_default_command(v("rbuild")), v("rbuild"));
+        // Every command is known, from the clap definition itself.
+        for cmd in [
+            "du",
+            "history",
+            "load",
+            "completion",
+            "man",
+            "debug",
+            "help",
+        ] {
+            assert_eq!(
+                insert_default_command(v(&format!("rbuild {cmd} x"))),
+                v(&format!("rbuild {cmd} x"))
+            );
+        }
     }
 }

@@ -926,3 +926,161 @@ fn images_inspect_and_history_take_json_and_go_templates() {
         );
     }
 }
+
+/// Builds `FROM scratch` + `COPY f /f` with `f` of `size` bytes of `byte` into `r`'s store,
+/// tagged `tag`; returns the context (kept for rebuilds).
+fn scratch_image(r: &Rbuild, tag: &str, byte: u8, size: usize) -> TestDir {
+    let ctx = TestDir::new("du-ctx");
+    ctx.write("Dockerfile", "FROM scratch\nCOPY f /f\n");
+    ctx.write("f", vec![byte; size]);
+    r.ok(&["build", "-q", "-t", tag, &ctx.path().to_string_lossy()]);
+    ctx
+}
+
+/// Whether a rebuild of `ctx` takes its COPY from the cache.
+fn copy_is_cached(r: &Rbuild, ctx: &TestDir) -> bool {
+    let out = r.run(&["build", "--progress=plain", &ctx.path().to_string_lossy()]);
+    assert!(out.status.success(), "{}", show(&out));
+    String::from_utf8_lossy(&out.stderr).contains("CACHED")
+}
+
+/// The cache records written so far (files directly under `cache/`).
+fn cache_records(r: &Rbuild) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(r.root.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// `du`'s (count, reclaimable by prune, reclaimable by prune --all) for a row.
+fn du_counts(du: &str, row: &str) -> (u64, u64, u64) {
+    let line = du
+        .lines()
+        .find(|l| l.starts_with(row))
+        .unwrap_or_else(|| panic!("no {row} row:\n{du}"));
+    let cells: Vec<&str> = line[row.len()..]
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let paren = |c: &str| -> u64 {
+        c.split_once('(')
+            .unwrap()
+            .1
+            .trim_end_matches(')')
+            .parse()
+            .unwrap()
+    };
+    (cells[0].parse().unwrap(), paren(cells[2]), paren(cells[3]))
+}
+
+#[test]
+fn du_counts_what_prune_then_deletes() {
+    let r = Rbuild::new();
+    let _kept = scratch_image(&r, "du/kept:v1", b'k', 100_000);
+    let _gone = scratch_image(&r, "du/gone:v1", b'g', 200_000);
+    r.ok(&["rmi", "du/gone:v1"]);
+    let du = r.ok(&["du"]);
+    let blob_files = std::fs::read_dir(r.root.join("blobs/sha256"))
+        .unwrap()
+        .count() as u64;
+    let (blobs, blobs_prune, blobs_all) = du_counts(&du, "blobs");
+    assert_eq!(blobs, blob_files, "{du}");
+    // The untagged image's manifest and config go with prune; its layer is the cache's.
+    assert_eq!(blobs_prune, 2, "{du}");
+    assert!(blobs_all > blobs_prune, "{du}");
+    let (records, _, records_all) = du_counts(&du, "cache records");
+    assert_eq!(records, cache_records(&r).len() as u64, "{du}");
+    assert_eq!(records_all, records, "{du}");
+    assert!(du.contains("Total: "), "{du}");
+
+    let pruned = r.ok(&["prune"]);
+    let deleted = pruned
+        .lines()
+        .filter(|l| l.starts_with("deleted blob"))
+        .count() as u64;
+    assert_eq!(
+        deleted, blobs_prune,
+        "du said {blobs_prune}, prune deleted:\n{pruned}"
+    );
+    let du = r.ok(&["du"]);
+    let (_, now_prune, now_all) = du_counts(&du, "blobs");
+    assert_eq!(now_prune, 0, "{du}");
+    let pruned = r.ok(&["prune", "--all"]);
+    let deleted = pruned
+        .lines()
+        .filter(|l| l.starts_with("deleted blob"))
+        .count() as u64;
+    assert_eq!(
+        deleted, now_all,
+        "du said {now_all}, prune --all deleted:\n{pruned}"
+    );
+    // The tagged image is whole.
+    assert!(r.ok(&["fsck"]).starts_with("ok"));
+    assert_eq!(du_counts(&r.ok(&["du"]), "blobs").2, 0);
+}
+
+#[test]
+fn prune_filter_until_drops_only_old_cache() {
+    let r = Rbuild::new();
+    let old = scratch_image(&r, "until/old:v1", b'o', 10_000);
+    for record in cache_records(&r) {
+        crate::util::tool("touch", &["-d", "2 days ago", &record.to_string_lossy()]);
+    }
+    let new = scratch_image(&r, "until/new:v1", b'n', 10_000);
+    r.ok(&["rmi", "until/old:v1", "until/new:v1"]);
+    r.ok(&["prune", "--filter", "until=24h"]);
+    assert!(
+        !copy_is_cached(&r, &old),
+        "a 2-day-old cache record survived until=24h"
+    );
+    assert!(
+        copy_is_cached(&r, &new),
+        "a new cache record was dropped by until=24h"
+    );
+}
+
+#[test]
+fn prune_keep_storage_drops_the_oldest_cache_first() {
+    let r = Rbuild::new();
+    let old = scratch_image(&r, "keep/old:v1", b'o', 1_000_000);
+    for record in cache_records(&r) {
+        crate::util::tool("touch", &["-d", "1 hour ago", &record.to_string_lossy()]);
+    }
+    let new = scratch_image(&r, "keep/new:v1", b'n', 1_000_000);
+    r.ok(&["rmi", "keep/old:v1", "keep/new:v1"]);
+    // Room for one 1 MB layer, not two: the newer one stays.
+    r.ok(&["prune", "--keep-storage", "1.5m"]);
+    let blob_bytes: u64 = std::fs::read_dir(r.root.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(blob_bytes <= 1_572_864, "{blob_bytes} bytes of blobs left");
+    assert!(copy_is_cached(&r, &new), "the newest cache was dropped");
+    assert!(!copy_is_cached(&r, &old), "the oldest cache was kept");
+    // The rebuilds above (untagged) made cache again; --max-used-space 0 drops all of it.
+    r.ok(&["prune", "--max-used-space", "0"]);
+    assert!(cache_records(&r).is_empty(), "cache records left");
+}
+
+#[test]
+fn prune_flag_errors_are_usage_errors() {
+    let r = Rbuild::new();
+    for (args, want) in [
+        (vec!["prune", "--filter", "until=3d"], "want a duration"),
+        (vec!["prune", "--filter", "label=x"], "unknown filter"),
+        (
+            vec!["prune", "--keep-storage", "lots"],
+            "--keep-storage \"lots\"",
+        ),
+    ] {
+        let out = r.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: want {want:?}:\n{}",
+            show(&out)
+        );
+    }
+}

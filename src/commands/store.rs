@@ -4,13 +4,14 @@
 use std::io::Write;
 
 use anyhow::Context;
-use rbuild_store::{normalize_reference, Image, Store};
+use rbuild_store::{normalize_reference, Image, PrunePolicy, Store};
 
 use super::Globals;
 use crate::cli::{
-    FsckArgs, HistoryArgs, ImagesArgs, InspectArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs,
+    DuArgs, FsckArgs, HistoryArgs, ImagesArgs, InspectArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs,
     SaveFormat, TagArgs,
 };
+use crate::exit::UsageError;
 use crate::template::{self, Format};
 
 fn open(g: &Globals) -> anyhow::Result<Store> {
@@ -320,10 +321,113 @@ pub fn rmi(g: &Globals, args: RmiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Go's durations as `--filter until=` takes them: `24h`, `1h30m`, `90m`, `45s`, `500ms`.
+fn duration(s: &str) -> Option<std::time::Duration> {
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..u] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        total += value * seconds;
+    }
+    Some(std::time::Duration::from_secs_f64(total))
+}
+
+/// The prune policy from the flags.
+fn prune_policy(args: &PruneArgs) -> Result<PrunePolicy, UsageError> {
+    let mut policy = PrunePolicy {
+        all: args.all,
+        ..PrunePolicy::default()
+    };
+    for filter in &args.filter {
+        match filter.split_once('=') {
+            Some(("until", value)) => {
+                policy.older_than = Some(duration(value).ok_or_else(|| {
+                    UsageError(format!(
+                        "--filter {filter:?}: want a duration such as 24h, 1h30m or 45s"
+                    ))
+                })?);
+            }
+            _ => {
+                return Err(UsageError(format!(
+                    "--filter {filter:?}: unknown filter (want until=DURATION)"
+                )))
+            }
+        }
+    }
+    for (flag, value) in [
+        ("--keep-storage", &args.keep_storage),
+        ("--max-used-space", &args.max_used_space),
+    ] {
+        if let Some(v) = value {
+            let bytes = super::resources::size(flag, v)?;
+            policy.max_used = Some(policy.max_used.map_or(bytes, |b| b.min(bytes)));
+        }
+    }
+    Ok(policy)
+}
+
+/// `rbuild du`: blobs, snapshots and cache records, their sizes and what `prune` and
+/// `prune --all` would reclaim.
+pub fn du(g: &Globals, _args: DuArgs) -> anyhow::Result<()> {
+    let store = open(g)?;
+    let usage = store.disk_usage()?;
+    let mut rows =
+        vec!["TYPE\tCOUNT\tSIZE\tRECLAIMABLE (prune)\tRECLAIMABLE (prune --all)".to_owned()];
+    let lines = [
+        ("blobs", usage.blobs),
+        ("snapshots", usage.snapshots),
+        ("cache records", usage.cache_records),
+    ];
+    for (name, l) in &lines {
+        rows.push(format!(
+            "{name}\t{}\t{}\t{} ({})\t{} ({})",
+            l.count,
+            human_size(l.bytes),
+            human_size(l.reclaimable_bytes),
+            l.reclaimable_count,
+            human_size(l.reclaimable_all_bytes),
+            l.reclaimable_all_count,
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    for row in template::align(&rows) {
+        writeln!(out, "{row}")?;
+    }
+    // Cache bytes are blobs and snapshots already counted above.
+    let (b, s) = (usage.blobs, usage.snapshots);
+    writeln!(
+        out,
+        "Total: {}, reclaimable: {} (prune), {} (prune --all)",
+        human_size(b.bytes + s.bytes),
+        human_size(b.reclaimable_bytes + s.reclaimable_bytes),
+        human_size(b.reclaimable_all_bytes + s.reclaimable_all_bytes),
+    )?;
+    Ok(())
+}
+
 /// `rbuild prune`.
 pub fn prune(g: &Globals, args: PruneArgs) -> anyhow::Result<()> {
+    let policy = prune_policy(&args)?;
     let store = open(g)?;
-    let report = store.prune(args.all)?;
+    let report = store.prune_with(&policy)?;
     let mut out = std::io::stdout().lock();
     for d in &report.blobs {
         writeln!(out, "deleted blob {d}")?;
@@ -496,6 +600,17 @@ mod tests {
         assert_eq!(ago(3 * 3600), "3 hours ago");
         assert_eq!(human_size(4_260_000), "4.26MB");
         assert_eq!(human_size(999), "999B");
+        assert_eq!(duration("24h"), Some(std::time::Duration::from_secs(86400)));
+        assert_eq!(
+            duration("1h30m"),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(
+            duration("500ms"),
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(duration("3d"), None);
+        assert_eq!(duration(""), None);
         assert_eq!(
             split_name("127.0.0.1:5000/a/b:v1"),
             ("127.0.0.1:5000/a/b", "v1")
