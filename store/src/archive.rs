@@ -73,9 +73,22 @@ impl Store {
     /// Writes `images` as an oci-archive tar: `oci-layout`, an `index.json` naming each image
     /// by its tag in `org.opencontainers.image.ref.name`, and every blob they use, as stored.
     pub fn save_oci_archive<W: Write>(&self, images: &[Image], out: W) -> Result<()> {
+        self.save_oci_archive_annotated(images, &std::collections::BTreeMap::new(), out)
+    }
+
+    /// [`Store::save_oci_archive`] with `annotations` on the archive's `index.json`.
+    pub fn save_oci_archive_annotated<W: Write>(
+        &self,
+        images: &[Image],
+        annotations: &std::collections::BTreeMap<String, String>,
+        out: W,
+    ) -> Result<()> {
         let mut tar = tar::Builder::new(out);
         append(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        let mut index = Index::default();
+        let mut index = Index {
+            annotations: annotations.clone(),
+            ..Index::default()
+        };
         let mut blobs = BTreeSet::new();
         for image in images {
             let manifest = image.parsed_manifest()?;

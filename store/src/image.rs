@@ -82,6 +82,16 @@ impl Store {
     /// [`crate::canonical_json`]) and an OCI manifest over `layers`; returns the manifest
     /// descriptor (not tagged: call [`Store::tag`]).
     pub fn put_image(&self, config_json: &[u8], layers: &[Descriptor]) -> Result<Descriptor> {
+        self.put_image_annotated(config_json, layers, &BTreeMap::new())
+    }
+
+    /// [`Store::put_image`] with `annotations` in the manifest.
+    pub fn put_image_annotated(
+        &self,
+        config_json: &[u8],
+        layers: &[Descriptor],
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
         let config_digest = self.blobs().put(config_json)?;
         let manifest = Manifest {
             schema_version: 2,
@@ -92,7 +102,7 @@ impl Store {
                 config_json.len() as u64,
             ),
             layers: layers.to_vec(),
-            annotations: BTreeMap::new(),
+            annotations: annotations.clone(),
         };
         let bytes = canonical_json(&manifest).map_err(|source| Error::Json {
             what: "manifest",
