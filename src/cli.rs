@@ -202,6 +202,11 @@ pub struct BuildArgs {
     /// (several allowed); -o DIR is type=local, -o - a tar of the files on stdout
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
+    /// Add an OCI annotation: KEY=VALUE or manifest:KEY=VALUE (the manifest),
+    /// manifest-descriptor:KEY=VALUE (its descriptor), index:KEY=VALUE (the index.json of
+    /// type=oci outputs)
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
     /// Accepted as docker does; rbuild has no daemon: the image is in the store already
     #[arg(long)]
     pub load: bool,

@@ -1084,3 +1084,124 @@ fn prune_flag_errors_are_usage_errors() {
         );
     }
 }
+
+#[test]
+fn annotations_land_in_the_manifest_its_descriptor_and_the_index() {
+    use crate::util::{tool, Registry};
+    let r = Rbuild::new();
+    let ctx = TestDir::new("annotations");
+    ctx.write("Dockerfile", "FROM scratch\nCOPY f /f\n");
+    ctx.write("f", "annotated\n");
+    let out_dir = TestDir::new("annotations-out");
+    let archive = out_dir
+        .path()
+        .join("img.tar")
+        .to_string_lossy()
+        .into_owned();
+    let layout = out_dir.path().join("layout").to_string_lossy().into_owned();
+    let pushed = format!("{}/habits/annotated:v1", Registry::shared().addr);
+    let (a, b) = (
+        format!("type=oci,dest={archive}"),
+        format!("type=oci,dest={layout},tar=false"),
+    );
+    let reg = format!("type=registry,name={pushed}");
+    r.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "habits/annotated:v1",
+        "--annotation",
+        "org.example.plain=1",
+        "--annotation",
+        "manifest:org.example.manifest=2",
+        "--annotation",
+        "manifest-descriptor:org.example.descriptor=3",
+        "--annotation",
+        "index:org.example.index=4",
+        "-o",
+        &a,
+        "-o",
+        &b,
+        "-o",
+        &reg,
+        &ctx.path().to_string_lossy(),
+    ]);
+    let manifest_of = |reference: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["inspect", "--raw"];
+        args.extend_from_slice(extra);
+        args.push(reference);
+        serde_json::from_str(&tool("skopeo", &args)).unwrap()
+    };
+    for (what, m) in [
+        (
+            "store",
+            manifest_of(&crate::build::oci_ref(&r, "habits/annotated:v1"), &[]),
+        ),
+        (
+            "oci archive",
+            manifest_of(&format!("oci-archive:{archive}"), &[]),
+        ),
+        (
+            "registry",
+            manifest_of(&format!("docker://{pushed}"), &["--tls-verify=false"]),
+        ),
+    ] {
+        assert_eq!(m["annotations"]["org.example.plain"], "1", "{what}: {m}");
+        assert_eq!(m["annotations"]["org.example.manifest"], "2", "{what}: {m}");
+        assert!(
+            m["annotations"].get("org.example.descriptor").is_none(),
+            "{what}: {m}"
+        );
+    }
+    // The descriptor: the store's index.json entry and the exported layout's.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.root.join("index.json")).unwrap()).unwrap();
+    let entry = &index["manifests"][0];
+    assert_eq!(
+        entry["annotations"]["org.example.descriptor"], "3",
+        "{index}"
+    );
+    let exported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&layout).join("index.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        exported["annotations"]["org.example.index"], "4",
+        "{exported}"
+    );
+    assert_eq!(
+        exported["manifests"][0]["annotations"]["org.example.descriptor"], "3",
+        "{exported}"
+    );
+    assert!(
+        index.get("annotations").is_none(),
+        "index: reached the store: {index}"
+    );
+
+    let c = ctx.path().to_string_lossy().into_owned();
+    for (args, want) in [
+        (
+            vec!["--annotation", "index-descriptor:k=v"],
+            "no nested image index",
+        ),
+        (
+            vec!["--annotation", "index:k=v"],
+            "only a type=oci output has an index",
+        ),
+        (vec!["--annotation", "layer:k=v"], "unknown type \"layer\""),
+        (
+            vec!["--annotation", "manifest[linux/amd64]:k=v"],
+            "per-platform",
+        ),
+    ] {
+        let mut all = vec!["build"];
+        all.extend_from_slice(&args);
+        all.push(&c);
+        let out = r.run(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: want {want:?}:\n{}",
+            show(&out)
+        );
+    }
+}

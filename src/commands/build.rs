@@ -63,7 +63,7 @@ fn normalize_tag(t: &str) -> anyhow::Result<String> {
 }
 
 /// Validates the flags into options, before any work starts.
-fn options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
+fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result<BuildOptions> {
     let dockerfile_on_stdin = args.file.as_deref() == Some(std::path::Path::new("-"));
     if dockerfile_on_stdin && args.context == "-" {
         return Err(UsageError(
@@ -155,6 +155,8 @@ fn options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
             .map(|u| resources::ulimit(u))
             .collect::<Result<_, _>>()?,
         limits: resources::limits(args)?,
+        manifest_annotations: annotations.manifest,
+        descriptor_annotations: annotations.manifest_descriptor,
     })
 }
 
@@ -185,7 +187,16 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     if to_stdout > 1 {
         return Err(UsageError("--output: only one output can go to stdout".into()).into());
     }
-    let mut opts = options(&args)?;
+    let annotations = output::annotations(&args.annotations)?;
+    let index_annotations = annotations.index.clone();
+    if !index_annotations.is_empty() && !exports.iter().any(|e| matches!(e, Export::Oci { .. })) {
+        return Err(UsageError(
+            "--annotation index:...: only a type=oci output has an index; add -o type=oci,dest=..."
+                .into(),
+        )
+        .into());
+    }
+    let mut opts = options(&args, annotations)?;
     // `type=image,name=...` names are tagged like -t; pushes cover --push and push=true.
     let mut push: Vec<String> = if args.push {
         opts.tags.clone()
@@ -262,8 +273,9 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
         for export in &exports {
             let (st, ex) = (store.clone(), export.clone());
             let (img, t) = (image.clone(), tags.clone());
+            let index = index_annotations.clone();
             tokio::task::spawn_blocking(move || {
-                output::write(&st, &img, &t, &ex, source_date_epoch)
+                output::write(&st, &img, &t, &ex, source_date_epoch, &index)
             })
             .await??;
             if let Some(what) = output::describe(export) {

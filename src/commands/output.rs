@@ -1,6 +1,7 @@
 //! `build --output`/`-o`: buildx's export specs parsed and validated, and each one written
 //! from the built image (its filesystem, a tar of it, an oci/docker archive, a store name).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -236,6 +237,61 @@ pub fn parse(
     })
 }
 
+/// `--annotation`s sorted by where buildx puts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Annotations {
+    /// `KEY=VALUE`, `manifest:KEY=VALUE`: in the image manifest.
+    pub manifest: BTreeMap<String, String>,
+    /// `manifest-descriptor:KEY=VALUE`: on the manifest's descriptor.
+    pub manifest_descriptor: BTreeMap<String, String>,
+    /// `index:KEY=VALUE`: on the image index (the `index.json` of `type=oci` outputs).
+    pub index: BTreeMap<String, String>,
+}
+
+/// Parses buildx's `--annotation [TYPE[PLATFORM]:]KEY=VALUE`.
+pub fn annotations(specs: &[String]) -> Result<Annotations, UsageError> {
+    let mut out = Annotations::default();
+    for spec in specs {
+        let (key, value) = spec
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--annotation {spec:?}: want [TYPE:]KEY=VALUE")))?;
+        // Keys have no ':' of their own only when typed (`org.opencontainers...` has none;
+        // buildx splits the same way).
+        let (kind, key) = match key.split_once(':') {
+            Some((kind, key)) => (kind, key),
+            None => ("manifest", key),
+        };
+        if kind.contains('[') {
+            return Err(UsageError(format!(
+                "--annotation {spec:?}: per-platform annotations are not supported \
+                 (rbuild builds one platform; drop the [PLATFORM])"
+            )));
+        }
+        let map = match kind {
+            "manifest" => &mut out.manifest,
+            "manifest-descriptor" => &mut out.manifest_descriptor,
+            "index" => &mut out.index,
+            "index-descriptor" => {
+                return Err(UsageError(format!(
+                    "--annotation {spec:?}: rbuild writes no nested image index (one \
+                     platform), so there is no index descriptor; use manifest-descriptor:"
+                )))
+            }
+            other => {
+                return Err(UsageError(format!(
+                    "--annotation {spec:?}: unknown type {other:?} (want manifest, \
+                     manifest-descriptor, index, index-descriptor)"
+                )))
+            }
+        };
+        if key.is_empty() {
+            return Err(UsageError(format!("--annotation {spec:?}: empty key")));
+        }
+        map.insert(key.to_string(), value.to_string());
+    }
+    Ok(out)
+}
+
 /// Writes `write`'s bytes to `dest`: a file through a temporary sibling renamed into place
 /// (nothing is left behind on failure), or stdout.
 pub fn write_to(
@@ -274,6 +330,7 @@ pub fn write(
     tags: &[String],
     export: &Export,
     source_date_epoch: Option<i64>,
+    index_annotations: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     let named = |name: &Option<String>| Image {
         name: name.clone().or_else(|| tags.first().cloned()),
@@ -299,13 +356,15 @@ pub fn write(
             dest,
             tar: true,
             name,
-        } => write_to(dest, |out| store.save_oci_archive(&[named(name)], out))
-            .with_context(|| format!("cannot write the oci archive {dest}")),
+        } => write_to(dest, |out| {
+            store.save_oci_archive_annotated(&[named(name)], index_annotations, out)
+        })
+        .with_context(|| format!("cannot write the oci archive {dest}")),
         Export::Oci {
             dest: Dest::File(dir),
             tar: false,
             name,
-        } => oci_layout_dir(store, &named(name), dir)
+        } => oci_layout_dir(store, &named(name), index_annotations, dir)
             .with_context(|| format!("cannot write the OCI layout {}", dir.display())),
         Export::Oci {
             dest: Dest::Stdout,
@@ -352,11 +411,16 @@ pub fn metadata(image: &Image, names: &[String]) -> serde_json::Value {
 }
 
 /// `type=oci,tar=false`: the oci-archive `save` writes, unpacked into `dir`.
-fn oci_layout_dir(store: &Store, image: &Image, dir: &Path) -> anyhow::Result<()> {
+fn oci_layout_dir(
+    store: &Store,
+    image: &Image,
+    index_annotations: &BTreeMap<String, String>,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let tmp = store.tmp_dir()?;
     let archive = tmp.path().join("oci.tar");
     write_to(&Dest::File(archive.clone()), |out| {
-        store.save_oci_archive(std::slice::from_ref(image), out)
+        store.save_oci_archive_annotated(std::slice::from_ref(image), index_annotations, out)
     })?;
     std::fs::create_dir_all(dir)?;
     let file = std::fs::File::open(&archive)?;
@@ -404,6 +468,25 @@ mod tests {
                 push: true
             }
         );
+    }
+
+    #[test]
+    fn annotations_by_type() {
+        let a = annotations(&[
+            "a=1".into(),
+            "manifest:b=2".into(),
+            "manifest-descriptor:c=3".into(),
+            "index:org.opencontainers.image.title=t=x".into(),
+        ])
+        .unwrap();
+        assert_eq!(a.manifest.len(), 2);
+        assert_eq!(a.manifest["b"], "2");
+        assert_eq!(a.manifest_descriptor["c"], "3");
+        assert_eq!(a.index["org.opencontainers.image.title"], "t=x");
+        assert!(annotations(&["index-descriptor:d=4".into()]).is_err());
+        assert!(annotations(&["manifest[linux/amd64]:d=4".into()]).is_err());
+        assert!(annotations(&["bogus:d=4".into()]).is_err());
+        assert!(annotations(&["nokey".into()]).is_err());
     }
 
     #[test]

@@ -92,6 +92,11 @@ pub struct BuildOptions {
     pub ulimits: Vec<rbuild_runner::Ulimit>,
     /// `--memory`, `--cpu-quota`, `--resource`...: the cgroup limits of every RUN step.
     pub limits: rbuild_runner::Limits,
+    /// `--annotation KEY=VALUE` (and `manifest:`): annotations in the image manifest.
+    pub manifest_annotations: std::collections::BTreeMap<String, String>,
+    /// `--annotation manifest-descriptor:KEY=VALUE`: annotations on the manifest's
+    /// descriptor (the store's `index.json` entry, the `index.json` of exported layouts).
+    pub descriptor_annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs one build: parse, plan, run the stages, export and tag the image.
