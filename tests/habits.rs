@@ -83,6 +83,44 @@ fn a_lone_dockerfile_on_stdin_builds_with_an_empty_context() {
 }
 
 #[test]
+fn a_bad_flag_is_reported_without_waiting_for_stdin() {
+    let r = Rbuild::new();
+    let ctx = TestDir::new("stdin-order");
+    let dir = ctx.path().to_string_lossy().into_owned();
+    for args in [
+        vec!["build", "-f", "-", "--ulimit", "bogus=1", &dir],
+        vec!["build", "--shm-size", "x", "-"],
+        vec!["build", "-f", "-", "-o", "type=registry", &dir],
+    ] {
+        // stdin stays open and empty: rbuild must not read it before refusing the flag.
+        let mut child = r
+            .cmd()
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rbuild");
+        let stdin = child.stdin.take();
+        let pid = child.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(out) => out.expect("wait for rbuild"),
+            Err(_) => {
+                // SAFETY: kill(2) of the child this test spawned.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("rbuild {args:?} waited for stdin before checking its flags");
+            }
+        };
+        drop(stdin);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{}", show(&out));
+    }
+}
+
+#[test]
 fn dockerfile_and_context_cannot_both_come_from_stdin() {
     let r = Rbuild::new();
     let out = run_with_stdin(&r, &["build", "-f", "-", "-"], b"FROM scratch\n");

@@ -72,27 +72,14 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
         )
         .into());
     }
-    let dockerfile_text = if dockerfile_on_stdin {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("cannot read the Dockerfile from stdin")?;
-        Some(bytes)
-    } else {
+    let context_dir = if args.context == "-" {
         None
-    };
-    let context = if args.context == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("cannot read the context tar from stdin")?;
-        ContextSource::Tar(bytes)
     } else {
         let dir = PathBuf::from(&args.context);
         if !dir.is_dir() {
             return Err(UsageError(format!("context {}: not a directory", dir.display())).into());
         }
-        ContextSource::Dir(dir)
+        Some(dir)
     };
     let network = match args.network.as_deref() {
         None | Some("default") | Some("host") => NetworkMode::Host,
@@ -109,10 +96,10 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
         })?),
         _ => None,
     };
-    Ok(BuildOptions {
-        context,
+    let mut options = BuildOptions {
+        context: ContextSource::Dir(PathBuf::new()),
         dockerfile: args.file.clone().filter(|_| !dockerfile_on_stdin),
-        dockerfile_text,
+        dockerfile_text: None,
         build_args: args
             .build_args
             .iter()
@@ -157,11 +144,29 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
         limits: resources::limits(args)?,
         manifest_annotations: annotations.manifest,
         descriptor_annotations: annotations.manifest_descriptor,
-    })
+    };
+    // stdin last, once every flag is known to be valid.
+    let stdin = || -> anyhow::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    if dockerfile_on_stdin {
+        options.dockerfile_text = Some(stdin().context("cannot read the Dockerfile from stdin")?);
+    }
+    options.context = match context_dir {
+        Some(dir) => ContextSource::Dir(dir),
+        None => ContextSource::Tar(stdin().context("cannot read the context tar from stdin")?),
+    };
+    Ok(options)
 }
 
 /// Runs a build.
 pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
+    // Every flag is checked before stdin (`-f -`, a context of `-`) is read.
+    if args.push && args.tags.is_empty() {
+        return Err(UsageError("--push needs at least one -t NAME".into()).into());
+    }
     let exports = args
         .outputs
         .iter()
@@ -187,6 +192,12 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     if to_stdout > 1 {
         return Err(UsageError("--output: only one output can go to stdout".into()).into());
     }
+    let unnamed = |e: &Export| matches!(e, Export::Image { names, .. } if names.is_empty());
+    if args.tags.is_empty() && exports.iter().any(unnamed) {
+        return Err(
+            UsageError("--output type=image|registry: needs name= or -t NAME".into()).into(),
+        );
+    }
     let annotations = output::annotations(&args.annotations)?;
     let index_annotations = annotations.index.clone();
     if !index_annotations.is_empty() && !exports.iter().any(|e| matches!(e, Export::Oci { .. })) {
@@ -196,6 +207,7 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    let compression = args.compression.with_level(args.compression_level)?;
     let mut opts = options(&args, annotations)?;
     // `type=image,name=...` names are tagged like -t; pushes cover --push and push=true.
     let mut push: Vec<String> = if args.push {
@@ -206,12 +218,6 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     for export in &exports {
         if let Export::Image { names, push: p } = export {
             let names = if names.is_empty() {
-                if opts.tags.is_empty() {
-                    return Err(UsageError(
-                        "--output type=image|registry: needs name= or -t NAME".into(),
-                    )
-                    .into());
-                }
                 opts.tags.clone()
             } else {
                 names.clone()
@@ -226,10 +232,6 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if args.push && args.tags.is_empty() {
-        return Err(UsageError("--push needs at least one -t NAME".into()).into());
-    }
-    let compression = args.compression.with_level(args.compression_level)?;
     let store = Store::open(&g.root)
         .with_context(|| format!("cannot open the store at {}", g.root.display()))?;
     let client = Client::new(client_options(&args.registry));
