@@ -1243,3 +1243,39 @@ fn annotations_land_in_the_manifest_its_descriptor_and_the_index() {
         );
     }
 }
+
+#[test]
+fn output_local_applies_opaque_directories_and_keeps_hard_links() {
+    use std::os::unix::fs::MetadataExt;
+    let r = Rbuild::new();
+    let ctx = TestDir::new("opaque");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE\n\
+         RUN mkdir -p /d/e && echo old > /d/e/old && echo old > /d/old\n\
+         RUN rm -rf /d && mkdir /d && echo new > /d/new && ln /d/new /d/link && \
+             chown 123:45 /d/new && chmod 640 /d/new\n",
+    );
+    let dest = TestDir::new("opaque-out");
+    let fs = dest.path().join("fs");
+    let base = base_arg();
+    let (c, f) = (
+        ctx.path().to_string_lossy().into_owned(),
+        fs.to_string_lossy().into_owned(),
+    );
+    r.ok(&build_args(&base, &["-o", &f], &c));
+    let mut names: Vec<String> = std::fs::read_dir(fs.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["link", "new"],
+        "the recreated /d shows the old one's files"
+    );
+    let new = std::fs::metadata(fs.join("d/new")).unwrap();
+    let link = std::fs::metadata(fs.join("d/link")).unwrap();
+    assert_eq!(new.ino(), link.ino(), "the hard link became a copy");
+    assert_eq!((new.uid(), new.gid(), new.mode() & 0o777), (123, 45, 0o640));
+}
