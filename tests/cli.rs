@@ -51,14 +51,14 @@ fn closed_pipe() -> std::process::Stdio {
 #[test]
 fn output_into_a_closed_pipe_ends_quietly_with_status_0() {
     let r = Rbuild::new();
-    crate::store::make_image(&r.root, "docker.io/library/piped:latest", "x");
+    crate::store::make_image(&r.root, "127.0.0.1:5000/library/piped:latest", "x");
     let dockerfile = crate::util::TestDir::new("pipe");
     let df = dockerfile.write("Dockerfile", "FROM scratch\nCOPY a /a\n");
     let df = df.to_string_lossy().into_owned();
     for args in [
         vec!["images"],
         vec!["images", "-q"],
-        vec!["inspect", "piped"],
+        vec!["inspect", "127.0.0.1:5000/library/piped:latest"],
         vec!["debug", "parse", &df],
         vec!["--help"],
     ] {

@@ -304,13 +304,14 @@ fn output_oci_and_docker_archives_read_back_with_skopeo_umoci_and_podman() {
     let base = base_arg();
     let c = ctx.path().to_string_lossy().into_owned();
     let oci_spec = format!("type=oci,dest={oci}");
-    let layout_spec = format!("type=oci,dest={layout},tar=false,name=habits/layout:v2");
-    let docker_spec = format!("type=docker,dest={docker},name=habits/docker:v3");
+    let layout_spec =
+        format!("type=oci,dest={layout},tar=false,name=127.0.0.1:5000/habits/layout:v2");
+    let docker_spec = format!("type=docker,dest={docker},name=127.0.0.1:5000/habits/docker:v3");
     let out = r.ok(&build_args(
         &base,
         &[
             "-t",
-            "habits/archives:v1",
+            "127.0.0.1:5000/habits/archives:v1",
             "-o",
             &oci_spec,
             "-o",
@@ -328,12 +329,15 @@ fn output_oci_and_docker_archives_read_back_with_skopeo_umoci_and_podman() {
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
     let stored: serde_json::Value = serde_json::from_str(&tool(
         "skopeo",
-        &["inspect", &crate::build::oci_ref(&r, "habits/archives:v1")],
+        &[
+            "inspect",
+            &format!("oci:{}:127.0.0.1:5000/habits/archives:v1", r.root.display()),
+        ],
     ))
     .unwrap();
     assert_eq!(m["containerimage.digest"], stored["Digest"], "{m}");
     assert_eq!(m["containerimage.config.digest"], image_id.as_str(), "{m}");
-    assert_eq!(m["image.name"], "docker.io/habits/archives:v1", "{m}");
+    assert_eq!(m["image.name"], "127.0.0.1:5000/habits/archives:v1", "{m}");
     assert_eq!(
         m["containerimage.descriptor"]["digest"], stored["Digest"],
         "{m}"
@@ -349,7 +353,7 @@ fn output_oci_and_docker_archives_read_back_with_skopeo_umoci_and_podman() {
         "skopeo",
         &[
             "inspect",
-            &format!("oci-archive:{oci}:docker.io/habits/archives:v1"),
+            &format!("oci-archive:{oci}:127.0.0.1:5000/habits/archives:v1"),
         ],
     ))
     .unwrap();
@@ -363,7 +367,7 @@ fn output_oci_and_docker_archives_read_back_with_skopeo_umoci_and_podman() {
         &[
             "unpack",
             "--image",
-            &format!("{layout}:docker.io/habits/layout:v2"),
+            &format!("{layout}:127.0.0.1:5000/habits/layout:v2"),
             &bundle.to_string_lossy(),
         ],
     );
@@ -382,15 +386,18 @@ fn output_oci_and_docker_archives_read_back_with_skopeo_umoci_and_podman() {
     assert_eq!(v["Layers"].as_array().unwrap().len(), 4, "{v}");
     let podman = podman_in(dir.path());
     let loaded = podman(&["load", "-i", &docker]);
-    assert!(loaded.contains("docker.io/habits/docker:v3"), "{loaded}");
-    let mount = podman(&["image", "mount", "docker.io/habits/docker:v3"]);
+    assert!(
+        loaded.contains("127.0.0.1:5000/habits/docker:v3"),
+        "{loaded}"
+    );
+    let mount = podman(&["image", "mount", "127.0.0.1:5000/habits/docker:v3"]);
     let rootfs = Path::new(mount.trim());
     assert_eq!(
         std::fs::read_to_string(rootfs.join("hello.txt")).unwrap(),
         "hello from the context\n"
     );
     assert!(!rootfs.join("gone").exists());
-    podman(&["image", "unmount", "docker.io/habits/docker:v3"]);
+    podman(&["image", "unmount", "127.0.0.1:5000/habits/docker:v3"]);
 }
 
 #[test]
@@ -407,7 +414,7 @@ fn output_image_and_registry_name_and_push() {
         &base,
         &[
             "-o",
-            "type=image,\"name=habits/one:v1,habits/two:v1\"",
+            "type=image,\"name=127.0.0.1:5000/habits/one:v1,127.0.0.1:5000/habits/two:v1\"",
             "-o",
             &registry_spec,
             "--load",
@@ -422,8 +429,8 @@ fn output_image_and_registry_name_and_push() {
     );
     let images = r.ok(&["images"]);
     for name in [
-        "docker.io/habits/one",
-        "docker.io/habits/two",
+        "127.0.0.1:5000/habits/one",
+        "127.0.0.1:5000/habits/two",
         pushed.trim_end_matches(":v1"),
     ] {
         assert!(images.contains(name), "{name} not in:\n{images}");
@@ -502,7 +509,10 @@ fn load_reads_docker_and_oci_archives_from_skopeo_and_save() {
             "copy",
             "--quiet",
             &from,
-            &format!("docker-archive:{}:load/docker:v1", p("skopeo-docker.tar")),
+            &format!(
+                "docker-archive:{}:127.0.0.1:5000/load/docker:v1",
+                p("skopeo-docker.tar")
+            ),
         ],
     );
     tool(
@@ -511,7 +521,10 @@ fn load_reads_docker_and_oci_archives_from_skopeo_and_save() {
             "copy",
             "--quiet",
             &from,
-            &format!("oci-archive:{}:docker.io/load/oci:v1", p("skopeo-oci.tar")),
+            &format!(
+                "oci-archive:{}:127.0.0.1:5000/load/oci:v1",
+                p("skopeo-oci.tar")
+            ),
         ],
     );
     src.ok(&["save", "-o", &p("saved-docker.tar"), name]);
@@ -526,8 +539,8 @@ fn load_reads_docker_and_oci_archives_from_skopeo_and_save() {
 
     let dst = Rbuild::new();
     for (file, want) in [
-        ("skopeo-docker.tar", "docker.io/load/docker:v1"),
-        ("skopeo-oci.tar", "docker.io/load/oci:v1"),
+        ("skopeo-docker.tar", "127.0.0.1:5000/load/docker:v1"),
+        ("skopeo-oci.tar", "127.0.0.1:5000/load/oci:v1"),
         ("saved-oci.tar", name),
     ] {
         let out = dst.ok(&["load", "-i", &p(file)]);
@@ -549,7 +562,7 @@ fn load_reads_docker_and_oci_archives_from_skopeo_and_save() {
         &[
             "unpack",
             "--image",
-            &format!("{}:docker.io/load/docker:v1", dst.root.display()),
+            &format!("{}:127.0.0.1:5000/load/docker:v1", dst.root.display()),
             &bundle.to_string_lossy(),
         ],
     );
@@ -858,15 +871,19 @@ fn run_step_flag_errors_are_usage_errors_naming_the_flag() {
 
 #[test]
 fn images_inspect_and_history_take_json_and_go_templates() {
+    const FMT: &str = "127.0.0.1:5000/library/fmt:v1";
     use crate::util::tool;
     let r = Rbuild::new();
-    crate::store::make_image(&r.root, "docker.io/library/fmt:v1", "x");
+    crate::store::make_image(&r.root, "127.0.0.1:5000/library/fmt:v1", "x");
     crate::store::make_image(&r.root, "127.0.0.1:5000/fmt/other:v2", "y");
 
     let names = r.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(
         names.lines().collect::<Vec<_>>(),
-        ["127.0.0.1:5000/fmt/other:v2", "docker.io/library/fmt:v1"]
+        [
+            "127.0.0.1:5000/fmt/other:v2",
+            "127.0.0.1:5000/library/fmt:v1"
+        ]
     );
     let json = r.ok(&["images", "--format", "json"]);
     let rows: Vec<serde_json::Value> = json
@@ -874,7 +891,7 @@ fn images_inspect_and_history_take_json_and_go_templates() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     assert_eq!(rows.len(), 2, "{json}");
-    assert_eq!(rows[1]["Repository"], "docker.io/library/fmt");
+    assert_eq!(rows[1]["Repository"], "127.0.0.1:5000/library/fmt");
     assert_eq!(rows[1]["Tag"], "v1");
     assert_eq!(rows[1]["ID"].as_str().unwrap().len(), 12);
     let table = r.ok(&["images", "--format", "table {{.Repository}}\\t{{.Tag}}"]);
@@ -883,7 +900,7 @@ fn images_inspect_and_history_take_json_and_go_templates() {
     assert!(table.lines().nth(2).unwrap().ends_with("   v1"), "{table}");
 
     // inspect: the config's own (OCI) keys, as skopeo shows them, plus ours in that style.
-    let doc: serde_json::Value = serde_json::from_str(&r.ok(&["inspect", "fmt:v1"])).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&r.ok(&["inspect", FMT])).unwrap();
     let doc = &doc[0];
     let skopeo: serde_json::Value = serde_json::from_str(&tool(
         "skopeo",
@@ -891,14 +908,14 @@ fn images_inspect_and_history_take_json_and_go_templates() {
             "inspect",
             "--config",
             "--raw",
-            &crate::build::oci_ref(&r, "fmt:v1"),
+            &format!("oci:{}:127.0.0.1:5000/library/fmt:v1", r.root.display()),
         ],
     ))
     .unwrap();
     for (key, value) in skopeo.as_object().unwrap() {
         assert_eq!(&doc[key], value, "inspect's {key:?} differs from skopeo's");
     }
-    let id = r.ok(&["inspect", "--format", "{{.id}}", "fmt:v1"]);
+    let id = r.ok(&["inspect", "--format", "{{.id}}", FMT]);
     assert_eq!(id.trim(), doc["id"].as_str().unwrap());
     assert!(id.trim().starts_with("sha256:"));
     assert_eq!(
@@ -906,32 +923,30 @@ fn images_inspect_and_history_take_json_and_go_templates() {
             "inspect",
             "-f",
             "{{json .config.Cmd}} {{.architecture}}",
-            "fmt:v1"
+            FMT
         ])
         .trim(),
         r#"["/bin/sh"] amd64"#
     );
 
     // history: newest first, the image ID on the top step only, each with its layer.
-    let by = r.ok(&["history", "--format", "{{.CreatedBy}}|{{.ID}}", "fmt:v1"]);
+    let by = r.ok(&["history", "--format", "{{.CreatedBy}}|{{.ID}}", FMT]);
     let short = &doc["id"].as_str().unwrap()[7..19];
     assert_eq!(
         by.lines().collect::<Vec<_>>(),
         [format!("top|{short}"), "base|<missing>".to_string()]
     );
-    let table = r.ok(&["history", "fmt:v1"]);
+    let table = r.ok(&["history", FMT]);
     assert!(
         table.starts_with("IMAGE") && table.contains("CREATED BY") && table.contains("top"),
         "{table}"
     );
-    let json = r.ok(&["history", "--format", "json", "fmt:v1"]);
+    let json = r.ok(&["history", "--format", "json", FMT]);
     let top: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(top["CreatedBy"], "top");
     assert!(top["Size"].as_str().unwrap().ends_with('B'), "{top}");
     assert_eq!(
-        r.ok(&["history", "-q", "fmt:v1"])
-            .lines()
-            .collect::<Vec<_>>(),
+        r.ok(&["history", "-q", FMT]).lines().collect::<Vec<_>>(),
         [short, "<missing>"]
     );
 
@@ -942,15 +957,15 @@ fn images_inspect_and_history_take_json_and_go_templates() {
             "unknown field \"Repo\"",
         ),
         (
-            vec!["history", "--format", "{{.Author}}", "fmt:v1"],
+            vec!["history", "--format", "{{.Author}}", FMT],
             "unknown field \"Author\"",
         ),
         (
-            vec!["inspect", "--format", "{{.Id}}", "fmt:v1"],
+            vec!["inspect", "--format", "{{.Id}}", FMT],
             "unknown field \"Id\"",
         ),
         (
-            vec!["inspect", "--format", "{{.config.Bogus}}", "fmt:v1"],
+            vec!["inspect", "--format", "{{.config.Bogus}}", FMT],
             "\"config.Bogus\"",
         ),
         (vec!["images", "--format", "{{range .}}"], "not supported"),
