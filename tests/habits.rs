@@ -572,6 +572,24 @@ fn load_reads_docker_and_oci_archives_from_skopeo_and_save() {
     );
     assert!(!bundle.join("rootfs/etc/gone").exists());
     assert!(dst.ok(&["fsck"]).starts_with("ok"));
+
+    // An oci-archive naming only a tag (`v1`, no repository) cannot be kept: exit 1.
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &from,
+            &format!("oci-archive:{}:v1", p("bare.tar")),
+        ],
+    );
+    let out = dst.run(&["load", "-i", &p("bare.tar")]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("names no repository"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]

@@ -479,8 +479,8 @@ pub fn save(g: &Globals, args: SaveArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `rbuild load`: prints `Loaded image: NAME` per name (`Loaded image ID: ID` when unnamed),
-/// as docker does.
+/// `rbuild load`: prints `Loaded image: NAME` per name, as docker does; an image with no
+/// name is an error (the store keeps named images only).
 pub fn load(g: &Globals, args: LoadArgs) -> anyhow::Result<()> {
     let store = open(g)?;
     let loaded = match args.input.as_deref() {
@@ -495,10 +495,23 @@ pub fn load(g: &Globals, args: LoadArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for img in &loaded {
         match (&img.name, args.quiet) {
-            (_, true) => writeln!(out, "{}", img.id())?,
+            (Some(_), true) => writeln!(out, "{}", img.id())?,
             (Some(name), false) => writeln!(out, "Loaded image: {name}")?,
-            (None, false) => writeln!(out, "Loaded image ID: {}", img.id())?,
+            (None, _) => {}
         }
+    }
+    // The store keeps named images only: an unnamed one would be gone at the next prune.
+    let unnamed: Vec<String> = loaded
+        .iter()
+        .filter(|i| i.name.is_none())
+        .map(|i| i.id().to_string())
+        .collect();
+    if !unnamed.is_empty() {
+        anyhow::bail!(
+            "the archive names no repository for image {} (RepoTags, or a full name in \
+             org.opencontainers.image.ref.name), and rbuild keeps only named images",
+            unnamed.join(", ")
+        );
     }
     Ok(())
 }
