@@ -668,7 +668,7 @@ fn load_refuses_what_is_not_an_archive_and_members_outside_it() {
 }
 
 /// Builds `run` (a RUN step writing files under /out) on busybox with `flags`, exports the
-/// image's files with `-o` and returns them as (name, content) by reading `/out/<name>`.
+/// image's files with `-o` and returns the exported `/out` (and the dir that holds it).
 fn run_step_sees(flags: &[&str], run: &str) -> (TestDir, std::path::PathBuf) {
     run_step_sees_in(&Rbuild::new(), flags, run)
 }
