@@ -25,6 +25,8 @@ pub struct Cli {
 }
 
 /// Every rbuild command.
+// Parsed once per process: the size of the build variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile and a context
@@ -37,6 +39,8 @@ pub enum Command {
     Images(ImagesArgs),
     /// Show an image's manifest and config as JSON
     Inspect(InspectArgs),
+    /// Show the steps an image was built with, newest first
+    History(HistoryArgs),
     /// Give an image in the store another name
     Tag(TagArgs),
     /// Remove image names from the store
@@ -45,12 +49,20 @@ pub enum Command {
     Prune(PruneArgs),
     /// Verify every blob and snapshot in the store
     Fsck(FsckArgs),
+    /// Show the store's disk usage and what prune would reclaim
+    Du(DuArgs),
     /// Store credentials for a registry in the docker config
     Login(LoginArgs),
     /// Remove stored credentials for a registry
     Logout(LogoutArgs),
     /// Write an image to a docker-archive or oci-archive tar file
     Save(SaveArgs),
+    /// Read images from a docker-archive or oci-archive tar into the store
+    Load(LoadArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(CompletionArgs),
+    /// Print rbuild's man page, or write one page per command into a directory
+    Man(ManArgs),
     /// Developer tools (parse dumps)
     #[command(hide = true, subcommand)]
     Debug(DebugCommand),
@@ -146,7 +158,7 @@ pub struct BuildArgs {
     /// Name and optionally a tag (name:tag); may be given several times
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     pub tags: Vec<String>,
-    /// Dockerfile to use (default: CONTEXT/Dockerfile)
+    /// Dockerfile to use (default: CONTEXT/Dockerfile; - reads it from stdin)
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Set a build-time variable
@@ -194,9 +206,59 @@ pub struct BuildArgs {
     /// Manifest format for --push
     #[arg(long, value_enum, default_value = "oci")]
     pub format: Format,
+    /// Add NAME IP to RUN steps' /etc/hosts (NAME:IP or NAME=IP; [v6] in brackets;
+    /// host-gateway is 127.0.0.1, the host, since RUN shares its network)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
+    /// Size of RUN steps' /dev/shm (default 64m)
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Resource limit of RUN steps, as `ulimit` sets it (nofile=1024:2048, nproc=512, ...)
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// Memory limit of RUN steps (e.g. 512m), through their cgroup
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Memory plus swap of RUN steps (-1: unlimited swap); needs --memory
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// CPU time of RUN steps per --cpu-period, in microseconds
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub cpu_quota: Option<u64>,
+    /// CFS period of RUN steps, in microseconds (default 100000)
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub cpu_period: Option<u64>,
+    /// Relative CPU weight of RUN steps (1024 is the default)
+    #[arg(long, value_name = "SHARES")]
+    pub cpu_shares: Option<u64>,
+    /// CPUs RUN steps may use (0-1, 0,2)
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes RUN steps may use (0, 0-1)
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// cgroup limits of RUN steps as KEY=VALUE,...: memory, memory-swap, cpu-quota,
+    /// cpu-period, cpu-shares, cpuset-cpus, cpuset-mems
+    #[arg(long = "resource", value_name = "KEY=VALUE,...")]
+    pub resources: Vec<String>,
+    /// Export the image: type=local|tar|oci|docker|image|registry[,dest=..][,name=..]
+    /// (several allowed); -o DIR is type=local, -o - a tar of the files on stdout
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Add an OCI annotation: KEY=VALUE or manifest:KEY=VALUE (the manifest),
+    /// manifest-descriptor:KEY=VALUE (its descriptor), index:KEY=VALUE (the index.json of
+    /// type=oci outputs)
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Accepted as docker does; rbuild has no daemon: the image is in the store already
+    #[arg(long)]
+    pub load: bool,
+    /// Write the image's digests and names as JSON, with buildx's keys
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryFlags,
-    /// Build context: a directory, or - for a tar on stdin
+    /// Build context: a directory, or - for a tar (or a lone Dockerfile) on stdin
     #[arg(value_name = "CONTEXT")]
     pub context: String,
 }
@@ -257,6 +319,11 @@ pub struct ImagesArgs {
     /// Show full image IDs
     #[arg(long)]
     pub no_trunc: bool,
+    /// Output: table, json (one object per line), or a template such as
+    /// '{{.Repository}}:{{.Tag}}' (fields: Repository, Tag, ID, Digest, CreatedAt,
+    /// CreatedSince, Size; 'table ...' adds a header)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 /// `rbuild inspect`.
@@ -265,6 +332,28 @@ pub struct InspectArgs {
     /// Images to inspect (name or ID)
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<String>,
+    /// Output: json (the default), or a template over its keys such as '{{.id}}' or
+    /// '{{json .config.Env}}'
+    #[arg(short, long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+/// `rbuild history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Image (name or ID)
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Print only the IDs (<missing> for the steps below the image)
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate IDs and commands
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output: table, json (one object per line), or a template such as
+    /// '{{.CreatedBy}}' (fields: ID, CreatedAt, CreatedSince, CreatedBy, Size, Comment)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 /// `rbuild tag`.
@@ -292,7 +381,21 @@ pub struct PruneArgs {
     /// Also drop the build cache
     #[arg(short, long)]
     pub all: bool,
+    /// Drop build-cache records, oldest first, until the store takes at most SIZE (e.g. 10g)
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// The same as --keep-storage (buildx's newer name)
+    #[arg(long, value_name = "SIZE")]
+    pub max_used_space: Option<String>,
+    /// Which build cache to drop: until=DURATION drops records older than it (24h, 90m,
+    /// 1h30m, 45s)
+    #[arg(long, value_name = "until=DURATION")]
+    pub filter: Vec<String>,
 }
+
+/// `rbuild du`.
+#[derive(Debug, Args)]
+pub struct DuArgs {}
 
 /// `rbuild fsck`.
 #[derive(Debug, Args)]
@@ -350,6 +453,36 @@ pub struct SaveArgs {
     pub format: SaveFormat,
 }
 
+/// `rbuild load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Archive to read (docker-archive or oci-archive; default: stdin)
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Print only the loaded image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `rbuild completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell: `source <(rbuild completion bash)`, or save it where the shell loads
+    /// completions (`~/.local/share/bash-completion/completions/rbuild`,
+    /// `~/.config/fish/completions/rbuild.fish`, a `_rbuild` file on zsh's `$fpath`)
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `rbuild man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write rbuild.1 and rbuild-COMMAND.1 for every command here instead of printing
+    /// rbuild(1)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
 /// `rbuild debug ...`.
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
@@ -359,12 +492,6 @@ pub enum DebugCommand {
         file: PathBuf,
     },
 }
-
-/// Names of the subcommands, for the `rbuild -t TAG CONTEXT` shorthand.
-const SUBCOMMANDS: &[&str] = &[
-    "build", "push", "pull", "images", "inspect", "tag", "rmi", "prune", "fsck", "login", "logout",
-    "save", "debug", "help",
-];
 
 /// Inserts `build` when the first word after the global flags is not a command, so that
 /// `rbuild -t name .` means `rbuild build -t name .`, as users type it.
@@ -385,8 +512,14 @@ pub fn insert_default_command(mut args: Vec<String>) -> Vec<String> {
     let Some(first) = args.get(i) else {
         return args;
     };
-    let is_meta = matches!(first.as_str(), "-h" | "--help" | "-V" | "--version");
-    if !is_meta && !SUBCOMMANDS.contains(&first.as_str()) {
+    let is_meta = matches!(
+        first.as_str(),
+        "-h" | "--help" | "-V" | "--version" | "help"
+    );
+    let is_command = <Cli as clap::CommandFactory>::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == first);
+    if !is_meta && !is_command {
         args.insert(i, "build".to_string());
     }
     args
@@ -419,5 +552,20 @@ mod tests {
             v("rbuild --help")
         );
         assert_eq!(insert_default_command(v("rbuild")), v("rbuild"));
+        // Every command is known, from the clap definition itself.
+        for cmd in [
+            "du",
+            "history",
+            "load",
+            "completion",
+            "man",
+            "debug",
+            "help",
+        ] {
+            assert_eq!(
+                insert_default_command(v(&format!("rbuild {cmd} x"))),
+                v(&format!("rbuild {cmd} x"))
+            );
+        }
     }
 }

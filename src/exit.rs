@@ -24,10 +24,14 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-/// A closed stdout (`rbuild images | head -1`) is not a failure.
+/// A closed stdout (`rbuild images | head -1`) is not a failure (ripgrep's rule): true when
+/// any error in the chain is a broken pipe, including one serde_json wrapped while writing.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            .is_some_and(|io| io.kind() == BrokenPipe)
+            || e.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(BrokenPipe))
     })
 }

@@ -9,6 +9,7 @@ mod debian;
 mod fixtures;
 mod formats;
 mod frontend;
+mod habits;
 mod registry;
 mod reliability;
 mod runner;

@@ -10,7 +10,7 @@ use rbuild_store::{canonical_json, Descriptor, Store};
 use crate::util::{show, tool, Rbuild, TestDir};
 
 /// Builds a two-layer image through the store API and tags it `name`; returns the manifest.
-fn make_image(root: &Path, name: &str, marker: &str) -> Descriptor {
+pub(crate) fn make_image(root: &Path, name: &str, marker: &str) -> Descriptor {
     let store = Store::open(root).expect("open store");
     let a = store.prepare().expect("prepare");
     std::fs::create_dir_all(a.upper.join("etc")).unwrap();
@@ -129,16 +129,16 @@ fn images_inspect_tag_rmi() {
     r.ok(&["tag", "app:1", "127.0.0.1:5000/other:2"]);
     let inspect = r.ok(&["inspect", &id.hex()[..8]]);
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
-    assert_eq!(v[0]["Id"], id.to_string());
-    assert_eq!(v[0]["ManifestDigest"], m.digest.to_string());
-    let tags: Vec<&str> = v[0]["RepoTags"]
+    assert_eq!(v[0]["id"], id.to_string());
+    assert_eq!(v[0]["digest"], m.digest.to_string());
+    let tags: Vec<&str> = v[0]["names"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t.as_str().unwrap())
         .collect();
     assert_eq!(tags, ["127.0.0.1:5000/other:2", "docker.io/library/app:1"]);
-    assert_eq!(v[0]["Config"]["Healthcheck"]["Test"][1], "true");
+    assert_eq!(v[0]["config"]["Healthcheck"]["Test"][1], "true");
 
     let out = r.run(&["inspect", "nosuch"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));

@@ -104,11 +104,14 @@ impl StepCgroup {
             memory: None,
         };
         let mut wanted: Vec<&'static str> = Vec::new();
-        if limits.memory.is_some() {
+        if limits.wants_memory() {
             wanted.push("memory");
         }
-        if limits.cpu_quota.is_some() {
+        if limits.wants_cpu() {
             wanted.push("cpu");
+        }
+        if limits.wants_cpuset() {
+            wanted.push("cpuset");
         }
         if limits.pids.is_some() {
             wanted.push("pids");
@@ -133,19 +136,48 @@ impl StepCgroup {
                 "memory" => {
                     if let Some(bytes) = limits.memory {
                         write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
-                        // No swap on top of the limit, where swap is accounted.
-                        let memsw = dir.join("memory.memsw.limit_in_bytes");
-                        if memsw.exists() {
-                            write(&memsw, &bytes.to_string())?;
-                        }
+                    }
+                    // docker's --memory-swap: memory plus swap (-1 unlimited); without it,
+                    // no swap on top of the limit, where swap is accounted.
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    let swap = match (limits.memory_swap, limits.memory) {
+                        (Some(total), _) => Some(total.to_string()),
+                        (None, Some(bytes)) => Some(bytes.to_string()),
+                        (None, None) => None,
+                    };
+                    if let (Some(value), true) = (swap, memsw.exists()) {
+                        write(&memsw, &value)?;
                     }
                     cgroup.memory = Some(dir);
                 }
                 "cpu" => {
+                    let period = limits.cpu_period.unwrap_or(CPU_PERIOD_US);
+                    if limits.cpu_period.is_some() || limits.cpu_quota.is_some() {
+                        write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                    }
                     if let Some(cpus) = limits.cpu_quota {
-                        write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                        let quota = (cpus * CPU_PERIOD_US as f64).round().max(1000.0) as u64;
+                        let quota = (cpus * period as f64).round().max(1000.0) as u64;
                         write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                    }
+                    if let Some(shares) = limits.cpu_shares {
+                        write(&dir.join("cpu.shares"), &shares.to_string())?;
+                    }
+                }
+                "cpuset" => {
+                    // A new v1 cpuset is empty: it takes the parent's CPUs and nodes unless
+                    // the step names its own, and must have both before a task joins.
+                    for (file, value) in [
+                        ("cpuset.cpus", &limits.cpuset_cpus),
+                        ("cpuset.mems", &limits.cpuset_mems),
+                    ] {
+                        let value = match value {
+                            Some(v) => v.clone(),
+                            None => fs::read_to_string(parent.join(file))
+                                .map_err(cgroup_err(&parent.join(file)))?
+                                .trim()
+                                .to_string(),
+                        };
+                        write(&dir.join(file), &value)?;
                     }
                 }
                 _ => {
@@ -165,8 +197,9 @@ impl StepCgroup {
         let available = fs::read_to_string(&available_file).map_err(cgroup_err(&available_file))?;
         let mut enable = Vec::new();
         for (wanted, controller) in [
-            (limits.memory.is_some(), "memory"),
-            (limits.cpu_quota.is_some(), "cpu"),
+            (limits.wants_memory(), "memory"),
+            (limits.wants_cpu(), "cpu"),
+            (limits.wants_cpuset(), "cpuset"),
             (limits.pids.is_some(), "pids"),
         ] {
             if wanted {
@@ -187,15 +220,38 @@ impl StepCgroup {
         };
         if let Some(bytes) = limits.memory {
             write(&dir.join("memory.max"), &bytes.to_string())?;
+        }
+        if limits.wants_memory() {
+            // v2 limits swap alone: docker's memory+swap total minus the memory limit.
+            let swap_max = match (limits.memory_swap, limits.memory) {
+                (Some(total), _) if total < 0 => "max".to_string(),
+                (Some(total), Some(bytes)) => (total as u64).saturating_sub(bytes).to_string(),
+                (Some(total), None) => total.to_string(),
+                (None, _) => "0".to_string(),
+            };
             let swap = dir.join("memory.swap.max");
             if swap.exists() {
-                write(&swap, "0")?;
+                write(&swap, &swap_max)?;
             }
             cgroup.memory = Some(dir.clone());
         }
+        let period = limits.cpu_period.unwrap_or(CPU_PERIOD_US);
         if let Some(cpus) = limits.cpu_quota {
-            let quota = (cpus * CPU_PERIOD_US as f64).round().max(1000.0) as u64;
-            write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+            let quota = (cpus * period as f64).round().max(1000.0) as u64;
+            write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+        } else if limits.cpu_period.is_some() {
+            write(&dir.join("cpu.max"), &format!("max {period}"))?;
+        }
+        if let Some(shares) = limits.cpu_shares {
+            // runc's conversion of shares (2..262144) to a weight (1..10000).
+            let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
+            write(&dir.join("cpu.weight"), &weight.to_string())?;
+        }
+        if let Some(cpus) = &limits.cpuset_cpus {
+            write(&dir.join("cpuset.cpus"), cpus)?;
+        }
+        if let Some(mems) = &limits.cpuset_mems {
+            write(&dir.join("cpuset.mems"), mems)?;
         }
         if let Some(pids) = limits.pids {
             write(&dir.join("pids.max"), &pids.to_string())?;

@@ -128,6 +128,21 @@ pub enum Error {
         name: String,
     },
     // The steps below happen inside the sandbox; their Display is the step name sent to the runner.
+    /// A `--ulimit` the kernel does not know, or whose soft limit is above its hard one.
+    #[error("ulimit {name}: unknown resource or soft limit above the hard limit")]
+    BadUlimit {
+        /// docker's name of the resource.
+        name: String,
+    },
+    /// `setrlimit` failed.
+    #[error("setrlimit {name}")]
+    Setrlimit {
+        /// docker's name of the resource.
+        name: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// `unshare` of the namespaces failed.
     #[error("unshare namespaces")]
     Unshare(#[source] io::Error),

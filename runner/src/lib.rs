@@ -50,8 +50,8 @@ pub use init::sandbox_init_main;
 pub use process::DEFAULT_CAPABILITIES;
 pub use sandbox::{Cancel, ExitStatus, Sandbox, Stream};
 pub use spec::{
-    default_hosts, host_resolv_conf, ExtraMount, Limits, Network, SandboxSpec, User, DEFAULT_PATH,
-    MAX_LOWERS,
+    default_hosts, host_resolv_conf, ExtraMount, Limits, Network, SandboxSpec, Ulimit, User,
+    DEFAULT_PATH, MAX_LOWERS, ULIMIT_NAMES,
 };
 pub use user::{home_dir, resolve_user};
 

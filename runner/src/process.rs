@@ -41,6 +41,36 @@ pub(crate) fn exec(spec: &SandboxSpec) -> Error {
     }
 }
 
+/// `setrlimit` for each of the spec's ulimits (inherited across exec).
+fn set_ulimits(spec: &SandboxSpec) -> Result<(), Error> {
+    for ulimit in &spec.ulimits {
+        let Some(resource) = ulimit.resource() else {
+            return Err(Error::BadUlimit {
+                name: ulimit.name.clone(),
+            });
+        };
+        let value = |v: u64| {
+            if v == u64::MAX {
+                libc::RLIM_INFINITY
+            } else {
+                v
+            }
+        };
+        let limit = libc::rlimit {
+            rlim_cur: value(ulimit.soft),
+            rlim_max: value(ulimit.hard),
+        };
+        // SAFETY: setrlimit reads one rlimit struct that lives across the call.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            return Err(Error::Setrlimit {
+                name: ulimit.name.clone(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn prepare_and_exec(spec: &SandboxSpec) -> Result<Infallible, Error> {
     let _ = nix::unistd::setsid();
     // runc creates a missing working directory (as root, before dropping privileges).
@@ -52,6 +82,8 @@ fn prepare_and_exec(spec: &SandboxSpec) -> Result<Infallible, Error> {
         name: spec.argv[0].clone(),
     })?;
 
+    // Before the capabilities go: raising a hard limit needs CAP_SYS_RESOURCE.
+    set_ulimits(spec)?;
     drop_capabilities().map_err(Error::Capabilities)?;
     switch_user(spec)?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| Error::NoNewPrivs(os(e)))?;

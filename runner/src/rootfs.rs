@@ -73,9 +73,10 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc = resolve_in_root(&root, "/proc")?;
     mount_legacy(Some("proc"), &proc, Some("proc"), nosuid_nodev_noexec, None)?;
-    mount_dev(&resolve_in_root(&root, "/dev")?)?;
+    mount_dev(&resolve_in_root(&root, "/dev")?, spec.shm_size)?;
     let sys = resolve_in_root(&root, "/sys")?;
     mount_sys(&sys)?;
+    mount_cgroups(&sys);
     protect_kernel_files(&proc, &sys)?;
     for name in ETC_FILES {
         let target = resolve_in_root(&root, &format!("/etc/{name}"))?;
@@ -392,7 +393,7 @@ fn mount_overlay_legacy(
 }
 
 /// A minimal /dev: tmpfs, the host's basic device nodes, a private devpts, /dev/shm, links.
-fn mount_dev(dev: &Path) -> Result<(), Error> {
+fn mount_dev(dev: &Path, shm_size: Option<u64>) -> Result<(), Error> {
     mount_legacy(
         Some("tmpfs"),
         dev,
@@ -423,7 +424,10 @@ fn mount_dev(dev: &Path) -> Result<(), Error> {
         &shm,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(&format!(
+            "mode=1777,size={}",
+            shm_size.unwrap_or(DEFAULT_SHM_SIZE)
+        )),
     )?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
@@ -436,6 +440,59 @@ fn mount_dev(dev: &Path) -> Result<(), Error> {
         symlink(to, &path).map_err(|source| Error::Create { path, source })?;
     }
     Ok(())
+}
+
+/// docker's default size of `/dev/shm`: 64 MiB.
+const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
+/// The step's own cgroups, read-only under `/sys/fs/cgroup` as docker shows them: the init
+/// joined them before unsharing the cgroup namespace, so each hierarchy's root is the
+/// step's cgroup and a RUN step reads its limits (`memory/memory.limit_in_bytes` on v1,
+/// `memory.max` on v2). Best effort: a hierarchy the kernel will not mount is left out.
+fn mount_cgroups(sys: &Path) {
+    let base = sys.join("fs/cgroup");
+    let Ok(own) = fs::read_to_string("/proc/self/cgroup") else {
+        return;
+    };
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let v1: Vec<&str> = own
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .filter(|c| !c.is_empty())
+        .collect();
+    if v1.is_empty() {
+        let _ = mount_legacy(Some("cgroup2"), &base, Some("cgroup2"), ro, None);
+        return;
+    }
+    let writable = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if mount_legacy(
+        Some("tmpfs"),
+        &base,
+        Some("tmpfs"),
+        writable,
+        Some("mode=755"),
+    )
+    .is_err()
+    {
+        return;
+    }
+    for controllers in v1 {
+        let (dir, options) = match controllers.strip_prefix("name=") {
+            Some(name) => (name.to_string(), format!("none,name={name}")),
+            None => (controllers.to_string(), controllers.to_string()),
+        };
+        let target = base.join(&dir);
+        if create_dir(&target).is_ok() {
+            let _ = mount_legacy(Some("cgroup"), &target, Some("cgroup"), ro, Some(&options));
+        }
+    }
+    let _ = mount_legacy(
+        None,
+        &base,
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | ro,
+        None,
+    );
 }
 
 /// A read-only /sys: a fresh sysfs (it shows the sandbox's own network namespace), or a

@@ -39,6 +39,68 @@ pub struct SandboxSpec {
     pub hosts: Option<String>,
     /// Contents bound onto `/etc/resolv.conf`; `None`: the host's `/etc/resolv.conf`.
     pub resolv_conf: Option<String>,
+    /// Size of the `/dev/shm` tmpfs in bytes; `None`: 64 MiB, as docker.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// Resource limits (`setrlimit`) set before the command is executed.
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
+}
+
+/// One `setrlimit` of a step (`--ulimit nofile=1024:2048`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// docker's name of the resource: one of [`ULIMIT_NAMES`].
+    pub name: String,
+    /// Soft limit; `u64::MAX` is unlimited.
+    pub soft: u64,
+    /// Hard limit; `u64::MAX` is unlimited.
+    pub hard: u64,
+}
+
+/// The resources `--ulimit` knows, by docker's names.
+pub const ULIMIT_NAMES: [&str; 16] = [
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+impl Ulimit {
+    /// The kernel's resource number for [`Ulimit::name`].
+    pub fn resource(&self) -> Option<libc::__rlimit_resource_t> {
+        Some(match self.name.as_str() {
+            "as" => libc::RLIMIT_AS,
+            "core" => libc::RLIMIT_CORE,
+            "cpu" => libc::RLIMIT_CPU,
+            "data" => libc::RLIMIT_DATA,
+            "fsize" => libc::RLIMIT_FSIZE,
+            "locks" => libc::RLIMIT_LOCKS,
+            "memlock" => libc::RLIMIT_MEMLOCK,
+            "msgqueue" => libc::RLIMIT_MSGQUEUE,
+            "nice" => libc::RLIMIT_NICE,
+            "nofile" => libc::RLIMIT_NOFILE,
+            "nproc" => libc::RLIMIT_NPROC,
+            "rss" => libc::RLIMIT_RSS,
+            "rtprio" => libc::RLIMIT_RTPRIO,
+            "rttime" => libc::RLIMIT_RTTIME,
+            "sigpending" => libc::RLIMIT_SIGPENDING,
+            "stack" => libc::RLIMIT_STACK,
+            _ => return None,
+        })
+    }
 }
 
 /// The identity a step runs as.
@@ -92,13 +154,28 @@ impl ExtraMount {
     }
 }
 
-/// Resource limits of a step; `None` means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+/// Resource limits of a step; `None` means unlimited (or the kernel's default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Memory limit in bytes (swap included where the kernel accounts it).
+    /// Memory limit in bytes (no swap on top of it unless `memory_swap` says so).
     pub memory: Option<u64>,
-    /// CPU quota in CPUs (1.5 = one and a half cores).
+    /// Memory plus swap in bytes (docker's `--memory-swap`); `-1`: unlimited swap.
+    #[serde(default)]
+    pub memory_swap: Option<i64>,
+    /// CPU quota in CPUs (1.5 = one and a half cores), per `cpu_period`.
     pub cpu_quota: Option<f64>,
+    /// CFS period in microseconds (default 100000, docker's).
+    #[serde(default)]
+    pub cpu_period: Option<u64>,
+    /// Relative CPU weight, docker's shares (1024 is the default weight).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// CPUs the step may run on (`0-1`, `0,2`).
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the step may use (`0`).
+    #[serde(default)]
+    pub cpuset_mems: Option<String>,
     /// Maximum number of processes and threads.
     pub pids: Option<u64>,
 }
@@ -106,7 +183,22 @@ pub struct Limits {
 impl Limits {
     /// True when no limit is set, so no cgroup is needed.
     pub fn is_unlimited(&self) -> bool {
-        self.memory.is_none() && self.cpu_quota.is_none() && self.pids.is_none()
+        self == &Limits::default()
+    }
+
+    /// Whether the memory controller is needed.
+    pub(crate) fn wants_memory(&self) -> bool {
+        self.memory.is_some() || self.memory_swap.is_some()
+    }
+
+    /// Whether the cpu controller is needed.
+    pub(crate) fn wants_cpu(&self) -> bool {
+        self.cpu_quota.is_some() || self.cpu_period.is_some() || self.cpu_shares.is_some()
+    }
+
+    /// Whether the cpuset controller is needed.
+    pub(crate) fn wants_cpuset(&self) -> bool {
+        self.cpuset_cpus.is_some() || self.cpuset_mems.is_some()
     }
 }
 
@@ -129,6 +221,8 @@ impl SandboxSpec {
             mounts: Vec::new(),
             limits: Limits::default(),
             resolv_conf: None,
+            shm_size: None,
+            ulimits: Vec::new(),
         }
     }
 
@@ -166,6 +260,13 @@ impl SandboxSpec {
             return Err(Error::RelativeCwd {
                 cwd: self.cwd.clone(),
             });
+        }
+        for ulimit in &self.ulimits {
+            if ulimit.resource().is_none() || ulimit.soft > ulimit.hard {
+                return Err(Error::BadUlimit {
+                    name: ulimit.name.clone(),
+                });
+            }
         }
         for mount in &self.mounts {
             let target = mount.target();

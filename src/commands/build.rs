@@ -12,7 +12,9 @@ use rbuild_registry::{Client, NoProgress};
 use rbuild_store::Reference;
 use rbuild_store::Store;
 
+use super::output::{self, Dest, Export};
 use super::registry::client_options;
+use super::resources;
 use super::Globals;
 use crate::cli::BuildArgs;
 use crate::exit::UsageError;
@@ -62,19 +64,23 @@ fn normalize_tag(t: &str) -> anyhow::Result<String> {
 }
 
 /// Validates the flags into options, before any work starts.
-fn options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
-    let context = if args.context == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("cannot read the context tar from stdin")?;
-        ContextSource::Tar(bytes)
+fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result<BuildOptions> {
+    let dockerfile_on_stdin = args.file.as_deref() == Some(std::path::Path::new("-"));
+    if dockerfile_on_stdin && args.context == "-" {
+        return Err(UsageError(
+            "-f -: stdin cannot hold both the Dockerfile and the context (give a context directory)"
+                .into(),
+        )
+        .into());
+    }
+    let context_dir = if args.context == "-" {
+        None
     } else {
         let dir = PathBuf::from(&args.context);
         if !dir.is_dir() {
             return Err(UsageError(format!("context {}: not a directory", dir.display())).into());
         }
-        ContextSource::Dir(dir)
+        Some(dir)
     };
     let network = match args.network.as_deref() {
         None | Some("default") | Some("host") => NetworkMode::Host,
@@ -91,9 +97,10 @@ fn options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
         })?),
         _ => None,
     };
-    Ok(BuildOptions {
-        context,
-        dockerfile: args.file.clone(),
+    let mut options = BuildOptions {
+        context: ContextSource::Dir(PathBuf::new()),
+        dockerfile: args.file.clone().filter(|_| !dockerfile_on_stdin),
+        dockerfile_text: None,
         build_args: args
             .build_args
             .iter()
@@ -120,17 +127,113 @@ fn options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
             .map(|s| secret(s))
             .collect::<anyhow::Result<_>>()?,
         source_date_epoch,
-    })
+        extra_hosts: args
+            .add_hosts
+            .iter()
+            .map(|h| resources::add_host(h))
+            .collect::<Result<_, _>>()?,
+        shm_size: args
+            .shm_size
+            .as_deref()
+            .map(|s| resources::size("--shm-size", s))
+            .transpose()?,
+        ulimits: args
+            .ulimits
+            .iter()
+            .map(|u| resources::ulimit(u))
+            .collect::<Result<_, _>>()?,
+        limits: resources::limits(args)?,
+        manifest_annotations: annotations.manifest,
+        descriptor_annotations: annotations.manifest_descriptor,
+    };
+    // stdin last, once every flag is known to be valid.
+    let stdin = || -> anyhow::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    if dockerfile_on_stdin {
+        options.dockerfile_text = Some(stdin().context("cannot read the Dockerfile from stdin")?);
+    }
+    options.context = match context_dir {
+        Some(dir) => ContextSource::Dir(dir),
+        None => ContextSource::Tar(stdin().context("cannot read the context tar from stdin")?),
+    };
+    Ok(options)
 }
 
 /// Runs a build.
 pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
+    // Every flag is checked before stdin (`-f -`, a context of `-`) is read.
     if args.push && args.tags.is_empty() {
         return Err(UsageError("--push needs at least one -t NAME".into()).into());
     }
+    let exports = args
+        .outputs
+        .iter()
+        .map(|spec| output::parse(spec, normalize_tag))
+        .collect::<anyhow::Result<Vec<Export>>>()?;
+    let to_stdout = exports
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Export::Tar(Dest::Stdout)
+                    | Export::Oci {
+                        dest: Dest::Stdout,
+                        ..
+                    }
+                    | Export::Docker {
+                        dest: Dest::Stdout,
+                        ..
+                    }
+            )
+        })
+        .count();
+    if to_stdout > 1 {
+        return Err(UsageError("--output: only one output can go to stdout".into()).into());
+    }
+    let unnamed = |e: &Export| matches!(e, Export::Image { names, .. } if names.is_empty());
+    if args.tags.is_empty() && exports.iter().any(unnamed) {
+        return Err(
+            UsageError("--output type=image|registry: needs name= or -t NAME".into()).into(),
+        );
+    }
+    let annotations = output::annotations(&args.annotations)?;
+    let index_annotations = annotations.index.clone();
+    if !index_annotations.is_empty() && !exports.iter().any(|e| matches!(e, Export::Oci { .. })) {
+        return Err(UsageError(
+            "--annotation index:...: only a type=oci output has an index; add -o type=oci,dest=..."
+                .into(),
+        )
+        .into());
+    }
     let compression = crate::cli::layer_compression(args.compression, args.compression_level)?;
     let format = args.format.checked(args.compression)?;
-    let opts = options(&args)?;
+    let mut opts = options(&args, annotations)?;
+    // `type=image,name=...` names are tagged like -t; pushes cover --push and push=true.
+    let mut push: Vec<String> = if args.push {
+        opts.tags.clone()
+    } else {
+        Vec::new()
+    };
+    for export in &exports {
+        if let Export::Image { names, push: p } = export {
+            let names = if names.is_empty() {
+                opts.tags.clone()
+            } else {
+                names.clone()
+            };
+            for n in names {
+                if !opts.tags.contains(&n) {
+                    opts.tags.push(n.clone());
+                }
+                if *p && !push.contains(&n) {
+                    push.push(n);
+                }
+            }
+        }
+    }
     let store = Store::open(&g.root)
         .with_context(|| format!("cannot open the store at {}", g.root.display()))?;
     let client = Client::new(client_options(&args.registry));
@@ -138,6 +241,7 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     let view = Arc::new(BuildView::new(style));
     let started = Instant::now();
     let tags = opts.tags.clone();
+    let source_date_epoch = opts.source_date_epoch;
     let result = rbuild_builder::build(store.clone(), client.clone(), opts, view.clone()).await;
     let built = match result {
         Ok(b) => b,
@@ -166,19 +270,56 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     for t in &tags {
         view.line(&format!("#0 naming to {t} done"));
     }
-    if args.push {
-        for t in &tags {
-            let dest = Reference::parse(t).map_err(|e| UsageError(e.to_string()))?;
-            let pushed = client
-                .push(&store, t, &dest, compression, format, Arc::new(NoProgress))
-                .await
-                .with_context(|| format!("cannot push {t}"))?;
+    if !exports.is_empty() || args.metadata_file.is_some() || args.load {
+        let image = store
+            .load_image(tags.first().cloned(), &built.manifest)
+            .context("cannot read the built image back")?;
+        for export in &exports {
+            let (st, ex) = (store.clone(), export.clone());
+            let (img, t) = (image.clone(), tags.clone());
+            let index = index_annotations.clone();
+            tokio::task::spawn_blocking(move || {
+                output::write(&st, &img, &t, &ex, source_date_epoch, &index)
+            })
+            .await??;
+            if let Some(what) = output::describe(export) {
+                view.line(&format!("#0 exporting {what} done"));
+            }
+        }
+        if args.load {
             view.line(&format!(
-                "#0 pushed {}: digest: {} size: {}",
-                dest, pushed.digest, pushed.size
+                "#0 --load: rbuild has no daemon; the image is in the store at {} as {} \
+                 (rbuild images, rbuild save)",
+                store.root().display(),
+                if tags.is_empty() {
+                    built.image_id.to_string()
+                } else {
+                    tags.join(", ")
+                }
             ));
         }
+        if let Some(path) = &args.metadata_file {
+            let doc = output::metadata(&image, &tags);
+            let mut bytes = serde_json::to_vec_pretty(&doc)?;
+            bytes.push(b'\n');
+            std::fs::write(path, bytes)
+                .with_context(|| format!("--metadata-file: cannot write {}", path.display()))?;
+        }
     }
-    println!("{}", built.image_id);
+    for t in &push {
+        let dest = Reference::parse(t).map_err(|e| UsageError(e.to_string()))?;
+        let pushed = client
+            .push(&store, t, &dest, compression, format, Arc::new(NoProgress))
+            .await
+            .with_context(|| format!("cannot push {t}"))?;
+        view.line(&format!(
+            "#0 pushed {}: digest: {} size: {}",
+            dest, pushed.digest, pushed.size
+        ));
+    }
+    // With the files on stdout, stdout is theirs alone.
+    if to_stdout == 0 {
+        super::print_line(&built.image_id)?;
+    }
     Ok(())
 }

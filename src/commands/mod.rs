@@ -2,7 +2,10 @@
 
 mod build;
 mod debug;
+mod docs;
+mod output;
 mod registry;
+mod resources;
 mod store;
 
 use std::path::PathBuf;
@@ -39,6 +42,13 @@ fn default_root() -> PathBuf {
     home.join(".local/share/rbuild")
 }
 
+/// Writes one line to stdout. A closed pipe comes back as an error (never a panic, as
+/// `println!` would), which `main` treats as success.
+pub fn print_line(text: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{text}")
+}
+
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let g = Globals::from_cli(cli.root);
@@ -50,11 +60,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(args) => registry::logout(&g, args).await,
         Command::Images(args) => store::images(&g, args),
         Command::Inspect(args) => store::inspect(&g, args),
+        Command::History(args) => store::history(&g, args),
         Command::Tag(args) => store::tag(&g, args),
         Command::Rmi(args) => store::rmi(&g, args),
         Command::Prune(args) => store::prune(&g, args),
         Command::Fsck(args) => store::fsck(&g, args),
+        Command::Du(args) => store::du(&g, args),
         Command::Save(args) => store::save(&g, args),
+        Command::Load(args) => store::load(&g, args),
+        Command::Completion(args) => docs::completion(args),
+        Command::Man(args) => docs::man(args),
         Command::Debug(cmd) => debug::run(cmd),
     }
 }

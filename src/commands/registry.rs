@@ -68,14 +68,14 @@ pub async fn push(g: &Globals, args: PushArgs) -> anyhow::Result<()> {
     view.finish();
     let pushed = pushed?;
     if args.quiet {
-        println!("{}", pushed.digest);
+        super::print_line(&pushed.digest)?;
     } else {
-        println!(
+        super::print_line(format!(
             "{}: digest: {} size: {}",
             destination.manifest_ref(),
             pushed.digest,
             pushed.size
-        );
+        ))?;
     }
     Ok(())
 }
@@ -107,11 +107,11 @@ pub async fn pull(g: &Globals, args: PullArgs) -> anyhow::Result<()> {
     view.finish();
     let pulled = pulled?;
     if args.quiet {
-        println!("{}", pulled.config.digest);
+        super::print_line(&pulled.config.digest)?;
     } else {
-        println!("Digest: {}", pulled.resolved);
-        println!("Status: Downloaded image for {reference}");
-        println!("{reference}");
+        super::print_line(format!("Digest: {}", pulled.resolved))?;
+        super::print_line(format!("Status: Downloaded image for {reference}"))?;
+        super::print_line(&reference)?;
     }
     Ok(())
 }
@@ -154,7 +154,7 @@ pub async fn login(_g: &Globals, args: LoginArgs) -> anyhow::Result<()> {
     let (p, r, u) = (path.clone(), registry.clone(), username.clone());
     tokio::task::spawn_blocking(move || rbuild_registry::store_login(&p, &r, &u, &password))
         .await??;
-    println!("Login Succeeded");
+    super::print_line("Login Succeeded")?;
     Ok(())
 }
 
@@ -166,9 +166,9 @@ pub async fn logout(_g: &Globals, args: LogoutArgs) -> anyhow::Result<()> {
     let removed =
         tokio::task::spawn_blocking(move || rbuild_registry::remove_login(&path, &r)).await??;
     if removed {
-        println!("Removing login credentials for {registry}");
+        super::print_line(format!("Removing login credentials for {registry}"))?;
     } else {
-        println!("Not logged in to {registry}");
+        super::print_line(format!("Not logged in to {registry}"))?;
     }
     Ok(())
 }

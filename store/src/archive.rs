@@ -78,9 +78,22 @@ impl Store {
     /// The manifests are pure OCI: one with Docker media types (a pulled Docker image) is
     /// written converted ([`ImageFormat::convert`]: same config and layer blobs).
     pub fn save_oci_archive<W: Write>(&self, images: &[Image], out: W) -> Result<()> {
+        self.save_oci_archive_annotated(images, &std::collections::BTreeMap::new(), out)
+    }
+
+    /// [`Store::save_oci_archive`] with `annotations` on the archive's `index.json`.
+    pub fn save_oci_archive_annotated<W: Write>(
+        &self,
+        images: &[Image],
+        annotations: &std::collections::BTreeMap<String, String>,
+        out: W,
+    ) -> Result<()> {
         let mut tar = tar::Builder::new(out);
         append(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        let mut index = Index::default();
+        let mut index = Index {
+            annotations: annotations.clone(),
+            ..Index::default()
+        };
         let mut blobs = BTreeSet::new();
         let mut converted: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
         for image in images {

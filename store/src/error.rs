@@ -121,6 +121,14 @@ pub enum Error {
         /// The store root.
         root: PathBuf,
     },
+    /// An archive given to `load` is not a docker-archive or oci-archive rbuild can read.
+    #[error("archive {}: {reason}", path.display())]
+    BadArchive {
+        /// The archive.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A blob's media type is not a layer type the store knows.
     #[error("unsupported layer media type {0}")]
     UnsupportedMediaType(String),

@@ -31,10 +31,89 @@ pub struct FsckProblem {
     pub problem: String,
 }
 
-#[derive(Default)]
+/// What `prune` may drop besides what nothing references.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrunePolicy {
+    /// Drop every build-cache record.
+    pub all: bool,
+    /// Drop the build-cache records written longer ago than this (`--filter until=`).
+    pub older_than: Option<std::time::Duration>,
+    /// Drop build-cache records, oldest first, until blobs and snapshots take at most this
+    /// many bytes (`--keep-storage`, `--max-used-space`); images are never dropped.
+    pub max_used: Option<u64>,
+}
+
+/// Bytes and counts of one kind of object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageLine {
+    /// How many there are.
+    pub count: u64,
+    /// Their bytes (blob sizes; snapshot content sizes).
+    pub bytes: u64,
+    /// How many `prune` would delete.
+    pub reclaimable_count: u64,
+    /// Their bytes.
+    pub reclaimable_bytes: u64,
+    /// How many `prune --all` would delete.
+    pub reclaimable_all_count: u64,
+    /// Their bytes.
+    pub reclaimable_all_bytes: u64,
+}
+
+/// What the store holds (`rbuild du`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// `blobs/`.
+    pub blobs: UsageLine,
+    /// `snapshots/`.
+    pub snapshots: UsageLine,
+    /// Build-cache records (`cache/`, `cache/compressed/`); bytes are those of the blobs
+    /// and snapshots only the cache keeps.
+    pub cache_records: UsageLine,
+}
+
+/// What is kept: blobs and snapshots by name, and their bytes.
+#[derive(Default, Clone)]
 struct Live {
     blobs: BTreeSet<Digest>,
     snapshots: BTreeSet<String>,
+    bytes: u64,
+}
+
+/// A build-cache record file.
+struct RecordFile {
+    name: String,
+    path: PathBuf,
+    record: Option<CacheRecord>,
+    modified: std::time::SystemTime,
+}
+
+/// The sizes the marking needs, read once: blobs, snapshots, and which compressed copies
+/// each layer has.
+struct Sizes {
+    blobs: std::collections::BTreeMap<Digest, u64>,
+    snapshots: std::collections::BTreeMap<String, u64>,
+    compressed: std::collections::BTreeMap<Digest, Vec<Digest>>,
+}
+
+impl Live {
+    fn blob(&mut self, d: &Digest, sizes: &Sizes) {
+        if self.blobs.insert(d.clone()) {
+            self.bytes += sizes.blobs.get(d).copied().unwrap_or(0);
+            // A layer's compressed copies stay while it does.
+            for c in sizes.compressed.get(d).into_iter().flatten() {
+                self.blob(c, sizes);
+            }
+        }
+    }
+
+    fn snapshot(&mut self, hex: &str, sizes: &Sizes) -> bool {
+        let new = self.snapshots.insert(hex.to_owned());
+        if new {
+            self.bytes += sizes.snapshots.get(hex).copied().unwrap_or(0);
+        }
+        new
+    }
 }
 
 impl Store {
@@ -45,55 +124,68 @@ impl Store {
     /// records are kept while their uncompressed layer is.
     /// Refuses ([`Error::StoreBusy`]) while another rbuild process has the store open.
     pub fn prune(&self, all: bool) -> Result<PruneReport> {
+        self.prune_with(&PrunePolicy {
+            all,
+            ..PrunePolicy::default()
+        })
+    }
+
+    /// [`Store::prune`] with a policy for the build cache: all of it, the records older
+    /// than a duration, or the oldest records until the store fits in a size.
+    pub fn prune_with(&self, policy: &PrunePolicy) -> Result<PruneReport> {
         let _lock = self.lock()?;
         if !self.others_live()?.is_empty() {
             return Err(Error::StoreBusy {
                 root: self.root().to_path_buf(),
             });
         }
+        let sizes = self.sizes()?;
         let mut live = Live::default();
-        let index = self.read_index()?;
-        self.mark_index(&index, &mut live)?;
-        let cache_dir = self.root().join("cache");
+        self.mark_index(&self.read_index()?, &mut live, &sizes)?;
+        let mut records = self.record_files()?;
+        // Newest first: when a size is to be kept, the newest records are the ones kept.
+        records.sort_by_key(|r| std::cmp::Reverse(r.modified));
+        let now = std::time::SystemTime::now();
         let mut report = PruneReport::default();
-        for (name, path) in list_files(&cache_dir)? {
-            let record = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<CacheRecord>(&b).ok());
-            match record {
-                Some(r) if !all => {
-                    if let Some(l) = &r.layer {
-                        live.blobs.insert(l.digest.clone());
-                    }
-                    if let Some(c) = &r.chain_id {
-                        self.mark_snapshot(c, &mut live);
+        let mut full = false;
+        for file in &records {
+            let keep = match &file.record {
+                Some(r) if !policy.all && !full => {
+                    let age = now.duration_since(file.modified).unwrap_or_default();
+                    if policy.older_than.is_some_and(|limit| age > limit) {
+                        false
+                    } else {
+                        let mut with = live.clone();
+                        self.mark_record(r, &mut with, &sizes);
+                        if policy.max_used.is_some_and(|max| with.bytes > max) {
+                            // This and every older record go.
+                            full = true;
+                            false
+                        } else {
+                            live = with;
+                            true
+                        }
                     }
                 }
-                _ => {
-                    remove_any(&path)?;
-                    report.cache_records.push(name);
-                }
+                _ => false,
+            };
+            if !keep {
+                remove_any(&file.path)?;
+                report.cache_records.push(file.name.clone());
             }
         }
-        let compressed_dir = cache_dir.join("compressed");
+        report.cache_records.sort();
+        let compressed_dir = self.root().join("cache/compressed");
         for (name, path) in list_files(&compressed_dir)? {
             let source = name
                 .split_once('-')
                 .and_then(|(hex, _)| Digest::from_hex(hex).ok());
-            let target = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<crate::Descriptor>(&b).ok());
-            match (source, target) {
-                (Some(s), Some(t)) if live.blobs.contains(&s) => {
-                    live.blobs.insert(t.digest);
-                }
-                _ => {
-                    remove_any(&path)?;
-                    report.cache_records.push(format!("compressed/{name}"));
-                }
+            if !source.is_some_and(|s| live.blobs.contains(&s)) {
+                remove_any(&path)?;
+                report.cache_records.push(format!("compressed/{name}"));
             }
         }
-        if all {
+        if policy.all {
             for area in Area::ALL.into_iter().filter(|a| a.dropped_by_prune_all()) {
                 let path = self.area_path(area);
                 for (name, entry) in list_entries(&path)? {
@@ -110,9 +202,7 @@ impl Store {
             if live.snapshots.contains(&name) {
                 continue;
             }
-            let size = ChainId::from_str_hex(&name)
-                .and_then(|c| self.snapshot_meta(&c).ok().flatten())
-                .map_or(0, |m| m.size);
+            let size = sizes.snapshots.get(&name).copied().unwrap_or(0);
             // Move out of `snapshots/` first so a name there is always complete.
             let doomed = self.scratch().join(format!("gc-{name}"));
             std::fs::rename(&path, &doomed).map_err(Error::io("move snapshot out", &path))?;
@@ -131,17 +221,135 @@ impl Store {
         Ok(report)
     }
 
-    fn mark_index(&self, index: &Index, live: &mut Live) -> Result<()> {
+    /// What the store holds and what `prune` and `prune --all` would free, without
+    /// deleting anything.
+    pub fn disk_usage(&self) -> Result<DiskUsage> {
+        let sizes = self.sizes()?;
+        let mut images = Live::default();
+        self.mark_index(&self.read_index()?, &mut images, &sizes)?;
+        let mut with_cache = images.clone();
+        let records = self.record_files()?;
+        let mut cache = UsageLine::default();
+        for file in &records {
+            cache.count += 1;
+            cache.reclaimable_all_count += 1;
+            match &file.record {
+                Some(r) => self.mark_record(r, &mut with_cache, &sizes),
+                None => cache.reclaimable_count += 1,
+            }
+        }
+        cache.bytes = with_cache.bytes - images.bytes;
+        cache.reclaimable_all_bytes = cache.bytes;
+        let line = |all: Vec<(&str, u64)>, keep: &dyn Fn(&str, &Live) -> bool| {
+            let mut l = UsageLine::default();
+            for (name, bytes) in all {
+                l.count += 1;
+                l.bytes += bytes;
+                if !keep(name, &with_cache) {
+                    l.reclaimable_count += 1;
+                    l.reclaimable_bytes += bytes;
+                }
+                if !keep(name, &images) {
+                    l.reclaimable_all_count += 1;
+                    l.reclaimable_all_bytes += bytes;
+                }
+            }
+            l
+        };
+        let blobs = line(
+            sizes.blobs.iter().map(|(d, b)| (d.as_str(), *b)).collect(),
+            &|name, live| {
+                name.parse::<Digest>()
+                    .is_ok_and(|d| live.blobs.contains(&d))
+            },
+        );
+        let snapshots = line(
+            sizes
+                .snapshots
+                .iter()
+                .map(|(n, b)| (n.as_str(), *b))
+                .collect(),
+            &|name, live| live.snapshots.contains(name),
+        );
+        Ok(DiskUsage {
+            blobs,
+            snapshots,
+            cache_records: cache,
+        })
+    }
+
+    fn sizes(&self) -> Result<Sizes> {
+        let mut blobs = std::collections::BTreeMap::new();
+        for d in self.blobs().list()? {
+            let size = self.blobs().size(&d)?.unwrap_or(0);
+            blobs.insert(d, size);
+        }
+        let mut snapshots = std::collections::BTreeMap::new();
+        for (name, _) in list_entries(&self.root().join("snapshots"))? {
+            let size = ChainId::from_str_hex(&name)
+                .and_then(|c| self.snapshot_meta(&c).ok().flatten())
+                .map_or(0, |m| m.size);
+            snapshots.insert(name, size);
+        }
+        let mut compressed = std::collections::BTreeMap::<Digest, Vec<Digest>>::new();
+        for (name, path) in list_files(&self.root().join("cache/compressed"))? {
+            let source = name
+                .split_once('-')
+                .and_then(|(hex, _)| Digest::from_hex(hex).ok());
+            let target = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::Descriptor>(&b).ok());
+            if let (Some(s), Some(t)) = (source, target) {
+                compressed.entry(s).or_default().push(t.digest);
+            }
+        }
+        Ok(Sizes {
+            blobs,
+            snapshots,
+            compressed,
+        })
+    }
+
+    fn record_files(&self) -> Result<Vec<RecordFile>> {
+        let mut out = Vec::new();
+        for (name, path) in list_files(&self.root().join("cache"))? {
+            let record = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CacheRecord>(&b).ok());
+            let modified = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            out.push(RecordFile {
+                name,
+                path,
+                record,
+                modified,
+            });
+        }
+        Ok(out)
+    }
+
+    fn mark_record(&self, record: &CacheRecord, live: &mut Live, sizes: &Sizes) {
+        if let Some(l) = &record.layer {
+            live.blob(&l.digest, sizes);
+        }
+        if let Some(c) = &record.chain_id {
+            self.mark_snapshot(c, live, sizes);
+        }
+    }
+
+    fn mark_index(&self, index: &Index, live: &mut Live, sizes: &Sizes) -> Result<()> {
         for d in &index.manifests {
-            self.mark_manifest(&d.digest, live)?;
+            self.mark_manifest(&d.digest, live, sizes)?;
         }
         Ok(())
     }
 
-    fn mark_manifest(&self, digest: &Digest, live: &mut Live) -> Result<()> {
-        if !live.blobs.insert(digest.clone()) {
+    fn mark_manifest(&self, digest: &Digest, live: &mut Live, sizes: &Sizes) -> Result<()> {
+        if live.blobs.contains(digest) {
             return Ok(());
         }
+        live.blob(digest, sizes);
         let bytes = self.blobs().read(digest)?;
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|source| Error::Json {
@@ -157,7 +365,7 @@ impl Store {
             })?;
             for d in &child.manifests {
                 if self.blobs().contains(&d.digest) {
-                    self.mark_manifest(&d.digest, live)?;
+                    self.mark_manifest(&d.digest, live, sizes)?;
                 }
             }
             return Ok(());
@@ -167,9 +375,9 @@ impl Store {
             path: self.blobs().path(digest),
             source,
         })?;
-        live.blobs.insert(m.config.digest.clone());
+        live.blob(&m.config.digest, sizes);
         for l in &m.layers {
-            live.blobs.insert(l.digest.clone());
+            live.blob(&l.digest, sizes);
         }
         // The image's snapshot chain.
         if let Ok(config) = self.blobs().read(&m.config.digest) {
@@ -181,19 +389,19 @@ impl Store {
             let mut parent: Option<ChainId> = None;
             for id in &ids {
                 let c = ChainId::child(parent.as_ref(), id);
-                live.snapshots.insert(c.hex().to_owned());
+                live.snapshot(c.hex(), sizes);
                 // Our own layers: the uncompressed blob is the diffID; keep it for re-push.
-                live.blobs.insert(id.digest().clone());
+                live.blob(id.digest(), sizes);
                 parent = Some(c);
             }
         }
         Ok(())
     }
 
-    fn mark_snapshot(&self, chain: &ChainId, live: &mut Live) {
+    fn mark_snapshot(&self, chain: &ChainId, live: &mut Live, sizes: &Sizes) {
         let mut next = Some(chain.clone());
         while let Some(c) = next {
-            if !live.snapshots.insert(c.hex().to_owned()) {
+            if !live.snapshot(c.hex(), sizes) {
                 return;
             }
             next = self.snapshot_meta(&c).ok().flatten().and_then(|m| m.parent);

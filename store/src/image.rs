@@ -83,6 +83,16 @@ impl Store {
     /// descriptor (not tagged: call [`Store::tag`]). The manifest is pure OCI whatever the
     /// layers came from: a Docker layer media type becomes its OCI equivalent (same blob).
     pub fn put_image(&self, config_json: &[u8], layers: &[Descriptor]) -> Result<Descriptor> {
+        self.put_image_annotated(config_json, layers, &BTreeMap::new())
+    }
+
+    /// [`Store::put_image`] with `annotations` in the manifest.
+    pub fn put_image_annotated(
+        &self,
+        config_json: &[u8],
+        layers: &[Descriptor],
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
         let layers = layers
             .iter()
             .map(|l| {
@@ -101,7 +111,7 @@ impl Store {
                 config_json.len() as u64,
             ),
             layers,
-            annotations: BTreeMap::new(),
+            annotations: annotations.clone(),
         };
         let bytes = canonical_json(&manifest).map_err(|source| Error::Json {
             what: "manifest",

@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 mod archive;
+mod archive_in;
 mod area;
 mod blob;
 mod cache;
@@ -38,6 +39,7 @@ mod layer_in;
 mod layer_out;
 pub mod model;
 mod pipe;
+mod rootfs;
 mod scratch;
 mod snapshot;
 mod snapshotter;
@@ -50,7 +52,7 @@ pub use cache::{CacheRecord, CACHE_RECORD_VERSION};
 pub use compress::{gzip_parallel, zstd_compress, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{ChainId, DiffId, Digest};
 pub use error::Error;
-pub use gc::{FsckProblem, PruneReport};
+pub use gc::{DiskUsage, FsckProblem, PrunePolicy, PruneReport, UsageLine};
 pub use image::Image;
 pub use layer_in::{unpack_layer, Unpacked};
 pub use layer_out::{

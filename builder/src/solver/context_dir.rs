@@ -88,11 +88,24 @@ impl ContextDir {
         }
     }
 
-    /// Reads the Dockerfile: `-f` as given (relative to the working directory, as docker
-    /// does; to the context for a stdin context), else `Dockerfile` in the context (or the
-    /// stdin stream itself). Loads `<Dockerfile>.dockerignore` beside it, else the
-    /// context's `.dockerignore`.
-    pub async fn read_dockerfile(&self, file: Option<&Path>) -> Result<(String, Vec<u8>), Error> {
+    /// Reads the Dockerfile: `text` when given (`-f -`, read from stdin by the caller; the
+    /// context's `.dockerignore` applies), else `-f` as given (relative to the working
+    /// directory, as docker does; to the context for a stdin context), else `Dockerfile` in
+    /// the context (or the stdin stream itself). Loads `<Dockerfile>.dockerignore` beside
+    /// it, else the context's `.dockerignore`.
+    pub async fn read_dockerfile(
+        &self,
+        file: Option<&Path>,
+        text: Option<&[u8]>,
+    ) -> Result<(String, Vec<u8>), Error> {
+        if let Some(text) = text {
+            let root = self.root.clone();
+            let rules = tokio::task::spawn_blocking(move || load_ignore_rules(&root, None))
+                .await
+                .map_err(Error::Task)??;
+            let _ = self.ignore.set(rules);
+            return Ok(("Dockerfile".to_string(), text.to_vec()));
+        }
         let path = match file {
             Some(f) if self._tmp.is_some() && f.is_relative() => self.root.join(f),
             Some(f) => f.to_path_buf(),

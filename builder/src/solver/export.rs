@@ -52,10 +52,13 @@ pub async fn export(ctx: &BuildCtx, target: &StageResult) -> Result<Built, Error
     let layers: Vec<Descriptor> = target.layers.iter().map(|l| l.descriptor.clone()).collect();
     let store = ctx.store.clone();
     let tags = ctx.options.tags.clone();
+    let manifest_annotations = ctx.options.manifest_annotations.clone();
+    let descriptor_annotations = ctx.options.descriptor_annotations.clone();
     blocking(move || {
-        let manifest = store
-            .put_image(&json, &layers)
+        let mut manifest = store
+            .put_image_annotated(&json, &layers, &manifest_annotations)
             .map_err(Error::store("write the image"))?;
+        manifest.annotations.extend(descriptor_annotations);
         for t in &tags {
             store
                 .tag(t, &manifest)

@@ -61,6 +61,8 @@ pub struct BuildOptions {
     pub context: ContextSource,
     /// The Dockerfile (default: `Dockerfile` in the context directory).
     pub dockerfile: Option<PathBuf>,
+    /// The Dockerfile's text itself (`-f -`); wins over `dockerfile`.
+    pub dockerfile_text: Option<Vec<u8>>,
     /// `--build-arg KEY=VALUE`, in order.
     pub build_args: Vec<(String, String)>,
     /// `--target`.
@@ -81,6 +83,19 @@ pub struct BuildOptions {
     pub secrets: Vec<(String, SecretSource)>,
     /// `SOURCE_DATE_EPOCH`: timestamps in config, history and layers.
     pub source_date_epoch: Option<i64>,
+    /// `--add-host NAME:IP`: (name, address) lines added to every RUN step's `/etc/hosts`.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--shm-size`: bytes of every RUN step's `/dev/shm` (the runner's default if `None`).
+    pub shm_size: Option<u64>,
+    /// `--ulimit`: resource limits of every RUN step.
+    pub ulimits: Vec<rbuild_runner::Ulimit>,
+    /// `--memory`, `--cpu-quota`, `--resource`...: the cgroup limits of every RUN step.
+    pub limits: rbuild_runner::Limits,
+    /// `--annotation KEY=VALUE` (and `manifest:`): annotations in the image manifest.
+    pub manifest_annotations: std::collections::BTreeMap<String, String>,
+    /// `--annotation manifest-descriptor:KEY=VALUE`: annotations on the manifest's
+    /// descriptor (the store's `index.json` entry, the `index.json` of exported layouts).
+    pub descriptor_annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs one build: parse, plan, run the stages, export and tag the image.
@@ -92,7 +107,10 @@ pub async fn build(
 ) -> Result<Built, Error> {
     let context = context_dir::ContextDir::open(&store, &options.context).await?;
     let (name, text) = context
-        .read_dockerfile(options.dockerfile.as_deref())
+        .read_dockerfile(
+            options.dockerfile.as_deref(),
+            options.dockerfile_text.as_deref(),
+        )
         .await?;
     let doc = parse(&name, &text)?;
     let graph = match &options.platform {

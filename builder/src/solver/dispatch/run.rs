@@ -383,6 +383,24 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
             "mounts",
             &prepared.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
         );
+    // What the step sees of --add-host, --shm-size and --ulimit keys it, as in BuildKit's
+    // exec op; only when given, so the keys of builds without them stay as they were.
+    // cgroup limits change no output and key nothing.
+    let options = &cx.ctx.options;
+    if !options.extra_hosts.is_empty() {
+        k.pairs("hosts", &options.extra_hosts);
+    }
+    if let Some(bytes) = options.shm_size {
+        k.str("shm", &bytes.to_string());
+    }
+    if !options.ulimits.is_empty() {
+        let ulimits: Vec<String> = options
+            .ulimits
+            .iter()
+            .map(|u| format!("{}={}:{}", u.name, u.soft, u.hard))
+            .collect();
+        k.list("ulimits", &ulimits);
+    }
     let key = k.finish();
     let shown_args: Vec<String> = cx
         .step
@@ -438,6 +456,9 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
         status: String::new(),
         tail: Vec::new(),
     };
+    let options = &cx.ctx.options;
+    let (extra_hosts, shm_size) = (options.extra_hosts.clone(), options.shm_size);
+    let (ulimits, limits) = (options.ulimits.clone(), options.limits.clone());
     let layer = make_layer(cx, st, lowers, move |mounts| {
         let mut spec = SandboxSpec::new(
             mounts.lowers.clone(),
@@ -450,6 +471,16 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
         spec.user = user;
         spec.network = network;
         spec.mounts = extra_mounts;
+        if !extra_hosts.is_empty() {
+            let mut hosts = rbuild_runner::default_hosts(&spec.hostname);
+            for (name, address) in &extra_hosts {
+                hosts.push_str(&format!("{address}\t{name}\n"));
+            }
+            spec.hosts = Some(hosts);
+        }
+        spec.shm_size = shm_size;
+        spec.ulimits = ulimits;
+        spec.limits = limits;
         let mut tail: VecDeque<String> = VecDeque::new();
         let status = sandbox
             .run(&spec, &mut |stream, line| {

@@ -1,0 +1,175 @@
+//! An image's root filesystem as one plain directory: its overlay-form snapshots merged
+//! bottom-up (whiteouts delete, opaque directories hide what is below), for exports.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::fsutil::remove_any;
+use crate::layer_out::OPAQUE_XATTR;
+use crate::{Error, Image, Result, Store};
+
+impl Store {
+    /// Writes `image`'s root filesystem into `dest` (created if missing; what is already
+    /// there is overwritten where the image has the same path). Modes, owners, times,
+    /// symlinks, hard links within a layer, devices and xattrs are kept.
+    pub fn write_rootfs(&self, image: &Image, dest: &Path) -> Result<()> {
+        let manifest = image.parsed_manifest()?;
+        let diff_ids = image.diff_ids()?;
+        let mut lowers = self.snapshot_chain(&manifest.layers, &diff_ids)?;
+        lowers.reverse();
+        std::fs::create_dir_all(dest).map_err(Error::io("create directory", dest))?;
+        for layer in &lowers {
+            let mut merge = Merge {
+                links: HashMap::new(),
+                dirs: Vec::new(),
+            };
+            merge.dir(layer, dest)?;
+            // Directory times last, once nothing more is written below them.
+            for (src, dst) in merge.dirs.iter().rev() {
+                let meta = std::fs::symlink_metadata(src).map_err(Error::io("stat", src))?;
+                set_times(dst, &meta).map_err(Error::io("set times of", dst))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One layer being applied: hard links seen so far (by source inode) and the directories
+/// whose times are set at the end.
+struct Merge {
+    links: HashMap<(u64, u64), PathBuf>,
+    dirs: Vec<(PathBuf, PathBuf)>,
+}
+
+fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+impl Merge {
+    /// Applies the layer directory `src` onto `dst` (a directory that exists).
+    fn dir(&mut self, src: &Path, dst: &Path) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(src)
+            .map_err(Error::io("read directory", src))?
+            .collect::<io::Result<_>>()
+            .map_err(Error::io("read directory", src))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let from = entry.path();
+            let to = dst.join(entry.file_name());
+            let meta = std::fs::symlink_metadata(&from).map_err(Error::io("stat", &from))?;
+            if is_whiteout(&meta) {
+                remove_any(&to)?;
+                continue;
+            }
+            let existing = std::fs::symlink_metadata(&to).ok();
+            if meta.is_dir() {
+                let opaque = matches!(xattr::get(&from, OPAQUE_XATTR), Ok(Some(v)) if v == b"y");
+                match existing {
+                    Some(e) if e.is_dir() && !opaque => {}
+                    Some(_) => {
+                        remove_any(&to)?;
+                        std::fs::create_dir(&to).map_err(Error::io("create directory", &to))?;
+                    }
+                    None => std::fs::create_dir(&to).map_err(Error::io("create directory", &to))?,
+                }
+                self.attributes(&from, &to, &meta)?;
+                self.dir(&from, &to)?;
+                self.dirs.push((from, to));
+                continue;
+            }
+            if existing.is_some() {
+                remove_any(&to)?;
+            }
+            if meta.nlink() > 1 && !meta.is_dir() {
+                if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+                    std::fs::hard_link(first, &to).map_err(Error::io("link", &to))?;
+                    continue;
+                }
+                self.links.insert((meta.dev(), meta.ino()), to.clone());
+            }
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                let target = std::fs::read_link(&from).map_err(Error::io("read link", &from))?;
+                std::os::unix::fs::symlink(&target, &to).map_err(Error::io("symlink", &to))?;
+            } else if ft.is_file() {
+                std::fs::copy(&from, &to).map_err(Error::io("copy to", &to))?;
+            } else {
+                mknod(&to, meta.mode(), meta.rdev()).map_err(Error::io("mknod", &to))?;
+            }
+            self.attributes(&from, &to, &meta)?;
+            set_times(&to, &meta).map_err(Error::io("set times of", &to))?;
+        }
+        Ok(())
+    }
+
+    /// Owner, mode and xattrs of `from` onto `to` (times are set by the caller).
+    fn attributes(&self, from: &Path, to: &Path, meta: &std::fs::Metadata) -> Result<()> {
+        match std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid())) {
+            Ok(()) => {}
+            // Unprivileged: the files stay the caller's, as `tar -x` does for non-root.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => return Err(Error::io("chown", to)(e)),
+        }
+        if !meta.file_type().is_symlink() {
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(Error::io("chmod", to))?;
+            if let Ok(names) = xattr::list(from) {
+                for name in names {
+                    if name.as_bytes().starts_with(b"trusted.overlay.") {
+                        continue;
+                    }
+                    if let Ok(Some(value)) = xattr::get(from, &name) {
+                        let _ = xattr::set(to, &name, &value);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mknod(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a NUL-terminated path.
+    let r = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets `path`'s access and modification times to `meta`'s, without following a symlink.
+fn set_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let times = [
+        libc::timespec {
+            tv_sec: meta.atime() as libc::time_t,
+            tv_nsec: meta.atime_nsec() as _,
+        },
+        libc::timespec {
+            tv_sec: meta.mtime() as libc::time_t,
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+    ];
+    // SAFETY: `c` is NUL-terminated and `times` holds two timespecs.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
