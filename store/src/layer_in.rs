@@ -6,6 +6,7 @@
 //! through a symlink is refused (a tar made from a directory never needs that), and so
 //! is a hardlink whose target goes through a symlink or does not exist in this layer.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -118,6 +119,10 @@ impl<R: Read> Read for HashingReader<R> {
 fn apply_tar<R: Read>(stream: R, dest: &Path, what: &str) -> Result<u64> {
     let mut archive = tar::Archive::new(stream);
     let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
+    // Directories of this layer known to be real directories reached without a symlink: a
+    // member below one needs no lstat of every ancestor and no create_dir_all. Forgotten
+    // whenever a member or whiteout replaces one of them.
+    let mut real_dirs: HashSet<PathBuf> = HashSet::new();
     let mut content = 0u64;
     let entries = archive.entries().map_err(|source| Error::LayerStream {
         layer: what.to_owned(),
@@ -161,10 +166,17 @@ fn apply_tar<R: Read>(stream: R, dest: &Path, what: &str) -> Result<u64> {
             .as_bytes()
             .to_vec();
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        check_no_symlinks(dest, parent_rel).map_err(refuse)?;
         let parent = dest.join(parent_rel);
-        std::fs::create_dir_all(&parent).map_err(fail)?;
+        if !real_dirs.contains(parent_rel) {
+            check_no_symlinks(dest, parent_rel).map_err(refuse)?;
+            std::fs::create_dir_all(&parent).map_err(fail)?;
+            real_dirs.extend(parent_rel.ancestors().map(Path::to_path_buf));
+        }
         let target = dest.join(&rel);
+        if kind != EntryType::Directory && real_dirs.contains(rel.as_path()) {
+            // A directory is about to be replaced (or hidden by a whiteout below).
+            real_dirs.clear();
+        }
         let pax: Vec<(Vec<u8>, Vec<u8>)> = match entry.pax_extensions().map_err(fail)? {
             Some(exts) => exts
                 .map(|e| e.map(|e| (e.key_bytes().to_vec(), e.value_bytes().to_vec())))
@@ -178,6 +190,10 @@ fn apply_tar<R: Read>(stream: R, dest: &Path, what: &str) -> Result<u64> {
         let gid = pax_id(&pax, "gid", header.gid().map_err(fail)?);
         let mtime = header.mtime().map_err(fail)?;
 
+        if file_name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            // A whiteout removes a sibling, which may be a known directory.
+            real_dirs.clear();
+        }
         if apply_whiteout(&parent, &file_name, mtime).map_err(|e| match e {
             Whiteout::Refused(reason) => refuse(reason),
             Whiteout::Io(source) => fail(source),
@@ -195,6 +211,7 @@ fn apply_tar<R: Read>(stream: R, dest: &Path, what: &str) -> Result<u64> {
                     remove_any(&target)?;
                     std::fs::create_dir(&target).map_err(fail)?;
                 }
+                real_dirs.insert(rel.clone());
                 dirs.push((target.clone(), mtime));
             }
             EntryType::Regular | EntryType::Continuous => {

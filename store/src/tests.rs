@@ -358,6 +358,27 @@ fn hostile_tars_never_write_outside_the_snapshot() {
             true,
         ),
         (
+            // A directory used once, then replaced by a symlink: what was checked about it
+            // earlier must not be trusted afterwards.
+            "known dir replaced by a symlink",
+            hostile_tar(&[
+                ("d", Directory, "", b""),
+                ("d/ok", Regular, "", b"x"),
+                ("d", Symlink, &outside_s, b""),
+                ("d/pwned", Regular, "", b"x"),
+            ]),
+            true,
+        ),
+        (
+            "known nested dir replaced by a symlink",
+            hostile_tar(&[
+                ("a/b/ok", Regular, "", b"x"),
+                ("a/b", Symlink, &outside_s, b""),
+                ("a/b/pwned", Regular, "", b"x"),
+            ]),
+            true,
+        ),
+        (
             "hardlink absolute",
             hostile_tar(&[("h", Link, "/etc/hostname", b"")]),
             true,
