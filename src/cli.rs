@@ -26,6 +26,8 @@ pub struct Cli {
 
 /// Every rbuild command.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the build variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Build an image from a Dockerfile and a context
     Build(BuildArgs),
@@ -144,6 +146,15 @@ pub struct BuildArgs {
     /// Compression level for --push (gzip 0-9, default 2; zstd 1-19, default 3)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
+    /// Export the build cache: type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd]
+    /// [,compression-level=N][,force-compression=true][,ignore-error=true],
+    /// type=local,dest=DIR or type=inline (BuildKit's syntax)
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache: type=registry,ref=REF, type=local,src=DIR, or a bare REF
+    /// (repeatable)
+    #[arg(long = "cache-from", value_name = "REF")]
+    pub cache_from: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryFlags,
     /// Build context: a directory, or - for a tar on stdin

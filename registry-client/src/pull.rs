@@ -205,7 +205,7 @@ impl Client {
     }
 
     /// One download of a small blob, size-capped and verified against `digest`.
-    async fn download_small_blob(
+    pub(crate) async fn download_small_blob(
         &self,
         ep: &Endpoint,
         repo: &str,
@@ -237,7 +237,7 @@ impl Client {
     }
 }
 
-fn parse_digest(what: &str, s: &str) -> Result<Digest> {
+pub(crate) fn parse_digest(what: &str, s: &str) -> Result<Digest> {
     Digest::from_str(s).map_err(|_| Error::InvalidDigest {
         what: what.to_string(),
         digest: s.to_string(),
@@ -245,7 +245,7 @@ fn parse_digest(what: &str, s: &str) -> Result<Digest> {
 }
 
 /// Streams one layer into the store unless it is there already.
-async fn fetch_layer(
+pub(crate) async fn fetch_layer(
     ep: &Endpoint,
     repo: &str,
     scopes: &Scopes,

@@ -135,6 +135,14 @@ impl Client {
         .await
         .map_err(Error::Task)??;
 
+        // A layer to compress must be here: a lazily resolved one is fetched first.
+        for form in &forms {
+            if let LayerForm::Compress(d) = form {
+                self.fetch_blob(store, d, Arc::new(crate::NoProgress))
+                    .await?;
+            }
+        }
+
         let repo = destination.repository().to_string();
         let registry = destination.registry().to_string();
         let s = store.clone();
@@ -200,7 +208,7 @@ impl Client {
                             .filter(|r| *r != repo)
                             .map(String::from)
                             .collect();
-                        push_blob(&ep, &repo, &scopes, store, b, &from, progress)
+                        self.push_blob_fetching(&ep, &repo, &scopes, store, b, &from, progress)
                             .await
                             .map(|_| None)
                     }
@@ -348,7 +356,7 @@ fn canonical(v: &serde_json::Value, what: &str) -> Result<Vec<u8>> {
 
 /// PUTs a manifest. `Ok(Err(detail))` when the registry refused its content (400/415),
 /// so the caller may retry with Docker media types.
-async fn put_manifest(
+pub(crate) async fn put_manifest(
     ep: &Endpoint,
     destination: &Reference,
     scopes: &Scopes,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use rbuild_builder::solver::remote_cache::spec::{CacheExport, CacheImport};
 use rbuild_builder::{BuildOptions, ContextSource, NetworkMode, SecretSource};
 use rbuild_registry::{Client, NoProgress};
 use rbuild_store::Reference;
@@ -120,6 +121,16 @@ fn options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
             .map(|s| secret(s))
             .collect::<anyhow::Result<_>>()?,
         source_date_epoch,
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|s| CacheImport::parse(s).map_err(|e| UsageError(e.to_string()).into()))
+            .collect::<anyhow::Result<_>>()?,
+        cache_to: args
+            .cache_to
+            .iter()
+            .map(|s| CacheExport::parse(s).map_err(|e| UsageError(e.to_string()).into()))
+            .collect::<anyhow::Result<_>>()?,
     })
 }
 

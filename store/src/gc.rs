@@ -240,8 +240,13 @@ impl Store {
                         Ok(img) => match img.parsed_manifest() {
                             Err(e) => problem(format!("image {name}"), error_chain(&e)),
                             Ok(m) => {
+                                // A layer a registry holds may be absent: images resolved
+                                // lazily (a build with a remote cache) fetch it when needed.
+                                let sources = self.mount_sources()?;
                                 for l in &m.layers {
-                                    if !self.blobs().contains(&l.digest) {
+                                    let remote =
+                                        sources.holders(l.digest.as_str()).next().is_some();
+                                    if !self.blobs().contains(&l.digest) && !remote {
                                         problem(
                                             format!("image {name}"),
                                             format!("layer blob {} is missing", l.digest),

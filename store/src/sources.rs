@@ -47,6 +47,15 @@ impl MountSources {
             .filter_map(move |name| name.strip_prefix(&prefix))
     }
 
+    /// Every `(registry, repository)` known to hold `digest`, in name order.
+    pub fn holders<'a>(&'a self, digest: &str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.blobs
+            .get(digest)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| name.split_once('/'))
+    }
+
     /// Notes that `registry/repository` holds `digest`.
     pub fn add(&mut self, digest: &str, registry: &str, repository: &str) {
         self.blobs

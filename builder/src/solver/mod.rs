@@ -12,6 +12,7 @@ mod ctx;
 mod dispatch;
 mod export;
 pub mod plan;
+pub mod remote_cache;
 mod scheduler;
 mod state;
 mod time;
@@ -81,6 +82,10 @@ pub struct BuildOptions {
     pub secrets: Vec<(String, SecretSource)>,
     /// `SOURCE_DATE_EPOCH`: timestamps in config, history and layers.
     pub source_date_epoch: Option<i64>,
+    /// `--cache-from`, in order.
+    pub cache_from: Vec<remote_cache::spec::CacheImport>,
+    /// `--cache-to`.
+    pub cache_to: Vec<remote_cache::spec::CacheExport>,
 }
 
 /// Runs one build: parse, plan, run the stages, export and tag the image.
@@ -118,7 +123,9 @@ pub async fn build(
         )));
     }
     let plan = plan::Plan::new(&graph);
-    let ctx = Arc::new(ctx::BuildCtx::new(
+    let imported =
+        remote_cache::import(&store, &registry, &options.cache_from, events.as_ref()).await;
+    let mut ctx = ctx::BuildCtx::new(
         store,
         registry,
         options,
@@ -127,10 +134,14 @@ pub async fn build(
         name,
         &graph,
         plan.next_id,
-    ));
+    );
+    ctx.imported = imported;
+    let ctx = Arc::new(ctx);
     let target = scheduler::run(ctx.clone(), &plan).await;
     let c = ctx.clone();
     let _ = tokio::task::spawn_blocking(move || c.context.save_stat_cache()).await;
     let target = target?;
-    export::export(&ctx, &target).await
+    let built = export::export(&ctx, &target).await?;
+    remote_cache::export(&ctx, &target).await?;
+    Ok(built)
 }

@@ -87,18 +87,24 @@ fn parse_chmod(s: &str) -> Result<u32, Error> {
         })
 }
 
-/// `--chown=uid[:gid]` numerically (gid defaults to uid), else by name in the image.
-async fn resolve_chown(spec: &str, lowers: &[PathBuf]) -> Result<(u32, u32), Error> {
+/// `--chown=uid[:gid]` when both are numbers (gid defaults to uid).
+fn numeric_chown(spec: &str) -> Option<(u32, u32)> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    if let Ok(uid) = u.parse::<u32>() {
-        match g.map(|g| g.parse::<u32>()) {
-            None => return Ok((uid, uid)),
-            Some(Ok(gid)) => return Ok((uid, gid)),
-            Some(Err(_)) => {}
-        }
+    let uid = u.parse::<u32>().ok()?;
+    match g.map(|g| g.parse::<u32>()) {
+        None => Some((uid, uid)),
+        Some(Ok(gid)) => Some((uid, gid)),
+        Some(Err(_)) => None,
+    }
+}
+
+/// `--chown=uid[:gid]` numerically (gid defaults to uid), else by name in the image.
+async fn resolve_chown(spec: &str, lowers: &[PathBuf]) -> Result<(u32, u32), Error> {
+    if let Some(ids) = numeric_chown(spec) {
+        return Ok(ids);
     }
     let spec = spec.to_string();
     let lowers = lowers.to_vec();
@@ -191,9 +197,16 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         format!("{}/{dest}", workdir.trim_end_matches('/'))
     };
     let chmod = t.chmod.map(parse_chmod).transpose()?;
-    let lowers = current_lowers(cx, st).await?;
+    // The lowers are needed before the cache look-up only to resolve a --chown by name
+    // (a hit on a remote record must not fetch the layers below it).
     let owner = match t.chown {
-        Some(c) => Some(resolve_chown(&cx.expand(st, c)?, &lowers).await?),
+        Some(c) => {
+            let spec = cx.expand(st, c)?;
+            match numeric_chown(&spec) {
+                Some(ids) => Some(ids),
+                None => Some(resolve_chown(&spec, &current_lowers(cx, st).await?).await?),
+            }
+        }
         None => None,
     };
     let exclude = IgnoreRules::new(t.exclude)?;
@@ -247,6 +260,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         return Ok(Lookup::Hit);
     }
 
+    let lowers = current_lowers(cx, st).await?;
     // Run: the copy module writes a fresh snapshot's upper dir.
     if selected.len() + inline.len() + fetched.len() > 1 && !dest.ends_with('/') {
         return Err(CopyError::DestNotDirectory { dest }.into());

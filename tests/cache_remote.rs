@@ -1,0 +1,285 @@
+//! The remote build cache end to end (`--cache-to` / `--cache-from`): two stores as two CI
+//! runners sharing a real `registry:2`, keys that do not depend on the machine, laziness
+//! (blob bytes counted from the registry's access log), refs that are missing, foreign or
+//! garbage, concurrent and killed exporters, token auth, the local-directory cache.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::util::busybox::busybox;
+use crate::util::{show, tool, Rbuild, Registry, TestDir};
+
+const DOCKERFILE: &str = "ARG BASE\n\
+FROM ${BASE}\n\
+COPY app.conf /etc/app.conf\n\
+RUN echo ran-step-$((40+2)) && cat /etc/app.conf > /copy-of-conf.txt\n\
+WORKDIR /srv\n\
+RUN echo ran-step-$((40+3)) && echo two > two.txt\n\
+COPY other.txt /other.txt\n";
+
+/// A context with the Dockerfile above and `app.conf` holding `conf`.
+fn context(name: &str, conf: &str) -> TestDir {
+    let dir = TestDir::new(name);
+    dir.write("Dockerfile", DOCKERFILE);
+    dir.write("app.conf", conf);
+    dir.write("other.txt", "other\n");
+    dir
+}
+
+/// `rbuild build --progress=plain` of `ctx` with the busybox base and `extra` flags.
+fn build(r: &Rbuild, ctx: &Path, extra: &[&str]) -> Output {
+    let base = format!("BASE={}", busybox().reference);
+    let mut args = vec!["build", "--progress=plain", "--build-arg", &base];
+    args.extend_from_slice(extra);
+    let c = ctx.to_string_lossy().into_owned();
+    args.push(&c);
+    r.run(&args)
+}
+
+/// Like [`build`], panicking unless it succeeds; returns (image id, stderr).
+fn build_ok(r: &Rbuild, ctx: &Path, extra: &[&str]) -> (String, String) {
+    let out = build(r, ctx, extra);
+    assert!(out.status.success(), "build failed:\n{}", show(&out));
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `#N` of every step header that makes a layer (RUN, COPY, WORKDIR).
+fn layer_steps(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("] RUN ") || l.contains("] COPY ") || l.contains("] WORKDIR "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+fn assert_all_cached(log: &str) {
+    let steps = layer_steps(log);
+    assert_eq!(steps.len(), 5, "{log}");
+    for n in &steps {
+        assert!(
+            log.contains(&format!("{n} CACHED")),
+            "step {n} not cached:\n{log}"
+        );
+    }
+    assert!(!log.contains("cache miss"), "{log}");
+    // No RUN step ran: their echo lines never appear.
+    assert!(!log.contains("ran-step-4"), "a RUN step ran:\n{log}");
+}
+
+/// The digest in the `#0 pushed REF: digest: D size: N` line.
+fn pushed_digest(log: &str) -> String {
+    let line = log
+        .lines()
+        .find(|l| l.contains("#0 pushed ") && l.contains(": digest: "))
+        .unwrap_or_else(|| panic!("no pushed line:\n{log}"));
+    line.split("digest: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `GET .../blobs/<digest>` lines of the access log after `mark`: (digest, bytes sent).
+fn blob_gets(registry: &Registry, mark: usize) -> Vec<(String, u64)> {
+    registry.log_text()[mark..]
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:"))
+        .map(|l| {
+            let digest = l
+                .split("/blobs/")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            // `"GET /v2/x/blobs/D HTTP/1.1" 200 1234 ...`
+            let after = l.split("HTTP/1.1\" ").nth(1).unwrap_or("");
+            let bytes = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(0);
+            (digest.to_string(), bytes)
+        })
+        .collect()
+}
+
+/// The raw manifest of `reference` in the registry.
+fn raw_manifest(reference: &str) -> serde_json::Value {
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ],
+    );
+    serde_json::from_str(&raw).unwrap()
+}
+
+/// A blob of `repo` in `registry`, by plain HTTP.
+fn registry_blob(registry: &str, repo: &str, digest: &str) -> Vec<u8> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sSf",
+            &format!("http://{registry}/v2/{repo}/blobs/{digest}"),
+        ])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "{}", show(&out));
+    out.stdout
+}
+
+/// The keys of the records in the cache at `reference` (`registry/repo:tag`).
+fn cache_keys(registry: &str, repo: &str, tag: &str) -> Vec<String> {
+    let m = raw_manifest(&format!("{registry}/{repo}:{tag}"));
+    let config = registry_blob(registry, repo, m["config"]["digest"].as_str().unwrap());
+    let c: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    let mut keys: Vec<String> = c["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Every blob of the image at `reference` exists in the registry: skopeo copies it out,
+/// verifying each digest.
+fn assert_complete(reference: &str) {
+    let out = TestDir::new("complete");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &format!("docker://{reference}"),
+            &format!("oci:{}:x", out.path().join("layout").display()),
+        ],
+    );
+}
+
+#[test]
+fn a_runner_with_an_empty_store_rebuilds_from_the_registry_cache_running_nothing() {
+    let registry = Registry::shared();
+    let ctx = context("cr-two-runners", "setting=1\n");
+    let cache = format!("{}/cr/two-runners-cache:ci", registry.addr);
+    let cache_to = format!("type=registry,ref={cache},mode=max");
+    let (a_img, b_img) = (
+        format!("{}/cr/two-runners:a", registry.addr),
+        format!("{}/cr/two-runners:b", registry.addr),
+    );
+
+    // Runner A: cold build, cache exported, image pushed.
+    let a = Rbuild::new();
+    let (a_id, a_log) = build_ok(
+        &a,
+        ctx.path(),
+        &["-t", &a_img, "--push", "--cache-to", &cache_to],
+    );
+    assert!(a_log.contains("ran-step-42"), "{a_log}");
+    assert!(
+        a_log.contains(&format!("#0 exported cache to {cache}: digest: ")),
+        "{a_log}"
+    );
+
+    // The ref is one OCI image manifest (never an index) with our config type, whose
+    // layers are the cached layers, all present.
+    let m = raw_manifest(&cache);
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.rbuild.cache.config.v1+json"
+    );
+    assert!(m.get("manifests").is_none());
+    assert_eq!(m["layers"].as_array().unwrap().len(), 5, "{m}");
+    assert_complete(&cache);
+
+    // Runner B: an empty store at another path imports, builds, pushes.
+    let b = Rbuild::new();
+    let mark = registry.log_text().len();
+    let (b_id, b_log) = build_ok(
+        &b,
+        ctx.path(),
+        &["-t", &b_img, "--push", "--cache-from", &cache],
+    );
+    assert_all_cached(&b_log);
+    assert!(
+        b_log.contains(&format!("#0 imported 7 cache records from {cache}")),
+        "{b_log}"
+    );
+    // The same image, bit for bit: config (image ID) and pushed manifest.
+    assert_eq!(a_id, b_id);
+    assert_eq!(pushed_digest(&a_log), pushed_digest(&b_log));
+    // B downloaded no layer: only manifests and small configs.
+    let layers: Vec<String> = raw_manifest(&b_img)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(layers.len(), 6);
+    let gets = blob_gets(registry, mark);
+    for (d, _) in &gets {
+        assert!(
+            !layers.contains(d),
+            "runner B downloaded layer {d}: {gets:?}"
+        );
+    }
+    let bytes: u64 = gets.iter().map(|(_, n)| n).sum();
+    assert!(
+        bytes <= 256 * 1024,
+        "runner B downloaded {bytes} blob bytes: {gets:?}"
+    );
+    assert_complete(&b_img);
+    b.ok(&["fsck"]);
+
+    // A RUN on top of the cached layers needs their files: B fetches them then, lazily.
+    let next = TestDir::new("cr-two-runners-next");
+    next.write(
+        "Dockerfile",
+        format!("FROM {b_img}\nRUN cat /copy-of-conf.txt /srv/two.txt > /both.txt\n"),
+    );
+    let out = b.run(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "next",
+        &next.path().to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    b.ok(&["fsck"]);
+}
+
+#[test]
+fn keys_do_not_depend_on_store_path_checkout_path_or_owner() {
+    use std::os::unix::fs::chown;
+    let registry = Registry::shared();
+    let (ctx_a, ctx_b) = (
+        context("cr-keys-a", "k=1\n"),
+        context("cr-keys-b-elsewhere", "k=1\n"),
+    );
+    // Runner B's checkout and store belong to another user than runner A's.
+    for entry in std::fs::read_dir(ctx_b.path()).unwrap() {
+        chown(entry.unwrap().path(), Some(4242), Some(4243)).unwrap();
+    }
+    chown(ctx_b.path(), Some(4242), Some(4243)).unwrap();
+    let (a, b) = (Rbuild::new(), Rbuild::new());
+    std::fs::create_dir_all(&b.root).unwrap();
+    chown(&b.root, Some(4242), Some(4243)).unwrap();
+    assert_ne!(a.root, b.root);
+    for (r, ctx, tag) in [(&a, &ctx_a, "a"), (&b, &ctx_b, "b")] {
+        let to = format!("type=registry,ref={}/cr/keys:{tag},mode=max", registry.addr);
+        build_ok(r, ctx.path(), &["--cache-to", &to]);
+    }
+    let keys_a = cache_keys(&registry.addr, "cr/keys", "a");
+    assert_eq!(keys_a.len(), 7);
+    assert_eq!(keys_a, cache_keys(&registry.addr, "cr/keys", "b"));
+}
