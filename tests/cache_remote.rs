@@ -283,3 +283,185 @@ fn keys_do_not_depend_on_store_path_checkout_path_or_owner() {
     assert_eq!(keys_a.len(), 7);
     assert_eq!(keys_a, cache_keys(&registry.addr, "cr/keys", "b"));
 }
+
+/// Uploads `bytes` as a blob of `repo` with curl (monolithic upload); returns its digest.
+fn put_blob(registry: &str, repo: &str, bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+    let out = std::process::Command::new("curl")
+        .args(["-sSf", "-X", "POST", "-D", "-", "-o", "/dev/null"])
+        .arg(format!("http://{registry}/v2/{repo}/blobs/uploads/"))
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "{}", show(&out));
+    let headers = String::from_utf8_lossy(&out.stdout).into_owned();
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or_else(|| l.strip_prefix("location: "))
+        })
+        .unwrap()
+        .trim()
+        .to_string();
+    let url = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{registry}{location}")
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let file = TestDir::new("blob");
+    let path = file.write("blob", bytes);
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sSf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", path.display()))
+        .arg(format!("{url}{sep}digest={digest}"))
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "{}", show(&out));
+    digest
+}
+
+/// PUTs an OCI image manifest under `repo:tag`.
+fn put_manifest(registry: &str, repo: &str, tag: &str, manifest: &serde_json::Value) {
+    let out = std::process::Command::new("curl")
+        .args(["-sSf", "-X", "PUT", "-H"])
+        .arg("Content-Type: application/vnd.oci.image.manifest.v1+json")
+        .arg("--data-binary")
+        .arg(manifest.to_string())
+        .arg(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "{}", show(&out));
+}
+
+#[test]
+fn missing_foreign_garbage_and_unreachable_refs_are_one_warning_each() {
+    let registry = Registry::shared();
+    let addr = &registry.addr;
+    // Garbage: our config media type over bytes that are no record list.
+    let garbage = b"\x00\x01 not json at all".to_vec();
+    let config = put_blob(addr, "cr/garbage", &garbage);
+    put_manifest(
+        addr,
+        "cr/garbage",
+        "ci",
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.rbuild.cache.config.v1+json",
+                       "digest": config, "size": garbage.len()},
+            "layers": []
+        }),
+    );
+    // Lying: a well-formed record list whose record names a layer the manifest lacks.
+    let lying = serde_json::json!({
+        "schemaVersion": 1, "keyVersion": "rbuild-cache-v3",
+        "records": [{"key": "ab".repeat(32), "layer": 3,
+                     "diffID": format!("sha256:{}", "cd".repeat(32)), "config": {}}]
+    })
+    .to_string();
+    let config = put_blob(addr, "cr/lying", lying.as_bytes());
+    put_manifest(
+        addr,
+        "cr/lying",
+        "ci",
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.rbuild.cache.config.v1+json",
+                       "digest": config, "size": lying.len()},
+            "layers": []
+        }),
+    );
+    let refs = [
+        (
+            format!("{addr}/cr/garbage:ci"),
+            "config is not a cache record list",
+        ),
+        (format!("{addr}/cr/lying:ci"), "names layer 3 of 0"),
+        (format!("{addr}/cr/missing:ci"), "not found"),
+        // A plain image: its config is an image config, not records.
+        (busybox().reference.clone(), "not an rbuild cache"),
+        ("127.0.0.1:1/cr/unreachable:ci".to_string(), "127.0.0.1:1"),
+    ];
+    let ctx = context("cr-garbage", "g=1\n");
+    let r = Rbuild::new();
+    let mut args: Vec<&str> = Vec::new();
+    for (reference, _) in &refs {
+        args.extend(["--cache-from", reference]);
+    }
+    let (_, log) = build_ok(&r, ctx.path(), &args);
+    for (reference, why) in &refs {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("WARNING: cache {reference} not used: ")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{reference}:\n{log}");
+        assert!(lines[0].contains(why), "{reference}: {}", lines[0]);
+    }
+    // Nothing was trusted: every step ran.
+    assert!(
+        log.contains("ran-step-42") && log.contains("ran-step-43"),
+        "{log}"
+    );
+    r.ok(&["fsck"]);
+}
+
+#[test]
+fn a_miss_names_the_cache_ref_and_the_changed_source() {
+    let registry = Registry::shared();
+    let cache = format!("{}/cr/explain:ci", registry.addr);
+    let ctx = context("cr-explain", "setting=1\n");
+    build_ok(
+        &Rbuild::new(),
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    std::fs::write(ctx.path().join("app.conf"), "setting=2\n").unwrap();
+    let (_, log) = build_ok(&Rbuild::new(), ctx.path(), &["--cache-from", &cache]);
+    assert!(
+        log.contains(&format!(
+            "cache miss: no record in cache ref {cache} for this key; \
+             nearest record differs in checksum of app.conf"
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("cache miss: an earlier step changed").count(),
+        4,
+        "{log}"
+    );
+}
+
+#[test]
+fn export_failures_fail_the_build_unless_ignore_error() {
+    let ctx = context("cr-export-fail", "e=1\n");
+    let r = Rbuild::new();
+    let to = "type=registry,ref=127.0.0.1:1/cr/nowhere:ci";
+    let out = build(&r, ctx.path(), &["--cache-to", to]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot export the build cache to 127.0.0.1:1/cr/nowhere:ci"),
+        "{err}"
+    );
+    let (_, log) = build_ok(
+        &r,
+        ctx.path(),
+        &["--cache-to", &format!("{to},ignore-error=true")],
+    );
+    assert!(
+        log.contains(
+            "WARNING: cache export to 127.0.0.1:1/cr/nowhere:ci failed (ignore-error=true)"
+        ),
+        "{log}"
+    );
+}
