@@ -465,3 +465,124 @@ fn export_failures_fail_the_build_unless_ignore_error() {
         "{log}"
     );
 }
+
+/// The digest of the manifest `reference` names in the registry.
+fn ref_digest(reference: &str) -> String {
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ],
+    );
+    use sha2::Digest as _;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(raw.as_bytes()))
+    )
+}
+
+/// Whether a fresh store importing `cache` rebuilds `ctx` with every step cached.
+fn all_cached_from(ctx: &Path, cache: &str) -> bool {
+    let (_, log) = build_ok(&Rbuild::new(), ctx, &["--cache-from", cache]);
+    let steps = layer_steps(&log);
+    steps.len() == 5 && steps.iter().all(|n| log.contains(&format!("{n} CACHED")))
+}
+
+#[test]
+fn concurrent_exporters_leave_one_complete_manifest() {
+    let registry = Registry::shared();
+    let cache = format!("{}/cr/concurrent:ci", registry.addr);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let ctxs: Vec<TestDir> = (0..3)
+        .map(|i| context(&format!("cr-concurrent-{i}"), &format!("exporter={i}\n")))
+        .collect();
+    let stores: Vec<Rbuild> = (0..3).map(|_| Rbuild::new()).collect();
+    let base = format!("BASE={}", busybox().reference);
+    let children: Vec<_> = stores
+        .iter()
+        .zip(&ctxs)
+        .map(|(r, ctx)| {
+            r.cmd()
+                .args(["build", "-q", "--build-arg", &base, "--cache-to", &to])
+                .arg(ctx.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    assert_complete(&cache);
+    // The ref is exactly one exporter's: its context rebuilds all cached from it.
+    let winners: Vec<usize> = (0..3)
+        .filter(|&i| all_cached_from(ctxs[i].path(), &cache))
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exporters whose records the ref holds: {winners:?}"
+    );
+}
+
+#[test]
+fn an_exporter_killed_before_its_manifest_leaves_the_previous_ref() {
+    use crate::util::gateproxy::GateProxy;
+    let registry = Registry::shared();
+    let direct = format!("{}/cr/killed:ci", registry.addr);
+    let old_ctx = context("cr-killed-old", "old\n");
+    build_ok(
+        &Rbuild::new(),
+        old_ctx.path(),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={direct},mode=max"),
+        ],
+    );
+    let old = ref_digest(&direct);
+
+    // Through a proxy that holds manifest PUTs back: the exporter has uploaded every blob
+    // when the proxy reports its manifest, and is killed right there.
+    let gate = GateProxy::start(&registry.addr);
+    let new_ctx = context("cr-killed-new", "new\n");
+    // A layer big enough that the export is not instant either way.
+    let big: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    new_ctx.write("other.txt", &big);
+    let to = format!("type=registry,ref={}/cr/killed:ci,mode=max", gate.addr);
+    let base = format!("BASE={}", busybox().reference);
+    let r = Rbuild::new();
+    let mut child = r
+        .cmd()
+        .args(["build", "-q", "--build-arg", &base, "--cache-to", &to])
+        .arg(new_ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = gate.held_manifest(std::time::Duration::from_secs(120));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let status = child.wait().unwrap();
+    let held = held.expect("the exporter never reached its manifest PUT");
+    assert!(held.contains("/v2/cr/killed/manifests/ci"), "{held}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+
+    assert_eq!(
+        ref_digest(&direct),
+        old,
+        "the killed exporter changed the ref"
+    );
+    assert_complete(&direct);
+    assert!(all_cached_from(old_ctx.path(), &direct));
+    r.ok(&["fsck"]);
+}

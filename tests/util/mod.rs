@@ -4,6 +4,7 @@
 
 pub mod busybox;
 pub mod faultproxy;
+pub mod gateproxy;
 pub mod layout;
 pub mod proxy;
 pub mod registry;
