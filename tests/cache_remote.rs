@@ -586,3 +586,93 @@ fn an_exporter_killed_before_its_manifest_leaves_the_previous_ref() {
     assert!(all_cached_from(old_ctx.path(), &direct));
     r.ok(&["fsck"]);
 }
+
+#[test]
+fn the_cache_works_against_a_token_auth_registry() {
+    use crate::util::registry::RegistryOptions;
+    use crate::util::tokenissuer::TokenIssuer;
+    use std::io::Write;
+    let dir = TestDir::new("cr-token");
+    let issuer = TokenIssuer::start(dir.path(), "robot$ci", "ci-pass");
+    let registry = Registry::start(
+        "cr-token",
+        RegistryOptions {
+            extra_yaml: issuer.registry_yaml(),
+            ..Default::default()
+        },
+    );
+    let docker = dir.path().join("docker");
+    let cache = format!("{}/cr/token-cache:ci", registry.addr);
+    let ctx = context("cr-token-ctx", "t=1\n");
+    let with_env = |r: &Rbuild, extra: &[&str]| {
+        let base = format!("BASE={}", busybox().reference);
+        let out = r
+            .cmd()
+            .env("DOCKER_CONFIG", &docker)
+            .args(["build", "--progress=plain", "--build-arg", &base])
+            .args(extra)
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Without credentials the import is refused by the registry: one warning, a cold build.
+    let anonymous = with_env(&Rbuild::new(), &["--cache-from", &cache]);
+    assert_eq!(
+        anonymous
+            .matches(&format!("WARNING: cache {cache} not used"))
+            .count(),
+        1,
+        "{anonymous}"
+    );
+    let a = Rbuild::new();
+    let mut login = a
+        .cmd()
+        .env("DOCKER_CONFIG", &docker)
+        .args([
+            "login",
+            "-u",
+            "robot$ci",
+            "--password-stdin",
+            &registry.addr,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    login.stdin.take().unwrap().write_all(b"ci-pass").unwrap();
+    assert!(login.wait().unwrap().success());
+    let to = format!("type=registry,ref={cache},mode=max");
+    let a_log = with_env(
+        &a,
+        &[
+            "--cache-to",
+            &to,
+            "--push",
+            "-t",
+            &format!("{}/cr/token-app:a", registry.addr),
+        ],
+    );
+    assert!(a_log.contains("#0 exported cache to"), "{a_log}");
+    let b_log = with_env(
+        &Rbuild::new(),
+        &[
+            "--cache-from",
+            &cache,
+            "--push",
+            "-t",
+            &format!("{}/cr/token-app:b", registry.addr),
+        ],
+    );
+    assert_all_cached(&b_log);
+    assert_eq!(pushed_digest(&a_log), pushed_digest(&b_log));
+    // The token flow asked for pull on the cache repository.
+    assert!(
+        issuer
+            .requested_scopes()
+            .iter()
+            .any(|s| s == "repository:cr/token-cache:pull"),
+        "{:?}",
+        issuer.requested_scopes()
+    );
+}
