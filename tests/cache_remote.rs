@@ -28,7 +28,12 @@ fn context(name: &str, conf: &str) -> TestDir {
 
 /// `rbuild build --progress=plain` of `ctx` with the busybox base and `extra` flags.
 fn build(r: &Rbuild, ctx: &Path, extra: &[&str]) -> Output {
-    let base = format!("BASE={}", busybox().reference);
+    build_from(r, ctx, &busybox().reference, extra)
+}
+
+/// [`build`] with `base` as the base image.
+fn build_from(r: &Rbuild, ctx: &Path, base: &str, extra: &[&str]) -> Output {
+    let base = format!("BASE={base}");
     let mut args = vec!["build", "--progress=plain", "--build-arg", &base];
     args.extend_from_slice(extra);
     let c = ctx.to_string_lossy().into_owned();
@@ -38,7 +43,12 @@ fn build(r: &Rbuild, ctx: &Path, extra: &[&str]) -> Output {
 
 /// Like [`build`], panicking unless it succeeds; returns (image id, stderr).
 fn build_ok(r: &Rbuild, ctx: &Path, extra: &[&str]) -> (String, String) {
-    let out = build(r, ctx, extra);
+    build_from_ok(r, ctx, &busybox().reference, extra)
+}
+
+/// [`build_ok`] with `base` as the base image.
+fn build_from_ok(r: &Rbuild, ctx: &Path, base: &str, extra: &[&str]) -> (String, String) {
+    let out = build_from(r, ctx, base, extra);
     assert!(out.status.success(), "build failed:\n{}", show(&out));
     (
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
@@ -166,9 +176,28 @@ fn assert_complete(reference: &str) {
     );
 }
 
+/// A registry of the test's own (its access log counts only this test's requests) holding
+/// the busybox base at `library/busybox:latest`; returns it and the base's reference.
+fn own_registry(name: &str) -> (Registry, String) {
+    let registry = Registry::start(name, Default::default());
+    let base = format!("{}/library/busybox:latest", registry.addr);
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:latest", busybox().layout.display()),
+            &format!("docker://{base}"),
+        ],
+    );
+    (registry, base)
+}
+
 #[test]
 fn a_runner_with_an_empty_store_rebuilds_from_the_registry_cache_running_nothing() {
-    let registry = Registry::shared();
+    let (registry, base) = own_registry("cr-two-runners");
+    let registry = &registry;
     let ctx = context("cr-two-runners", "setting=1\n");
     let cache = format!("{}/cr/two-runners-cache:ci", registry.addr);
     let cache_to = format!("type=registry,ref={cache},mode=max");
@@ -179,9 +208,10 @@ fn a_runner_with_an_empty_store_rebuilds_from_the_registry_cache_running_nothing
 
     // Runner A: cold build, cache exported, image pushed.
     let a = Rbuild::new();
-    let (a_id, a_log) = build_ok(
+    let (a_id, a_log) = build_from_ok(
         &a,
         ctx.path(),
+        &base,
         &["-t", &a_img, "--push", "--cache-to", &cache_to],
     );
     assert!(a_log.contains("ran-step-42"), "{a_log}");
@@ -205,9 +235,10 @@ fn a_runner_with_an_empty_store_rebuilds_from_the_registry_cache_running_nothing
     // Runner B: an empty store at another path imports, builds, pushes.
     let b = Rbuild::new();
     let mark = registry.log_text().len();
-    let (b_id, b_log) = build_ok(
+    let (b_id, b_log) = build_from_ok(
         &b,
         ctx.path(),
+        &base,
         &["-t", &b_img, "--push", "--cache-from", &cache],
     );
     assert_all_cached(&b_log);
@@ -675,4 +706,117 @@ fn the_cache_works_against_a_token_auth_registry() {
         "{:?}",
         issuer.requested_scopes()
     );
+}
+
+#[test]
+fn mode_min_exports_the_final_image_layers_and_mode_max_every_stage() {
+    let registry = Registry::shared();
+    let ctx = TestDir::new("cr-modes");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\n\
+         FROM ${BASE} AS builder\n\
+         RUN echo built-$((1+1)) && echo a > /artifact && echo s > /scratch.txt\n\
+         FROM ${BASE}\n\
+         COPY --from=builder /artifact /artifact\n\
+         RUN echo final-$((2+2)) && cat /artifact > /final\n",
+    );
+    for mode in ["min", "max"] {
+        let tag = format!("modes-{mode}");
+        build_ok(
+            &Rbuild::new(),
+            ctx.path(),
+            &[
+                "--cache-to",
+                &format!(
+                    "type=registry,ref={}/cr/modes:{tag},mode={mode}",
+                    registry.addr
+                ),
+            ],
+        );
+        let (_, log) = build_ok(
+            &Rbuild::new(),
+            ctx.path(),
+            &["--cache-from", &format!("{}/cr/modes:{tag}", registry.addr)],
+        );
+        let keys = cache_keys(&registry.addr, "cr/modes", &tag);
+        let final_run = log
+            .lines()
+            .find(|l| l.contains("] RUN echo final"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        assert!(
+            log.contains(&format!("{final_run} CACHED")),
+            "{mode}:\n{log}"
+        );
+        match mode {
+            // The COPY (and its lineage record) and the final RUN: the builder's RUN runs
+            // again, and the COPY of its output still hits (same content).
+            "min" => {
+                assert_eq!(keys.len(), 3, "{keys:?}");
+                assert!(log.contains("built-2"), "{log}");
+                assert!(log.contains("cache miss"), "{log}");
+            }
+            _ => {
+                assert_eq!(keys.len(), 4, "{keys:?}");
+                assert!(
+                    !log.contains("cache miss") && !log.contains("built-2"),
+                    "{log}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_local_directory_cache_is_an_oci_layout_and_rebuilds_all_cached() {
+    let ctx = context("cr-local", "l=1\n");
+    let dir = TestDir::new("cr-local-cache");
+    let cache = dir.path().join("cache");
+    let dest = format!("type=local,dest={},mode=max", cache.display());
+    build_ok(&Rbuild::new(), ctx.path(), &["--cache-to", &dest]);
+    // An OCI layout whose index names one image manifest of our config type.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("index.json")).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let hex = entries[0]["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap();
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.rbuild.cache.config.v1+json"
+    );
+    assert_eq!(m["layers"].as_array().unwrap().len(), 5);
+    // skopeo reads it as an OCI layout (every blob present and verified).
+    let copy = TestDir::new("cr-local-copy");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &format!("oci:{}:rbuild-cache", cache.display()),
+            &format!("oci:{}:x", copy.path().join("l").display()),
+        ],
+    );
+    let b = Rbuild::new();
+    let src = format!("type=local,src={}", cache.display());
+    let (_, log) = build_ok(&b, ctx.path(), &["--cache-from", &src]);
+    assert_all_cached(&log);
+    b.ok(&["fsck"]);
+    // The next job exports again over the same directory: the index names the new manifest.
+    std::fs::write(ctx.path().join("app.conf"), "l=2\n").unwrap();
+    build_ok(&b, ctx.path(), &["--cache-from", &src, "--cache-to", &dest]);
+    let (_, log) = build_ok(&Rbuild::new(), ctx.path(), &["--cache-from", &src]);
+    assert_all_cached(&log);
 }
