@@ -820,3 +820,71 @@ fn a_local_directory_cache_is_an_oci_layout_and_rebuilds_all_cached() {
     let (_, log) = build_ok(&Rbuild::new(), ctx.path(), &["--cache-from", &src]);
     assert_all_cached(&log);
 }
+
+#[test]
+fn an_inline_cache_in_a_pushed_image_is_used_by_every_next_build() {
+    let registry = Registry::shared();
+    let ctx = context("cr-inline", "i=1\n");
+    let (v1, v2) = (
+        format!("{}/cr/inline:v1", registry.addr),
+        format!("{}/cr/inline:v2", registry.addr),
+    );
+    let (_, a_log) = build_ok(
+        &Rbuild::new(),
+        ctx.path(),
+        &["--cache-to", "type=inline", "--push", "-t", &v1],
+    );
+    // B builds from v1's records and writes them again into v2: C then hits too (BuildKit's
+    // inline cache hit only every second build).
+    let (_, b_log) = build_ok(
+        &Rbuild::new(),
+        ctx.path(),
+        &[
+            "--cache-from",
+            &v1,
+            "--cache-to",
+            "type=inline",
+            "--push",
+            "-t",
+            &v2,
+        ],
+    );
+    assert_all_cached(&b_log);
+    assert_eq!(pushed_digest(&a_log), pushed_digest(&b_log));
+    let (_, c_log) = build_ok(&Rbuild::new(), ctx.path(), &["--cache-from", &v2]);
+    assert_all_cached(&c_log);
+    // The records ride in the image config; a child image does not inherit them.
+    let config = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{v2}"),
+        ],
+    );
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["rbuild.cache.v1"]["records"]
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
+    let child = TestDir::new("cr-inline-child");
+    child.write("Dockerfile", format!("FROM {v2}\nLABEL child=1\n"));
+    let c = Rbuild::new();
+    c.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "child",
+        &child.path().to_string_lossy(),
+    ]);
+    let child_config = crate::build::config(&c, "child");
+    assert!(
+        child_config.get("rbuild.cache.v1").is_none(),
+        "{child_config}"
+    );
+}

@@ -201,7 +201,9 @@ impl Store {
     }
 
     /// Re-hashes every blob and checks `index.json`, every snapshot's meta and every cache
-    /// record. Returns the problems found (empty = healthy).
+    /// record. A tagged image's layer blob may be absent when the mount sources name a
+    /// registry repository that holds it (an image resolved lazily). Returns the problems
+    /// found (empty = healthy).
     pub fn fsck(&self) -> Result<Vec<FsckProblem>> {
         let mut problems = Vec::new();
         let mut problem =

@@ -109,6 +109,48 @@ pub fn encode(records: &BTreeMap<CacheKey, StepRecord>) -> (Vec<u8>, Vec<Descrip
     (bytes, layers)
 }
 
+/// The top-level key of an image config that holds inline cache records (`type=inline`).
+pub const INLINE_KEY: &str = "rbuild.cache.v1";
+
+/// The inline form of `records` for an image whose layers are `image_layers` (bottom
+/// first): the same document, with layer indexes into the image's layers. Records whose
+/// layer is not in the image are left out (`type=inline` is `mode=min`).
+pub fn encode_inline(
+    records: &BTreeMap<CacheKey, StepRecord>,
+    image_layers: &[LayerRef],
+) -> serde_json::Value {
+    let entries = records
+        .iter()
+        .filter_map(|(key, record)| {
+            let (layer, diff_id) = match &record.layer {
+                None => (None, None),
+                Some(l) => {
+                    let i = image_layers.iter().position(|t| t.diff_id == l.diff_id)?;
+                    (Some(i), Some(l.diff_id.clone()))
+                }
+            };
+            Some(Entry {
+                key: key.hex(),
+                layer,
+                diff_id,
+                config: record.config.clone(),
+                sources: record.sources.clone(),
+            })
+        })
+        .collect();
+    let doc = CacheConfig {
+        schema_version: SCHEMA_VERSION,
+        key_version: VERSION.to_string(),
+        records: entries,
+    };
+    serde_json::to_value(&doc).unwrap_or(serde_json::Value::Null)
+}
+
+const IMAGE_CONFIG_TYPES: [&str; 2] = [
+    rbuild_store::MEDIA_TYPE_OCI_CONFIG,
+    rbuild_store::MEDIA_TYPE_DOCKER_CONFIG,
+];
+
 /// Decodes and checks a cache manifest and its config: the manifest is an OCI image
 /// manifest whose config has [`CONFIG_MEDIA_TYPE`] and whose layers are layer blobs; every
 /// record's key is a key, its layer index exists, and one layer has one diffID. Anything
@@ -116,14 +158,17 @@ pub fn encode(records: &BTreeMap<CacheKey, StepRecord>) -> (Vec<u8>, Vec<Descrip
 /// are checked when a blob is fetched and diffIDs when it is unpacked.
 pub fn decode(manifest: &Manifest, config_json: &[u8]) -> Result<Decoded, Refused> {
     let refuse = |s: String| Err(Refused(s));
+    let inline = IMAGE_CONFIG_TYPES.contains(&manifest.config.media_type.as_str());
     if let Some(mt) = &manifest.media_type {
-        if mt != rbuild_store::MEDIA_TYPE_OCI_MANIFEST {
+        let image = mt == rbuild_store::MEDIA_TYPE_OCI_MANIFEST
+            || (inline && mt == rbuild_store::MEDIA_TYPE_DOCKER_MANIFEST);
+        if !image {
             return refuse(format!(
                 "manifest media type {mt} is not an OCI image manifest"
             ));
         }
     }
-    if manifest.config.media_type != CONFIG_MEDIA_TYPE {
+    if manifest.config.media_type != CONFIG_MEDIA_TYPE && !inline {
         return refuse(format!(
             "config media type {} is not {CONFIG_MEDIA_TYPE} (not an rbuild cache)",
             manifest.config.media_type
@@ -140,7 +185,35 @@ pub fn decode(manifest: &Manifest, config_json: &[u8]) -> Result<Decoded, Refuse
             return refuse(format!("layer {} has size 0", l.digest));
         }
     }
-    let doc: CacheConfig = match serde_json::from_slice(config_json) {
+    // An image's config holds inline records under INLINE_KEY, checked against its diffIDs.
+    let mut image_diff_ids: Option<Vec<DiffId>> = None;
+    let parsed = if inline {
+        let image: ImageConfig = match serde_json::from_slice(config_json) {
+            Ok(c) => c,
+            Err(e) => return refuse(format!("image config does not parse: {e}")),
+        };
+        let Some(records) = image.extra.get(INLINE_KEY) else {
+            return refuse(format!(
+                "an image without inline cache records (no {INLINE_KEY} in its config): \
+                 not an rbuild cache"
+            ));
+        };
+        let mut ids = Vec::new();
+        for d in &image.rootfs.diff_ids {
+            match d.parse::<DiffId>() {
+                Ok(id) => ids.push(id),
+                Err(_) => return refuse(format!("image diffID {d:?} is not a digest")),
+            }
+        }
+        if ids.len() != manifest.layers.len() {
+            return refuse("image has more or fewer diffIDs than layers".to_string());
+        }
+        image_diff_ids = Some(ids);
+        serde_json::from_value::<CacheConfig>(records.clone())
+    } else {
+        serde_json::from_slice::<CacheConfig>(config_json)
+    };
+    let doc = match parsed {
         Ok(d) => d,
         Err(e) => return refuse(format!("config is not a cache record list: {e}")),
     };
@@ -176,6 +249,14 @@ pub fn decode(manifest: &Manifest, config_json: &[u8]) -> Result<Decoded, Refuse
                         manifest.layers.len()
                     ));
                 };
+                if let Some(ids) = &image_diff_ids {
+                    if ids[i] != diff_id {
+                        return refuse(format!(
+                            "record {} disagrees with layer {i}'s diffID",
+                            e.key
+                        ));
+                    }
+                }
                 if let Some(other) = diff_of.insert(i, diff_id.clone()) {
                     if other != diff_id {
                         return refuse(format!("layer {i} has two diffIDs"));
