@@ -15,8 +15,9 @@ use crate::solver::state::LayerRef;
 /// The media type of the config of an exported cache manifest.
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
 
-/// The largest cache config an import reads (records carry image configs: ~2-8 KiB each).
-pub const MAX_CONFIG_SIZE: u64 = 32 << 20;
+/// The largest cache config an import reads: the registry client's cap on small blobs
+/// (records carry the image config after each step, ~2-8 KiB each for usual builds).
+pub const MAX_CONFIG_SIZE: u64 = rbuild_registry::MAX_MANIFEST_SIZE;
 
 const SCHEMA_VERSION: u32 = 1;
 
@@ -325,6 +326,34 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r.iter().filter(|(_, s)| s.layer.is_some()).count(), 1);
         assert_eq!(m.layers.len(), 1);
+    }
+
+    #[test]
+    fn inline_records_are_checked_against_the_image_diff_ids() {
+        let (m, c) = sample();
+        let Decoded::Records(records) = decode(&m, &c).unwrap() else {
+            panic!("other key version")
+        };
+        let records: BTreeMap<CacheKey, StepRecord> = records.into_iter().collect();
+        let layer = records.values().find_map(|r| r.layer.clone()).unwrap();
+        let mut image = ImageConfig::default();
+        image.rootfs.diff_ids = vec![layer.diff_id.to_string()];
+        image.extra.insert(
+            INLINE_KEY.into(),
+            encode_inline(&records, std::slice::from_ref(&layer)),
+        );
+        let mut manifest = m.clone();
+        manifest.config.media_type = rbuild_store::MEDIA_TYPE_OCI_CONFIG.into();
+        let Decoded::Records(back) = decode(&manifest, &image.to_json()).unwrap() else {
+            panic!("other key version")
+        };
+        assert_eq!(back.len(), 2);
+        image.rootfs.diff_ids = vec![DiffId::from(Digest::of(b"other")).to_string()];
+        let e = decode(&manifest, &image.to_json()).unwrap_err();
+        assert!(e.0.contains("disagrees with layer 0"), "{e:?}");
+        image.extra.clear();
+        let e = decode(&manifest, &image.to_json()).unwrap_err();
+        assert!(e.0.contains("not an rbuild cache"), "{e:?}");
     }
 
     #[test]
