@@ -278,6 +278,7 @@ fn a_runner_with_an_empty_store_rebuilds_from_the_registry_cache_running_nothing
         "Dockerfile",
         format!("FROM {b_img}\nRUN cat /copy-of-conf.txt /srv/two.txt > /both.txt\n"),
     );
+    let mark = registry.log_text().len();
     let out = b.run(&[
         "build",
         "--progress=plain",
@@ -286,6 +287,18 @@ fn a_runner_with_an_empty_store_rebuilds_from_the_registry_cache_running_nothing
         &next.path().to_string_lossy(),
     ]);
     assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(log.matches("#0 fetching layer sha256:").count(), 6, "{log}");
+    let fetched: Vec<String> = blob_gets(registry, mark)
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    for l in &layers {
+        assert!(
+            fetched.contains(l),
+            "layer {l} was not fetched: {fetched:?}"
+        );
+    }
     b.ok(&["fsck"]);
 }
 

@@ -2,8 +2,10 @@
 //! [`Area::RegistrySources`]), so that a push can mount a blob from another repository of
 //! the same registry instead of uploading.
 //!
-//! The record is a hint: a stale entry only costs a mount that the registry answers with
-//! an upload session, and concurrent writers may lose each other's entries.
+//! For a push the record is a hint: a stale entry only costs a mount that the registry
+//! answers with an upload session. For an image resolved lazily (a build with a remote
+//! cache) it is where a layer that is not in `blobs/` is fetched from, so writers merge
+//! under the store's lock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -92,10 +94,12 @@ impl Store {
         Ok(MountSources::load(self.area(Area::RegistrySources)?.path()))
     }
 
-    /// Merges `sources` into the record on disk (concurrent writers may lose each other's
-    /// entries; a lost entry only costs an upload).
+    /// Merges `sources` into the record on disk, under the store's lock: concurrent writers
+    /// keep each other's entries (a lazily resolved layer is fetched from where they say).
     pub fn save_mount_sources(&self, sources: &MountSources) -> Result<()> {
-        sources.save(self.area(Area::RegistrySources)?.path(), self.scratch())
+        let dir = self.area(Area::RegistrySources)?;
+        let _lock = self.lock()?;
+        sources.save(dir.path(), self.scratch())
     }
 }
 

@@ -297,6 +297,10 @@ impl BuildCtx {
             })
             .await;
         }
+        self.emit(BuildEvent::Progress(format!(
+            "fetching layer {} ({} bytes) from the registry: a step needs its files",
+            blob.digest, blob.size
+        )));
         self.registry
             .fetch_blob(&self.store, blob, Arc::new(NoProgress))
             .await
