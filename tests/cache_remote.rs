@@ -425,7 +425,35 @@ fn missing_foreign_garbage_and_unreachable_refs_are_one_warning_each() {
             "layers": []
         }),
     );
+    // Real caches made wrong after the fact: one whose first layer was deleted from its
+    // repository, one whose manifest states a wrong layer size.
+    for repo in ["cr/deleted-layer", "cr/wrong-size"] {
+        build_ok(
+            &Rbuild::new(),
+            context(&format!("cr-{}", repo.replace('/', "-")), "r=1\n").path(),
+            &[
+                "--cache-to",
+                &format!("type=registry,ref={addr}/{repo}:ci,mode=max"),
+            ],
+        );
+    }
+    let m = raw_manifest(&format!("{addr}/cr/deleted-layer:ci"));
+    let out = std::process::Command::new("curl")
+        .args(["-sSf", "-X", "DELETE"])
+        .arg(format!(
+            "http://{addr}/v2/cr/deleted-layer/blobs/{}",
+            m["layers"][0]["digest"].as_str().unwrap()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let mut resized = raw_manifest(&format!("{addr}/cr/wrong-size:ci"));
+    let size = resized["layers"][1]["size"].as_u64().unwrap();
+    resized["layers"][1]["size"] = (size + 1).into();
+    put_manifest(addr, "cr/wrong-size", "ci", &resized);
     let refs = [
+        (format!("{addr}/cr/deleted-layer:ci"), "not found"),
+        (format!("{addr}/cr/wrong-size:ci"), "the manifest says"),
         (
             format!("{addr}/cr/garbage:ci"),
             "config is not a cache record list",

@@ -119,6 +119,49 @@ impl Client {
         })
     }
 
+    /// Checks that `reference`'s repository holds every blob of `blobs` with the size its
+    /// descriptor says (HEAD requests, in parallel; no bytes are downloaded).
+    pub async fn check_blobs(&self, reference: &Reference, blobs: &[Descriptor]) -> Result<()> {
+        let ep = self.endpoint(reference.registry())?;
+        let repo = reference.repository();
+        let scopes = Scopes::pull(repo);
+        let parallel = self.options().parallel.max(1);
+        futures::stream::iter(blobs.iter().map(|b| {
+            let (ep, scopes) = (ep.clone(), scopes.clone());
+            async move {
+                let url = ep.url(&format!("/v2/{repo}/blobs/{}", b.digest)).await?;
+                let req = crate::transport::Req::new(reqwest::Method::HEAD, url.clone());
+                let resp = ep.send_retry(&req, &scopes).await?;
+                if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Err(Error::NotFound {
+                        what: format!("blob {} in {repo}", b.digest),
+                    });
+                }
+                if !resp.status().is_success() {
+                    return Err(
+                        crate::transport::status_error(&reqwest::Method::HEAD, &url, resp).await,
+                    );
+                }
+                let size = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                match size {
+                    Some(n) if n != b.size => Err(Error::UnexpectedManifest {
+                        what: format!("blob {} in {repo}", b.digest),
+                        reason: format!("is {n} bytes, the manifest says {}", b.size),
+                    }),
+                    _ => Ok(()),
+                }
+            }
+        }))
+        .buffer_unordered(parallel)
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok(())
+    }
+
     /// [`Client::pull`] without the layers: the manifest and config go into the store and
     /// the image is tagged; the store remembers which repository holds each layer, and
     /// [`Client::fetch_blob`] brings a layer in when its contents are needed.

@@ -102,6 +102,12 @@ async fn import_registry(
     let manifest: Manifest = serde_json::from_slice(&head.manifest_json)
         .map_err(|e| format!("manifest does not parse: {e}"))?;
     let decoded = format::decode(&manifest, &head.config_json).map_err(|r| r.0)?;
+    // Every layer must be there, with its size: a record whose layer is gone would fail the
+    // build later, when a step needs it.
+    registry
+        .check_blobs(r, &manifest.layers)
+        .await
+        .map_err(|e| error_chain(&e))?;
     // The layers stay in the registry: the store notes where, so that a step that needs a
     // layer's files fetches it and a push mounts it.
     let (s, registry_name, repo) = (
@@ -166,12 +172,23 @@ async fn import_local(dir: &Path) -> ImportResult {
         .map_err(|e| format!("manifest does not parse: {e}"))?;
         let config = layout_blob(&dir, &manifest.config, MAX_CONFIG_SIZE)?;
         let decoded = format::decode(&manifest, &config).map_err(|r| r.0)?;
-        let blobs = manifest
-            .layers
-            .iter()
-            .map(|l| (l.digest.clone(), blob_path(&dir, &l.digest)))
-            .filter(|(_, p)| p.is_file())
-            .collect();
+        let mut blobs = BTreeMap::new();
+        for l in &manifest.layers {
+            let path = blob_path(&dir, &l.digest);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.len() == l.size => {}
+                Ok(m) => {
+                    return Err(format!(
+                        "{} is {} bytes, the manifest says {}",
+                        path.display(),
+                        m.len(),
+                        l.size
+                    ))
+                }
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+            blobs.insert(l.digest.clone(), path);
+        }
         Ok((decoded, blobs))
     })
     .await
