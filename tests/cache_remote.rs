@@ -929,3 +929,48 @@ fn an_inline_cache_in_a_pushed_image_is_used_by_every_next_build() {
         "{child_config}"
     );
 }
+
+#[test]
+fn a_zstd_cache_is_imported_and_its_layers_fetched_when_a_gzip_push_needs_them() {
+    let registry = Registry::shared();
+    let cache = format!("{}/cr/zstd-cache:ci", registry.addr);
+    let ctx = context("cr-zstd", "z=1\n");
+    build_ok(
+        &Rbuild::new(),
+        ctx.path(),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max,compression=zstd,compression-level=5"),
+        ],
+    );
+    let m = raw_manifest(&cache);
+    let types: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec!["application/vnd.oci.image.layer.v1.tar+zstd"; 5]
+    );
+    // Runner B hits every step; its gzip push needs each zstd layer's contents to recompress
+    // it: the layers are fetched then, and the pushed image is complete.
+    let b = Rbuild::new();
+    let image = format!("{}/cr/zstd-app:b", registry.addr);
+    let (_, log) = build_ok(
+        &b,
+        ctx.path(),
+        &["--cache-from", &cache, "--push", "-t", &image],
+    );
+    assert_all_cached(&log);
+    let pushed = raw_manifest(&image);
+    for l in pushed["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+            "{pushed}"
+        );
+    }
+    assert_complete(&image);
+    b.ok(&["fsck"]);
+}
