@@ -107,6 +107,18 @@ impl Client {
         // only takes chunked uploads gets the blobs compressed first.
         let ep = self.endpoint(destination.registry())?;
         let stream = !ep.always_chunked();
+        if !stream {
+            // The blobs are compressed before uploading: a layer the store knows only by
+            // descriptor (resolved lazily) and that is not in the wanted format comes first.
+            for l in &layers {
+                let desc = store_desc::from_ref(&what, l)?;
+                let wanted = compression.compression().name();
+                if !desc.media_type.ends_with(wanted) {
+                    self.fetch_blob(store, &desc, Arc::new(crate::NoProgress))
+                        .await?;
+                }
+            }
+        }
         let s = store.clone();
         let originals = layers.clone();
         let w = what.clone();
