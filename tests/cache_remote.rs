@@ -76,6 +76,8 @@ fn assert_all_cached(log: &str) {
     assert!(!log.contains("cache miss"), "{log}");
     // No RUN step ran: their echo lines never appear.
     assert!(!log.contains("ran-step-4"), "a RUN step ran:\n{log}");
+    // Nothing needed a layer's files.
+    assert!(!log.contains("#0 fetching layer"), "{log}");
 }
 
 /// The digest in the `#0 pushed REF: digest: D size: N` line.
@@ -972,5 +974,40 @@ fn a_zstd_cache_is_imported_and_its_layers_fetched_when_a_gzip_push_needs_them()
         );
     }
     assert_complete(&image);
+    b.ok(&["fsck"]);
+}
+
+#[test]
+fn hits_on_steps_that_read_other_stages_fetch_none_of_their_layers() {
+    let registry = Registry::shared();
+    let ctx = TestDir::new("cr-other-stages");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\n\
+         FROM ${BASE} AS tools\n\
+         RUN echo tool-$((3+4)) && echo tool > /tool.txt && echo big > /unused.txt\n\
+         FROM ${BASE}\n\
+         RUN --mount=type=bind,from=tools,source=/tool.txt,target=/mnt/tool.txt \\\n\
+             echo final-$((5+6)) && cat /mnt/tool.txt > /bound.txt\n\
+         COPY --from=tools /tool.txt /copied.txt\n",
+    );
+    let cache = format!("{}/cr/other-stages:ci", registry.addr);
+    let (_, a_log) = build_ok(
+        &Rbuild::new(),
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    assert!(
+        a_log.contains("tool-7") && a_log.contains("final-11"),
+        "{a_log}"
+    );
+    let b = Rbuild::new();
+    let (_, log) = build_ok(&b, ctx.path(), &["--cache-from", &cache]);
+    assert!(
+        !log.contains("tool-7") && !log.contains("final-11"),
+        "a RUN ran:\n{log}"
+    );
+    assert!(!log.contains("cache miss"), "{log}");
+    assert!(!log.contains("#0 fetching layer"), "{log}");
     b.ok(&["fsck"]);
 }
