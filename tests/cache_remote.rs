@@ -894,8 +894,23 @@ fn an_inline_cache_in_a_pushed_image_is_used_by_every_next_build() {
     );
     assert_all_cached(&b_log);
     assert_eq!(pushed_digest(&a_log), pushed_digest(&b_log));
-    let (_, c_log) = build_ok(&Rbuild::new(), ctx.path(), &["--cache-from", &v2]);
+    let c = Rbuild::new();
+    let (_, c_log) = build_ok(&c, ctx.path(), &["--cache-from", &v2, "-t", "inline-c"]);
     assert_all_cached(&c_log);
+    // Saving C's image needs every layer, none of which a step needed: they are fetched.
+    let saved = TestDir::new("cr-inline-save");
+    let archive = saved.path().join("c.tar");
+    c.ok(&["save", "-o", &archive.to_string_lossy(), "inline-c"]);
+    let listing = tool("tar", &["-tf", &archive.to_string_lossy()]);
+    assert_eq!(
+        listing
+            .lines()
+            .filter(|l| l.ends_with("/layer.tar"))
+            .count(),
+        6,
+        "{listing}"
+    );
+    c.ok(&["fsck"]);
     // The records ride in the image config; a child image does not inherit them.
     let config = tool(
         "skopeo",

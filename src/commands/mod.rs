@@ -54,7 +54,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rmi(args) => store::rmi(&g, args),
         Command::Prune(args) => store::prune(&g, args),
         Command::Fsck(args) => store::fsck(&g, args),
-        Command::Save(args) => store::save(&g, args),
+        Command::Save(args) => store::save(&g, args).await,
         Command::Debug(cmd) => debug::run(cmd),
     }
 }

@@ -214,11 +214,28 @@ pub fn fsck(g: &Globals, _args: FsckArgs) -> anyhow::Result<()> {
 }
 
 /// `rbuild save`.
-pub fn save(g: &Globals, args: SaveArgs) -> anyhow::Result<()> {
+pub async fn save(g: &Globals, args: SaveArgs) -> anyhow::Result<()> {
     let store = open(g)?;
     let mut images = Vec::new();
     for arg in &args.images {
         images.push(find(&store, arg)?);
+    }
+    // An image a build resolved lazily (`--cache-from`) may lack layers no step needed:
+    // they are fetched from the registry repository the store knows holds them.
+    let client = rbuild_registry::Client::new(rbuild_registry::ClientOptions::default());
+    for image in &images {
+        for layer in image.parsed_manifest()?.layers {
+            if !store.blobs().contains(&layer.digest) {
+                client
+                    .fetch_blob(
+                        &store,
+                        &layer,
+                        std::sync::Arc::new(rbuild_registry::NoProgress),
+                    )
+                    .await
+                    .with_context(|| format!("cannot fetch layer {}", layer.digest))?;
+            }
+        }
     }
     let tmp = args
         .output
