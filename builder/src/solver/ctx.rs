@@ -298,7 +298,7 @@ impl BuildCtx {
             .await;
         }
         self.emit(BuildEvent::Progress(format!(
-            "fetching layer {} ({} bytes) from the registry: a step needs its files",
+            "fetching layer {} ({} bytes) from the registry",
             blob.digest, blob.size
         )));
         self.registry

@@ -123,8 +123,13 @@ pub async fn build(
         )));
     }
     let plan = plan::Plan::new(&graph);
-    let imported =
-        remote_cache::import(&store, &registry, &options.cache_from, events.as_ref()).await;
+    // `--no-cache` uses no record, so it reads no `--cache-from` either (as BuildKit).
+    let imports = if options.no_cache {
+        &[][..]
+    } else {
+        &options.cache_from[..]
+    };
+    let imported = remote_cache::import(&store, &registry, imports, events.as_ref()).await;
     let mut ctx = ctx::BuildCtx::new(
         store,
         registry,
