@@ -256,6 +256,15 @@ pub struct BuildArgs {
     /// Write the image's digests and names as JSON, with buildx's keys
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+    /// Export the build cache: type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd]
+    /// [,compression-level=N][,force-compression=true][,ignore-error=true],
+    /// type=local,dest=DIR or type=inline (BuildKit's syntax)
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache: type=registry,ref=REF, type=local,src=DIR, or a bare REF
+    /// (repeatable)
+    #[arg(long = "cache-from", value_name = "REF")]
+    pub cache_from: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryFlags,
     /// Build context: a directory, or - for a tar (or a lone Dockerfile) on stdin

@@ -4,6 +4,7 @@ mod util;
 
 pub mod build;
 mod cache;
+mod cache_remote;
 mod cli;
 mod debian;
 mod fixtures;

@@ -158,6 +158,15 @@ pub enum Error {
     /// A background task of the build panicked or was cancelled.
     #[error("a build task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// A `--cache-to` that could not be written (without `ignore-error=true`).
+    #[error("cannot export the build cache to {cache}")]
+    CacheExport {
+        /// The cache as named on the command line.
+        cache: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// The files of a COPY or ADD cannot be written.
     #[error(transparent)]
     Copy(#[from] CopyError),

@@ -27,6 +27,14 @@ pub enum CacheMiss {
     NotFound,
     /// A COPY/ADD source changed: e.g. `checksum of app.conf changed`.
     SourceChanged(String),
+    /// No record for this key in the imported caches (nor here); `nearest` says how the
+    /// nearest remote record (same step, other sources) differs.
+    NotInRemote {
+        /// The cache ref searched (the first `--cache-from`).
+        cache: String,
+        /// `checksum of app.conf`, when a record of the same step with other sources exists.
+        nearest: Option<String>,
+    },
 }
 
 impl std::fmt::Display for CacheMiss {
@@ -36,6 +44,13 @@ impl std::fmt::Display for CacheMiss {
             CacheMiss::ParentMissed => f.write_str("an earlier step changed"),
             CacheMiss::NotFound => f.write_str("not built before"),
             CacheMiss::SourceChanged(what) => f.write_str(what),
+            CacheMiss::NotInRemote { cache, nearest } => {
+                write!(f, "no record in cache ref {cache} for this key")?;
+                match nearest {
+                    Some(n) => write!(f, "; nearest record differs in {n}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -102,6 +117,8 @@ pub enum BuildEvent {
     },
     /// Something the user should know that does not stop the build.
     Warning(String),
+    /// A line about work outside the steps (importing and exporting the build cache).
+    Progress(String),
 }
 
 /// Receives build events. Implementations must be cheap: they run on the build's threads.

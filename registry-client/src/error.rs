@@ -196,6 +196,22 @@ pub enum Error {
     /// A blocking task (store or credential I/O) panicked or was cancelled.
     #[error("background task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// A blob to upload is neither in the store nor in any registry repository the store
+    /// knows to hold it.
+    #[error("blob {digest} is not in the store and no known registry repository holds it")]
+    BlobNotLocal {
+        /// The blob.
+        digest: String,
+    },
+    /// A manifest that is not the kind asked for (an index where an image manifest was
+    /// expected, a config of another media type).
+    #[error("{what}: {reason}")]
+    UnexpectedManifest {
+        /// The reference.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The registry refused a manifest in both OCI and Docker media types.
     #[error("{reference}: registry refused the manifest ({detail})")]
     ManifestRefused {

@@ -194,7 +194,7 @@ impl Client {
     }
 
     /// One download of a small blob, size-capped and verified against `digest`.
-    async fn download_small_blob(
+    pub(crate) async fn download_small_blob(
         &self,
         ep: &Endpoint,
         repo: &str,
@@ -228,7 +228,7 @@ impl Client {
 
 /// What the store records of a manifest's blob: its media type, digest, size and, for
 /// foreign layers, where else it lives; the registry's annotations are not the image's.
-fn stored_descriptor(d: &Descriptor) -> Descriptor {
+pub(crate) fn stored_descriptor(d: &Descriptor) -> Descriptor {
     let mut stored = Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size);
     stored.urls = d.urls.clone();
     stored
@@ -236,7 +236,7 @@ fn stored_descriptor(d: &Descriptor) -> Descriptor {
 
 /// Streams one layer into the store unless it is there already. A non-distributable
 /// (foreign) layer is fetched from its `urls` first (as docker does), then from the registry.
-async fn fetch_layer(
+pub(crate) async fn fetch_layer(
     ep: &Endpoint,
     repo: &str,
     scopes: &Scopes,

@@ -116,6 +116,18 @@ impl Client {
         // only takes chunked uploads gets the blobs compressed first.
         let ep = self.endpoint(destination.registry())?;
         let stream = !ep.always_chunked();
+        if !stream {
+            // The blobs are compressed before uploading: a layer the store knows only by
+            // descriptor (resolved lazily) and that is not in the wanted format comes first.
+            for l in &layers {
+                let desc = l;
+                let wanted = compression.compression().name();
+                if !desc.media_type.ends_with(wanted) {
+                    self.fetch_blob(store, desc, Arc::new(crate::NoProgress))
+                        .await?;
+                }
+            }
+        }
         let s = store.clone();
         let originals = layers.clone();
         let forms: Vec<LayerForm> = tokio::task::spawn_blocking(move || {
@@ -144,6 +156,14 @@ impl Client {
         })
         .await
         .map_err(Error::Task)??;
+
+        // A layer to compress must be here: a lazily resolved one is fetched first.
+        for form in &forms {
+            if let LayerForm::Compress(d) = form {
+                self.fetch_blob(store, d, Arc::new(crate::NoProgress))
+                    .await?;
+            }
+        }
 
         let repo = destination.repository().to_string();
         let registry = destination.registry().to_string();
@@ -208,7 +228,7 @@ impl Client {
                             .filter(|r| *r != repo)
                             .map(String::from)
                             .collect();
-                        push_blob(&ep, &repo, &scopes, store, b, &from, progress)
+                        self.push_blob_fetching(&ep, &repo, &scopes, store, b, &from, progress)
                             .await
                             .map(|_| None)
                     }
@@ -344,7 +364,7 @@ fn canonical(m: &Manifest, what: &str) -> Result<Vec<u8>> {
 
 /// PUTs a manifest. `Ok(Err(detail))` when the registry refused its content (400/415),
 /// so the caller may retry with Docker media types.
-async fn put_manifest(
+pub(crate) async fn put_manifest(
     ep: &Endpoint,
     destination: &Reference,
     scopes: &Scopes,

@@ -83,6 +83,16 @@ pub(crate) async fn push_blob(
         }
     }
 
+    // A blob the store only knows by descriptor (a lazily imported layer) cannot be
+    // uploaded from here: the caller fetches it from a registry that holds it and retries.
+    if !store.blobs().contains(digest) {
+        if let Some(s) = session {
+            cancel_session(ep, scopes, &s).await;
+        }
+        return Err(Error::BlobNotLocal {
+            digest: digest.to_string(),
+        });
+    }
     let path = store.blobs().path(digest);
     progress.started(digest, blob.size);
     let chunk_size = ep.chunk_size();

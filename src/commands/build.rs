@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use rbuild_builder::solver::remote_cache::spec::{CacheExport, CacheImport};
 use rbuild_builder::{BuildOptions, ContextSource, NetworkMode, SecretSource};
 use rbuild_registry::{Client, NoProgress};
 use rbuild_store::Reference;
@@ -145,6 +146,16 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
         limits: resources::limits(args)?,
         manifest_annotations: annotations.manifest,
         descriptor_annotations: annotations.manifest_descriptor,
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|s| CacheImport::parse(s).map_err(|e| UsageError(e.to_string()).into()))
+            .collect::<anyhow::Result<_>>()?,
+        cache_to: args
+            .cache_to
+            .iter()
+            .map(|s| CacheExport::parse(s).map_err(|e| UsageError(e.to_string()).into()))
+            .collect::<anyhow::Result<_>>()?,
     };
     // stdin last, once every flag is known to be valid.
     let stdin = || -> anyhow::Result<Vec<u8>> {
@@ -274,6 +285,9 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
         let image = store
             .load_image(tags.first().cloned(), &built.manifest)
             .context("cannot read the built image back")?;
+        if !exports.is_empty() {
+            super::store::fetch_lazy_layers(&store, std::slice::from_ref(&image)).await?;
+        }
         for export in &exports {
             let (st, ex) = (store.clone(), export.clone());
             let (img, t) = (image.clone(), tags.clone());

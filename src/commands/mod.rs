@@ -66,7 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(args) => store::prune(&g, args),
         Command::Fsck(args) => store::fsck(&g, args),
         Command::Du(args) => store::du(&g, args),
-        Command::Save(args) => store::save(&g, args),
+        Command::Save(args) => store::save(&g, args).await,
         Command::Load(args) => store::load(&g, args),
         Command::Completion(args) => docs::completion(args),
         Command::Man(args) => docs::man(args),

@@ -460,13 +460,36 @@ pub fn fsck(g: &Globals, _args: FsckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fetches the layers an image resolved lazily by a build (`--cache-from`) lacks because
+/// no step needed their files, from the registry repository the store knows holds them,
+/// so the image can be written out whole.
+pub async fn fetch_lazy_layers(store: &Store, images: &[Image]) -> anyhow::Result<()> {
+    let client = rbuild_registry::Client::new(rbuild_registry::ClientOptions::default());
+    for image in images {
+        for layer in image.parsed_manifest()?.layers {
+            if !store.blobs().contains(&layer.digest) {
+                client
+                    .fetch_blob(
+                        store,
+                        &layer,
+                        std::sync::Arc::new(rbuild_registry::NoProgress),
+                    )
+                    .await
+                    .with_context(|| format!("cannot fetch layer {}", layer.digest))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `rbuild save`.
-pub fn save(g: &Globals, args: SaveArgs) -> anyhow::Result<()> {
+pub async fn save(g: &Globals, args: SaveArgs) -> anyhow::Result<()> {
     let store = open(g)?;
     let mut images = Vec::new();
     for arg in &args.images {
         images.push(find(&store, arg)?);
     }
+    fetch_lazy_layers(&store, &images).await?;
     let dest = super::output::Dest::File(args.output.clone());
     super::output::write_to(&dest, |out| match args.format {
         SaveFormat::DockerArchive => store.save_docker_archive(&images, out),

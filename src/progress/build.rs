@@ -111,6 +111,9 @@ impl BuildView {
             BuildEvent::Warning(w) => {
                 let _ = writeln!(err, "WARNING: {w}");
             }
+            BuildEvent::Progress(line) => {
+                let _ = writeln!(err, "#0 {line}");
+            }
         }
     }
 
@@ -177,6 +180,9 @@ impl BuildView {
             }
             BuildEvent::Warning(w) => {
                 let _ = self.multi.println(format!("WARNING: {w}"));
+            }
+            BuildEvent::Progress(line) => {
+                let _ = self.multi.println(format!("#0 {line}"));
             }
         }
     }

@@ -409,7 +409,9 @@ impl Store {
     }
 
     /// Re-hashes every blob and checks `index.json`, every snapshot's meta and every cache
-    /// record. Returns the problems found (empty = healthy).
+    /// record. A tagged image's layer blob may be absent when the mount sources name a
+    /// registry repository that holds it (an image resolved lazily). Returns the problems
+    /// found (empty = healthy).
     pub fn fsck(&self) -> Result<Vec<FsckProblem>> {
         let mut problems = Vec::new();
         let mut problem =
@@ -448,8 +450,13 @@ impl Store {
                         Ok(img) => match img.parsed_manifest() {
                             Err(e) => problem(format!("image {name}"), error_chain(&e)),
                             Ok(m) => {
+                                // A layer a registry holds may be absent: images resolved
+                                // lazily (a build with a remote cache) fetch it when needed.
+                                let sources = self.mount_sources()?;
                                 for l in &m.layers {
-                                    if !self.blobs().contains(&l.digest) {
+                                    let remote =
+                                        sources.holders(l.digest.as_str()).next().is_some();
+                                    if !self.blobs().contains(&l.digest) && !remote {
                                         problem(
                                             format!("image {name}"),
                                             format!("layer blob {} is missing", l.digest),

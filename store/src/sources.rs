@@ -2,8 +2,10 @@
 //! [`Area::RegistrySources`]), so that a push can mount a blob from another repository of
 //! the same registry instead of uploading.
 //!
-//! The record is a hint: a stale entry only costs a mount that the registry answers with
-//! an upload session, and concurrent writers may lose each other's entries.
+//! For a push the record is a hint: a stale entry only costs a mount that the registry
+//! answers with an upload session. For an image resolved lazily (a build with a remote
+//! cache) it is where a layer that is not in `blobs/` is fetched from, so writers merge
+//! under the store's lock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -47,6 +49,15 @@ impl MountSources {
             .filter_map(move |name| name.strip_prefix(&prefix))
     }
 
+    /// Every `(registry, repository)` known to hold `digest`, in name order.
+    pub fn holders<'a>(&'a self, digest: &str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.blobs
+            .get(digest)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| name.split_once('/'))
+    }
+
     /// Notes that `registry/repository` holds `digest`.
     pub fn add(&mut self, digest: &str, registry: &str, repository: &str) {
         self.blobs
@@ -83,10 +94,12 @@ impl Store {
         Ok(MountSources::load(self.area(Area::RegistrySources)?.path()))
     }
 
-    /// Merges `sources` into the record on disk (concurrent writers may lose each other's
-    /// entries; a lost entry only costs an upload).
+    /// Merges `sources` into the record on disk, under the store's lock: concurrent writers
+    /// keep each other's entries (a lazily resolved layer is fetched from where they say).
     pub fn save_mount_sources(&self, sources: &MountSources) -> Result<()> {
-        sources.save(self.area(Area::RegistrySources)?.path(), self.scratch())
+        let dir = self.area(Area::RegistrySources)?;
+        let _lock = self.lock()?;
+        sources.save(dir.path(), self.scratch())
     }
 }
 

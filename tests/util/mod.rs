@@ -5,6 +5,7 @@
 pub mod busybox;
 pub mod debian;
 pub mod faultproxy;
+pub mod gateproxy;
 pub mod layout;
 pub mod podman;
 pub mod proxy;

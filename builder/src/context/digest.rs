@@ -2,8 +2,10 @@
 //!
 //! For each selected source, every entry of its tree (the source itself, then what is
 //! below it in walk order) is encoded as length-prefixed fields: the path relative to the
-//! source, the kind, permission bits (`mode & 0o7777`), uid, gid, then the sha256 of the
-//! content for a file, the link target for a symlink, the device number for a device.
+//! source, the kind, permission bits (`mode & 0o7777`), uid, gid (0 for a build context:
+//! COPY does not keep the checkout's owners, and they differ between machines), then the
+//! sha256 of the content for a file, the link target for a symlink, the device number for
+//! a device.
 //! Modification times are not covered (as in BuildKit). The overall digest covers every
 //! source's name and digest in order; the per-source digests let the engine say which
 //! source changed. File contents are hashed on scoped threads, through the stat cache.
@@ -165,8 +167,13 @@ pub fn digest_sources(
             enc.bytes(rel.as_bytes());
             enc.bytes(&[entry.kind.tag()]);
             enc.u64(u64::from(meta.mode() & 0o7777));
-            enc.u64(u64::from(meta.uid()));
-            enc.u64(u64::from(meta.gid()));
+            let (uid, gid) = if files.owners_matter() {
+                (meta.uid(), meta.gid())
+            } else {
+                (0, 0)
+            };
+            enc.u64(u64::from(uid));
+            enc.u64(u64::from(gid));
             match entry.kind {
                 EntryKind::File => {
                     enc.u64(meta.size());

@@ -97,6 +97,10 @@ pub struct ContextFiles {
     root: PathBuf,
     entries: Vec<ContextEntry>,
     index: HashMap<String, usize>,
+    /// Whether owners are part of the content: yes for layers (`COPY --from` keeps them),
+    /// no for a build context, whose files COPY writes as 0:0 (or `--chown`): who owns the
+    /// checkout differs between machines and must not change a cache key.
+    owners: bool,
 }
 
 /// A directory of the walk: its children still to visit.
@@ -278,6 +282,7 @@ impl ContextFiles {
             root: root.to_path_buf(),
             entries,
             index,
+            owners: false,
         })
     }
 
@@ -383,7 +388,13 @@ impl ContextFiles {
             root: layers.first().cloned().unwrap_or_default(),
             entries,
             index,
+            owners: true,
         })
+    }
+
+    /// Whether the files' owners are part of their content (see `digest_sources`).
+    pub fn owners_matter(&self) -> bool {
+        self.owners
     }
 
     /// The context directory.

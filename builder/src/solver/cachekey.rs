@@ -5,7 +5,7 @@
 use sha2::{Digest as _, Sha256};
 
 /// The version tag every key starts with.
-pub const VERSION: &str = "rbuild-cache-v2";
+pub const VERSION: &str = "rbuild-cache-v3";
 
 /// A step's cache key: sha256 over the encoded inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -15,6 +15,18 @@ impl CacheKey {
     /// The key as 64 hex digits.
     pub fn hex(&self) -> String {
         hex::encode(self.0)
+    }
+
+    /// A key from its 64 lowercase hex digits, as [`CacheKey::hex`] writes it.
+    pub fn from_hex(s: &str) -> Option<CacheKey> {
+        let lower_hex = s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if s.len() != 64 || !lower_hex {
+            return None;
+        }
+        let bytes: [u8; 32] = hex::decode(s).ok()?.try_into().ok()?;
+        Some(CacheKey(bytes))
     }
 }
 
@@ -153,7 +165,7 @@ mod tests {
                 e.str("cmd", "make");
             })
             .hex(),
-            "d7b8b53ba2fe069b9224fb88373b8520ee6e43458d73a1282b7a3cd21b027d59"
+            "c2f61b43cd46845362a1c44f856d78392ad6a9233d2c6e1fb3a1043621341e7a"
         );
     }
 }

@@ -6,15 +6,16 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rbuild_registry::NoProgress;
 use rbuild_store::Reference;
-use rbuild_store::{Descriptor, DiffId, Digest, Overlay, Snapshotter, Store};
+use rbuild_store::{ChainId, Descriptor, DiffId, Digest, Overlay, Snapshotter, Store};
 use serde::{Deserialize, Serialize};
 
 use super::cachekey::CacheKey;
 use super::context_dir::ContextDir;
+use super::remote_cache::ImportedCache;
 use super::state::LayerRef;
 use super::BuildOptions;
 use crate::events::{BuildEvent, EventSink, StepId};
@@ -47,9 +48,13 @@ pub struct BuildCtx {
     pub sandbox: rbuild_runner::Sandbox,
     /// The target platform.
     pub platform: Platform,
+    /// Records read from `--cache-from` (empty without it).
+    pub imported: ImportedCache,
     next_id: AtomicUsize,
     /// One pull at a time, so two stages on the same base pull it once.
     pull_lock: tokio::sync::Mutex<()>,
+    /// The records this build hit or wrote, for `--cache-to`.
+    used: Mutex<BTreeMap<CacheKey, StepRecord>>,
 }
 
 /// A base image, resolved into the store.
@@ -131,8 +136,10 @@ impl BuildCtx {
             global_args: graph.global_args.clone(),
             sandbox: rbuild_runner::Sandbox::new(),
             platform,
+            imported: ImportedCache::default(),
             next_id: AtomicUsize::new(next_id),
             pull_lock: tokio::sync::Mutex::new(()),
+            used: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -183,8 +190,19 @@ impl BuildCtx {
             // closures inside it), so it runs on a blocking thread of its own.
             let (registry, store, p) = (self.registry.clone(), self.store.clone(), parsed.clone());
             let handle = tokio::runtime::Handle::current();
+            // With a remote cache, only the manifest and config come now: the layers come
+            // when a step needs their files, and a push mounts them.
+            let lazy = !self.options.cache_from.is_empty();
             let pulled = tokio::task::spawn_blocking(move || {
-                handle.block_on(registry.pull(&store, &p, Some(&platform), Arc::new(NoProgress)))
+                handle.block_on(async {
+                    if lazy {
+                        registry.pull_lazy(&store, &p, Some(&platform)).await
+                    } else {
+                        registry
+                            .pull(&store, &p, Some(&platform), Arc::new(NoProgress))
+                            .await
+                    }
+                })
             })
             .await
             .map_err(Error::Task)?
@@ -228,8 +246,28 @@ impl BuildCtx {
         })
     }
 
-    /// The overlay lowers of `layers`, top-most first (unpacking what is not yet).
+    /// The overlay lowers of `layers`, top-most first (unpacking what is not yet, and
+    /// fetching first the blobs of lazily resolved layers that are not unpacked).
     pub async fn lowers(&self, layers: &[LayerRef]) -> Result<Vec<PathBuf>, Error> {
+        let store = self.store.clone();
+        let diffs: Vec<DiffId> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let missing: Vec<usize> = blocking(move || {
+            let mut parent: Option<ChainId> = None;
+            let mut missing = Vec::new();
+            for (i, d) in diffs.iter().enumerate() {
+                let chain = ChainId::child(parent.as_ref(), d);
+                if store.snapshot_path(&chain).is_none() {
+                    missing.push(i);
+                }
+                parent = Some(chain);
+            }
+            Ok(missing)
+        })
+        .await?;
+        let fetches = missing
+            .iter()
+            .map(|&i| self.fetch_blob(&layers[i].descriptor));
+        futures::future::try_join_all(fetches).await?;
         let snapshotter = self.snapshotter.clone();
         let descs: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
         let diffs: Vec<DiffId> = layers.iter().map(|l| l.diff_id.clone()).collect();
@@ -241,7 +279,67 @@ impl BuildCtx {
         .await
     }
 
-    /// The record cached under `key`, if any.
+    /// Makes sure `blob` is in the store: from a `type=local` cache directory, else from a
+    /// registry repository the store knows holds it. Nothing happens when it is there.
+    pub async fn fetch_blob(&self, blob: &Descriptor) -> Result<(), Error> {
+        if self.store.blobs().contains(&blob.digest) {
+            return Ok(());
+        }
+        if let Some(path) = self.imported.local_blobs.get(&blob.digest) {
+            let (store, path, digest) = (self.store.clone(), path.clone(), blob.digest.clone());
+            return blocking(move || {
+                let file = std::fs::File::open(&path).map_err(Error::io("open", &path))?;
+                store
+                    .blobs()
+                    .ingest(file, Some(&digest))
+                    .map_err(Error::store(format!("ingest {}", path.display())))?;
+                Ok(())
+            })
+            .await;
+        }
+        self.emit(BuildEvent::Progress(format!(
+            "fetching layer {} ({} bytes) from the registry",
+            blob.digest, blob.size
+        )));
+        self.registry
+            .fetch_blob(&self.store, blob, Arc::new(NoProgress))
+            .await
+            .map_err(|source| Error::Registry {
+                reference: format!("layer {}", blob.digest),
+                source,
+            })
+    }
+
+    /// The record under `key`: this store's, else an imported one (with the name of the
+    /// cache it came from).
+    pub async fn cache_find(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<(StepRecord, Option<Arc<str>>)>, Error> {
+        if let Some(r) = self.cache_get(key).await? {
+            return Ok(Some((r, None)));
+        }
+        Ok(self
+            .imported
+            .records
+            .get(key)
+            .map(|i| (i.record.clone(), Some(i.from.clone()))))
+    }
+
+    /// Notes that this build used `record` under `key` (hit or written), for `--cache-to`.
+    pub fn note_used(&self, key: &CacheKey, record: &StepRecord) {
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*key, record.clone());
+    }
+
+    /// The records this build used.
+    pub fn used_records(&self) -> BTreeMap<CacheKey, StepRecord> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The record cached under `key` in this store, if any.
     pub async fn cache_get(&self, key: &CacheKey) -> Result<Option<StepRecord>, Error> {
         let store = self.store.clone();
         let digest = key_digest(key);
@@ -260,6 +358,7 @@ impl BuildCtx {
 
     /// Remembers `record` under `key`.
     pub async fn cache_put(&self, key: &CacheKey, record: StepRecord) -> Result<(), Error> {
+        self.note_used(key, &record);
         let store = self.store.clone();
         let digest = key_digest(key);
         let created = super::time::created(self.options.source_date_epoch);

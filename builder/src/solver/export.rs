@@ -4,6 +4,9 @@
 use rbuild_store::{Descriptor, Digest};
 
 use super::ctx::{blocking, BuildCtx};
+use super::remote_cache::format;
+use super::remote_cache::selected_records;
+use super::remote_cache::spec::{CacheLocation, CacheMode};
 use super::state::StageResult;
 use crate::Error;
 
@@ -36,6 +39,19 @@ pub async fn export(ctx: &BuildCtx, target: &StageResult) -> Result<Built, Error
         for (k, v) in &ctx.options.labels {
             labels.insert(k.clone(), v.clone());
         }
+    }
+    // `--cache-to type=inline`: the records of the image's layers ride in its config.
+    let inline = ctx
+        .options
+        .cache_to
+        .iter()
+        .any(|e| e.location == CacheLocation::Inline);
+    if inline {
+        let records = selected_records(&ctx.used_records(), target, CacheMode::Min);
+        config.extra.insert(
+            format::INLINE_KEY.to_string(),
+            format::encode_inline(&records, &target.layers),
+        );
     }
     config.rootfs.diff_ids = target
         .layers

@@ -12,6 +12,7 @@ mod ctx;
 mod dispatch;
 mod export;
 pub mod plan;
+pub mod remote_cache;
 mod scheduler;
 mod state;
 mod time;
@@ -96,6 +97,10 @@ pub struct BuildOptions {
     /// `--annotation manifest-descriptor:KEY=VALUE`: annotations on the manifest's
     /// descriptor (the store's `index.json` entry, the `index.json` of exported layouts).
     pub descriptor_annotations: std::collections::BTreeMap<String, String>,
+    /// `--cache-from`, in order.
+    pub cache_from: Vec<remote_cache::spec::CacheImport>,
+    /// `--cache-to`.
+    pub cache_to: Vec<remote_cache::spec::CacheExport>,
 }
 
 /// Runs one build: parse, plan, run the stages, export and tag the image.
@@ -136,7 +141,14 @@ pub async fn build(
         )));
     }
     let plan = plan::Plan::new(&graph);
-    let ctx = Arc::new(ctx::BuildCtx::new(
+    // `--no-cache` uses no record, so it reads no `--cache-from` either (as BuildKit).
+    let imports = if options.no_cache {
+        &[][..]
+    } else {
+        &options.cache_from[..]
+    };
+    let imported = remote_cache::import(&store, &registry, imports, events.as_ref()).await;
+    let mut ctx = ctx::BuildCtx::new(
         store,
         registry,
         options,
@@ -145,10 +157,14 @@ pub async fn build(
         name,
         &graph,
         plan.next_id,
-    ));
+    );
+    ctx.imported = imported;
+    let ctx = Arc::new(ctx);
     let target = scheduler::run(ctx.clone(), &plan).await;
     let c = ctx.clone();
     let _ = tokio::task::spawn_blocking(move || c.context.save_stat_cache()).await;
     let target = target?;
-    export::export(&ctx, &target).await
+    let built = export::export(&ctx, &target).await?;
+    remote_cache::export(&ctx, &target).await?;
+    Ok(built)
 }

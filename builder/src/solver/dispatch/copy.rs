@@ -1,6 +1,6 @@
 //! COPY and ADD in the engine: where the sources come from (the walked context, or the
-//! merged layers of a stage or image), the cache key over their content digests, and the
-//! layer the `copy` module writes. Selection, digests and copying are the `context` and
+//! merged layers of a stage or image), the cache key (over the content digests of context
+//! files; over the origin's key for `--from`), and the layer the `copy` module writes. Selection, digests and copying are the `context` and
 //! `copy` modules'.
 
 use std::cell::RefCell;
@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use super::meta::{current_lowers, make_layer};
 use super::{commit, lookup, Lookup, StepCx};
 use crate::context::pathclean::leaves_root;
-use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules, StatCache};
+use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules};
 use crate::copy::{
     copy_into, fetch_url, CopyError, CopySource, CopySpec, Layers, DEFAULT_ARCHIVE_LIMIT,
 };
@@ -22,7 +22,7 @@ use crate::frontend::Base;
 use crate::frontend::{Add, Copy, InlineFile, Source};
 use crate::solver::cachekey::KeyEncoder;
 use crate::solver::ctx::blocking;
-use crate::solver::state::StageState;
+use crate::solver::state::{LayerRef, StageState};
 use crate::Error;
 
 /// The shared shape of COPY and ADD.
@@ -87,18 +87,24 @@ fn parse_chmod(s: &str) -> Result<u32, Error> {
         })
 }
 
-/// `--chown=uid[:gid]` numerically (gid defaults to uid), else by name in the image.
-async fn resolve_chown(spec: &str, lowers: &[PathBuf]) -> Result<(u32, u32), Error> {
+/// `--chown=uid[:gid]` when both are numbers (gid defaults to uid).
+fn numeric_chown(spec: &str) -> Option<(u32, u32)> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    if let Ok(uid) = u.parse::<u32>() {
-        match g.map(|g| g.parse::<u32>()) {
-            None => return Ok((uid, uid)),
-            Some(Ok(gid)) => return Ok((uid, gid)),
-            Some(Err(_)) => {}
-        }
+    let uid = u.parse::<u32>().ok()?;
+    match g.map(|g| g.parse::<u32>()) {
+        None => Some((uid, uid)),
+        Some(Ok(gid)) => Some((uid, gid)),
+        Some(Err(_)) => None,
+    }
+}
+
+/// `--chown=uid[:gid]` numerically (gid defaults to uid), else by name in the image.
+async fn resolve_chown(spec: &str, lowers: &[PathBuf]) -> Result<(u32, u32), Error> {
+    if let Some(ids) = numeric_chown(spec) {
+        return Ok(ids);
     }
     let spec = spec.to_string();
     let lowers = lowers.to_vec();
@@ -114,26 +120,30 @@ fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
-/// The tree COPY reads: the build context after `.dockerignore`, or the merged layers of
-/// an earlier stage or an image (owners kept), with an id for the cache key.
-async fn source_tree(cx: &StepCx<'_>) -> Result<(Arc<ContextFiles>, String, bool), Error> {
-    let (layers, id) = match &cx.step.copy_from {
-        None => return Ok((cx.ctx.context.files().await?, "context".into(), false)),
+/// Where COPY reads from: the build context (`None`), or the layers of an earlier stage
+/// or an image (owners kept); with an id for the cache key.
+async fn source_origin(cx: &StepCx<'_>) -> Result<(Option<Vec<LayerRef>>, String), Error> {
+    Ok(match &cx.step.copy_from {
+        None => (None, "context".into()),
         Some(Base::Stage(i)) => {
             let dep = cx.deps.get(i).ok_or_else(|| Error::SourceNotFound {
                 source_path: format!("stage {i}"),
             })?;
-            (dep.layers.clone(), format!("stage:{}", dep.key.hex()))
+            (Some(dep.layers.clone()), format!("stage:{}", dep.key.hex()))
         }
         Some(Base::Image(r)) => {
             let base = cx.ctx.base_image(r, cx.id).await?;
-            (base.layers, format!("image:{}", base.manifest))
+            (Some(base.layers), format!("image:{}", base.manifest))
         }
-        Some(Base::Scratch) => (Vec::new(), "scratch".into()),
-    };
-    let lowers = cx.ctx.lowers(&layers).await?;
+        Some(Base::Scratch) => (Some(Vec::new()), "scratch".into()),
+    })
+}
+
+/// The merged tree of `layers` (fetched and unpacked when they are not yet).
+async fn layer_tree(cx: &StepCx<'_>, layers: &[LayerRef]) -> Result<Arc<ContextFiles>, Error> {
+    let lowers = cx.ctx.lowers(layers).await?;
     let files = blocking(move || Ok(ContextFiles::walk_layers(&lowers)?)).await?;
-    Ok((Arc::new(files), id, true))
+    Ok(Arc::new(files))
 }
 
 /// A COPY/ADD's source arguments after expansion.
@@ -199,7 +209,8 @@ async fn expand_sources(
 }
 
 async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Result<Lookup, Error> {
-    let (files, origin_id, from_layers) = source_tree(cx).await?;
+    let (origin_layers, origin_id) = source_origin(cx).await?;
+    let from_layers = origin_layers.is_some();
     // Expand sources; ADD's URLs are downloaded into a scratch dir kept until the copy.
     let scratch = cx
         .ctx
@@ -225,38 +236,27 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         format!("{}/{dest}", workdir.trim_end_matches('/'))
     };
     let chmod = t.chmod.map(parse_chmod).transpose()?;
-    let lowers = current_lowers(cx, st).await?;
+    // The lowers are needed before the cache look-up only to resolve a --chown by name
+    // (a hit on a remote record must not fetch the layers below it).
     let owner = match t.chown {
-        Some(c) => Some(resolve_chown(&cx.expand(st, c)?, &lowers).await?),
+        Some(c) => {
+            let spec = cx.expand(st, c)?;
+            match numeric_chown(&spec) {
+                Some(ids) => Some(ids),
+                None => Some(resolve_chown(&spec, &current_lowers(cx, st).await?).await?),
+            }
+        }
         None => None,
     };
     let exclude = IgnoreRules::new(t.exclude)?;
 
-    // Select and digest (blocking: reads the files the stat cache does not know).
-    let stat_cache = cx.ctx.context.stat_cache.clone();
-    let (files_b, exclude_b) = (files.clone(), exclude.clone());
-    let (selected, content) = blocking(move || {
-        let selected = select_sources(&files_b, &paths)?;
-        let content = if from_layers {
-            digest_sources(&files_b, &selected, &exclude_b, &mut StatCache::in_memory())?
-        } else {
-            let mut cache = stat_cache.lock().unwrap_or_else(|e| e.into_inner());
-            digest_sources(&files_b, &selected, &exclude_b, &mut cache)?
-        };
-        Ok((selected, content))
-    })
-    .await?;
-    // Per-source digests, so a later miss can name what changed.
-    let mut sources: BTreeMap<String, String> = content
-        .sources
-        .iter()
-        .map(|s| (s.name.clone(), s.digest.clone()))
-        .collect();
+    // Inline and downloaded sources enter the key by their digests.
+    let mut extra_digests: BTreeMap<String, String> = BTreeMap::new();
     for (name, data) in &inline {
-        sources.insert(format!("<<{name}"), hex::encode(Sha256::digest(data)));
+        extra_digests.insert(format!("<<{name}"), hex::encode(Sha256::digest(data)));
     }
     for f in &fetched {
-        sources.insert(f.url.clone(), f.digest.clone());
+        extra_digests.insert(f.url.clone(), f.digest.clone());
     }
     let encode = |kind: &str| {
         let mut k = KeyEncoder::new(kind, Some(&st.key));
@@ -270,17 +270,58 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
             .opt("workdir", st.config.config.working_dir.as_deref());
         k
     };
-    let lineage = encode(&format!("{}-sources", t.kind)).finish();
-    let mut full = encode(t.kind);
-    let digest_pairs: Vec<(String, String)> = sources.clone().into_iter().collect();
-    full.str("content", &content.digest)
-        .pairs("digests", &digest_pairs);
-    let key = full.finish();
     let created_by = format!("{} {} {} # buildkit", t.kind, written.join(" "), dest);
-    if let Lookup::Hit = lookup(cx, st, key, Some((lineage, &sources))).await? {
-        return Ok(Lookup::Hit);
-    }
+    let (files, selected, key, lineage) = match origin_layers {
+        // From a stage or an image, the key is the origin's (its last step's key, or its
+        // manifest digest), as BuildKit's definition-based key: a hit needs none of the
+        // origin's files, so layers imported from a remote cache stay unfetched.
+        Some(layers) => {
+            let mut k = encode(t.kind);
+            let pairs: Vec<(String, String)> = extra_digests.into_iter().collect();
+            k.pairs("digests", &pairs);
+            let key = k.finish();
+            if let Lookup::Hit = lookup(cx, st, key, None).await? {
+                return Ok(Lookup::Hit);
+            }
+            let files = layer_tree(cx, &layers).await?;
+            let (files_b, paths) = (files.clone(), paths.clone());
+            let selected = blocking(move || Ok(select_sources(&files_b, &paths)?)).await?;
+            (files, selected, key, None)
+        }
+        // From the context, the key covers the selected files' contents.
+        None => {
+            let files = cx.ctx.context.files().await?;
+            // Select and digest (blocking: reads the files the stat cache does not know).
+            let stat_cache = cx.ctx.context.stat_cache.clone();
+            let (files_b, exclude_b) = (files.clone(), exclude.clone());
+            let (selected, content) = blocking(move || {
+                let selected = select_sources(&files_b, &paths)?;
+                let mut cache = stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+                let content = digest_sources(&files_b, &selected, &exclude_b, &mut cache)?;
+                Ok((selected, content))
+            })
+            .await?;
+            // Per-source digests, so a later miss can name what changed.
+            let mut sources: BTreeMap<String, String> = content
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.digest.clone()))
+                .collect();
+            sources.extend(extra_digests);
+            let lineage = encode(&format!("{}-sources", t.kind)).finish();
+            let mut full = encode(t.kind);
+            let digest_pairs: Vec<(String, String)> = sources.clone().into_iter().collect();
+            full.str("content", &content.digest)
+                .pairs("digests", &digest_pairs);
+            let key = full.finish();
+            if let Lookup::Hit = lookup(cx, st, key, Some((lineage, &sources))).await? {
+                return Ok(Lookup::Hit);
+            }
+            (files, selected, key, Some((lineage, sources)))
+        }
+    };
 
+    let lowers = current_lowers(cx, st).await?;
     // Run: the copy module writes a fresh snapshot's upper dir.
     if selected.len() + inline.len() + fetched.len() > 1 && !dest.ends_with('/') {
         return Err(CopyError::DestNotDirectory { dest }.into());
@@ -324,14 +365,6 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         Ok(deferred.into_inner())
     })
     .await?;
-    commit(
-        cx,
-        st,
-        key,
-        Some(layer),
-        created_by,
-        Some((lineage, sources)),
-    )
-    .await?;
+    commit(cx, st, key, Some(layer), created_by, lineage).await?;
     Ok(Lookup::Miss)
 }

@@ -93,6 +93,11 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
         st.config.set_env("PATH", rbuild_runner::DEFAULT_PATH);
     }
     // A stage's own image config starts without the base's triggers.
+    // A stage's own image config starts without the base's triggers, nor the base's inline
+    // cache records (they describe the base's build, not this one).
+    st.config
+        .extra
+        .remove(crate::solver::remote_cache::format::INLINE_KEY);
     let triggers = st.config.config.on_build.take().unwrap_or_default();
     for trigger in triggers {
         let planned = trigger_step(ctx, stage, &trigger)?;

@@ -12,7 +12,7 @@ use crate::copy::Layers;
 use crate::frontend::{expand_env_pairs, ArgDecl, Healthcheck, KeyValue, Scope, ShellOrExec};
 use crate::solver::cachekey::KeyEncoder;
 use crate::solver::ctx::blocking;
-use crate::solver::state::{LayerRef, StageState};
+use crate::solver::state::{CacheUse, LayerRef, StageState};
 use crate::Error;
 use rbuild_store::model::config::{Empty, HealthConfig};
 
@@ -268,6 +268,18 @@ pub async fn workdir(cx: &StepCx<'_>, st: &mut StageState, w: &str) -> Result<Lo
     };
     st.config.config.working_dir = Some(path.clone());
     let created_by = format!("WORKDIR {path}");
+    let mut k = KeyEncoder::new("WORKDIR", Some(&st.key));
+    k.str("path", &path)
+        .opt("user", st.config.config.user.as_deref());
+    let key = k.finish();
+    // A record means this step made the directory before: the lowers need not be looked at
+    // (nor fetched, when they come from a remote cache).
+    let recorded = st.cache == CacheUse::Lookup && cx.ctx.cache_find(&key).await?.is_some();
+    if recorded {
+        if let Lookup::Hit = lookup(cx, st, key, None).await? {
+            return Ok(Lookup::Hit);
+        }
+    }
     let lowers = current_lowers(cx, st).await?;
     let rel = clean_in_root(&path);
     // Over an empty upper: the stage as it is before this step.
@@ -288,17 +300,15 @@ pub async fn workdir(cx: &StepCx<'_>, st: &mut StageState, w: &str) -> Result<Lo
         })
         .await?
     };
-    let mut k = KeyEncoder::new("WORKDIR", Some(&st.key));
-    k.str("path", &path)
-        .opt("user", st.config.config.user.as_deref());
-    let key = k.finish();
     if exists || rel == "." {
         st.key = key;
         push_history(cx, st, created_by, true);
         return Ok(Lookup::Miss);
     }
-    if let Lookup::Hit = lookup(cx, st, key, None).await? {
-        return Ok(Lookup::Hit);
+    if !recorded {
+        if let Lookup::Hit = lookup(cx, st, key, None).await? {
+            return Ok(Lookup::Hit);
+        }
     }
     let owner = match st.config.config.user.as_deref() {
         Some(u) if !u.is_empty() => {

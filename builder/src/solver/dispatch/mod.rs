@@ -175,8 +175,26 @@ pub async fn lookup(
 ) -> Result<Lookup, Error> {
     let reason = match &st.cache {
         CacheUse::Bypass(reason) => reason.clone(),
-        CacheUse::Lookup => match cx.ctx.cache_get(&key).await? {
-            Some(record) if layer_present(cx.ctx, &record).await => {
+        CacheUse::Lookup => match cx.ctx.cache_find(&key).await? {
+            Some((record, from)) if from.is_some() || layer_present(cx.ctx, &record) => {
+                if let (Some(_), Some(l)) = (&from, &record.layer) {
+                    // A layer of a `type=local` cache is copied in now (registry layers stay
+                    // where they are until a step needs their files).
+                    if cx
+                        .ctx
+                        .imported
+                        .local_blobs
+                        .contains_key(&l.descriptor.digest)
+                    {
+                        cx.ctx.fetch_blob(&l.descriptor).await?;
+                    }
+                }
+                cx.ctx.note_used(&key, &record);
+                if let Some((lkey, _)) = &lineage {
+                    if let Some((previous, _)) = cx.ctx.cache_find(lkey).await? {
+                        cx.ctx.note_used(lkey, &previous);
+                    }
+                }
                 apply(st, key, record);
                 cx.ctx.emit(BuildEvent::StepCached { id: cx.id });
                 return Ok(Lookup::Hit);
@@ -195,38 +213,60 @@ pub async fn lookup(
     Ok(Lookup::Miss)
 }
 
-async fn layer_present(ctx: &BuildCtx, record: &StepRecord) -> bool {
+fn layer_present(ctx: &BuildCtx, record: &StepRecord) -> bool {
     match &record.layer {
         None => true,
         Some(l) => ctx.store.blobs().contains(&l.descriptor.digest),
     }
 }
 
+/// Why there is no record: nothing of this step anywhere, or (for COPY/ADD, through the
+/// lineage record of the same step with any sources) which sources differ, here or in the
+/// imported cache the nearest record came from.
 async fn explain(
     cx: &StepCx<'_>,
     lineage: Option<(CacheKey, &BTreeMap<String, String>)>,
 ) -> Result<CacheMiss, Error> {
-    let Some((lkey, sources)) = lineage else {
-        return Ok(CacheMiss::NotFound);
+    let not_found = || match cx.ctx.imported.names.first() {
+        Some(cache) => CacheMiss::NotInRemote {
+            cache: cache.clone(),
+            nearest: None,
+        },
+        None => CacheMiss::NotFound,
     };
-    let Some(previous) = cx.ctx.cache_get(&lkey).await? else {
-        return Ok(CacheMiss::NotFound);
+    let Some((lkey, sources)) = lineage else {
+        return Ok(not_found());
+    };
+    let Some((previous, from)) = cx.ctx.cache_find(&lkey).await? else {
+        return Ok(not_found());
     };
     let changed: Vec<&String> = sources
         .iter()
         .filter(|(name, digest)| previous.sources.get(*name) != Some(digest))
         .map(|(name, _)| name)
         .collect();
-    Ok(match changed.as_slice() {
-        [] => CacheMiss::NotFound,
-        [one] => CacheMiss::SourceChanged(format!("checksum of {one} changed")),
-        many => CacheMiss::SourceChanged(format!(
-            "checksums of {} changed",
-            many.iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+    let names = |many: &[&String]| {
+        many.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(match (from, changed.as_slice()) {
+        (None, []) => not_found(),
+        (None, [one]) => CacheMiss::SourceChanged(format!("checksum of {one} changed")),
+        (None, many) => CacheMiss::SourceChanged(format!("checksums of {} changed", names(many))),
+        (Some(cache), []) => CacheMiss::NotInRemote {
+            cache: cache.to_string(),
+            nearest: None,
+        },
+        (Some(cache), [one]) => CacheMiss::NotInRemote {
+            cache: cache.to_string(),
+            nearest: Some(format!("checksum of {one}")),
+        },
+        (Some(cache), many) => CacheMiss::NotInRemote {
+            cache: cache.to_string(),
+            nearest: Some(format!("checksums of {}", names(many))),
+        },
     })
 }
 

@@ -20,7 +20,7 @@ use crate::frontend::Base;
 use crate::frontend::{Mount, MountKind, Network, Run, ShellOrExec};
 use crate::solver::cachekey::KeyEncoder;
 use crate::solver::ctx::blocking;
-use crate::solver::state::StageState;
+use crate::solver::state::{LayerRef, StageState};
 use crate::solver::{NetworkMode, SecretSource};
 use crate::Error;
 
@@ -33,6 +33,30 @@ struct Prepared {
     key: String,
     /// A temporary directory to delete after the step.
     _scratch: Option<rbuild_store::TmpDir>,
+    /// A bind from a stage or image, filled only when the step runs (its key does not need
+    /// the files, so a cache hit fetches none of the origin's layers).
+    pending: Option<PendingBind>,
+}
+
+/// What a bind mount from a stage or image copies out of it: `source` of `layers` into
+/// `upper`/b.
+struct PendingBind {
+    layers: Vec<LayerRef>,
+    source: String,
+    upper: std::path::PathBuf,
+}
+
+impl PendingBind {
+    async fn fill(self, cx: &StepCx<'_>) -> Result<(), Error> {
+        let lowers = cx.ctx.lowers(&self.layers).await?;
+        let (s, upper) = (self.source, self.upper);
+        blocking(move || {
+            let files = ContextFiles::walk_layers(&lowers)?;
+            let selected = select_sources(&files, &[s])?;
+            materialize(&files, &selected, &upper, true)
+        })
+        .await
+    }
 }
 
 fn option<'a>(m: &'a Mount, name: &str) -> Option<&'a str> {
@@ -124,6 +148,7 @@ async fn cache_mount(
             readonly: m.readonly && option(m, "ro").is_some(),
         },
         _scratch: None,
+        pending: None,
     }))
 }
 
@@ -138,6 +163,7 @@ fn tmpfs_mount(m: &Mount, target: Option<String>) -> Result<Option<Prepared>, Er
         ),
         mount: ExtraMount::Tmpfs { target, size },
         _scratch: None,
+        pending: None,
     }))
 }
 
@@ -194,6 +220,7 @@ async fn secret_mount(
             readonly: true,
         },
         _scratch: scratch,
+        pending: None,
     }))
 }
 
@@ -244,6 +271,7 @@ async fn bind_mount(
                     readonly: m.readonly,
                 },
                 _scratch: scratch,
+                pending: None,
             }))
         }
         Some(base) => {
@@ -260,17 +288,9 @@ async fn bind_mount(
                 }
                 Base::Scratch => (Vec::new(), "scratch".into()),
             };
-            let lowers = cx.ctx.lowers(&layers).await?;
             let dir = scratch_dir(cx)?;
             let into = dir.path().join("b");
             let upper = dir.path().to_path_buf();
-            let s = source.clone();
-            blocking(move || {
-                let files = ContextFiles::walk_layers(&lowers)?;
-                let selected = select_sources(&files, &[s])?;
-                materialize(&files, &selected, &upper, true)
-            })
-            .await?;
             Ok(Some(Prepared {
                 key: format!("bind:{ident}:{source}:{target}:{}", m.readonly),
                 mount: ExtraMount::Bind {
@@ -279,6 +299,11 @@ async fn bind_mount(
                     readonly: m.readonly,
                 },
                 _scratch: Some(dir),
+                pending: Some(PendingBind {
+                    layers,
+                    source,
+                    upper,
+                }),
             }))
         }
     }
@@ -422,6 +447,11 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
         return Ok(Lookup::Hit);
     }
 
+    for p in &mut prepared {
+        if let Some(pending) = p.pending.take() {
+            pending.fill(cx).await?;
+        }
+    }
     let lowers = current_lowers(cx, st).await?;
     let (l, u) = (lowers.clone(), user_spec.clone());
     let (user, home) = blocking(move || {
