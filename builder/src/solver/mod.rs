@@ -141,6 +141,14 @@ pub async fn build(
         )));
     }
     let plan = plan::Plan::new(&graph);
+    for e in &options.cache_to {
+        for field in &e.ignored {
+            events.event(crate::events::BuildEvent::Warning(format!(
+                "--cache-to {}: {field} ignored: rbuild always exports one OCI image manifest",
+                e.location.name()
+            )));
+        }
+    }
     // `--no-cache` uses no record, so it reads no `--cache-from` either (as BuildKit).
     let imports = if options.no_cache {
         &[][..]

@@ -41,6 +41,9 @@ pub struct CacheExport {
     pub force_compression: bool,
     /// A failed export is a warning, not a failed build.
     pub ignore_error: bool,
+    /// Fields given that rbuild does not follow (`oci-mediatypes=false`,
+    /// `image-manifest=false`: it always writes one OCI image manifest), for a warning.
+    pub ignored: Vec<String>,
 }
 
 /// One `--cache-from`.
@@ -143,6 +146,7 @@ impl CacheExport {
         let mut level = None;
         let mut force_compression = false;
         let mut ignore_error = false;
+        let mut ignored = Vec::new();
         for (k, v) in &fields {
             match *k {
                 "type" | "ref" | "dest" => {}
@@ -168,14 +172,11 @@ impl CacheExport {
                 }
                 "force-compression" => force_compression = boolean(FLAG, value, v)?,
                 "ignore-error" => ignore_error = boolean(FLAG, value, v)?,
-                // rbuild always writes one OCI image manifest: these only say so.
+                // rbuild always writes one OCI image manifest: `true` only says so, and
+                // `false` is noted (a warning), so BuildKit scripts keep working.
                 "image-manifest" | "oci-mediatypes" => {
                     if !boolean(FLAG, value, v)? {
-                        return Err(invalid(
-                            FLAG,
-                            value,
-                            "rbuild always exports one OCI image manifest (true is the only value)",
-                        ));
+                        ignored.push(format!("{k}={v}"));
                     }
                 }
                 _ => return Err(invalid(FLAG, value, "unknown field")),
@@ -219,6 +220,7 @@ impl CacheExport {
             compression,
             force_compression,
             ignore_error,
+            ignored,
         })
     }
 }
@@ -267,10 +269,6 @@ mod tests {
             ("type=inline,mode=max", "mode=min only"),
             ("type=registry,ref=r/a,compression=xz", "gzip or zstd"),
             ("type=registry,ref=r/a,compression-level=42", "out of range"),
-            (
-                "type=registry,ref=r/a,image-manifest=false",
-                "one OCI image manifest",
-            ),
             ("type=s3,ref=r/a", "type must be"),
             ("type=registry,ref=r/a,colour=blue", "unknown field"),
         ] {
@@ -278,5 +276,7 @@ mod tests {
             assert!(e.contains(reason), "{v}: {e}");
         }
         assert!(CacheImport::parse("type=local").is_err());
+        let e = CacheExport::parse("type=registry,ref=r/a,oci-mediatypes=false").unwrap();
+        assert_eq!(e.ignored, vec!["oci-mediatypes=false".to_string()]);
     }
 }
