@@ -43,6 +43,20 @@ pub(crate) struct Fetched {
     pub digest: Digest,
 }
 
+/// An image manifest resolved from a reference (through an index when there is one).
+pub(crate) struct ImageManifest {
+    /// The digest the reference resolved to (an index's, when it named one).
+    pub resolved: Digest,
+    /// The image manifest as received.
+    pub fetched: Fetched,
+    /// Its media type.
+    pub media_type: String,
+    /// Its config.
+    pub config: rbuild_store::Descriptor,
+    /// Its layers, bottom first.
+    pub layers: Vec<rbuild_store::Descriptor>,
+}
+
 impl Client {
     /// A client with `options`. Nothing is contacted until the first request.
     pub fn new(options: ClientOptions) -> Client {
@@ -121,6 +135,47 @@ impl Client {
         });
         let ep = Endpoint::new(registry, &options)?;
         ep.verify_login().await
+    }
+
+    /// The image manifest `reference` names: its own, or, when it is an index, the entry
+    /// for `platform` (attestations skipped; `None` refuses an index). Returns the digest
+    /// the reference resolved to (the index's, if any), the image manifest as fetched, its
+    /// media type, config and layers.
+    pub(crate) async fn image_manifest(
+        &self,
+        ep: &Endpoint,
+        reference: &Reference,
+        platform: Option<&rbuild_store::Platform>,
+    ) -> Result<ImageManifest> {
+        let what = reference.to_string();
+        let top = self.fetch_manifest(ep, reference, None).await?;
+        let resolved = top.digest.clone();
+        let (mut media_type, mut parsed) =
+            manifest::parse(&what, &top.bytes, top.media_type.as_deref())?;
+        let mut fetched = top;
+        if let manifest::Parsed::Index(entries) = &parsed {
+            let Some(platform) = platform else {
+                return Err(Error::UnexpectedManifest {
+                    what,
+                    reason: format!("is an index ({media_type}), not an image manifest"),
+                });
+            };
+            let digest = manifest::select(&what, entries, platform)?.digest.clone();
+            fetched = self.fetch_manifest(ep, reference, Some(&digest)).await?;
+            let (mt, p) = manifest::parse(&what, &fetched.bytes, fetched.media_type.as_deref())?;
+            media_type = mt;
+            parsed = p;
+        }
+        let manifest::Parsed::Image { config, layers } = parsed else {
+            return Err(Error::UnsupportedMediaType { what, media_type });
+        };
+        Ok(ImageManifest {
+            resolved,
+            fetched,
+            media_type,
+            config: *config,
+            layers,
+        })
     }
 
     /// GETs a manifest (bytes kept as received, at most [`manifest::MAX_MANIFEST_SIZE`]),

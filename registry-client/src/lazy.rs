@@ -12,8 +12,8 @@ use rbuild_store::{
 };
 
 use crate::auth::Scopes;
-use crate::client::Client;
-use crate::manifest::{self, Parsed};
+use crate::client::{Client, ImageManifest};
+use crate::manifest;
 use crate::progress::{Outcome, Progress};
 use crate::pull::{fetch_layer, stored_descriptor, PulledImage};
 use crate::push::{put_manifest, PushedImage};
@@ -50,28 +50,13 @@ impl Client {
     ) -> Result<ImageHead> {
         let ep = self.endpoint(reference.registry())?;
         let what = reference.to_string();
-        let top = self.fetch_manifest(&ep, reference, None).await?;
-        let resolved = top.digest.clone();
-        let (mut media_type, mut parsed) =
-            manifest::parse(&what, &top.bytes, top.media_type.as_deref())?;
-        let mut fetched = top;
-        if let Parsed::Index(entries) = &parsed {
-            let Some(platform) = platform else {
-                return Err(Error::UnexpectedManifest {
-                    what,
-                    reason: format!("is an index ({media_type}), not an image manifest"),
-                });
-            };
-            let entry = manifest::select(&what, entries, platform)?;
-            let digest = entry.digest.clone();
-            fetched = self.fetch_manifest(&ep, reference, Some(&digest)).await?;
-            let (mt, p) = manifest::parse(&what, &fetched.bytes, fetched.media_type.as_deref())?;
-            media_type = mt;
-            parsed = p;
-        }
-        let Parsed::Image { config, layers } = parsed else {
-            return Err(Error::UnsupportedMediaType { what, media_type });
-        };
+        let ImageManifest {
+            resolved,
+            fetched,
+            media_type,
+            config,
+            layers,
+        } = self.image_manifest(&ep, reference, platform).await?;
         if config.size > max_config {
             return Err(Error::TooLarge {
                 what: format!("{what} config"),

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::auth::Scopes;
 use crate::body::read_limited;
-use crate::client::Client;
-use crate::manifest::{self, Parsed};
+use crate::client::{Client, ImageManifest};
+use crate::manifest;
 use crate::progress::{Outcome, Progress};
 use crate::transport::{status_error, Endpoint, Req};
 use crate::{Error, Result};
@@ -57,30 +57,14 @@ impl Client {
         let ep = self.endpoint(reference.registry())?;
         let host = Platform::host();
         let platform = platform.unwrap_or(&host);
-        let what = reference.to_string();
 
-        let top = self.fetch_manifest(&ep, reference, None).await?;
-        let resolved = top.digest.clone();
-        let (mut media_type, mut parsed) =
-            manifest::parse(&what, &top.bytes, top.media_type.as_deref())?;
-        let mut fetched = top;
-        if let Parsed::Index(entries) = &parsed {
-            let entry = manifest::select(&what, entries, platform)?;
-            let digest = entry.digest.clone();
-            fetched = self.fetch_manifest(&ep, reference, Some(&digest)).await?;
-            let (mt, p) = manifest::parse(&what, &fetched.bytes, fetched.media_type.as_deref())?;
-            if let Parsed::Index(_) = p {
-                return Err(Error::UnsupportedMediaType {
-                    what,
-                    media_type: mt,
-                });
-            }
-            media_type = mt;
-            parsed = p;
-        }
-        let Parsed::Image { config, layers } = parsed else {
-            return Err(Error::UnsupportedMediaType { what, media_type });
-        };
+        let ImageManifest {
+            resolved,
+            fetched,
+            media_type,
+            config,
+            layers,
+        } = self.image_manifest(&ep, reference, Some(platform)).await?;
 
         let scopes = Scopes::pull(reference.repository());
         let repo = reference.repository();
@@ -116,7 +100,7 @@ impl Client {
             let repo = repo.to_string();
             let blobs: Vec<String> = layers
                 .iter()
-                .chain(std::iter::once(&*config))
+                .chain(std::iter::once(&config))
                 .map(|l| l.digest.to_string())
                 .collect();
             let expected = fetched.digest.clone();
