@@ -111,59 +111,8 @@ impl Client {
         }
         let layers = local.layers.clone();
 
-        // Compression happens at the edge, once per layer and level (the store remembers it).
-        // A layer whose form is not known yet is compressed while it uploads; a registry that
-        // only takes chunked uploads gets the blobs compressed first.
         let ep = self.endpoint(destination.registry())?;
-        let stream = !ep.always_chunked();
-        if !stream {
-            // The blobs are compressed before uploading: a layer the store knows only by
-            // descriptor (resolved lazily) and that is not in the wanted format comes first.
-            for l in &layers {
-                let desc = l;
-                let wanted = compression.compression().name();
-                if !desc.media_type.ends_with(wanted) {
-                    self.fetch_blob(store, desc, Arc::new(crate::NoProgress))
-                        .await?;
-                }
-            }
-        }
-        let s = store.clone();
-        let originals = layers.clone();
-        let forms: Vec<LayerForm> = tokio::task::spawn_blocking(move || {
-            originals
-                .iter()
-                .map(|desc| {
-                    if is_nondistributable(&desc.media_type) {
-                        return Ok(LayerForm::Foreign(desc.clone()));
-                    }
-                    let what = || format!("compress layer {}", desc.digest);
-                    let known = if stream {
-                        s.remembered_compressed_layer(desc, compression)
-                            .map_err(Error::store(what()))?
-                    } else {
-                        Some(
-                            s.compressed_layer(desc, compression)
-                                .map_err(Error::store(what()))?,
-                        )
-                    };
-                    Ok(match known {
-                        Some(c) => LayerForm::Known(c),
-                        None => LayerForm::Compress(desc.clone()),
-                    })
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .await
-        .map_err(Error::Task)??;
-
-        // A layer to compress must be here: a lazily resolved one is fetched first.
-        for form in &forms {
-            if let LayerForm::Compress(d) = form {
-                self.fetch_blob(store, d, Arc::new(crate::NoProgress))
-                    .await?;
-            }
-        }
+        let forms = self.layer_forms(&ep, store, &layers, compression).await?;
 
         let repo = destination.repository().to_string();
         let registry = destination.registry().to_string();
@@ -173,26 +122,7 @@ impl Client {
             .map_err(Error::Task)?
             .map_err(Error::store("read registry mount sources"))?;
 
-        let mut blobs: Vec<Blob> = Vec::new();
-        let mut to_compress: Vec<&Descriptor> = Vec::new();
-        for form in &forms {
-            match form {
-                LayerForm::Known(c) => {
-                    if !blobs.iter().any(|b| b.digest == c.digest) {
-                        blobs.push(Blob {
-                            digest: c.digest.clone(),
-                            size: c.size,
-                        });
-                    }
-                }
-                LayerForm::Compress(d) => {
-                    if !to_compress.iter().any(|t| t.digest == d.digest) {
-                        to_compress.push(d);
-                    }
-                }
-                LayerForm::Foreign(_) => {}
-            }
-        }
+        let (mut blobs, to_compress) = uploads(&forms);
         let config_blob = Blob {
             digest: local.config.digest.clone(),
             size: local.config.size,
@@ -260,24 +190,7 @@ impl Client {
         .await?;
 
         let made: Vec<(Digest, Descriptor)> = made.into_iter().flatten().collect();
-        let mut pushed_layers: Vec<Descriptor> = Vec::with_capacity(layers.len());
-        for (form, l) in forms.iter().zip(&layers) {
-            let c = match form {
-                LayerForm::Known(c) | LayerForm::Foreign(c) => c,
-                LayerForm::Compress(d) => made
-                    .iter()
-                    .find(|(source, _)| *source == d.digest)
-                    .map(|(_, c)| c)
-                    .ok_or_else(|| Error::LayerNotCompressed {
-                        what: what.to_string(),
-                        layer: d.digest.to_string(),
-                    })?,
-            };
-            let mut r = Descriptor::new(c.media_type.clone(), c.digest.clone(), c.size);
-            r.annotations = l.annotations.clone();
-            r.urls = l.urls.clone();
-            pushed_layers.push(r);
-        }
+        let pushed_layers = pushed_descriptors(&forms, &layers, &made, &what)?;
         for (_, c) in &made {
             blobs.push(Blob {
                 digest: c.digest.clone(),
@@ -307,36 +220,8 @@ impl Client {
                 format.manifest_media_type().to_string(),
             )
         };
-        let pushed = match put_manifest(&ep, destination, &scopes, &bytes, &media_type).await? {
-            Ok(()) => (bytes, media_type),
-            Err(detail) => {
-                // A registry that refuses OCI manifests may take the same image as Docker
-                // schema2 (when every layer has a Docker media type).
-                let docker = match serde_json::from_slice::<Manifest>(&bytes)
-                    .ok()
-                    .and_then(|m| ImageFormat::Docker.convert(&m).ok().flatten())
-                {
-                    Some(d) => d,
-                    None => {
-                        return Err(Error::ManifestRefused {
-                            reference: what,
-                            detail,
-                        })
-                    }
-                };
-                let dbytes = canonical(&docker, &what)?;
-                let docker_type = ImageFormat::Docker.manifest_media_type();
-                match put_manifest(&ep, destination, &scopes, &dbytes, docker_type).await? {
-                    Ok(()) => (dbytes, docker_type.to_string()),
-                    Err(detail) => {
-                        return Err(Error::ManifestRefused {
-                            reference: what,
-                            detail,
-                        })
-                    }
-                }
-            }
-        };
+        let pushed =
+            put_manifest_or_docker(&ep, destination, &scopes, bytes, media_type, &what).await?;
 
         for b in &blobs {
             sources.add(&b.digest.to_string(), &registry, &repo);
@@ -352,6 +237,163 @@ impl Client {
             media_type: pushed.1,
         })
     }
+
+    /// The form each layer is pushed in. Compression happens at the edge, once per layer
+    /// and level (the store remembers it); a layer whose form is not known yet is
+    /// compressed while it uploads, or, for a registry that only takes chunked uploads,
+    /// before. Layers resolved lazily are fetched when they must be compressed.
+    async fn layer_forms(
+        &self,
+        ep: &Endpoint,
+        store: &Store,
+        layers: &[Descriptor],
+        compression: LayerCompression,
+    ) -> Result<Vec<LayerForm>> {
+        // Compression happens at the edge, once per layer and level (the store remembers it).
+        // A layer whose form is not known yet is compressed while it uploads; a registry that
+        // only takes chunked uploads gets the blobs compressed first.
+        let stream = !ep.always_chunked();
+        if !stream {
+            // The blobs are compressed before uploading: a layer the store knows only by
+            // descriptor (resolved lazily) and that is not in the wanted format comes first.
+            for l in layers {
+                let desc = l;
+                let wanted = compression.compression().name();
+                if !desc.media_type.ends_with(wanted) {
+                    self.fetch_blob(store, desc, Arc::new(crate::NoProgress))
+                        .await?;
+                }
+            }
+        }
+        let s = store.clone();
+        let originals = layers.to_vec();
+        let forms: Vec<LayerForm> = tokio::task::spawn_blocking(move || {
+            originals
+                .iter()
+                .map(|desc| {
+                    if is_nondistributable(&desc.media_type) {
+                        return Ok(LayerForm::Foreign(desc.clone()));
+                    }
+                    let what = || format!("compress layer {}", desc.digest);
+                    let known = if stream {
+                        s.remembered_compressed_layer(desc, compression)
+                            .map_err(Error::store(what()))?
+                    } else {
+                        Some(
+                            s.compressed_layer(desc, compression)
+                                .map_err(Error::store(what()))?,
+                        )
+                    };
+                    Ok(match known {
+                        Some(c) => LayerForm::Known(c),
+                        None => LayerForm::Compress(desc.clone()),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(Error::Task)??;
+
+        // A layer to compress must be here: a lazily resolved one is fetched first.
+        for form in &forms {
+            if let LayerForm::Compress(d) = form {
+                self.fetch_blob(store, d, Arc::new(crate::NoProgress))
+                    .await?;
+            }
+        }
+        Ok(forms)
+    }
+}
+
+/// PUTs the manifest; a registry that refuses it (an OCI manifest, on an old registry) gets
+/// the same image as Docker schema2 when every layer has a Docker media type. Returns the
+/// bytes and media type the registry took.
+async fn put_manifest_or_docker(
+    ep: &Endpoint,
+    destination: &Reference,
+    scopes: &Scopes,
+    bytes: Vec<u8>,
+    media_type: String,
+    what: &str,
+) -> Result<(Vec<u8>, String)> {
+    let refused = |detail| Error::ManifestRefused {
+        reference: what.to_string(),
+        detail,
+    };
+    let detail = match put_manifest(ep, destination, scopes, &bytes, &media_type).await? {
+        Ok(()) => return Ok((bytes, media_type)),
+        Err(detail) => detail,
+    };
+    let Some(docker) = serde_json::from_slice::<Manifest>(&bytes)
+        .ok()
+        .and_then(|m| ImageFormat::Docker.convert(&m).ok().flatten())
+    else {
+        return Err(refused(detail));
+    };
+    let dbytes = canonical(&docker, what)?;
+    let docker_type = ImageFormat::Docker.manifest_media_type();
+    match put_manifest(ep, destination, scopes, &dbytes, docker_type).await? {
+        Ok(()) => Ok((dbytes, docker_type.to_string())),
+        Err(detail) => Err(refused(detail)),
+    }
+}
+
+/// What a push uploads: the blobs whose compressed form is known (each once), and the
+/// layers to compress while uploading (each once). Foreign layers are not uploaded.
+fn uploads(forms: &[LayerForm]) -> (Vec<Blob>, Vec<&Descriptor>) {
+    let mut blobs: Vec<Blob> = Vec::new();
+    let mut to_compress: Vec<&Descriptor> = Vec::new();
+    for form in forms {
+        match form {
+            LayerForm::Known(c) => {
+                if !blobs.iter().any(|b| b.digest == c.digest) {
+                    blobs.push(Blob {
+                        digest: c.digest.clone(),
+                        size: c.size,
+                    });
+                }
+            }
+            LayerForm::Compress(d) => {
+                if !to_compress.iter().any(|t| t.digest == d.digest) {
+                    to_compress.push(d);
+                }
+            }
+            LayerForm::Foreign(_) => {}
+        }
+    }
+    (blobs, to_compress)
+}
+
+/// The pushed manifest's layer descriptors: each layer's pushed form (`made` maps a layer
+/// compressed during the upload to its compressed descriptor), with the local layer's
+/// annotations and urls.
+fn pushed_descriptors(
+    forms: &[LayerForm],
+    layers: &[Descriptor],
+    made: &[(Digest, Descriptor)],
+    what: &str,
+) -> Result<Vec<Descriptor>> {
+    forms
+        .iter()
+        .zip(layers)
+        .map(|(form, l)| {
+            let c = match form {
+                LayerForm::Known(c) | LayerForm::Foreign(c) => c,
+                LayerForm::Compress(d) => made
+                    .iter()
+                    .find(|(source, _)| *source == d.digest)
+                    .map(|(_, c)| c)
+                    .ok_or_else(|| Error::LayerNotCompressed {
+                        what: what.to_string(),
+                        layer: d.digest.to_string(),
+                    })?,
+            };
+            let mut r = Descriptor::new(c.media_type.clone(), c.digest.clone(), c.size);
+            r.annotations = l.annotations.clone();
+            r.urls = l.urls.clone();
+            Ok(r)
+        })
+        .collect()
 }
 
 fn canonical(m: &Manifest, what: &str) -> Result<Vec<u8>> {
