@@ -363,18 +363,7 @@ fn command(st: &StageState, r: &Run) -> Vec<String> {
 /// RUN.
 pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup, Error> {
     let argv = command(st, r);
-    // ENV wins over ARG; PATH defaults when the image sets none.
-    let mut env: Vec<(String, String)> = Vec::new();
-    let config_env = st.config.env_pairs();
-    for (k, v) in &cx.step.args {
-        if !config_env.iter().any(|(ek, _)| ek == k) {
-            env.push((k.clone(), v.clone()));
-        }
-    }
-    env.extend(config_env);
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.push(("PATH".into(), rbuild_runner::DEFAULT_PATH.into()));
-    }
+    let mut env = step_env(cx, st);
     let network = match r.network {
         Network::Host => rbuild_runner::Network::Host,
         Network::None => rbuild_runner::Network::None,
@@ -408,41 +397,9 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
             "mounts",
             &prepared.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
         );
-    // What the step sees of --add-host, --shm-size and --ulimit keys it, as in BuildKit's
-    // exec op; only when given, so the keys of builds without them stay as they were.
-    // cgroup limits change no output and key nothing.
-    let options = &cx.ctx.options;
-    if !options.extra_hosts.is_empty() {
-        k.pairs("hosts", &options.extra_hosts);
-    }
-    if let Some(bytes) = options.shm_size {
-        k.str("shm", &bytes.to_string());
-    }
-    if !options.ulimits.is_empty() {
-        let ulimits: Vec<String> = options
-            .ulimits
-            .iter()
-            .map(|u| format!("{}={}:{}", u.name, u.soft, u.hard))
-            .collect();
-        k.list("ulimits", &ulimits);
-    }
+    key_sandbox_options(&mut k, &cx.ctx.options);
     let key = k.finish();
-    let shown_args: Vec<String> = cx
-        .step
-        .args
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let created_by = if shown_args.is_empty() {
-        format!("RUN {} # buildkit", argv.join(" "))
-    } else {
-        format!(
-            "RUN |{} {} {} # buildkit",
-            shown_args.len(),
-            shown_args.join(" "),
-            argv.join(" ")
-        )
-    };
+    let created_by = created_by(&cx.step.args, &argv);
     if let Lookup::Hit = lookup(cx, st, key, None).await? {
         return Ok(Lookup::Hit);
     }
@@ -545,6 +502,58 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
     let layer = layer?;
     commit(cx, st, key, Some(layer), created_by, None).await?;
     Ok(Lookup::Miss)
+}
+
+/// The step's environment: the image's ENV over the ARGs in scope (ENV wins), and docker's
+/// PATH when neither sets one.
+fn step_env(cx: &StepCx<'_>, st: &StageState) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let config_env = st.config.env_pairs();
+    for (k, v) in &cx.step.args {
+        if !config_env.iter().any(|(ek, _)| ek == k) {
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    env.extend(config_env);
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), rbuild_runner::DEFAULT_PATH.into()));
+    }
+    env
+}
+
+/// What the step sees of --add-host, --shm-size and --ulimit keys it, as in BuildKit's
+/// exec op; only when given, so the keys of builds without them stay as they were. cgroup
+/// limits change no output and key nothing.
+fn key_sandbox_options(k: &mut KeyEncoder, options: &crate::solver::BuildOptions) {
+    if !options.extra_hosts.is_empty() {
+        k.pairs("hosts", &options.extra_hosts);
+    }
+    if let Some(bytes) = options.shm_size {
+        k.str("shm", &bytes.to_string());
+    }
+    if !options.ulimits.is_empty() {
+        let ulimits: Vec<String> = options
+            .ulimits
+            .iter()
+            .map(|u| format!("{}={}:{}", u.name, u.soft, u.hard))
+            .collect();
+        k.list("ulimits", &ulimits);
+    }
+}
+
+/// The history entry of a RUN, as BuildKit writes it (`RUN |N A=1 ... cmd` with args).
+fn created_by(args: &[(String, String)], argv: &[String]) -> String {
+    let shown: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if shown.is_empty() {
+        format!("RUN {} # buildkit", argv.join(" "))
+    } else {
+        format!(
+            "RUN |{} {} {} # buildkit",
+            shown.len(),
+            shown.join(" "),
+            argv.join(" ")
+        )
+    }
 }
 
 /// The network mode as it enters a RUN key: a fixed name per mode, so renaming a variant
