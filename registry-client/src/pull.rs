@@ -252,7 +252,7 @@ pub(crate) async fn fetch_layer(
         while let Some(chunk) = rx.blocking_recv() {
             match chunk {
                 Chunk::Data(b) => w.write_all(&b).map_err(|source| Error::Io {
-                    path: s.root().join("tmp"),
+                    path: s.blobs().path(&expected),
                     source,
                 })?,
                 Chunk::Restart => w = s.blobs().writer().map_err(Error::store(what.clone()))?,
