@@ -1312,3 +1312,60 @@ fn output_local_applies_opaque_directories_and_keeps_hard_links() {
     assert_eq!(new.ino(), link.ino(), "the hard link became a copy");
     assert_eq!((new.uid(), new.gid(), new.mode() & 0o777), (123, 45, 0o640));
 }
+
+/// Serves `body` with `status` to every request on 127.0.0.1 until the process exits;
+/// returns the address.
+fn serve_once_per_request(status: &'static str, body: &'static str) -> String {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    addr
+}
+
+#[test]
+fn dockerfile_from_a_url_with_a_context_directory() {
+    let r = Rbuild::new();
+    let ctx = TestDir::new("url-df");
+    ctx.write("hello.txt", "from the context\n");
+    ctx.write("Dockerfile", "FROM scratch\nLABEL which=context-file\n");
+    let dir = ctx.path().to_string_lossy().into_owned();
+    let addr = serve_once_per_request(
+        "200 OK",
+        "FROM scratch\nCOPY hello.txt /\nLABEL which=url\n",
+    );
+    let url = format!("http://{addr}/app/Dockerfile");
+    ok(
+        r.run(&["build", "-q", "-t", "url-df", "-f", &url, &dir]),
+        "build -f URL",
+    );
+    assert_eq!(config(&r, "url-df")["config"]["Labels"]["which"], "url");
+    let (_d, fs) = unpack(&r, "url-df");
+    assert_eq!(
+        std::fs::read_to_string(fs.join("hello.txt")).unwrap(),
+        "from the context\n"
+    );
+    // A URL that answers 404 is an error naming it.
+    let missing = format!(
+        "http://{}/nope",
+        serve_once_per_request("404 Not Found", "")
+    );
+    let out = r.run(&["build", "-q", "-t", "url-df2", "-f", &missing, &dir]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&missing) && err.contains("404"),
+        "{}",
+        show(&out)
+    );
+}

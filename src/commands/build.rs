@@ -64,6 +64,33 @@ fn normalize_tag(t: &str) -> anyhow::Result<String> {
         .map_err(|e| UsageError(format!("invalid tag {t:?}: {e}")).into())
 }
 
+/// The URL `-f` names, when it is one (`-f https://host/path/Dockerfile`).
+fn dockerfile_url(args: &BuildArgs) -> Option<&str> {
+    let file = args.file.as_deref()?.to_str()?;
+    (file.starts_with("http://") || file.starts_with("https://")).then_some(file)
+}
+
+/// The largest Dockerfile `-f URL` downloads.
+const MAX_REMOTE_DOCKERFILE: usize = 4 << 20;
+
+/// Downloads the Dockerfile `-f URL` names (at most [`MAX_REMOTE_DOCKERFILE`] bytes).
+async fn fetch_dockerfile(url: &str) -> anyhow::Result<Vec<u8>> {
+    let what = || format!("-f {url}: cannot fetch the Dockerfile");
+    let mut resp = reqwest::get(url)
+        .await
+        .with_context(what)?
+        .error_for_status()
+        .with_context(what)?;
+    let mut text = Vec::new();
+    while let Some(chunk) = resp.chunk().await.with_context(what)? {
+        text.extend_from_slice(&chunk);
+        if text.len() > MAX_REMOTE_DOCKERFILE {
+            anyhow::bail!("-f {url}: the Dockerfile is larger than {MAX_REMOTE_DOCKERFILE} bytes");
+        }
+    }
+    Ok(text)
+}
+
 /// Validates the flags into options, before any work starts.
 fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result<BuildOptions> {
     let dockerfile_on_stdin = args.file.as_deref() == Some(std::path::Path::new("-"));
@@ -222,6 +249,10 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     let compression = crate::cli::layer_compression(args.compression, args.compression_level)?;
     let format = args.format.checked(args.compression)?;
     let mut opts = options(&args, annotations)?;
+    if let Some(url) = dockerfile_url(&args) {
+        opts.dockerfile_text = Some(fetch_dockerfile(url).await?);
+        opts.dockerfile = None;
+    }
     // `type=image,name=...` names are tagged like -t; pushes cover --push and push=true.
     let mut push: Vec<String> = if args.push {
         opts.tags.clone()
