@@ -581,7 +581,7 @@ impl Endpoint {
                 Some(after) if attempt < self.attempts => {
                     let cause = match &result {
                         Ok(r) => format!("registry answered {}", r.status().as_u16()),
-                        Err(e) => error_chain(e),
+                        Err(e) => rbuild_store::error_chain(e),
                     };
                     let what = format!("{} {}", req.method, req.url);
                     self.retry_log.report(&Retry {
@@ -617,7 +617,7 @@ impl Endpoint {
             attempt,
             attempts: self.attempts,
             delay: self.delay(attempt.saturating_sub(1), None),
-            cause: &error_chain(cause),
+            cause: &rbuild_store::error_chain(cause),
         });
     }
 
@@ -710,18 +710,6 @@ pub(crate) fn registry_error_detail(body: &[u8]) -> Option<String> {
     let code = first.get("code").and_then(|c| c.as_str()).unwrap_or("");
     let message = first.get("message").and_then(|c| c.as_str()).unwrap_or("");
     Some(format!("{code}: {message}"))
-}
-
-/// An error and its causes on one line (`a: b: c`), for retry logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

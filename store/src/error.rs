@@ -171,3 +171,16 @@ impl Error {
         move |source| Error::Io { op, path, source }
     }
 }
+
+/// The message of an error and its sources on one line, joined by ": " (for warnings, retry
+/// logs and fsck problems; the CLI prints errors it returns itself, with `{:#}`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -7,7 +7,7 @@ use crate::cache::CacheRecord;
 use crate::fsutil::remove_any;
 use crate::model::oci::{Index, Manifest};
 use crate::snapshot::SnapshotMeta;
-use crate::{Area, ChainId, DiffId, Digest, Error, Result, Store};
+use crate::{error_chain, Area, ChainId, DiffId, Digest, Error, Result, Store};
 
 /// What `prune` removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -539,18 +539,6 @@ impl ChainId {
     fn from_str_hex(hex: &str) -> Option<ChainId> {
         Digest::from_hex(hex).ok().map(ChainId::from)
     }
-}
-
-/// The message of an error and its sources, joined by ": ".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// (name, path) of every entry of `dir`, sorted; nothing when `dir` does not exist.

@@ -51,7 +51,7 @@ pub use blob::{BlobStore, BlobWriter, VerifiedReader};
 pub use cache::{CacheRecord, CACHE_RECORD_VERSION};
 pub use compress::{gzip_parallel, zstd_compress, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{ChainId, DiffId, Digest};
-pub use error::Error;
+pub use error::{error_chain, Error};
 pub use gc::{DiskUsage, FsckProblem, PrunePolicy, PruneReport, UsageLine};
 pub use image::Image;
 pub use layer_in::{unpack_layer, Unpacked};
