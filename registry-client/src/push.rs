@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use rbuild_store::{
-    is_nondistributable, Descriptor, Digest, Image, ImageFormat, LayerCompression, Manifest, Store,
+    is_nondistributable, Descriptor, Digest, Image, ImageFormat, LayerCompression, LayerType,
+    Manifest, Store,
 };
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
@@ -257,10 +258,9 @@ impl Client {
             // The blobs are compressed before uploading: a layer the store knows only by
             // descriptor (resolved lazily) and that is not in the wanted format comes first.
             for l in layers {
-                let desc = l;
-                let wanted = compression.compression().name();
-                if !desc.media_type.ends_with(wanted) {
-                    self.fetch_blob(store, desc, Arc::new(crate::NoProgress))
+                let current = LayerType::parse(&l.media_type).and_then(|t| t.compression);
+                if current != Some(compression.compression()) {
+                    self.fetch_blob(store, l, Arc::new(crate::NoProgress))
                         .await?;
                 }
             }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rbuild_registry::NoProgress;
-use rbuild_store::{Compression, Descriptor, Digest, Index, Manifest, Reference, Store};
+use rbuild_store::{error_chain, Descriptor, Digest, Index, LayerType, Manifest, Reference, Store};
 
 use super::cachekey::CacheKey;
 use super::ctx::{blocking, BuildCtx, StepRecord};
@@ -195,28 +195,6 @@ async fn import_local(dir: &Path) -> ImportResult {
     .map_err(|e| e.to_string())?
 }
 
-/// The message of an error and its sources, joined by ": ".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-fn compression_of(media_type: &str) -> Option<Compression> {
-    if media_type.ends_with("gzip") {
-        Some(Compression::Gzip)
-    } else if media_type.ends_with("zstd") {
-        Some(Compression::Zstd)
-    } else {
-        None
-    }
-}
-
 /// Writes every `--cache-to`. A failed export fails the build unless `ignore-error=true`.
 pub async fn export(ctx: &BuildCtx, target: &StageResult) -> Result<(), Error> {
     for e in &ctx.options.cache_to {
@@ -331,7 +309,7 @@ async fn compressed_layer(
     e: &CacheExport,
 ) -> Result<Descriptor, Error> {
     let wanted = e.compression.compression();
-    match compression_of(&layer.media_type) {
+    match LayerType::parse(&layer.media_type).and_then(|t| t.compression) {
         Some(c) if c == wanted || !e.force_compression => return Ok(layer.clone()),
         _ => {}
     }
