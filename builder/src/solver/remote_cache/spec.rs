@@ -86,6 +86,23 @@ fn reference(flag: &'static str, value: &str, r: &str) -> Result<Reference, Erro
     Reference::parse(r).map_err(|_| invalid(flag, value, "ref= is not a valid image reference"))
 }
 
+/// `type=registry`'s location: `ref=` is required.
+fn registry(flag: &'static str, value: &str, r: Option<&str>) -> Result<CacheLocation, Error> {
+    let r = r.ok_or_else(|| invalid(flag, value, "type=registry needs ref="))?;
+    Ok(CacheLocation::Registry(reference(flag, value, r)?))
+}
+
+/// `type=local`'s location: the directory field (`src=` to import, `dest=` to export).
+fn local(
+    flag: &'static str,
+    value: &str,
+    dir: Option<&str>,
+    missing: &'static str,
+) -> Result<CacheLocation, Error> {
+    let dir = dir.ok_or_else(|| invalid(flag, value, missing))?;
+    Ok(CacheLocation::Local(PathBuf::from(dir)))
+}
+
 fn boolean(flag: &'static str, value: &str, v: &str) -> Result<bool, Error> {
     match v {
         "true" => Ok(true),
@@ -116,16 +133,8 @@ impl CacheImport {
             }
         }
         let location = match get("type").unwrap_or("registry") {
-            "registry" => {
-                let r =
-                    get("ref").ok_or_else(|| invalid(FLAG, value, "type=registry needs ref="))?;
-                CacheLocation::Registry(reference(FLAG, value, r)?)
-            }
-            "local" => {
-                let d =
-                    get("src").ok_or_else(|| invalid(FLAG, value, "type=local needs src=DIR"))?;
-                CacheLocation::Local(PathBuf::from(d))
-            }
+            "local" => local(FLAG, value, get("src"), "type=local needs src=DIR")?,
+            "registry" => registry(FLAG, value, get("ref"))?,
             _ => return Err(invalid(FLAG, value, "type must be registry or local")),
         };
         Ok(CacheImport { location })
@@ -158,11 +167,9 @@ impl CacheExport {
                     }
                 }
                 "compression" => {
-                    format = match *v {
-                        "gzip" => Compression::Gzip,
-                        "zstd" => Compression::Zstd,
-                        _ => return Err(invalid(FLAG, value, "compression must be gzip or zstd")),
-                    }
+                    format = v
+                        .parse()
+                        .map_err(|_| invalid(FLAG, value, "compression must be gzip or zstd"))?
                 }
                 "compression-level" => {
                     level =
@@ -190,16 +197,8 @@ impl CacheExport {
             )
         })?;
         let location = match get("type").unwrap_or("registry") {
-            "registry" => {
-                let r =
-                    get("ref").ok_or_else(|| invalid(FLAG, value, "type=registry needs ref="))?;
-                CacheLocation::Registry(reference(FLAG, value, r)?)
-            }
-            "local" => {
-                let d =
-                    get("dest").ok_or_else(|| invalid(FLAG, value, "type=local needs dest=DIR"))?;
-                CacheLocation::Local(PathBuf::from(d))
-            }
+            "registry" => registry(FLAG, value, get("ref"))?,
+            "local" => local(FLAG, value, get("dest"), "type=local needs dest=DIR")?,
             "inline" => {
                 if mode == CacheMode::Max {
                     return Err(invalid(FLAG, value, "type=inline supports mode=min only"));
