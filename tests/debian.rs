@@ -3,7 +3,7 @@
 //! podman (runc, the ulimits CI machines set).
 
 use crate::build::testdata;
-use crate::formats::{raw_manifest, umoci_unpack_pushed};
+use crate::formats::{build_push_on, raw_manifest, umoci_unpack_pushed};
 use crate::util::debian::debian;
 use crate::util::podman::Podman;
 use crate::util::{Rbuild, Registry};
@@ -15,21 +15,13 @@ fn build_push(
     dest: &str,
     extra: &[&str],
 ) -> (crate::util::TestDir, std::path::PathBuf) {
-    let rb = Rbuild::new();
-    let arg = format!("BASE={}", debian().reference);
-    let ctx = testdata(name).to_string_lossy().into_owned();
-    let mut args = vec![
-        "build",
-        "--progress=plain",
-        "--build-arg",
-        &arg,
-        "-t",
+    build_push_on(
+        &Rbuild::new(),
+        &debian().reference,
+        &testdata(name),
         dest,
-        "--push",
-    ];
-    args.extend_from_slice(extra);
-    args.push(&ctx);
-    rb.ok(&args);
+        extra,
+    );
     umoci_unpack_pushed(dest)
 }
 

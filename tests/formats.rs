@@ -85,7 +85,12 @@ pub fn umoci_unpack_pushed(reference: &str) -> (TestDir, PathBuf) {
 
 /// `rbuild build --push` of `context` on the busybox base in `base` format, as `dest`.
 fn build_push(rb: &Rbuild, base: BaseFormat, context: &Path, dest: &str, extra: &[&str]) {
-    let arg = format!("BASE={}", base.busybox().reference);
+    build_push_on(rb, &base.busybox().reference, context, dest, extra);
+}
+
+/// `rbuild build --push --build-arg BASE=<base> -t DEST EXTRA... CONTEXT`.
+pub fn build_push_on(rb: &Rbuild, base: &str, context: &Path, dest: &str, extra: &[&str]) {
+    let arg = format!("BASE={base}");
     let mut args = vec![
         "build",
         "--progress=plain",
