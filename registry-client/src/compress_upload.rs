@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rbuild_store::{Descriptor, Digest, LayerCompression, Store};
+use rbuild_store::{Descriptor, Digest, LayerCompression};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 
 use crate::auth::Scopes;
+use crate::local::LocalStore;
 use crate::progress::{Outcome, Progress};
 use crate::transport::{status_error, Endpoint, Req};
 use crate::upload::{cancel_session, finish, location, push_blob, with_digest, Blob};
@@ -24,11 +25,11 @@ const QUEUED_PIECES: usize = 4;
 /// and uploads it to `repo` at the same time. Returns the compressed blob's descriptor; the
 /// store remembers it for the next push once the blob and the upload are complete. Progress
 /// is reported under `layer`'s digest (sizes and bytes of the uncompressed layer).
-pub(crate) async fn compress_and_push(
+pub(crate) async fn compress_and_push<S: LocalStore>(
     ep: &Endpoint,
     repo: &str,
     scopes: &Scopes,
-    store: &Store,
+    store: &S,
     layer: &Descriptor,
     compression: LayerCompression,
     progress: Arc<dyn Progress>,

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use rbuild_store::{
-    canonical_json, Descriptor, Digest, Manifest, Platform, Reference, Store,
-    MEDIA_TYPE_OCI_MANIFEST,
+    canonical_json, Descriptor, Digest, Manifest, Platform, Reference, MEDIA_TYPE_OCI_MANIFEST,
 };
 
 use crate::auth::Scopes;
 use crate::client::{Client, ImageManifest};
+use crate::local::LocalStore;
 use crate::manifest;
 use crate::progress::{Outcome, Progress};
 use crate::pull::{fetch_layer, stored_descriptor, PulledImage};
@@ -146,9 +146,9 @@ impl Client {
     /// [`Client::pull`] without the layers: the manifest and config go into the store and
     /// the image is tagged; the store remembers which repository holds each layer, and
     /// [`Client::fetch_blob`] brings a layer in when its contents are needed.
-    pub async fn pull_lazy(
+    pub async fn pull_lazy<S: LocalStore>(
         &self,
-        store: &Store,
+        store: &S,
         reference: &Reference,
         platform: Option<&Platform>,
     ) -> Result<PulledImage> {
@@ -200,9 +200,9 @@ impl Client {
 
     /// Brings `blob` into the store from a registry repository the store knows holds it
     /// (its mount sources), verified against its digest. Nothing happens when it is there.
-    pub async fn fetch_blob(
+    pub async fn fetch_blob<S: LocalStore>(
         &self,
-        store: &Store,
+        store: &S,
         blob: &Descriptor,
         progress: Arc<dyn Progress>,
     ) -> Result<()> {
@@ -252,12 +252,12 @@ impl Client {
     /// [`push_blob`], fetching the blob first when the store only knows it by descriptor
     /// and the destination could neither find nor mount it.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn push_blob_fetching(
+    pub(crate) async fn push_blob_fetching<S: LocalStore>(
         &self,
         ep: &Endpoint,
         repo: &str,
         scopes: &Scopes,
-        store: &Store,
+        store: &S,
         blob: &Blob,
         from: &[String],
         progress: Arc<dyn Progress>,
@@ -277,9 +277,9 @@ impl Client {
     /// and whose layers are `layers`: blobs first (HEAD, mount from a repository the store
     /// knows holds them, else upload; a blob the store does not have is fetched first), the
     /// config, the manifest last, so the tag only ever names a manifest whose blobs exist.
-    pub async fn push_artifact(
+    pub async fn push_artifact<S: LocalStore>(
         &self,
-        store: &Store,
+        store: &S,
         destination: &Reference,
         config_media_type: &str,
         config_json: &[u8],

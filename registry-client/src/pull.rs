@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use rbuild_store::{Descriptor, Digest, Platform, Reference, Store};
+use rbuild_store::{Descriptor, Digest, Platform, Reference};
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
 use tokio::sync::mpsc;
@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::auth::Scopes;
 use crate::body::read_limited;
 use crate::client::{Client, ImageManifest};
+use crate::local::LocalStore;
 use crate::manifest;
 use crate::progress::{Outcome, Progress};
 use crate::transport::{status_error, Endpoint, Req};
@@ -47,9 +48,9 @@ enum Chunk {
 impl Client {
     /// Pulls `reference` into `store` and tags it there as the normalised reference.
     /// `platform` picks from a multi-platform image (default: [`Platform::host`]).
-    pub async fn pull(
+    pub async fn pull<S: LocalStore>(
         &self,
-        store: &Store,
+        store: &S,
         reference: &Reference,
         platform: Option<&Platform>,
         progress: Arc<dyn Progress>,
@@ -136,12 +137,12 @@ impl Client {
     }
 
     /// A config blob: from the store if present, else fetched (size-capped), verified, stored.
-    async fn fetch_small_blob(
+    async fn fetch_small_blob<S: LocalStore>(
         &self,
         ep: &Endpoint,
         repo: &str,
         scopes: &Scopes,
-        store: &Store,
+        store: &S,
         digest: &Digest,
     ) -> Result<Vec<u8>> {
         let s = store.clone();
@@ -220,11 +221,11 @@ pub(crate) fn stored_descriptor(d: &Descriptor) -> Descriptor {
 
 /// Streams one layer into the store unless it is there already. A non-distributable
 /// (foreign) layer is fetched from its `urls` first (as docker does), then from the registry.
-pub(crate) async fn fetch_layer(
+pub(crate) async fn fetch_layer<S: LocalStore>(
     ep: &Endpoint,
     repo: &str,
     scopes: &Scopes,
-    store: &Store,
+    store: &S,
     digest: &Digest,
     layer: &Descriptor,
     progress: Arc<dyn Progress>,

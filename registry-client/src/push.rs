@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use rbuild_store::{
     is_nondistributable, Descriptor, Digest, Image, ImageFormat, LayerCompression, LayerType,
-    Manifest, Store,
+    Manifest,
 };
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
@@ -16,6 +16,7 @@ use reqwest::{Method, StatusCode};
 use crate::auth::Scopes;
 use crate::client::Client;
 use crate::compress_upload::compress_and_push;
+use crate::local::LocalStore;
 use crate::progress::Progress;
 use crate::transport::{registry_error_detail, status_error, Body, Endpoint, Req};
 use crate::upload::{push_blob, Blob};
@@ -54,9 +55,9 @@ enum Job<'a> {
 impl Client {
     /// Pushes the store image named `image` (a tag or an image-id prefix) to `destination`
     /// as a `format` image.
-    pub async fn push(
+    pub async fn push<S: LocalStore>(
         &self,
-        store: &Store,
+        store: &S,
         image: &str,
         destination: &Reference,
         compression: LayerCompression,
@@ -90,9 +91,9 @@ impl Client {
     /// (media types converted, blobs and digests the same). Non-distributable (foreign)
     /// layers are never uploaded: their descriptors, `urls` included, go into the manifest
     /// as they are.
-    pub async fn push_image(
+    pub async fn push_image<S: LocalStore>(
         &self,
-        store: &Store,
+        store: &S,
         image: &Image,
         destination: &Reference,
         compression: LayerCompression,
@@ -243,10 +244,10 @@ impl Client {
     /// and level (the store remembers it); a layer whose form is not known yet is
     /// compressed while it uploads, or, for a registry that only takes chunked uploads,
     /// before. Layers resolved lazily are fetched when they must be compressed.
-    async fn layer_forms(
+    async fn layer_forms<S: LocalStore>(
         &self,
         ep: &Endpoint,
-        store: &Store,
+        store: &S,
         layers: &[Descriptor],
         compression: LayerCompression,
     ) -> Result<Vec<LayerForm>> {

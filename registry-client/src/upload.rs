@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use rbuild_store::{Digest, Store};
+use rbuild_store::Digest;
 use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, Response, StatusCode};
 
 use crate::auth::Scopes;
+use crate::local::LocalStore;
 use crate::progress::{Outcome, Progress};
 use crate::transport::{status_error, Body, Endpoint, Req};
 use crate::{Error, Result};
@@ -30,11 +31,11 @@ pub(crate) async fn cancel_session(ep: &Endpoint, scopes: &Scopes, session: &str
 
 /// Pushes one blob unless the registry has it: HEAD, then a mount from `from`, then an
 /// upload, retried (with a fresh upload session) on connection errors, 5xx and 429.
-pub(crate) async fn push_blob(
+pub(crate) async fn push_blob<S: LocalStore>(
     ep: &Endpoint,
     repo: &str,
     scopes: &Scopes,
-    store: &Store,
+    store: &S,
     blob: &Blob,
     from: &[String],
     progress: Arc<dyn Progress>,

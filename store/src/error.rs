@@ -52,13 +52,11 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// A manifest or config blob cannot be used as an image.
-    #[error("image {reference}: {reason}")]
-    BadImage {
-        /// The manifest digest or name.
-        reference: String,
-        /// What is wrong.
-        reason: String,
+    /// An image config has no usable `rootfs.diff_ids`.
+    #[error("image {manifest}: config has no rootfs.diff_ids list of digests")]
+    NoDiffIds {
+        /// The image's manifest digest.
+        manifest: crate::Digest,
     },
     /// A layer tar member that would write outside the snapshot, or is otherwise unusable.
     #[error("layer {layer}: refusing member {member:?}: {reason}")]

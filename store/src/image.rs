@@ -53,20 +53,15 @@ impl Image {
     /// The `rootfs.diff_ids` of the config.
     pub fn diff_ids(&self) -> Result<Vec<crate::DiffId>> {
         let config = self.parsed_config()?;
-        let bad = |reason: &str| Error::BadImage {
-            reference: self.manifest.digest.to_string(),
-            reason: reason.to_owned(),
+        let bad = || Error::NoDiffIds {
+            manifest: self.manifest.digest.clone(),
         };
         let ids = config
             .pointer("/rootfs/diff_ids")
             .and_then(|v| v.as_array())
-            .ok_or_else(|| bad("config has no rootfs.diff_ids"))?;
+            .ok_or_else(bad)?;
         ids.iter()
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| bad("diff_id is not a string"))?
-                    .parse()
-            })
+            .map(|v| v.as_str().ok_or_else(bad)?.parse())
             .collect()
     }
 
