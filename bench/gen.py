@@ -8,6 +8,8 @@ Usage:
   gen.py runs DIR N                     FROM + N trivial RUN steps
   gen.py big DIR FILES BYTES            FILES files totalling BYTES under data/, COPYed whole
   gen.py ignored DIR FILES              FILES tiny files, 98% excluded by .dockerignore
+  gen.py ci DIR                         a CI step: 2,000 source files (60 MiB) COPYed, a RUN writing 40 MiB
+  gen.py unpack DIR                     FROM + RUN true: the first RUN on a freshly pulled base
   gen.py busybox LAYOUT                 OCI layout of /bin/busybox (busybox-static), tag latest
 """
 
@@ -87,6 +89,29 @@ def ignored(d, files):
     write(f"{d}/Dockerfile.in", b"FROM BASE_IMAGE\nCOPY . /app/\n")
 
 
+def ci(d):
+    """The issue-22 CI step: COPY a 2,000-file 60 MiB source tree, then a RUN writing 40 MiB."""
+    rng = random.Random(SEED + 3)
+    files, total = 2000, 60 << 20
+    weights = [rng.random() + 0.05 for _ in range(files)]
+    sizes = [int(w * total / sum(weights)) for w in weights]
+    sizes[-1] += total - sum(sizes)
+    for i, size in enumerate(sizes):
+        write(f"{d}/src/pkg{i // 100:02}/m{i:04}.go", text_like(rng, size))
+    write(
+        f"{d}/Dockerfile.in",
+        b"FROM BASE_IMAGE\n"
+        b"WORKDIR /src\n"
+        b"COPY src/ /src/\n"
+        b"RUN cat pkg*/*.go | head -c 41943040 > /usr/local/bin/app && chmod 755 /usr/local/bin/app\n"
+        b'CMD ["/usr/local/bin/app"]\n',
+    )
+
+
+def unpack(d):
+    write(f"{d}/Dockerfile.in", b"FROM BASE_IMAGE\nRUN true\n")
+
+
 def busybox(layout):
     """Same shape as tests/util/busybox.rs: /bin/busybox, a symlink per applet, passwd/group."""
     applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, check=True)
@@ -155,4 +180,4 @@ def busybox(layout):
 
 
 if __name__ == "__main__":
-    {"small": small, "runs": runs, "big": big, "ignored": ignored, "busybox": busybox}[sys.argv[1]](*sys.argv[2:])
+    {"small": small, "runs": runs, "big": big, "ignored": ignored, "ci": ci, "unpack": unpack, "busybox": busybox}[sys.argv[1]](*sys.argv[2:])

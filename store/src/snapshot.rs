@@ -3,6 +3,7 @@
 //! layers into a chain of snapshots.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -167,9 +168,10 @@ impl Store {
             })
     }
 
-    /// Makes sure every layer of an image is unpacked (bottom first; `layers[i]` has diffID
-    /// `diff_ids[i]`, checked while unpacking) and returns the snapshot `fs` dirs in overlay
-    /// lowerdir order: top-most first.
+    /// Makes sure every layer of an image is unpacked (`layers[i]` has diffID `diff_ids[i]`,
+    /// checked while unpacking) and returns the snapshot `fs` dirs in overlay lowerdir order:
+    /// top-most first. A snapshot holds one layer's diff in overlay form and needs nothing of
+    /// its parent but its name, so the missing layers are unpacked in parallel, one per core.
     pub fn snapshot_chain(
         &self,
         layers: &[Descriptor],
@@ -181,18 +183,56 @@ impl Store {
                 diff_ids: diff_ids.len(),
             });
         }
-        let mut parent: Option<ChainId> = None;
-        let mut dirs = Vec::with_capacity(layers.len());
-        for (layer, diff_id) in layers.iter().zip(diff_ids) {
-            let chain = ChainId::child(parent.as_ref(), diff_id);
-            if self.snapshot_path(&chain).is_none() {
-                self.unpack_snapshot(layer, diff_id, parent.as_ref(), &chain)?;
-            }
-            dirs.push(self.snapshot_dir(&chain).join("fs"));
-            parent = Some(chain);
+        let mut chains: Vec<ChainId> = Vec::with_capacity(layers.len());
+        for diff_id in diff_ids {
+            chains.push(ChainId::child(chains.last(), diff_id));
         }
-        dirs.reverse();
-        Ok(dirs)
+        let missing: Vec<usize> = (0..layers.len())
+            .filter(|&i| self.snapshot_path(&chains[i]).is_none())
+            .collect();
+        let unpack = |i: usize| {
+            let parent = i.checked_sub(1).map(|p| &chains[p]);
+            self.unpack_snapshot(&layers[i], &diff_ids[i], parent, &chains[i])
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(missing.len());
+        if threads <= 1 {
+            missing.iter().try_for_each(|&i| unpack(i))?;
+        } else {
+            // Each worker takes the next missing layer; after a failure none starts another.
+            let next = AtomicUsize::new(0);
+            let failed = AtomicBool::new(false);
+            let results: Vec<Result<()>> = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        scope.spawn(|| -> Result<()> {
+                            while !failed.load(Ordering::Relaxed) {
+                                let Some(&i) = missing.get(next.fetch_add(1, Ordering::Relaxed))
+                                else {
+                                    break;
+                                };
+                                if let Err(e) = unpack(i) {
+                                    failed.store(true, Ordering::Relaxed);
+                                    return Err(e);
+                                }
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            results.into_iter().collect::<Result<()>>()?;
+        }
+        Ok(chains
+            .iter()
+            .rev()
+            .map(|c| self.snapshot_dir(c).join("fs"))
+            .collect())
     }
 
     fn unpack_snapshot(

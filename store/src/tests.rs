@@ -1039,3 +1039,58 @@ fn areas_are_kept_by_prune_and_emptied_by_prune_all_except_registry_sources() {
     );
     assert!(store.fsck().unwrap().is_empty());
 }
+
+/// Commits `files` as a layer on `parent` in `store`; returns it.
+fn layer_of(store: &Store, parent: Option<&ChainId>, files: &[(&str, &[u8])]) -> Layer {
+    let active = store.prepare().unwrap();
+    for (rel, bytes) in files {
+        write(&active.upper, rel, bytes);
+    }
+    store.commit(active, parent).unwrap()
+}
+
+#[test]
+fn a_chain_of_missing_layers_unpacks_in_parallel_into_the_same_snapshots() {
+    let (_d, built) = store();
+    let a = layer_of(&built, None, &[("etc/a", b"a\n"), ("etc/shared", b"1\n")]);
+    let b = layer_of(&built, Some(&a.chain_id), &[("etc/b", b"b\n")]);
+    let c = layer_of(&built, Some(&b.chain_id), &[("etc/shared", b"3\n")]);
+    let layers = [&a, &b, &c].map(|l| l.descriptor.clone());
+    let diff_ids = [&a, &b, &c].map(|l| l.diff_id.clone());
+
+    // A fresh store holding only the blobs, with the middle snapshot already there.
+    let (_d2, other) = store();
+    for l in &layers {
+        other
+            .blobs()
+            .put(&built.blobs().read(&l.digest).unwrap())
+            .unwrap();
+    }
+    other.snapshot_chain(&layers[..2], &diff_ids[..2]).unwrap();
+    std::fs::remove_dir_all(other.snapshot_dir(&a.chain_id)).unwrap();
+    let lowers = other.snapshot_chain(&layers, &diff_ids).unwrap();
+    let expected: Vec<_> = [&c, &b, &a]
+        .iter()
+        .map(|l| other.snapshot_path(&l.chain_id).unwrap())
+        .collect();
+    assert_eq!(lowers, expected, "top-most first, named by chain");
+    assert_eq!(std::fs::read(lowers[0].join("etc/shared")).unwrap(), b"3\n");
+    assert_eq!(std::fs::read(lowers[1].join("etc/b")).unwrap(), b"b\n");
+    assert_eq!(std::fs::read(lowers[2].join("etc/shared")).unwrap(), b"1\n");
+
+    // One wrong diffID fails the chain and leaves no snapshot under that layer's chain.
+    let (_d3, third) = store();
+    for l in &layers {
+        third
+            .blobs()
+            .put(&built.blobs().read(&l.digest).unwrap())
+            .unwrap();
+    }
+    let mut wrong = diff_ids.clone();
+    wrong[1] = DiffId::from(Digest::of(b"not this layer"));
+    let err = third.snapshot_chain(&layers, &wrong).unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    let wrong_chain = ChainId::child(Some(&a.chain_id), &wrong[1]);
+    assert!(third.snapshot_path(&wrong_chain).is_none());
+    assert!(third.fsck().unwrap().is_empty());
+}
