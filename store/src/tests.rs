@@ -1059,13 +1059,16 @@ fn a_chain_of_missing_layers_unpacks_in_parallel_into_the_same_snapshots() {
     let diff_ids = [&a, &b, &c].map(|l| l.diff_id.clone());
 
     // A fresh store holding only the blobs, with the middle snapshot already there.
-    let (_d2, other) = store();
-    for l in &layers {
-        other
-            .blobs()
-            .put(&built.blobs().read(&l.digest).unwrap())
-            .unwrap();
-    }
+    let with_blobs = || {
+        let (dir, s) = store();
+        for l in &layers {
+            s.blobs()
+                .put(&built.blobs().read(&l.digest).unwrap())
+                .unwrap();
+        }
+        (dir, s)
+    };
+    let (_d2, other) = with_blobs();
     other.snapshot_chain(&layers[..2], &diff_ids[..2]).unwrap();
     std::fs::remove_dir_all(other.snapshot_dir(&a.chain_id)).unwrap();
     let lowers = other.snapshot_chain(&layers, &diff_ids).unwrap();
@@ -1079,13 +1082,7 @@ fn a_chain_of_missing_layers_unpacks_in_parallel_into_the_same_snapshots() {
     assert_eq!(std::fs::read(lowers[2].join("etc/shared")).unwrap(), b"1\n");
 
     // One wrong diffID fails the chain and leaves no snapshot under that layer's chain.
-    let (_d3, third) = store();
-    for l in &layers {
-        third
-            .blobs()
-            .put(&built.blobs().read(&l.digest).unwrap())
-            .unwrap();
-    }
+    let (_d3, third) = with_blobs();
     let mut wrong = diff_ids.clone();
     wrong[1] = DiffId::from(Digest::of(b"not this layer"));
     let err = third.snapshot_chain(&layers, &wrong).unwrap_err();
