@@ -171,7 +171,9 @@ impl Store {
     /// Makes sure every layer of an image is unpacked (`layers[i]` has diffID `diff_ids[i]`,
     /// checked while unpacking) and returns the snapshot `fs` dirs in overlay lowerdir order:
     /// top-most first. A snapshot holds one layer's diff in overlay form and needs nothing of
-    /// its parent but its name, so the missing layers are unpacked in parallel, one per core.
+    /// its parent but its name, so the missing layers are unpacked in parallel, one per core,
+    /// into scratch dirs; they are installed bottom first, so that a snapshot's parent is
+    /// always there, even after a crash or a failed layer.
     pub fn snapshot_chain(
         &self,
         layers: &[Descriptor],
@@ -194,39 +196,12 @@ impl Store {
             let parent = i.checked_sub(1).map(|p| &chains[p]);
             self.unpack_snapshot(&layers[i], &diff_ids[i], parent, &chains[i])
         };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(missing.len());
-        if threads <= 1 {
-            missing.iter().try_for_each(|&i| unpack(i))?;
-        } else {
-            // Each worker takes the next missing layer; after a failure none starts another.
-            let next = AtomicUsize::new(0);
-            let failed = AtomicBool::new(false);
-            let results: Vec<Result<()>> = std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..threads)
-                    .map(|_| {
-                        scope.spawn(|| -> Result<()> {
-                            while !failed.load(Ordering::Relaxed) {
-                                let Some(&i) = missing.get(next.fetch_add(1, Ordering::Relaxed))
-                                else {
-                                    break;
-                                };
-                                if let Err(e) = unpack(i) {
-                                    failed.store(true, Ordering::Relaxed);
-                                    return Err(e);
-                                }
-                            }
-                            Ok(())
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
-            results.into_iter().collect::<Result<()>>()?;
+        let unpacked = parallel_map(&missing, unpack);
+        // In chain order: the first failure stops the installs; what was unpacked above it
+        // is removed with its scratch dir.
+        for result in unpacked {
+            let (dir, meta) = result?;
+            self.install_snapshot(dir.path(), &meta)?;
         }
         Ok(chains
             .iter()
@@ -235,13 +210,15 @@ impl Store {
             .collect())
     }
 
+    /// Unpacks one layer into a scratch dir (removed when dropped) and returns it with the
+    /// meta its snapshot will have.
     fn unpack_snapshot(
         &self,
         layer: &Descriptor,
         diff_id: &DiffId,
         parent: Option<&ChainId>,
         chain: &ChainId,
-    ) -> Result<()> {
+    ) -> Result<(RemoveOnDrop, SnapshotMeta)> {
         if layer_compression(&layer.media_type).is_err() {
             return Err(Error::UnsupportedMediaType(layer.media_type.clone()));
         }
@@ -250,7 +227,7 @@ impl Store {
             .join(format!("unpack-{}", crate::fsutil::unique_suffix()));
         let fs = dir.join("fs");
         std::fs::create_dir_all(&fs).map_err(Error::io("create directory", &fs))?;
-        let guard = RemoveOnDrop(dir.clone());
+        let guard = RemoveOnDrop(dir);
         let reader = self.blobs().open_verified(&layer.digest)?;
         let unpacked = unpack_layer(reader, &fs, Some(diff_id), &layer.digest.to_string())?;
         let meta = SnapshotMeta {
@@ -260,9 +237,7 @@ impl Store {
             parent: parent.cloned(),
             size: unpacked.content_bytes,
         };
-        self.install_snapshot(&dir, &meta)?;
-        drop(guard);
-        Ok(())
+        Ok((guard, meta))
     }
 
     /// Writes `meta` into `dir` (which holds `fs`) and renames `dir` to
@@ -291,6 +266,72 @@ impl Store {
 }
 
 struct RemoveOnDrop(PathBuf);
+
+impl RemoveOnDrop {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// `f` of every item, in order, computed on up to one thread per core. Once an item fails,
+/// no thread starts another, and the items not computed are left out of the result (which
+/// then ends with the first failure in item order, or an earlier one).
+fn parallel_map<T: Send>(items: &[usize], f: impl Fn(usize) -> Result<T> + Sync) -> Vec<Result<T>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        let mut out = Vec::with_capacity(items.len());
+        for &i in items {
+            let r = f(i);
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        return out;
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let mut done: Vec<(usize, Result<T>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = items.get(k) else { break };
+                        let r = f(i);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        mine.push((k, r));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_by_key(|(k, _)| *k);
+    // Keep the unbroken run of positions from the start, up to and including a failure.
+    let mut out = Vec::with_capacity(done.len());
+    for (expected, (k, r)) in done.into_iter().enumerate() {
+        if k != expected {
+            break;
+        }
+        let failed = r.is_err();
+        out.push(r);
+        if failed {
+            break;
+        }
+    }
+    out
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

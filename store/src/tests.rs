@@ -1089,5 +1089,10 @@ fn a_chain_of_missing_layers_unpacks_in_parallel_into_the_same_snapshots() {
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     let wrong_chain = ChainId::child(Some(&a.chain_id), &wrong[1]);
     assert!(third.snapshot_path(&wrong_chain).is_none());
+    // The layer below the failure is installed, the one above it (unpacked or not) is not:
+    // no snapshot is ever there without its parent.
+    assert!(third.snapshot_path(&a.chain_id).is_some());
+    let above = ChainId::child(Some(&wrong_chain), &c.diff_id);
+    assert!(third.snapshot_path(&above).is_none());
     assert!(third.fsck().unwrap().is_empty());
 }
