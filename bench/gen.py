@@ -10,6 +10,9 @@ Usage:
   gen.py ignored DIR FILES              FILES tiny files, 98% excluded by .dockerignore
   gen.py ci DIR                         a CI step: 2,000 source files (60 MiB) COPYed, a RUN writing 40 MiB
   gen.py unpack DIR                     FROM + RUN true: the first RUN on a freshly pulled base
+  gen.py files DIR N                    N small files (64-255 bytes), 1,000 a directory, all COPYed
+  gen.py layers DIR N                   FROM + N RUN steps, each one layer holding one small file
+  gen.py blob DIR BYTES                 BYTES in files of at most 256 MiB under data/, COPYed whole
   gen.py busybox LAYOUT                 OCI layout of /bin/busybox (busybox-static), tag latest
 """
 
@@ -112,6 +115,39 @@ def unpack(d):
     write(f"{d}/Dockerfile.in", b"FROM BASE_IMAGE\nRUN true\n")
 
 
+def files(d, n):
+    """The scaling curve's context: n small files, all of them reaching the build."""
+    n = int(n)
+    rng = random.Random(SEED + 4)
+    for i in range(n):
+        write(f"{d}/src/d{i // 1000:04}/f{i:07}.txt", text_like(rng, 64 + rng.randrange(192)))
+    write(f"{d}/Dockerfile.in", b"FROM BASE_IMAGE\nCOPY src/ /app/\n")
+
+
+def layers(d, n):
+    lines = ["FROM BASE_IMAGE"] + [f"RUN echo {i} > /layer{i}" for i in range(int(n))]
+    write(f"{d}/Dockerfile.in", ("\n".join(lines) + "\n").encode())
+
+
+def blob(d, total):
+    """The scaling curve's layer size: total bytes of base64 text in files of <= 256 MiB."""
+    total = int(total)
+    rng = random.Random(SEED + 5)
+    chunk, i = 256 << 20, 0
+    while total > 0:
+        n = min(chunk, total)
+        os.makedirs(f"{d}/data", exist_ok=True)
+        with open(f"{d}/data/part{i:03}.txt", "wb") as f:
+            left = n
+            while left > 0:
+                k = min(left, 16 << 20)
+                f.write(text_like(rng, k))
+                left -= k
+        total -= n
+        i += 1
+    write(f"{d}/Dockerfile.in", b"FROM BASE_IMAGE\nCOPY data/ /data/\n")
+
+
 def busybox(layout):
     """Same shape as tests/util/busybox.rs: /bin/busybox, a symlink per applet, passwd/group."""
     applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, check=True)
@@ -180,4 +216,5 @@ def busybox(layout):
 
 
 if __name__ == "__main__":
-    {"small": small, "runs": runs, "big": big, "ignored": ignored, "ci": ci, "unpack": unpack, "busybox": busybox}[sys.argv[1]](*sys.argv[2:])
+    {"small": small, "runs": runs, "big": big, "ignored": ignored, "ci": ci, "unpack": unpack,
+     "files": files, "layers": layers, "blob": blob, "busybox": busybox}[sys.argv[1]](*sys.argv[2:])
