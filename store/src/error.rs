@@ -52,6 +52,16 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A multi-platform image without an image for the wanted platform.
+    #[error("{reference} has no {platform} image; it has {available}")]
+    NoPlatform {
+        /// The name it was asked by.
+        reference: String,
+        /// The wanted platform.
+        platform: String,
+        /// The platforms it has (`linux/amd64, linux/arm64`).
+        available: String,
+    },
     /// A manifest or config blob cannot be used as an image.
     #[error("image {reference}: {reason}")]
     BadImage {
