@@ -295,3 +295,41 @@ fn a_bad_platform_is_a_usage_error_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--platform \"linux\""), "{}", show(&out));
 }
+
+#[test]
+fn an_index_in_the_store_is_tagged_listed_and_pushed_whole() {
+    let rb = Rbuild::new();
+    let ctx = TestDir::new("mp-store");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM ${BASE}\nRUN uname -m > /uname\n",
+    );
+    build(
+        &rb,
+        &ctx,
+        &["--platform", "linux/amd64,linux/arm64", "-t", "mp/local:1"],
+    );
+    rb.ok(&["tag", "mp/local:1", "mp/local:2"]);
+    let listed = rb.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(listed.contains("mp/local:2"), "{listed}");
+    let dest = registry_ref("mp/retagged:2");
+    rb.ok(&["push", "mp/local:2", &dest]);
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{dest}"),
+        ],
+    );
+    let index: serde_json::Value = serde_json::from_str(&raw).expect("index json");
+    assert_eq!(
+        index["manifests"].as_array().map(Vec::len),
+        Some(2),
+        "{raw}"
+    );
+    assert_eq!(file_in(&dest, "arm64", "/uname").trim(), "aarch64");
+    let fsck = rb.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", show(&fsck));
+}

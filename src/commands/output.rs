@@ -264,7 +264,7 @@ pub fn annotations(specs: &[String]) -> Result<Annotations, UsageError> {
         if kind.contains('[') {
             return Err(UsageError(format!(
                 "--annotation {spec:?}: per-platform annotations are not supported \
-                 (rbuild builds one platform; drop the [PLATFORM])"
+                 (every platform's manifest gets the same ones; drop the [PLATFORM])"
             )));
         }
         let map = match kind {
