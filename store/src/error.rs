@@ -53,15 +53,8 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// A multi-platform image without an image for the wanted platform.
-    #[error("{reference} has no {platform} image; it has {available}")]
-    NoPlatform {
-        /// The name it was asked by.
-        reference: String,
-        /// The wanted platform.
-        platform: String,
-        /// The platforms it has (`linux/amd64, linux/arm64`).
-        available: String,
-    },
+    #[error("{} has no {} image; it has {}", .0.reference, .0.platform, .0.available)]
+    NoPlatform(Box<MissingPlatform>),
     /// A manifest or config blob cannot be used as an image.
     #[error("image {reference}: {reason}")]
     BadImage {
@@ -193,4 +186,15 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// What [`Error::NoPlatform`] says (boxed: the error stays small).
+#[derive(Debug)]
+pub struct MissingPlatform {
+    /// The name it was asked by.
+    pub reference: String,
+    /// The wanted platform.
+    pub platform: String,
+    /// The platforms it has (`linux/amd64, linux/arm64`).
+    pub available: String,
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::error::MissingPlatform;
 use crate::model::oci::{canonical_json, Descriptor, Index, MEDIA_TYPE_DOCKER_MANIFEST_LIST};
 use crate::model::oci::{MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
 use crate::{Error, Image, Platform, Result, Store};
@@ -77,10 +78,12 @@ impl Store {
         let chosen = entries
             .iter()
             .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
-            .ok_or_else(|| Error::NoPlatform {
-                reference: name_or_id.to_owned(),
-                platform: platform.to_string(),
-                available: platform_list(&entries),
+            .ok_or_else(|| {
+                Error::NoPlatform(Box::new(MissingPlatform {
+                    reference: name_or_id.to_owned(),
+                    platform: platform.to_string(),
+                    available: platform_list(&entries),
+                }))
             })?;
         let mut found = self.load_manifest(image.name.clone(), chosen)?;
         found.index = Some(index);

@@ -52,7 +52,7 @@ pub use blob::{BlobStore, BlobWriter, VerifiedReader};
 pub use cache::{CacheRecord, CACHE_RECORD_VERSION};
 pub use compress::{gzip_parallel, zstd_compress, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{ChainId, DiffId, Digest};
-pub use error::{error_chain, Error};
+pub use error::{error_chain, Error, MissingPlatform};
 pub use gc::{DiskUsage, FsckProblem, PrunePolicy, PruneReport, UsageLine};
 pub use image::Image;
 pub use image_index::{is_index_media_type, is_manifest_media_type, platform_list};

@@ -244,13 +244,11 @@ impl BuildCtx {
         let store = self.store.clone();
         let (raw, want) = (reference.to_string(), platform.clone());
         let found = blocking(move || match store.find_image_for(&raw, &want) {
-            Err(rbuild_store::Error::NoPlatform { available, .. }) => {
-                Err(Error::BaseLacksPlatform {
-                    base: raw,
-                    platform: want.to_string(),
-                    available,
-                })
-            }
+            Err(rbuild_store::Error::NoPlatform(missing)) => Err(Error::BaseLacksPlatform {
+                base: raw,
+                platform: want.to_string(),
+                available: missing.available,
+            }),
             r => r.map_err(Error::store(format!("find {raw}"))),
         })
         .await?;

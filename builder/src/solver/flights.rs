@@ -23,7 +23,7 @@ impl Flights {
     pub async fn hold(&self, key: &CacheKey) -> FlightGuard {
         let lock = {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            keys.entry(key.clone()).or_default().clone()
+            keys.entry(*key).or_default().clone()
         };
         lock.lock_owned().await
     }
