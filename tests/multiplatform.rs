@@ -233,6 +233,9 @@ fn local_output_writes_a_directory_per_platform_and_names_are_normalised() {
     );
     let out = TestDir::new("mp-local-out");
     let dest = format!("type=local,dest={}", out.path().display());
+    let files = TestDir::new("mp-local-meta");
+    let meta = files.path().join("meta.json").display().to_string();
+    let iid = files.path().join("iid").display().to_string();
     // aarch64 and arm64/v8 are linux/arm64: one target, not two.
     build(
         &rb,
@@ -244,7 +247,22 @@ fn local_output_writes_a_directory_per_platform_and_names_are_normalised() {
             "linux/arm64/v8",
             "-o",
             &dest,
+            "--metadata-file",
+            &meta,
+            "--iidfile",
+            &iid,
         ],
+    );
+    // Both name the index.
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(
+        meta["containerimage.descriptor"]["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{meta}"
+    );
+    assert_eq!(
+        meta["containerimage.digest"].as_str(),
+        Some(std::fs::read_to_string(&iid).unwrap().trim()),
+        "{meta}"
     );
     let mut dirs: Vec<String> = std::fs::read_dir(out.path())
         .unwrap()
@@ -332,4 +350,32 @@ fn an_index_in_the_store_is_tagged_listed_and_pushed_whole() {
     assert_eq!(file_in(&dest, "arm64", "/uname").trim(), "aarch64");
     let fsck = rb.run(&["fsck"]);
     assert!(fsck.status.success(), "{}", show(&fsck));
+}
+
+#[test]
+fn a_foreign_run_without_an_emulator_says_how_to_get_one() {
+    // s390x: scripts/test registers only qemu-aarch64. Where the machine has an s390x
+    // emulator registered, the step gets past the check and fails on the empty rootfs.
+    let registered = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("s390x"))
+        })
+        .unwrap_or(false);
+    let rb = Rbuild::new();
+    let ctx = TestDir::new("mp-noemu");
+    ctx.write("Dockerfile", "FROM scratch\nRUN true\n");
+    let path = ctx.path().display().to_string();
+    let out = rb.run(&[
+        "build",
+        "--progress=plain",
+        "--platform",
+        "linux/s390x",
+        &path,
+    ]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = "no emulator registered for linux/s390x: install qemu-user-static (binfmt_misc)";
+    assert_eq!(err.contains(want), !registered, "{}", show(&out));
+    assert!(err.contains("Dockerfile:2"), "{}", show(&out));
 }

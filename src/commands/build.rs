@@ -383,21 +383,25 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     for t in &tags {
         view.line(&format!("#0 naming to {t} done"));
     }
-    if !built.platforms.is_empty() && !exports.is_empty() {
+    // Several platforms: the exports write a directory per platform.
+    let per_platform = !built.platforms.is_empty();
+    if per_platform && !exports.is_empty() {
         write_per_platform(&store, &built, &exports, &tags, source_date_epoch).await?;
         for export in &exports {
             if let Some(what) = output::describe(export) {
                 view.line(&format!("#0 exporting {what} done"));
             }
         }
-    } else if !exports.is_empty() || args.metadata_file.is_some() || args.load {
+    }
+    let single_exports: &[Export] = if per_platform { &[] } else { &exports };
+    if !single_exports.is_empty() || args.metadata_file.is_some() || args.load {
         let image = store
             .load_image(tags.first().cloned(), &built.manifest)
             .context("cannot read the built image back")?;
-        if !exports.is_empty() {
+        if !single_exports.is_empty() {
             super::store::fetch_lazy_layers(&store, std::slice::from_ref(&image)).await?;
         }
-        for export in &exports {
+        for export in single_exports {
             let (st, ex) = (store.clone(), export.clone());
             let (img, t) = (image.clone(), tags.clone());
             let index = index_annotations.clone();
