@@ -166,7 +166,7 @@ pub enum Error {
         available: String,
     },
     /// A RUN step for a foreign architecture on a host that cannot run its binaries.
-    #[error("{0}")]
+    #[error(transparent)]
     Emulation(#[from] crate::solver::emulation::EmulationError),
     /// A background task of the build panicked or was cancelled.
     #[error("a build task failed")]
