@@ -350,6 +350,22 @@ fn an_index_in_the_store_is_tagged_listed_and_pushed_whole() {
     assert_eq!(file_in(&dest, "arm64", "/uname").trim(), "aarch64");
     let fsck = rb.run(&["fsck"]);
     assert!(fsck.status.success(), "{}", show(&fsck));
+
+    // The index in the store is a base: each target takes its own entry, no registry.
+    let next = TestDir::new("mp-store-next");
+    next.write("Dockerfile", "FROM mp/local:2\nRUN cp /uname /from-base\n");
+    let out = TestDir::new("mp-store-out");
+    let dest = format!("type=local,dest={}", out.path().display());
+    let path = next.path().display().to_string();
+    let platforms = "--platform=linux/arm64,linux/amd64";
+    rb.ok(&["build", "--progress=plain", platforms, "-o", &dest, &path]);
+    let from_base = |d: &str| std::fs::read_to_string(out.path().join(d).join("from-base"));
+    assert_eq!(from_base("linux_arm64").unwrap().trim(), "aarch64");
+    assert_eq!(from_base("linux_amd64").unwrap().trim(), "x86_64");
+    let missing = rb.run(&["build", "--platform=linux/s390x", &path]);
+    let want = "base mp/local:2 has no linux/s390x image; it has linux/amd64, linux/arm64";
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains(want), "{}", show(&missing));
 }
 
 #[test]
