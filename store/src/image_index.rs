@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use crate::error::MissingPlatform;
+use crate::model::oci::MEDIA_TYPE_OCI_INDEX;
 use crate::model::oci::{canonical_json, Descriptor, Index, MEDIA_TYPE_DOCKER_MANIFEST_LIST};
-use crate::model::oci::{MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
 use crate::{Error, Image, Platform, Result, Store};
 
 /// Whether `media_type` is an index (OCI) or a manifest list (Docker).
@@ -118,10 +118,4 @@ pub fn platform_list(entries: &[Descriptor]) -> String {
     } else {
         names.join(", ")
     }
-}
-
-/// Whether a descriptor of `media_type` is a single image manifest.
-pub fn is_manifest_media_type(media_type: &str) -> bool {
-    media_type == MEDIA_TYPE_OCI_MANIFEST
-        || media_type == crate::model::oci::MEDIA_TYPE_DOCKER_MANIFEST
 }

@@ -55,7 +55,7 @@ pub use digest::{ChainId, DiffId, Digest};
 pub use error::{error_chain, Error, MissingPlatform};
 pub use gc::{DiskUsage, FsckProblem, PrunePolicy, PruneReport, UsageLine};
 pub use image::Image;
-pub use image_index::{is_index_media_type, is_manifest_media_type, platform_list};
+pub use image_index::{is_index_media_type, platform_list};
 pub use layer_in::{unpack_layer, Unpacked};
 pub use layer_out::{
     is_opaque_dir, write_layer_tar, write_layer_tar_with, ExternalFile, ExternalFiles, TarOptions,
