@@ -13,7 +13,8 @@ Usage:
   gen.py files DIR N                    N small files (64-255 bytes), 1,000 a directory, all COPYed
   gen.py layers DIR N                   FROM + N RUN steps, each one layer holding one small file
   gen.py blob DIR BYTES                 BYTES in files of at most 256 MiB under data/, COPYed whole
-  gen.py busybox LAYOUT                 OCI layout of /bin/busybox (busybox-static), tag latest
+  gen.py busybox LAYOUT [BINARY ARCH]   OCI layout of /bin/busybox (busybox-static), tag latest
+  gen.py emulated DIR                   one looping RUN on an arm64 base (BASE_ARM64)
 """
 
 import base64
@@ -148,8 +149,19 @@ def blob(d, total):
     write(f"{d}/Dockerfile.in", b"FROM BASE_IMAGE\nCOPY data/ /data/\n")
 
 
-def busybox(layout):
-    """Same shape as tests/util/busybox.rs: /bin/busybox, a symlink per applet, passwd/group."""
+def emulated(d):
+    """One RUN step that loops in busybox's shell, for an arm64 base run under emulation."""
+    lines = [
+        "FROM BASE_ARM64",
+        "RUN i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; uname -m > /arch",
+    ]
+    write(f"{d}/Dockerfile.in", ("\n".join(lines) + "\n").encode())
+
+
+def busybox(layout, binary="/bin/busybox", arch="amd64"):
+    """Same shape as tests/util/busybox.rs: /bin/busybox, a symlink per applet, passwd/group.
+    BINARY and ARCH make the image of another architecture's busybox-static (the applet
+    list is the host's: the same Debian version)."""
     applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, check=True)
     names = sorted(a for a in applets.stdout.decode().split() if a and a != "busybox")
     buf = io.BytesIO()
@@ -164,7 +176,7 @@ def busybox(layout):
         for dname in ["bin", "etc", "root", "var", "home"]:
             add(dname, tarfile.DIRTYPE, 0o755)
         add("tmp", tarfile.DIRTYPE, 0o1777)
-        with open("/bin/busybox", "rb") as f:
+        with open(binary, "rb") as f:
             add("bin/busybox", tarfile.REGTYPE, 0o755, f.read())
         for a in names:
             add(f"bin/{a}", tarfile.SYMTYPE, 0o777, link="busybox")
@@ -183,7 +195,7 @@ def busybox(layout):
     layer_digest, layer_size = put(layer)
     config = json.dumps(
         {
-            "architecture": "amd64",
+            "architecture": arch,
             "os": "linux",
             "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
@@ -217,4 +229,4 @@ def busybox(layout):
 
 if __name__ == "__main__":
     {"small": small, "runs": runs, "big": big, "ignored": ignored, "ci": ci, "unpack": unpack,
-     "files": files, "layers": layers, "blob": blob, "busybox": busybox}[sys.argv[1]](*sys.argv[2:])
+     "files": files, "layers": layers, "blob": blob, "busybox": busybox, "emulated": emulated}[sys.argv[1]](*sys.argv[2:])

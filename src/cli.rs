@@ -188,9 +188,9 @@ pub struct BuildArgs {
     /// Print only the image ID
     #[arg(short, long)]
     pub quiet: bool,
-    /// Target platform (os/arch[/variant]) for base images
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
+    /// Target platforms (os/arch[/variant]), comma-separated or repeated; several build an index
+    #[arg(long = "platform", value_name = "PLATFORM[,PLATFORM...]")]
+    pub platforms: Vec<String>,
     /// Network for RUN steps: default (host), host or none
     #[arg(long, value_name = "MODE")]
     pub network: Option<String>,

@@ -155,6 +155,19 @@ pub enum Error {
     /// A `--platform` or `FROM --platform` value that does not parse.
     #[error(transparent)]
     Platform(rbuild_store::ParseError),
+    /// A base image without an image for the platform a stage is built for.
+    #[error("base {base} has no {platform} image; it has {available}")]
+    BaseLacksPlatform {
+        /// The base as written.
+        base: String,
+        /// The stage's platform.
+        platform: String,
+        /// The platforms the base has (`linux/amd64, linux/arm64`).
+        available: String,
+    },
+    /// A RUN step for a foreign architecture on a host that cannot run its binaries.
+    #[error(transparent)]
+    Emulation(#[from] crate::solver::emulation::EmulationError),
     /// A background task of the build panicked or was cancelled.
     #[error("a build task failed")]
     Task(#[source] tokio::task::JoinError),

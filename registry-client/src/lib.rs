@@ -38,6 +38,7 @@ mod manifest;
 mod progress;
 mod pull;
 mod push;
+mod push_index;
 mod reference;
 mod secret;
 mod transport;

@@ -15,6 +15,10 @@ pub trait LocalStore: Clone + Send + Sync + 'static {
     fn blobs(&self) -> &BlobStore;
     /// The image `name_or_id` names, with its manifest and config read and verified.
     fn find_image(&self, name_or_id: &str) -> StoreResult<Option<Image>>;
+    /// The image whose manifest `manifest` describes (an index: its host-platform entry).
+    fn load_image(&self, name: Option<String>, manifest: &Descriptor) -> StoreResult<Image>;
+    /// The image manifests an index in the store lists, each with its platform.
+    fn index_entries(&self, index: &Descriptor) -> StoreResult<Vec<Descriptor>>;
     /// Points the tag `name` at `manifest`, whose blob must be present.
     fn tag(&self, name: &str, manifest: &Descriptor) -> StoreResult<()>;
     /// Which registry repositories are known to hold which blobs.
@@ -57,6 +61,12 @@ impl LocalStore for Store {
     }
     fn find_image(&self, name_or_id: &str) -> StoreResult<Option<Image>> {
         Store::find_image(self, name_or_id)
+    }
+    fn load_image(&self, name: Option<String>, manifest: &Descriptor) -> StoreResult<Image> {
+        Store::load_image(self, name, manifest)
+    }
+    fn index_entries(&self, index: &Descriptor) -> StoreResult<Vec<Descriptor>> {
+        Store::index_entries(self, index)
     }
     fn tag(&self, name: &str, manifest: &Descriptor) -> StoreResult<()> {
         Store::tag(self, name, manifest)

@@ -122,7 +122,7 @@ pub(crate) fn select<'a>(
                 .iter()
                 .filter(|e| !is_attestation(e))
                 .filter_map(|e| e.platform.as_ref())
-                .map(|p| p.to_string())
+                .map(|p| p.normalized().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
         })

@@ -75,6 +75,18 @@ impl Client {
         let image_found = found.ok_or_else(|| Error::ImageNotInStore {
             name: image.to_string(),
         })?;
+        if let Some(index) = &image_found.index {
+            return crate::push_index::push_index(
+                self,
+                store,
+                index,
+                destination,
+                compression,
+                format,
+                progress,
+            )
+            .await;
+        }
         self.push_image(
             store,
             &image_found,
@@ -100,6 +112,22 @@ impl Client {
         format: ImageFormat,
         progress: Arc<dyn Progress>,
     ) -> Result<PushedImage> {
+        let to = ManifestPut::Tag(destination);
+        self.push_image_to(store, image, to, compression, format, progress)
+            .await
+    }
+
+    /// [`Client::push_image`], the manifest put by tag or (an index's entry) by digest.
+    pub(crate) async fn push_image_to<S: LocalStore>(
+        &self,
+        store: &S,
+        image: &Image,
+        to: ManifestPut<'_>,
+        compression: LayerCompression,
+        format: ImageFormat,
+        progress: Arc<dyn Progress>,
+    ) -> Result<PushedImage> {
+        let destination = to.reference();
         let what = destination.to_string();
         let media_type = image.manifest.media_type.clone();
         if ImageFormat::of_manifest(&media_type).is_none() && !media_type.is_empty() {
@@ -222,8 +250,7 @@ impl Client {
                 format.manifest_media_type().to_string(),
             )
         };
-        let pushed =
-            put_manifest_or_docker(&ep, destination, &scopes, bytes, media_type, &what).await?;
+        let pushed = put_manifest_or_docker(&ep, to, &scopes, bytes, media_type, &what).await?;
 
         for b in &blobs {
             sources.add(&b.digest.to_string(), &registry, &repo);
@@ -306,12 +333,37 @@ impl Client {
     }
 }
 
+/// Where a pushed manifest goes.
+#[derive(Clone, Copy)]
+pub(crate) enum ManifestPut<'a> {
+    /// Under the reference's tag (or digest).
+    Tag(&'a Reference),
+    /// Under its own digest in the reference's repository (an index's entry).
+    Digest(&'a Reference),
+}
+
+impl ManifestPut<'_> {
+    fn reference(&self) -> &Reference {
+        match self {
+            ManifestPut::Tag(r) | ManifestPut::Digest(r) => r,
+        }
+    }
+
+    /// The reference to PUT `bytes` to.
+    fn for_bytes(&self, bytes: &[u8]) -> Reference {
+        match self {
+            ManifestPut::Tag(r) => (*r).clone(),
+            ManifestPut::Digest(r) => r.with_digest(Digest::of(bytes)),
+        }
+    }
+}
+
 /// PUTs the manifest; a registry that refuses it (an OCI manifest, on an old registry) gets
 /// the same image as Docker schema2 when every layer has a Docker media type. Returns the
 /// bytes and media type the registry took.
 async fn put_manifest_or_docker(
     ep: &Endpoint,
-    destination: &Reference,
+    to: ManifestPut<'_>,
     scopes: &Scopes,
     bytes: Vec<u8>,
     media_type: String,
@@ -321,7 +373,8 @@ async fn put_manifest_or_docker(
         reference: what.to_string(),
         detail,
     };
-    let detail = match put_manifest(ep, destination, scopes, &bytes, &media_type).await? {
+    let destination = to.for_bytes(&bytes);
+    let detail = match put_manifest(ep, &destination, scopes, &bytes, &media_type).await? {
         Ok(()) => return Ok((bytes, media_type)),
         Err(detail) => detail,
     };
@@ -333,7 +386,8 @@ async fn put_manifest_or_docker(
     };
     let dbytes = canonical(&docker, what)?;
     let docker_type = ImageFormat::Docker.manifest_media_type();
-    match put_manifest(ep, destination, scopes, &dbytes, docker_type).await? {
+    let destination = to.for_bytes(&dbytes);
+    match put_manifest(ep, &destination, scopes, &dbytes, docker_type).await? {
         Ok(()) => Ok((dbytes, docker_type.to_string())),
         Err(detail) => Err(refused(detail)),
     }

@@ -147,7 +147,7 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
             .collect::<anyhow::Result<_>>()?,
         no_cache: args.no_cache,
         pull: args.pull,
-        platform: args.platform.clone(),
+        platforms: platforms(&args.platforms)?,
         network,
         secrets: args
             .secrets
@@ -200,6 +200,74 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
     Ok(options)
 }
 
+/// What a build for several platforms cannot do yet, refused before it starts.
+fn multi_platform_supported(exports: &[Export], opts: &BuildOptions) -> anyhow::Result<()> {
+    if let Some(e) = exports
+        .iter()
+        .find(|e| !matches!(e, Export::Local(_) | Export::Image { .. }))
+    {
+        let what = output::describe(e).unwrap_or_default();
+        return Err(UsageError(format!(
+            "--output ({what}): with several --platform values only type=local (a directory \
+             per platform) and type=image|registry are supported"
+        ))
+        .into());
+    }
+    if !opts.cache_to.is_empty() {
+        return Err(UsageError(
+            "--cache-to with several --platform values is not supported".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `--output type=local` of a build for several platforms: each platform's files in its own
+/// directory under the destination (`linux_arm64/`, `linux_arm_v7/`), as BuildKit writes them.
+async fn write_per_platform(
+    store: &Store,
+    built: &rbuild_builder::Built,
+    exports: &[Export],
+    tags: &[String],
+    source_date_epoch: Option<i64>,
+) -> anyhow::Result<()> {
+    for entry in &built.platforms {
+        let image = store
+            .load_image(None, entry)
+            .context("cannot read a built image back")?;
+        super::store::fetch_lazy_layers(store, std::slice::from_ref(&image)).await?;
+        let dir_name = entry
+            .platform
+            .as_ref()
+            .map(|p| p.to_string().replace('/', "_"))
+            .unwrap_or_default();
+        for export in exports {
+            let Export::Local(dir) = export else { continue };
+            let ex = Export::Local(dir.join(&dir_name));
+            let (st, img, t) = (store.clone(), image.clone(), tags.to_vec());
+            tokio::task::spawn_blocking(move || {
+                output::write(&st, &img, &t, &ex, source_date_epoch, &Default::default())
+            })
+            .await??;
+        }
+    }
+    Ok(())
+}
+
+/// `--platform` values: comma lists, each normalised (containerd's rules), each once.
+fn platforms(values: &[String]) -> anyhow::Result<Vec<rbuild_store::Platform>> {
+    let mut out: Vec<rbuild_store::Platform> = Vec::new();
+    for item in values.iter().flat_map(|v| v.split(',')).map(str::trim) {
+        let p: rbuild_store::Platform = item
+            .parse()
+            .map_err(|e| UsageError(format!("--platform {item:?}: {e}")))?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 /// Runs a build.
 pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     // Every flag is checked before stdin (`-f -`, a context of `-`) is read.
@@ -249,6 +317,9 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     let compression = crate::cli::layer_compression(args.compression, args.compression_level)?;
     let format = args.format.checked(args.compression)?;
     let mut opts = options(&args, annotations)?;
+    if opts.platforms.len() > 1 {
+        multi_platform_supported(&exports, &opts)?;
+    }
     if let Some(url) = dockerfile_url(&args) {
         opts.dockerfile_text = Some(fetch_dockerfile(url).await?);
         opts.dockerfile = None;
@@ -312,14 +383,25 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     for t in &tags {
         view.line(&format!("#0 naming to {t} done"));
     }
-    if !exports.is_empty() || args.metadata_file.is_some() || args.load {
+    // Several platforms: the exports write a directory per platform.
+    let per_platform = !built.platforms.is_empty();
+    if per_platform && !exports.is_empty() {
+        write_per_platform(&store, &built, &exports, &tags, source_date_epoch).await?;
+        for export in &exports {
+            if let Some(what) = output::describe(export) {
+                view.line(&format!("#0 exporting {what} done"));
+            }
+        }
+    }
+    let single_exports: &[Export] = if per_platform { &[] } else { &exports };
+    if !single_exports.is_empty() || args.metadata_file.is_some() || args.load {
         let image = store
             .load_image(tags.first().cloned(), &built.manifest)
             .context("cannot read the built image back")?;
-        if !exports.is_empty() {
+        if !single_exports.is_empty() {
             super::store::fetch_lazy_layers(&store, std::slice::from_ref(&image)).await?;
         }
-        for export in &exports {
+        for export in single_exports {
             let (st, ex) = (store.clone(), export.clone());
             let (img, t) = (image.clone(), tags.clone());
             let index = index_annotations.clone();

@@ -264,7 +264,7 @@ pub fn annotations(specs: &[String]) -> Result<Annotations, UsageError> {
         if kind.contains('[') {
             return Err(UsageError(format!(
                 "--annotation {spec:?}: per-platform annotations are not supported \
-                 (rbuild builds one platform; drop the [PLATFORM])"
+                 (every platform's manifest gets the same ones; drop the [PLATFORM])"
             )));
         }
         let map = match kind {
@@ -393,17 +393,22 @@ pub fn describe(export: &Export) -> Option<String> {
     }
 }
 
-/// `--metadata-file`'s document, with buildx's keys.
+/// `--metadata-file`'s document, with buildx's keys (a multi-platform image: its index's
+/// digest and descriptor, and no config digest).
 pub fn metadata(image: &Image, names: &[String]) -> serde_json::Value {
+    let top = image.index.as_ref().unwrap_or(&image.manifest);
     let mut doc = serde_json::json!({
-        "containerimage.digest": image.manifest.digest.to_string(),
-        "containerimage.config.digest": image.config.digest.to_string(),
+        "containerimage.digest": top.digest.to_string(),
         "containerimage.descriptor": {
-            "mediaType": image.manifest.media_type,
-            "digest": image.manifest.digest.to_string(),
-            "size": image.manifest.size,
+            "mediaType": top.media_type,
+            "digest": top.digest.to_string(),
+            "size": top.size,
         },
     });
+    if image.index.is_none() {
+        doc["containerimage.config.digest"] =
+            serde_json::Value::String(image.config.digest.to_string());
+    }
     if !names.is_empty() {
         doc["image.name"] = serde_json::Value::String(names.join(","));
     }

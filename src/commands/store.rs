@@ -285,7 +285,8 @@ pub fn tag(g: &Globals, args: TagArgs) -> anyhow::Result<()> {
     let target = Reference::parse(&args.target)
         .map_err(|e| crate::exit::UsageError(e.to_string()))?
         .to_string();
-    store.tag(&target, &img.manifest)?;
+    // A multi-platform image is tagged as a whole.
+    store.tag(&target, img.index.as_ref().unwrap_or(&img.manifest))?;
     Ok(())
 }
 

@@ -52,6 +52,21 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A multi-platform image without an image for the wanted platform.
+    #[error("{} has no {} image; it has {}", .0.reference, .0.platform, .0.available)]
+    NoPlatform(Box<MissingPlatform>),
+    /// An index entry to write has no platform.
+    #[error("index entry {manifest} has no platform")]
+    IndexEntryWithoutPlatform {
+        /// The entry's manifest digest.
+        manifest: crate::Digest,
+    },
+    /// An index lists no image manifest.
+    #[error("index {index} lists no image manifest")]
+    EmptyIndex {
+        /// The index's digest.
+        index: crate::Digest,
+    },
     /// An image config has no usable `rootfs.diff_ids`.
     #[error("image {manifest}: config has no rootfs.diff_ids list of digests")]
     NoDiffIds {
@@ -181,4 +196,15 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// What [`Error::NoPlatform`] says (boxed: the error stays small).
+#[derive(Debug)]
+pub struct MissingPlatform {
+    /// The name it was asked by.
+    pub reference: String,
+    /// The wanted platform.
+    pub platform: String,
+    /// The platforms it has (`linux/amd64, linux/arm64`).
+    pub available: String,
 }

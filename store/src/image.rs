@@ -24,6 +24,9 @@ pub struct Image {
     pub config: Descriptor,
     /// The config bytes (digest-verified).
     pub config_json: Vec<u8>,
+    /// The index the tag names, when it names a multi-platform image (`manifest` is then
+    /// one of its entries).
+    pub index: Option<Descriptor>,
 }
 
 impl Image {
@@ -217,7 +220,25 @@ impl Store {
     }
 
     /// Loads an image from a manifest descriptor (manifest and config read and verified).
+    /// An index descriptor gives its host-platform entry (else its first), with `index` set.
     pub fn load_image(&self, name: Option<String>, manifest: &Descriptor) -> Result<Image> {
+        if crate::image_index::is_index_media_type(&manifest.media_type) {
+            let entry = self.default_entry(manifest)?;
+            let mut image = self.load_manifest(name, &entry)?;
+            let mut index = manifest.clone();
+            index.annotations.remove(ANNOTATION_REF_NAME);
+            image.index = Some(index);
+            return Ok(image);
+        }
+        self.load_manifest(name, manifest)
+    }
+
+    /// Loads the image of one manifest descriptor.
+    pub(crate) fn load_manifest(
+        &self,
+        name: Option<String>,
+        manifest: &Descriptor,
+    ) -> Result<Image> {
         let manifest_json = self.blobs().read(&manifest.digest)?;
         let parsed: Manifest =
             serde_json::from_slice(&manifest_json).map_err(|source| Error::Json {
@@ -234,6 +255,7 @@ impl Store {
             manifest_json,
             config: parsed.config,
             config_json,
+            index: None,
         })
     }
 

@@ -35,6 +35,7 @@ mod fsutil;
 mod gc;
 mod gzip_member;
 mod image;
+mod image_index;
 mod layer_in;
 mod layer_out;
 pub mod model;
@@ -51,9 +52,10 @@ pub use blob::{BlobStore, BlobWriter, VerifiedReader};
 pub use cache::{CacheRecord, CACHE_RECORD_VERSION};
 pub use compress::{gzip_parallel, zstd_compress, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{ChainId, DiffId, Digest};
-pub use error::{error_chain, Error};
+pub use error::{error_chain, Error, MissingPlatform};
 pub use gc::{DiskUsage, FsckProblem, PrunePolicy, PruneReport, UsageLine};
 pub use image::Image;
+pub use image_index::{is_index_media_type, platform_list};
 pub use layer_in::{unpack_layer, Unpacked};
 pub use layer_out::{
     is_opaque_dir, write_layer_tar, write_layer_tar_with, ExternalFile, ExternalFiles, TarOptions,

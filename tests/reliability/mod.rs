@@ -8,6 +8,7 @@
 mod concurrency;
 mod crash;
 mod diskfull;
+mod emulated;
 mod faults;
 mod hostile;
 mod sandbox;

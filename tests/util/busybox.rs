@@ -105,6 +105,122 @@ fn sha256_hex(data: &[u8]) -> String {
 /// Writes the layer, config and manifest as an OCI layout at `dir`; returns the diffID.
 fn write_layout(dir: &Path) -> String {
     let _ = std::fs::remove_dir_all(dir);
+    let busybox = std::fs::read("/bin/busybox")
+        .expect("read /bin/busybox: install the Debian package busybox-static");
+    let (manifest, diff_id) = write_image(dir, &busybox, "amd64");
+    let entry = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest.0, "size": manifest.1,
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}
+    });
+    write_index_json(dir, entry);
+    diff_id
+}
+
+/// The busybox image for linux/amd64 and linux/arm64 (the arm64 binary from Debian's
+/// `busybox-static:arm64`), pushed once per test process as one OCI index, as
+/// `127.0.0.1:PORT/library/busybox-multi:latest`.
+pub fn busybox_multi() -> &'static Busybox {
+    static IMAGE: OnceLock<Busybox> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let layout = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("busybox-multi-oci-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&layout);
+        let amd64 = std::fs::read("/bin/busybox")
+            .expect("read /bin/busybox: install the Debian package busybox-static");
+        let (amd_manifest, diff_id) = write_image(&layout, &amd64, "amd64");
+        let (arm_manifest, _) = write_image(&layout, &arm64_busybox(), "arm64");
+        let entry = |(digest, size): (String, usize), arch: &str| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest, "size": size,
+                "platform": {"os": "linux", "architecture": arch}
+            })
+        };
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [entry(amd_manifest, "amd64"), entry(arm_manifest, "arm64")]
+        });
+        let index = serde_json::to_vec(&index).expect("index json");
+        let hex = sha256_hex(&index);
+        std::fs::write(layout.join("blobs/sha256").join(&hex), &index).expect("write index");
+        write_index_json(
+            &layout,
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": format!("sha256:{hex}"), "size": index.len(),
+                "annotations": {"org.opencontainers.image.ref.name": "latest"}
+            }),
+        );
+        let reference = format!("{}/library/busybox-multi:latest", Registry::shared().addr);
+        tool(
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--all",
+                "--dest-tls-verify=false",
+                &format!("oci:{}:latest", layout.display()),
+                &format!("docker://{reference}"),
+            ],
+        );
+        Busybox {
+            reference,
+            layout,
+            diff_id,
+        }
+    })
+}
+
+/// The aarch64 `/bin/busybox` of Debian's `busybox-static:arm64`, downloaded once into
+/// `target/fixtures/` (`scripts/test` adds the arm64 architecture to dpkg).
+pub fn arm64_busybox() -> Vec<u8> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("fixtures/busybox-arm64");
+    let binary = dir.join("root/bin/busybox");
+    if !binary.exists() {
+        std::fs::create_dir_all(&dir).expect("fixture dir");
+        let download = Command::new("apt-get")
+            .args(["download", "busybox-static:arm64"])
+            .current_dir(&dir)
+            .output()
+            .expect("run apt-get");
+        assert!(
+            download.status.success(),
+            "apt-get download busybox-static:arm64 failed (dpkg --add-architecture arm64; \
+             apt-get update):\n{}",
+            super::show(&download)
+        );
+        let deb = std::fs::read_dir(&dir)
+            .expect("fixture dir")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .expect("the downloaded .deb");
+        tool(
+            "dpkg-deb",
+            &[
+                "-x",
+                &deb.to_string_lossy(),
+                &dir.join("root").to_string_lossy(),
+            ],
+        );
+    }
+    std::fs::read(&binary).expect("read the arm64 busybox")
+}
+
+fn write_index_json(dir: &Path, entry: serde_json::Value) {
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [entry]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Writes one busybox image's layer, config and manifest into the layout's blobs; returns
+/// the manifest's (digest, size) and the layer's diffID.
+fn write_image(dir: &Path, busybox: &[u8], arch: &str) -> ((String, usize), String) {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("layout dir");
     let put = |data: &[u8]| -> String {
@@ -113,7 +229,7 @@ fn write_layout(dir: &Path) -> String {
         format!("sha256:{hex}")
     };
 
-    let tar = layer_tar();
+    let tar = layer_tar(busybox);
     let diff_id = format!("sha256:{}", sha256_hex(&tar));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar).expect("gzip");
@@ -121,7 +237,7 @@ fn write_layout(dir: &Path) -> String {
     let layer_digest = put(&layer);
 
     let config = serde_json::json!({
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
@@ -137,22 +253,12 @@ fn write_layout(dir: &Path) -> String {
     });
     let manifest = serde_json::to_vec(&manifest).expect("manifest json");
     let manifest_digest = put(&manifest);
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest, "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "latest"}
-        }]
-    });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    diff_id
+    ((manifest_digest, manifest.len()), diff_id)
 }
 
-fn layer_tar() -> Vec<u8> {
-    let busybox = std::fs::read("/bin/busybox")
-        .expect("read /bin/busybox: install the Debian package busybox-static");
+/// The layer of `busybox` (either architecture's binary: the applet list is the amd64
+/// one's, the same Debian version).
+fn layer_tar(busybox: &[u8]) -> Vec<u8> {
     let list = Command::new("/bin/busybox")
         .arg("--list")
         .output()
@@ -190,13 +296,7 @@ fn layer_tar() -> Vec<u8> {
         );
     }
     add("tmp/", tar::EntryType::Directory, 0o1777, b"", None);
-    add(
-        "bin/busybox",
-        tar::EntryType::Regular,
-        0o755,
-        &busybox,
-        None,
-    );
+    add("bin/busybox", tar::EntryType::Regular, 0o755, busybox, None);
     for a in &applets {
         add(
             &format!("bin/{a}"),

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cachekey::CacheKey;
 use super::context_dir::ContextDir;
+use super::flights::Flights;
 use super::remote_cache::ImportedCache;
 use super::state::LayerRef;
 use super::BuildOptions;
@@ -36,8 +37,8 @@ pub struct BuildCtx {
     pub options: BuildOptions,
     /// Where events go.
     pub events: Arc<dyn EventSink>,
-    /// The context.
-    pub context: ContextDir,
+    /// The context (one for every target platform of the build).
+    pub context: Arc<ContextDir>,
     /// The Dockerfile's name, for messages (`Dockerfile:7: ...`).
     pub dockerfile: String,
     /// The Dockerfile's lexer (escape character).
@@ -49,8 +50,10 @@ pub struct BuildCtx {
     /// The target platform.
     pub platform: Platform,
     /// Records read from `--cache-from` (empty without it).
-    pub imported: ImportedCache,
-    next_id: AtomicUsize,
+    pub imported: Arc<ImportedCache>,
+    /// Steps running now, by cache key, shared by the build's target platforms.
+    pub flights: Arc<Flights>,
+    next_id: Arc<AtomicUsize>,
     /// One pull at a time, so two stages on the same base pull it once.
     pull_lock: tokio::sync::Mutex<()>,
     /// The records this build hit or wrote, for `--cache-to`.
@@ -114,16 +117,12 @@ impl BuildCtx {
         registry: rbuild_registry::Client,
         options: BuildOptions,
         events: Arc<dyn EventSink>,
-        context: ContextDir,
+        context: Arc<ContextDir>,
         dockerfile: String,
         graph: &StepGraph,
-        next_id: usize,
+        next_id: Arc<AtomicUsize>,
+        platform: Platform,
     ) -> BuildCtx {
-        let platform = options
-            .platform
-            .as_deref()
-            .and_then(|p| parse_platform(p).ok())
-            .unwrap_or_else(Platform::host);
         BuildCtx {
             snapshotter: Arc::new(Overlay::new(store.clone())),
             store,
@@ -136,8 +135,9 @@ impl BuildCtx {
             global_args: graph.global_args.clone(),
             sandbox: rbuild_runner::Sandbox::new(),
             platform,
-            imported: ImportedCache::default(),
-            next_id: AtomicUsize::new(next_id),
+            imported: Arc::default(),
+            flights: Arc::default(),
+            next_id,
             pull_lock: tokio::sync::Mutex::new(()),
             used: Mutex::new(BTreeMap::new()),
         }
@@ -153,67 +153,55 @@ impl BuildCtx {
         StepId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// A base image: the local one when the store has it (unless `--pull` finds the
-    /// registry's is different), else pulled.
-    pub async fn base_image(&self, reference: &str, id: StepId) -> Result<BaseImage, Error> {
-        let reg_err = |source| Error::Registry {
-            reference: reference.to_string(),
-            source,
+    /// A base image for `platform`: the local one when the store has it for that platform
+    /// (unless `--pull` finds the registry's is different), else pulled for it.
+    pub async fn base_image(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        id: StepId,
+    ) -> Result<BaseImage, Error> {
+        let reg_err = |source| match source {
+            rbuild_registry::Error::NoMatchingPlatform { available, .. } => {
+                Error::BaseLacksPlatform {
+                    base: reference.to_string(),
+                    platform: platform.to_string(),
+                    available,
+                }
+            }
+            source => Error::Registry {
+                reference: reference.to_string(),
+                source,
+            },
         };
         let parsed = Reference::parse(reference).map_err(Error::Reference)?;
         let name = parsed.to_string();
         let _guard = self.pull_lock.lock().await;
-        let store = self.store.clone();
-        let raw = reference.to_string();
-        let local = blocking(move || {
-            store
-                .find_image(&raw)
-                .map_err(Error::store(format!("find {raw}")))
-        })
-        .await?;
+        let local = self.local_base(reference, platform).await?;
         let refresh = match (&local, self.options.pull) {
             (None, _) => true,
             (Some(_), false) => false,
             (Some(img), true) => match self.registry.resolve_digest(&parsed).await {
-                Ok(remote) => remote != img.manifest.digest,
+                Ok(remote) => {
+                    remote != img.manifest.digest
+                        && img.index.as_ref().map(|i| &i.digest) != Some(&remote)
+                }
                 Err(source) => return Err(reg_err(source)),
             },
         };
         let image = if refresh {
-            let platform = self.platform.clone();
             self.emit(BuildEvent::StepOutput {
                 id,
                 stream: crate::events::OutputStream::Stdout,
-                line: format!("pulling {name}").into_bytes(),
+                line: format!("pulling {name} ({platform})").into_bytes(),
             });
-            // The pull future is not `Send` for every lifetime (a rustc limitation with the
-            // closures inside it), so it runs on a blocking thread of its own.
-            let (registry, store, p) = (self.registry.clone(), self.store.clone(), parsed.clone());
-            let handle = tokio::runtime::Handle::current();
-            // With a remote cache, only the manifest and config come now: the layers come
-            // when a step needs their files, and a push mounts them.
-            let lazy = !self.options.cache_from.is_empty();
-            let pulled = tokio::task::spawn_blocking(move || {
-                handle.block_on(async {
-                    if lazy {
-                        registry.pull_lazy(&store, &p, Some(&platform)).await
-                    } else {
-                        registry
-                            .pull(&store, &p, Some(&platform), Arc::new(NoProgress))
-                            .await
-                    }
-                })
-            })
-            .await
-            .map_err(Error::Task)?
-            .map_err(reg_err)?;
+            let pulled = self.pull_base(&parsed, platform).await.map_err(reg_err)?;
+            // By descriptor, not by name: another target may retag the name meanwhile.
             let store = self.store.clone();
-            let n = pulled.reference.to_string();
             blocking(move || {
                 store
-                    .find_image(&n)
-                    .map_err(Error::store(format!("find {n}")))?
-                    .ok_or_else(|| Error::SourceNotFound { source_path: n })
+                    .load_image(Some(pulled.reference.to_string()), &pulled.manifest)
+                    .map_err(Error::store(format!("read {}", pulled.reference)))
             })
             .await?
         } else {
@@ -244,6 +232,61 @@ impl BuildCtx {
             layers,
             manifest: image.manifest.digest.clone(),
         })
+    }
+
+    /// The store's image `reference` for `platform`: an index tag's entry for it, or a
+    /// single image whose config is for it (one for another platform is not used).
+    async fn local_base(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Option<rbuild_store::Image>, Error> {
+        let store = self.store.clone();
+        let (raw, want) = (reference.to_string(), platform.clone());
+        let found = blocking(move || match store.find_image_for(&raw, &want) {
+            Err(rbuild_store::Error::NoPlatform(missing)) => Err(Error::BaseLacksPlatform {
+                base: raw,
+                platform: want.to_string(),
+                available: missing.available,
+            }),
+            r => r.map_err(Error::store(format!("find {raw}"))),
+        })
+        .await?;
+        Ok(found.filter(|image| {
+            image.index.is_some()
+                || ImageConfig::parse(&image.config_json)
+                    .map(|c| c.os.is_empty() || platform.matches(&c.platform()))
+                    .unwrap_or(true)
+        }))
+    }
+
+    /// Pulls `reference` for `platform` (only its manifest and config with a remote cache).
+    async fn pull_base(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<rbuild_registry::PulledImage, rbuild_registry::Error> {
+        // The pull future is not `Send` for every lifetime (a rustc limitation with the
+        // closures inside it), so it runs on a blocking thread of its own.
+        let (registry, store, p) = (self.registry.clone(), self.store.clone(), reference.clone());
+        let platform = platform.clone();
+        let handle = tokio::runtime::Handle::current();
+        // With a remote cache, only the manifest and config come now: the layers come
+        // when a step needs their files, and a push mounts them.
+        let lazy = !self.options.cache_from.is_empty();
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(async {
+                if lazy {
+                    registry.pull_lazy(&store, &p, Some(&platform)).await
+                } else {
+                    registry
+                        .pull(&store, &p, Some(&platform), Arc::new(NoProgress))
+                        .await
+                }
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(rbuild_registry::Error::Task(e)))
     }
 
     /// The overlay lowers of `layers`, top-most first (unpacking what is not yet, and

@@ -1,7 +1,8 @@
 //! The end of a build: the target stage's config finished (`created`, `--label`s, diff
-//! ids), written with its manifest into the store, and tagged.
+//! ids), written with its manifest into the store, and tagged; for several platforms, the
+//! images joined in one index, which is tagged.
 
-use rbuild_store::{Descriptor, Digest};
+use rbuild_store::{Descriptor, Digest, Platform};
 
 use super::ctx::{blocking, BuildCtx};
 use super::remote_cache::format;
@@ -13,16 +14,79 @@ use crate::Error;
 /// A built image.
 #[derive(Debug, Clone)]
 pub struct Built {
-    /// The image ID: the config's digest.
+    /// The image ID: the config's digest (the index's digest for several platforms).
     pub image_id: Digest,
-    /// The manifest's descriptor in the store.
+    /// The manifest's descriptor in the store (the index's for several platforms).
     pub manifest: Descriptor,
     /// The names it was tagged as.
     pub tags: Vec<String>,
+    /// For several platforms, each one's manifest (with its `platform`); else empty.
+    pub platforms: Vec<Descriptor>,
 }
 
 /// Writes the target's image and tags it.
 pub async fn export(ctx: &BuildCtx, target: &StageResult) -> Result<Built, Error> {
+    let (image_id, manifest) = write_image(ctx, target).await?;
+    let store = ctx.store.clone();
+    let tags = ctx.options.tags.clone();
+    blocking(move || {
+        for t in &tags {
+            store
+                .tag(t, &manifest)
+                .map_err(Error::store(format!("tag {t}")))?;
+        }
+        Ok(Built {
+            image_id,
+            manifest,
+            tags,
+            platforms: Vec::new(),
+        })
+    })
+    .await
+}
+
+/// Writes one index over the images of each platform (`images`: platform, manifest) and
+/// tags it with `tags`.
+pub async fn export_index(
+    ctx: &BuildCtx,
+    images: Vec<(Platform, Descriptor)>,
+) -> Result<Built, Error> {
+    let store = ctx.store.clone();
+    let tags = ctx.options.tags.clone();
+    let descriptor_annotations = ctx.options.descriptor_annotations.clone();
+    blocking(move || {
+        let entries: Vec<Descriptor> = images
+            .into_iter()
+            .map(|(platform, mut d)| {
+                d.annotations.clear();
+                d.platform = Some(platform);
+                d
+            })
+            .collect();
+        let mut index = store
+            .put_index(&entries)
+            .map_err(Error::store("write the image index"))?;
+        index.annotations.extend(descriptor_annotations);
+        for t in &tags {
+            store
+                .tag(t, &index)
+                .map_err(Error::store(format!("tag {t}")))?;
+        }
+        Ok(Built {
+            image_id: index.digest.clone(),
+            manifest: index,
+            tags,
+            platforms: entries,
+        })
+    })
+    .await
+}
+
+/// Writes the target's config and manifest into the store: (image ID, manifest).
+pub async fn write_image(
+    ctx: &BuildCtx,
+    target: &StageResult,
+) -> Result<(Digest, Descriptor), Error> {
     let mut config = target.config.clone();
     // The image's time is its last step's (BuildKit's rule): a rebuild from the cache
     // gives the same config, so the same image ID.
@@ -67,7 +131,6 @@ pub async fn export(ctx: &BuildCtx, target: &StageResult) -> Result<Built, Error
     let json = config.to_json();
     let layers: Vec<Descriptor> = target.layers.iter().map(|l| l.descriptor.clone()).collect();
     let store = ctx.store.clone();
-    let tags = ctx.options.tags.clone();
     let manifest_annotations = ctx.options.manifest_annotations.clone();
     let descriptor_annotations = ctx.options.descriptor_annotations.clone();
     blocking(move || {
@@ -75,16 +138,7 @@ pub async fn export(ctx: &BuildCtx, target: &StageResult) -> Result<Built, Error
             .put_image_annotated(&json, &layers, &manifest_annotations)
             .map_err(Error::store("write the image"))?;
         manifest.annotations.extend(descriptor_annotations);
-        for t in &tags {
-            store
-                .tag(t, &manifest)
-                .map_err(Error::store(format!("tag {t}")))?;
-        }
-        Ok(Built {
-            image_id: Digest::of(&json),
-            manifest,
-            tags,
-        })
+        Ok((Digest::of(&json), manifest))
     })
     .await
 }

@@ -10,7 +10,9 @@ mod context_dir;
 pub mod context_stream;
 mod ctx;
 mod dispatch;
+pub mod emulation;
 mod export;
+mod flights;
 pub mod plan;
 pub mod remote_cache;
 mod scheduler;
@@ -76,8 +78,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--pull`.
     pub pull: bool,
-    /// `--platform`.
-    pub platform: Option<String>,
+    /// `--platform`: the target platforms, normalised, each once (empty: the host's).
+    pub platforms: Vec<rbuild_store::Platform>,
     /// `--network`.
     pub network: NetworkMode,
     /// `--secret id=..`.
@@ -103,14 +105,22 @@ pub struct BuildOptions {
     pub cache_to: Vec<remote_cache::spec::CacheExport>,
 }
 
-/// Runs one build: parse, plan, run the stages, export and tag the image.
+/// One target platform's part of a build.
+struct Target {
+    platform: rbuild_store::Platform,
+    plan: plan::Plan,
+    ctx: Arc<ctx::BuildCtx>,
+}
+
+/// Runs one build: parse, plan, run the stages (for each target platform), export and tag
+/// the image (an index over the platforms' images when there are several).
 pub async fn build(
     store: rbuild_store::Store,
     registry: rbuild_registry::Client,
     options: BuildOptions,
     events: Arc<dyn EventSink>,
 ) -> Result<Built, Error> {
-    let context = context_dir::ContextDir::open(&store, &options.context).await?;
+    let context = Arc::new(context_dir::ContextDir::open(&store, &options.context).await?);
     let (name, text) = context
         .read_dockerfile(
             options.dockerfile.as_deref(),
@@ -118,20 +128,79 @@ pub async fn build(
         )
         .await?;
     let doc = parse(&name, &text)?;
-    let graph = match &options.platform {
-        None => StepGraph::new(&doc, &options.build_args, options.target.as_deref())?,
-        Some(p) => {
-            let target = ctx::parse_platform(p)?;
-            let host = rbuild_store::Platform::host();
-            StepGraph::for_platform(
-                &doc,
-                &options.build_args,
-                options.target.as_deref(),
-                &host,
-                &target,
-            )?
-        }
+    let host = rbuild_store::Platform::host();
+    let platforms = match options.platforms.is_empty() {
+        true => vec![host.clone()],
+        false => options.platforms.clone(),
     };
+    let multi = platforms.len() > 1;
+    let mut graphs = Vec::new();
+    let mut plans = Vec::new();
+    let mut next_id = 0;
+    for p in &platforms {
+        let graph = StepGraph::for_platform(
+            &doc,
+            &options.build_args,
+            options.target.as_deref(),
+            &host,
+            p,
+        )?;
+        let mut plan = plan::Plan::new(&graph);
+        if multi {
+            plan.for_platform(p, next_id);
+        }
+        next_id = plan.next_id;
+        graphs.push(graph);
+        plans.push(plan);
+    }
+    warn(events.as_ref(), &graphs[0], &options);
+    // `--no-cache` uses no record, so it reads no `--cache-from` either (as BuildKit).
+    let imports = if options.no_cache {
+        &[][..]
+    } else {
+        &options.cache_from[..]
+    };
+    let imported =
+        Arc::new(remote_cache::import(&store, &registry, imports, events.as_ref()).await);
+    let flights = Arc::new(flights::Flights::default());
+    let ids = Arc::new(std::sync::atomic::AtomicUsize::new(next_id));
+    let targets: Vec<Target> = platforms
+        .into_iter()
+        .zip(plans)
+        .zip(&graphs)
+        .map(|((platform, plan), graph)| {
+            let mut ctx = ctx::BuildCtx::new(
+                store.clone(),
+                registry.clone(),
+                options.clone(),
+                events.clone(),
+                context.clone(),
+                name.clone(),
+                graph,
+                ids.clone(),
+                platform.clone(),
+            );
+            ctx.imported = imported.clone();
+            ctx.flights = flights.clone();
+            Target {
+                platform,
+                plan,
+                ctx: Arc::new(ctx),
+            }
+        })
+        .collect();
+    let built = if multi {
+        build_platforms(&targets).await
+    } else {
+        build_one(&targets[0]).await
+    };
+    let c = context.clone();
+    let _ = tokio::task::spawn_blocking(move || c.save_stat_cache()).await;
+    built
+}
+
+/// The frontend's warnings, the build args no stage used, the `--cache-to` fields ignored.
+fn warn(events: &dyn EventSink, graph: &StepGraph, options: &BuildOptions) {
     for w in &graph.warnings {
         events.event(crate::events::BuildEvent::Warning(w.clone()));
     }
@@ -140,7 +209,6 @@ pub async fn build(
             "build argument {unused:?} was given but not used by any stage"
         )));
     }
-    let plan = plan::Plan::new(&graph);
     for e in &options.cache_to {
         for field in &e.ignored {
             events.event(crate::events::BuildEvent::Warning(format!(
@@ -149,30 +217,29 @@ pub async fn build(
             )));
         }
     }
-    // `--no-cache` uses no record, so it reads no `--cache-from` either (as BuildKit).
-    let imports = if options.no_cache {
-        &[][..]
-    } else {
-        &options.cache_from[..]
-    };
-    let imported = remote_cache::import(&store, &registry, imports, events.as_ref()).await;
-    let mut ctx = ctx::BuildCtx::new(
-        store,
-        registry,
-        options,
-        events,
-        context,
-        name,
-        &graph,
-        plan.next_id,
-    );
-    ctx.imported = imported;
-    let ctx = Arc::new(ctx);
-    let target = scheduler::run(ctx.clone(), &plan).await;
-    let c = ctx.clone();
-    let _ = tokio::task::spawn_blocking(move || c.context.save_stat_cache()).await;
-    let target = target?;
-    let built = export::export(&ctx, &target).await?;
-    remote_cache::export(&ctx, &target).await?;
+}
+
+/// One platform: its image, tagged, and the `--cache-to` exports.
+async fn build_one(t: &Target) -> Result<Built, Error> {
+    let target = scheduler::run(t.ctx.clone(), &t.plan).await?;
+    let built = export::export(&t.ctx, &target).await?;
+    remote_cache::export(&t.ctx, &target).await?;
     Ok(built)
+}
+
+/// Several platforms, as many at once as the machine has cores: each one's image, then
+/// one index over them, tagged.
+async fn build_platforms(targets: &[Target]) -> Result<Built, Error> {
+    use futures::{StreamExt, TryStreamExt};
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let images: Vec<(rbuild_store::Platform, rbuild_store::Descriptor)> =
+        futures::stream::iter(targets.iter().map(|t| async move {
+            let target = scheduler::run(t.ctx.clone(), &t.plan).await?;
+            let (_, manifest) = export::write_image(&t.ctx, &target).await?;
+            Ok::<_, Error>((t.platform.clone(), manifest))
+        }))
+        .buffered(parallel)
+        .try_collect()
+        .await?;
+    export::export_index(&targets[0].ctx, images).await
 }

@@ -128,6 +128,21 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// For one platform of several: ids from `first` on, and the platform before each
+    /// stage's name in the progress (`linux/arm64 builder`).
+    pub fn for_platform(&mut self, platform: &rbuild_store::Platform, first: usize) {
+        for s in &mut self.stages {
+            s.display = format!("{platform} {}", s.display).trim_end().to_string();
+            s.from_id = StepId(s.from_id.0 + first);
+            for step in &mut s.steps {
+                step.id = StepId(step.id.0 + first);
+            }
+        }
+        self.next_id += first;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

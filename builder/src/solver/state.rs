@@ -3,6 +3,7 @@
 //! and whether the cache may still be used.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rbuild_store::{ChainId, Descriptor, DiffId};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,8 @@ pub struct StageState {
     pub cmd_set_here: bool,
     /// Overlay lowers for `layers`, top-most first, once asked for.
     pub lowers: Option<Vec<PathBuf>>,
+    /// The key this stage works on now, held until its next lookup (see `flights`).
+    pub flight: Option<Arc<super::flights::FlightGuard>>,
 }
 
 /// A built stage.
@@ -67,6 +70,7 @@ impl StageState {
             cache,
             cmd_set_here: false,
             lowers: None,
+            flight: None,
         }
     }
 

@@ -154,6 +154,11 @@ pub struct History {
 }
 
 impl ImageConfig {
+    /// The platform the config says the image is for (normalised).
+    pub fn platform(&self) -> super::Platform {
+        super::Platform::new(&self.os, &self.architecture, self.variant.as_deref())
+    }
+
     /// Parses a config blob.
     pub fn parse(bytes: &[u8]) -> Result<ImageConfig, serde_json::Error> {
         serde_json::from_slice(bytes)

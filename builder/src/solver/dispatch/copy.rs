@@ -132,7 +132,7 @@ async fn source_origin(cx: &StepCx<'_>) -> Result<(Option<Vec<LayerRef>>, String
             (Some(dep.layers.clone()), format!("stage:{}", dep.key.hex()))
         }
         Some(Base::Image(r)) => {
-            let base = cx.ctx.base_image(r, cx.id).await?;
+            let base = cx.ctx.base_image(r, &cx.ctx.platform, cx.id).await?;
             (Some(base.layers), format!("image:{}", base.manifest))
         }
         Some(Base::Scratch) => (Some(Vec::new()), "scratch".into()),

@@ -62,7 +62,7 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
                 source_path: format!("stage {i}"),
             }),
         },
-        Base::Image(reference) => ctx.base_image(reference, id).await.map(|base| {
+        Base::Image(reference) => ctx.base_image(reference, &platform, id).await.map(|base| {
             let mut k = KeyEncoder::new("FROM", None);
             k.str("image", &base.manifest.to_string());
             StageState::new(base.config, base.layers, k.finish(), cache)

@@ -173,6 +173,10 @@ pub async fn lookup(
     key: CacheKey,
     lineage: Option<(CacheKey, &BTreeMap<String, String>)>,
 ) -> Result<Lookup, Error> {
+    // Another target platform working on the same key finishes it first (and this one
+    // then finds its record).
+    st.flight = None;
+    st.flight = Some(Arc::new(cx.ctx.flights.hold(&key).await));
     let reason = match &st.cache {
         CacheUse::Bypass(reason) => reason.clone(),
         CacheUse::Lookup => match cx.ctx.cache_find(&key).await? {

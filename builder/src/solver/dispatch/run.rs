@@ -283,7 +283,7 @@ async fn bind_mount(
                     (dep.layers.clone(), format!("stage:{}", dep.key.hex()))
                 }
                 Base::Image(r) => {
-                    let b = cx.ctx.base_image(r, cx.id).await?;
+                    let b = cx.ctx.base_image(r, &cx.ctx.platform, cx.id).await?;
                     (b.layers, format!("image:{}", b.manifest))
                 }
                 Base::Scratch => (Vec::new(), "scratch".into()),
@@ -402,6 +402,11 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
     let created_by = created_by(&cx.step.args, &argv);
     if let Lookup::Hit = lookup(cx, st, key, None).await? {
         return Ok(Lookup::Hit);
+    }
+    // A foreign architecture's binaries run through binfmt_misc; without an emulator the
+    // step fails here, before anything is mounted.
+    if !st.config.os.is_empty() {
+        crate::solver::emulation::execution(&st.config.platform())?;
     }
 
     for p in &mut prepared {
