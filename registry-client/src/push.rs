@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use rbuild_store::{
     is_nondistributable, Descriptor, Digest, Image, ImageFormat, LayerCompression, LayerType,
-    Manifest,
+    Manifest, MountSources,
 };
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
@@ -129,16 +129,7 @@ impl Client {
     ) -> Result<PushedImage> {
         let destination = to.reference();
         let what = destination.to_string();
-        let media_type = image.manifest.media_type.clone();
-        if ImageFormat::of_manifest(&media_type).is_none() && !media_type.is_empty() {
-            return Err(Error::UnsupportedMediaType { what, media_type });
-        }
-        let local: Manifest = image
-            .parsed_manifest()
-            .map_err(Error::store(format!("read the manifest of {what}")))?;
-        if local.schema_version != 2 {
-            return Err(Error::UnsupportedMediaType { what, media_type });
-        }
+        let local = local_manifest(image, &what)?;
         let layers = local.layers.clone();
 
         let ep = self.endpoint(destination.registry())?;
@@ -160,54 +151,33 @@ impl Client {
         let mount_sources: BTreeSet<String> = blobs
             .iter()
             .chain(std::iter::once(&config_blob))
-            .flat_map(|b| sources.repositories(&registry, &b.digest.to_string()))
-            .filter(|r| *r != repo)
-            .map(String::from)
+            .flat_map(|b| other_holders(&sources, &registry, &repo, &b.digest))
             .collect();
         let scopes = Scopes::push(&repo, mount_sources.iter().map(String::as_str));
+        let target = BlobTarget {
+            ep: &ep,
+            registry: &registry,
+            repo: &repo,
+            scopes: &scopes,
+            sources: &sources,
+        };
 
         // Layers in parallel, config after them, manifest last.
-        let parallel = self.options().parallel.max(1);
-        let sources_ref = &sources;
-        let jobs = blobs
+        let uploaded: Vec<&Blob> = blobs
             .iter()
             .filter(|b| b.digest != config_blob.digest)
-            .map(Job::Upload)
-            .chain(to_compress.iter().map(|d| Job::CompressUpload(d)));
-        let made: Vec<Option<(Digest, Descriptor)>> = futures::stream::iter(jobs.map(|job| {
-            let ep = ep.clone();
-            let scopes = scopes.clone();
-            let progress = progress.clone();
-            let repo = repo.clone();
-            let registry = registry.clone();
-            async move {
-                match job {
-                    Job::Upload(b) => {
-                        let from: Vec<String> = sources_ref
-                            .repositories(&registry, &b.digest.to_string())
-                            .filter(|r| *r != repo)
-                            .map(String::from)
-                            .collect();
-                        self.push_blob_fetching(&ep, &repo, &scopes, store, b, &from, progress)
-                            .await
-                            .map(|_| None)
-                    }
-                    Job::CompressUpload(layer) => {
-                        compress_and_push(&ep, &repo, &scopes, store, layer, compression, progress)
-                            .await
-                            .map(|c| Some((layer.digest.clone(), c)))
-                    }
-                }
-            }
-        }))
-        .buffer_unordered(parallel)
-        .try_collect()
-        .await?;
-        let config_from: Vec<String> = sources
-            .repositories(&registry, &config_blob.digest.to_string())
-            .filter(|r| *r != repo)
-            .map(String::from)
             .collect();
+        let made = self
+            .push_layers(
+                store,
+                &target,
+                &uploaded,
+                &to_compress,
+                compression,
+                &progress,
+            )
+            .await?;
+        let config_from = other_holders(&sources, &registry, &repo, &config_blob.digest);
         push_blob(
             &ep,
             &repo,
@@ -219,7 +189,6 @@ impl Client {
         )
         .await?;
 
-        let made: Vec<(Digest, Descriptor)> = made.into_iter().flatten().collect();
         let pushed_layers = pushed_descriptors(&forms, &layers, &made, &what)?;
         for (_, c) in &made {
             blobs.push(Blob {
@@ -229,27 +198,7 @@ impl Client {
         }
         blobs.push(config_blob);
 
-        // The manifest: the stored bytes when no layer changed and the image already is in
-        // `format` (the digest stays the local image's), else the local manifest with the
-        // pushed layer descriptors, in `format`.
-        let mut remote = local.clone();
-        remote.layers = pushed_layers;
-        let mut target = format
-            .convert(&remote)
-            .map_err(Error::store(format!("write {what} as {}", format.name())))?
-            .unwrap_or(remote);
-        if local.media_type.is_none() && media_type == format.manifest_media_type() {
-            // The local manifest names its type only in its descriptor: keep it that way.
-            target.media_type = None;
-        }
-        let (bytes, media_type) = if target == local {
-            (image.manifest_json.clone(), media_type)
-        } else {
-            (
-                canonical(&target, &what)?,
-                format.manifest_media_type().to_string(),
-            )
-        };
+        let (bytes, media_type) = remote_manifest(image, &local, pushed_layers, format, &what)?;
         let pushed = put_manifest_or_docker(&ep, to, &scopes, bytes, media_type, &what).await?;
 
         for b in &blobs {
@@ -265,6 +214,54 @@ impl Client {
             size: pushed.0.len() as u64,
             media_type: pushed.1,
         })
+    }
+
+    /// Pushes the layer blobs in parallel: `blobs` as they are (mounted from another
+    /// repository that holds them when one does), `to_compress` compressed while uploading.
+    /// Returns the compressed form made of each of `to_compress`, by its digest.
+    async fn push_layers<S: LocalStore>(
+        &self,
+        store: &S,
+        target: &BlobTarget<'_>,
+        blobs: &[&Blob],
+        to_compress: &[&Descriptor],
+        compression: LayerCompression,
+        progress: &Arc<dyn Progress>,
+    ) -> Result<Vec<(Digest, Descriptor)>> {
+        let parallel = self.options().parallel.max(1);
+        let jobs = blobs
+            .iter()
+            .map(|b| Job::Upload(b))
+            .chain(to_compress.iter().map(|d| Job::CompressUpload(d)));
+        let made: Vec<Option<(Digest, Descriptor)>> = futures::stream::iter(jobs.map(|job| {
+            let progress = progress.clone();
+            let BlobTarget {
+                ep,
+                registry,
+                repo,
+                scopes,
+                sources,
+            } = *target;
+            async move {
+                match job {
+                    Job::Upload(b) => {
+                        let from = other_holders(sources, registry, repo, &b.digest);
+                        self.push_blob_fetching(ep, repo, scopes, store, b, &from, progress)
+                            .await
+                            .map(|_| None)
+                    }
+                    Job::CompressUpload(layer) => {
+                        compress_and_push(ep, repo, scopes, store, layer, compression, progress)
+                            .await
+                            .map(|c| Some((layer.digest.clone(), c)))
+                    }
+                }
+            }
+        }))
+        .buffer_unordered(parallel)
+        .try_collect()
+        .await?;
+        Ok(made.into_iter().flatten().collect())
     }
 
     /// The form each layer is pushed in. Compression happens at the edge, once per layer
@@ -391,6 +388,80 @@ async fn put_manifest_or_docker(
         Ok(()) => Ok((dbytes, docker_type.to_string())),
         Err(detail) => Err(refused(detail)),
     }
+}
+
+/// Where the blobs of one push go, and which other repositories may lend them.
+#[derive(Clone, Copy)]
+struct BlobTarget<'a> {
+    ep: &'a Endpoint,
+    registry: &'a str,
+    repo: &'a str,
+    scopes: &'a Scopes,
+    sources: &'a MountSources,
+}
+
+/// The repositories of `registry` other than `repo` known to hold `digest`.
+fn other_holders(
+    sources: &MountSources,
+    registry: &str,
+    repo: &str,
+    digest: &Digest,
+) -> Vec<String> {
+    sources
+        .repositories(registry, &digest.to_string())
+        .filter(|r| *r != repo)
+        .map(String::from)
+        .collect()
+}
+
+/// The image's manifest, refused unless it is a schema-2 image manifest we can push.
+fn local_manifest(image: &Image, what: &str) -> Result<Manifest> {
+    let media_type = image.manifest.media_type.clone();
+    let unsupported = || Error::UnsupportedMediaType {
+        what: what.to_string(),
+        media_type: media_type.clone(),
+    };
+    if ImageFormat::of_manifest(&media_type).is_none() && !media_type.is_empty() {
+        return Err(unsupported());
+    }
+    let local: Manifest = image
+        .parsed_manifest()
+        .map_err(Error::store(format!("read the manifest of {what}")))?;
+    if local.schema_version != 2 {
+        return Err(unsupported());
+    }
+    Ok(local)
+}
+
+/// The manifest to put and its media type: the stored bytes when no layer changed and the
+/// image already is in `format` (the digest stays the local image's), else the local
+/// manifest with the pushed layer descriptors, in `format`.
+fn remote_manifest(
+    image: &Image,
+    local: &Manifest,
+    pushed_layers: Vec<Descriptor>,
+    format: ImageFormat,
+    what: &str,
+) -> Result<(Vec<u8>, String)> {
+    let media_type = &image.manifest.media_type;
+    let mut remote = local.clone();
+    remote.layers = pushed_layers;
+    let mut target = format
+        .convert(&remote)
+        .map_err(Error::store(format!("write {what} as {}", format.name())))?
+        .unwrap_or(remote);
+    if local.media_type.is_none() && *media_type == format.manifest_media_type() {
+        // The local manifest names its type only in its descriptor: keep it that way.
+        target.media_type = None;
+    }
+    Ok(if target == *local {
+        (image.manifest_json.clone(), media_type.clone())
+    } else {
+        (
+            canonical(&target, what)?,
+            format.manifest_media_type().to_string(),
+        )
+    })
 }
 
 /// What a push uploads: the blobs whose compressed form is known (each once), and the
