@@ -14,7 +14,9 @@ use sha2::{Digest as _, Sha256};
 use super::meta::{current_lowers, make_layer};
 use super::{commit, lookup, Lookup, StepCx};
 use crate::context::pathclean::leaves_root;
-use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules};
+use crate::context::{
+    digest_sources, select_sources, ContextError, ContextFiles, IgnoreRules, SelectedSource,
+};
 use crate::copy::{
     copy_into, fetch_url, CopyError, CopySource, CopySpec, Layers, DEFAULT_ARCHIVE_LIMIT,
 };
@@ -33,6 +35,8 @@ struct Transfer<'a> {
     chown: Option<&'a str>,
     chmod: Option<&'a str>,
     link: bool,
+    /// COPY `--parents`.
+    parents: bool,
     exclude: &'a [String],
     /// ADD: extract local archives, download URLs.
     add: Option<&'a Add>,
@@ -50,6 +54,7 @@ pub async fn copy(cx: &StepCx<'_>, st: &mut StageState, c: &Copy) -> Result<Look
             chown: c.chown.as_deref(),
             chmod: c.chmod.as_deref(),
             link: c.link,
+            parents: c.parents,
             exclude: &c.exclude,
             add: None,
         },
@@ -69,6 +74,7 @@ pub async fn add(cx: &StepCx<'_>, st: &mut StageState, a: &Add) -> Result<Lookup
             chown: a.chown.as_deref(),
             chmod: a.chmod.as_deref(),
             link: a.link,
+            parents: false,
             exclude: &a.exclude,
             add: Some(a),
         },
@@ -137,6 +143,27 @@ async fn source_origin(cx: &StepCx<'_>) -> Result<(Option<Vec<LayerRef>>, String
         }
         Some(Base::Scratch) => (Some(Vec::new()), "scratch".into()),
     })
+}
+
+/// Selects the sources; with `--parents` a wildcard that matches nothing selects nothing,
+/// as in BuildKit (a plain path must still exist).
+fn select(
+    files: &ContextFiles,
+    paths: &[String],
+    parents: bool,
+) -> Result<Vec<SelectedSource>, ContextError> {
+    if !parents {
+        return select_sources(files, paths);
+    }
+    let mut all = Vec::new();
+    for p in paths {
+        match select_sources(files, std::slice::from_ref(p)) {
+            Ok(found) => all.extend(found),
+            Err(ContextError::NoSourceFiles { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(all)
 }
 
 /// The merged tree of `layers` (fetched and unpacked when they are not yet).
@@ -266,11 +293,19 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
             .opt("chmod", chmod.map(|m| format!("{m:o}")).as_deref())
             .str("from", &origin_id)
             .bool("link", t.link)
+            .bool("parents", t.parents)
             .list("exclude", t.exclude)
             .opt("workdir", st.config.config.working_dir.as_deref());
         k
     };
-    let created_by = format!("{} {} {} # buildkit", t.kind, written.join(" "), dest);
+    let flags = if t.parents { " --parents" } else { "" };
+    let created_by = format!(
+        "{}{flags} {} {} # buildkit",
+        t.kind,
+        written.join(" "),
+        dest
+    );
+    let parents = t.parents;
     let (files, selected, key, lineage) = match origin_layers {
         // From a stage or an image, the key is the origin's (its last step's key, or its
         // manifest digest), as BuildKit's definition-based key: a hit needs none of the
@@ -285,7 +320,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
             }
             let files = layer_tree(cx, &layers).await?;
             let (files_b, paths) = (files.clone(), paths.clone());
-            let selected = blocking(move || Ok(select_sources(&files_b, &paths)?)).await?;
+            let selected = blocking(move || Ok(select(&files_b, &paths, parents)?)).await?;
             (files, selected, key, None)
         }
         // From the context, the key covers the selected files' contents.
@@ -295,7 +330,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
             let stat_cache = cx.ctx.context.stat_cache.clone();
             let (files_b, exclude_b) = (files.clone(), exclude.clone());
             let (selected, content) = blocking(move || {
-                let selected = select_sources(&files_b, &paths)?;
+                let selected = select(&files_b, &paths, parents)?;
                 let mut cache = stat_cache.lock().unwrap_or_else(|e| e.into_inner());
                 let content = digest_sources(&files_b, &selected, &exclude_b, &mut cache)?;
                 Ok((selected, content))
@@ -323,7 +358,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
 
     let lowers = current_lowers(cx, st).await?;
     // Run: the copy module writes a fresh snapshot's upper dir.
-    if selected.len() + inline.len() + fetched.len() > 1 && !dest.ends_with('/') {
+    if !parents && selected.len() + inline.len() + fetched.len() > 1 && !dest.ends_with('/') {
         return Err(CopyError::DestNotDirectory { dest }.into());
     }
     let is_add = t.add.is_some();
@@ -348,8 +383,9 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
             unpack_archives: is_add,
             archive_limit: DEFAULT_ARCHIVE_LIMIT,
             exclude: exclude.clone(),
+            parents,
         };
-        if !selected.is_empty() {
+        if !selected.is_empty() || parents {
             let tree = CopySource::Tree {
                 files: &files,
                 selected: &selected,

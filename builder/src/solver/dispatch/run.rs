@@ -362,6 +362,13 @@ fn command(st: &StageState, r: &Run) -> Vec<String> {
 
 /// RUN.
 pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup, Error> {
+    if r.insecure {
+        return Err(Error::InvalidFlag {
+            flag: "--security",
+            value: "insecure".into(),
+            reason: "the security.insecure entitlement is not supported (RUN steps get docker's default capabilities)",
+        });
+    }
     let argv = command(st, r);
     let mut env = step_env(cx, st);
     let network = match r.network {
