@@ -103,3 +103,107 @@ fn add_exclude_still_excludes() {
     assert!(!fs.join("src/b.md").exists());
     let _ = base();
 }
+
+/// The `#N` progress number of the step whose header contains `text`.
+fn step_number(log: &str, text: &str) -> String {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with('#') && l.contains(text))
+        .unwrap_or_else(|| panic!("no step {text:?} in:\n{log}"));
+    line.split_whitespace().next().unwrap().to_string()
+}
+
+fn cached(log: &str, text: &str) -> bool {
+    log.contains(&format!("{} CACHED", step_number(log, text)))
+}
+
+fn diff_ids(r: &Rbuild, tag: &str) -> Vec<String> {
+    config(r, tag)["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn copy_link_is_cached_across_a_base_change_and_rebased() {
+    let r = Rbuild::new();
+    // A second base: the busybox base and one more layer.
+    let b2 = TestDir::new("link-base2");
+    b2.write("Dockerfile", "ARG BASE\nFROM $BASE\nRUN echo two > /base\n");
+    build_ok(&r, b2.path(), "link-base:two", &[]);
+
+    let ctx = TestDir::new("copy-link");
+    ctx.write("app.txt", "app\n");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nARG FROM_IMAGE=$BASE\nFROM $FROM_IMAGE\n\
+         COPY --link app.txt /app/\n\
+         RUN cat /app/app.txt /base 2>/dev/null > /app/seen; true\n",
+    );
+    let (first, log1) = build_ok(&r, ctx.path(), "link-app", &[]);
+    assert!(!cached(&log1, "COPY --link"), "{log1}");
+    let ids1 = diff_ids(&r, "link-app");
+    assert_eq!(ids1.len(), 3, "{ids1:?}");
+
+    let (second, log2) = build_ok(
+        &r,
+        ctx.path(),
+        "link-app",
+        &["--build-arg", "FROM_IMAGE=link-base:two"],
+    );
+    assert!(
+        cached(&log2, "COPY --link"),
+        "linked step not cached:\n{log2}"
+    );
+    assert!(
+        !cached(&log2, "RUN cat"),
+        "the step after it must rebuild:\n{log2}"
+    );
+    assert_ne!(first, second);
+    let ids2 = diff_ids(&r, "link-app");
+    let base2 = diff_ids(&r, "link-base:two");
+    assert_eq!(ids2.len(), 4, "{ids2:?}");
+    assert_eq!(ids2[..2], base2[..], "rebased onto the new base");
+    assert_eq!(ids2[2], ids1[1], "the linked layer is reused as is");
+    let (_d, fs) = unpack(&r, "link-app");
+    assert_eq!(read(&fs, "app/seen"), "app\ntwo\n");
+    assert_eq!(read(&fs, "base"), "two\n");
+
+    // Back on the first base: every step from the cache, the first image again.
+    let (third, log3) = build_ok(&r, ctx.path(), "link-app", &[]);
+    assert!(
+        cached(&log3, "COPY --link") && cached(&log3, "RUN cat"),
+        "{log3}"
+    );
+    assert_eq!(third, first);
+}
+
+#[test]
+fn a_linked_layer_holds_only_what_the_step_copied() {
+    let r = Rbuild::new();
+    let ctx = TestDir::new("link-alone");
+    ctx.write("f.txt", "f\n");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE\nCOPY --link f.txt /etc/\nFROM scratch\nCOPY --from=0 /etc /etc\n",
+    );
+    build_ok(&r, ctx.path(), "link-alone", &[]);
+    let (_d, fs) = unpack(&r, "link-alone");
+    // The busybox base's /etc (passwd) and the linked file, merged by the later COPY.
+    assert_eq!(read(&fs, "etc/f.txt"), "f\n");
+    assert!(fs.join("etc/passwd").exists());
+    // The same linked step on scratch gives the same layer: it never saw the base.
+    ctx.write("Dockerfile", "FROM scratch\nCOPY --link f.txt /etc/\n");
+    build_ok(&r, ctx.path(), "link-scratch", &[]);
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE\nCOPY --link f.txt /etc/\n",
+    );
+    build_ok(&r, ctx.path(), "link-on-base", &[]);
+    assert_eq!(
+        diff_ids(&r, "link-scratch")[0],
+        *diff_ids(&r, "link-on-base").last().unwrap()
+    );
+}

@@ -12,7 +12,7 @@ use rbuild_store::ExternalFiles;
 use sha2::{Digest as _, Sha256};
 
 use super::meta::{current_lowers, make_layer};
-use super::{commit, lookup, Lookup, StepCx};
+use super::{commit, linked_state_key, lookup, lookup_linked, Lookup, StepCx};
 use crate::context::pathclean::leaves_root;
 use crate::context::{
     digest_sources, select_sources, ContextError, ContextFiles, IgnoreRules, SelectedSource,
@@ -22,7 +22,7 @@ use crate::copy::{
 };
 use crate::frontend::Base;
 use crate::frontend::{Add, Copy, InlineFile, Source};
-use crate::solver::cachekey::KeyEncoder;
+use crate::solver::cachekey::{CacheKey, KeyEncoder};
 use crate::solver::ctx::blocking;
 use crate::solver::state::{LayerRef, StageState};
 use crate::Error;
@@ -286,7 +286,9 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         extra_digests.insert(f.url.clone(), f.digest.clone());
     }
     let encode = |kind: &str| {
-        let mut k = KeyEncoder::new(kind, Some(&st.key));
+        // A --link layer is made without the parent: its key leaves the parent out.
+        let parent = (!t.link).then_some(&st.key);
+        let mut k = KeyEncoder::new(kind, parent);
         k.list("sources", &written)
             .str("dest", &dest_abs)
             .opt("chown", owner.map(|(u, g)| format!("{u}:{g}")).as_deref())
@@ -315,7 +317,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
             let pairs: Vec<(String, String)> = extra_digests.into_iter().collect();
             k.pairs("digests", &pairs);
             let key = k.finish();
-            if let Lookup::Hit = lookup(cx, st, key, None).await? {
+            if let Lookup::Hit = lookup_step(cx, st, key, None, t.link).await? {
                 return Ok(Lookup::Hit);
             }
             let files = layer_tree(cx, &layers).await?;
@@ -349,14 +351,20 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
             full.str("content", &content.digest)
                 .pairs("digests", &digest_pairs);
             let key = full.finish();
-            if let Lookup::Hit = lookup(cx, st, key, Some((lineage, &sources))).await? {
+            let found = lookup_step(cx, st, key, Some((lineage, &sources)), t.link).await?;
+            if let Lookup::Hit = found {
                 return Ok(Lookup::Hit);
             }
             (files, selected, key, Some((lineage, sources)))
         }
     };
 
-    let lowers = current_lowers(cx, st).await?;
+    // A --link layer is written on an empty directory: nothing of the parent is seen.
+    let lowers = if t.link {
+        Vec::new()
+    } else {
+        current_lowers(cx, st).await?
+    };
     // Run: the copy module writes a fresh snapshot's upper dir.
     if !parents && selected.len() + inline.len() + fetched.len() > 1 && !dest.ends_with('/') {
         return Err(CopyError::DestNotDirectory { dest }.into());
@@ -401,6 +409,25 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         Ok(deferred.into_inner())
     })
     .await?;
+    let parent = st.key;
     commit(cx, st, key, Some(layer), created_by, lineage).await?;
+    if t.link {
+        st.key = linked_state_key(&parent, &key);
+    }
     Ok(Lookup::Miss)
+}
+
+/// [`lookup`], or [`lookup_linked`] for a `--link` step.
+async fn lookup_step(
+    cx: &StepCx<'_>,
+    st: &mut StageState,
+    key: CacheKey,
+    lineage: Option<(CacheKey, &BTreeMap<String, String>)>,
+    link: bool,
+) -> Result<Lookup, Error> {
+    if link {
+        lookup_linked(cx, st, key, lineage).await
+    } else {
+        lookup(cx, st, key, lineage).await
+    }
 }
