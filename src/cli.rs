@@ -265,6 +265,11 @@ pub struct BuildArgs {
     /// (repeatable)
     #[arg(long = "cache-from", value_name = "REF")]
     pub cache_from: Vec<String>,
+    /// A named context for FROM NAME and COPY --from=NAME (wins over a stage of that
+    /// name): NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://PATH[:TAG|@DIGEST]
+    /// (repeatable)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_context: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryFlags,
     /// Build context: a directory, or - for a tar (or a lone Dockerfile) on stdin

@@ -207,3 +207,105 @@ fn a_linked_layer_holds_only_what_the_step_copied() {
         *diff_ids(&r, "link-on-base").last().unwrap()
     );
 }
+
+#[test]
+fn build_context_directory_overrides_a_stage_for_copy_from_and_from() {
+    let r = Rbuild::new();
+    let lib = TestDir::new("named-lib");
+    lib.write("x.txt", "from the named context\n");
+    lib.write("secret.txt", "ignored\n");
+    lib.write(".dockerignore", "secret.txt\n");
+    let ctx = TestDir::new("named-main");
+    ctx.write("app.txt", "app\n");
+    // The stage `lib` cannot build: the context of that name must replace it.
+    ctx.write(
+        "Dockerfile",
+        "FROM scratch AS lib\nCOPY no-such-file /\n\
+         FROM lib AS rootfs\nCOPY app.txt /\n\
+         FROM scratch\nCOPY --from=lib x.txt /from-lib/\nCOPY --from=rootfs / /rootfs/\n",
+    );
+    let named = format!("lib={}", lib.path().display());
+    build_ok(&r, ctx.path(), "named-dir", &["--build-context", &named]);
+    let (_d, fs) = unpack(&r, "named-dir");
+    assert_eq!(read(&fs, "from-lib/x.txt"), "from the named context\n");
+    assert_eq!(read(&fs, "rootfs/x.txt"), "from the named context\n");
+    assert_eq!(read(&fs, "rootfs/app.txt"), "app\n");
+    assert!(
+        !fs.join("rootfs/secret.txt").exists(),
+        "its .dockerignore applies"
+    );
+    // A changed file in the named context is a cache miss naming it.
+    lib.write("x.txt", "changed\n");
+    let (_, log) = build_ok(&r, ctx.path(), "named-dir", &["--build-context", &named]);
+    assert!(log.contains("checksum of x.txt changed"), "{log}");
+    let (_d, fs) = unpack(&r, "named-dir");
+    assert_eq!(read(&fs, "from-lib/x.txt"), "changed\n");
+}
+
+#[test]
+fn build_context_images_from_a_registry_and_an_oci_layout() {
+    let r = Rbuild::new();
+    let ctx = TestDir::new("named-images");
+    ctx.write(
+        "Dockerfile",
+        "FROM base\nRUN echo ran > /ran\nCOPY --from=layout /bin/busybox /copied-busybox\n",
+    );
+    let busybox = crate::util::busybox::busybox();
+    let image = format!("base=docker-image://{}", busybox.reference);
+    let layout = format!("layout=oci-layout://{}:latest", busybox.layout.display());
+    build_ok(
+        &r,
+        ctx.path(),
+        "named-images",
+        &["--build-context", &image, "--build-context", &layout],
+    );
+    let (_d, fs) = unpack(&r, "named-images");
+    assert_eq!(read(&fs, "ran"), "ran\n");
+    assert_eq!(
+        std::fs::read(fs.join("copied-busybox")).unwrap(),
+        std::fs::read(fs.join("bin/busybox")).unwrap()
+    );
+    // The same layout by digest.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(busybox.layout.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let by_digest = format!("layout=oci-layout://{}@{digest}", busybox.layout.display());
+    ctx.write(
+        "Dockerfile",
+        "FROM layout\nCOPY --from=layout /etc/passwd /p2\n",
+    );
+    build_ok(
+        &r,
+        ctx.path(),
+        "named-digest",
+        &["--build-context", &by_digest],
+    );
+    let (_d, fs) = unpack(&r, "named-digest");
+    assert_eq!(read(&fs, "p2"), read(&fs, "etc/passwd"));
+    // A tag the layout lacks is an error naming it.
+    let missing = format!("layout=oci-layout://{}:nope", busybox.layout.display());
+    let out = build(
+        &r,
+        ctx.path(),
+        "named-digest",
+        &["--build-context", &missing],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("nope"), "{}", show(&out));
+}
+
+#[test]
+fn a_bad_build_context_is_a_usage_error() {
+    let r = Rbuild::new();
+    let ctx = TestDir::new("named-bad");
+    ctx.write("Dockerfile", "FROM scratch\n");
+    for (value, says) in [
+        ("nameless", "NAME=VALUE"),
+        ("x=ftp://host/y", "unknown scheme"),
+        ("x=oci-layout://", "oci-layout://PATH"),
+    ] {
+        let out = build(&r, ctx.path(), "named-bad", &["--build-context", value]);
+        assert_eq!(out.status.code(), Some(2), "{value}: {}", show(&out));
+        assert!(stderr(&out).contains(says), "{value}: {}", show(&out));
+    }
+}

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cachekey::CacheKey;
 use super::context_dir::ContextDir;
+use super::named_context::OpenedContext;
 use super::remote_cache::ImportedCache;
 use super::state::LayerRef;
 use super::BuildOptions;
@@ -50,6 +51,8 @@ pub struct BuildCtx {
     pub platform: Platform,
     /// Records read from `--cache-from` (empty without it).
     pub imported: ImportedCache,
+    /// `--build-context`s by lower-case name.
+    pub named: BTreeMap<String, OpenedContext>,
     next_id: AtomicUsize,
     /// One pull at a time, so two stages on the same base pull it once.
     pull_lock: tokio::sync::Mutex<()>,
@@ -137,6 +140,7 @@ impl BuildCtx {
             sandbox: rbuild_runner::Sandbox::new(),
             platform,
             imported: ImportedCache::default(),
+            named: BTreeMap::new(),
             next_id: AtomicUsize::new(next_id),
             pull_lock: tokio::sync::Mutex::new(()),
             used: Mutex::new(BTreeMap::new()),
@@ -222,28 +226,41 @@ impl BuildCtx {
                 None => return Err(Error::SourceNotFound { source_path: name }),
             }
         };
-        let config = ImageConfig::parse(&image.config_json).map_err(|source| Error::Config {
-            what: name.clone(),
-            source,
-        })?;
-        let descs = manifest_layers(&name, &image.manifest_json)?;
-        let layers = descs
-            .into_iter()
-            .zip(config.rootfs.diff_ids.iter())
-            .map(|(descriptor, d)| {
-                let diff_id =
-                    DiffId::from_str(d).map_err(Error::store(format!("read diff id {d}")))?;
-                Ok(LayerRef {
-                    descriptor,
-                    diff_id,
+        base_from(&name, &image)
+    }
+
+    /// The image a `--build-context` names (`docker-image://`, `oci-layout://`); a
+    /// directory context is not an image.
+    pub async fn context_image(&self, name: &str, id: StepId) -> Result<BaseImage, Error> {
+        match self.named.get(&name.to_ascii_lowercase()) {
+            Some(OpenedContext::Image(reference)) => self.base_image(reference, id).await,
+            Some(OpenedContext::OciLayout { path, tag, digest }) => {
+                let (store, path, tag, digest) = (
+                    self.store.clone(),
+                    path.clone(),
+                    tag.clone(),
+                    digest.clone(),
+                );
+                let shown = path.display().to_string();
+                let image = blocking(move || {
+                    store
+                        .load_layout_image(&path, tag.as_deref(), digest.as_ref())
+                        .map_err(Error::store(format!(
+                            "read the OCI layout {}",
+                            path.display()
+                        )))
                 })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(BaseImage {
-            config,
-            layers,
-            manifest: image.manifest.digest.clone(),
-        })
+                .await?;
+                base_from(&shown, &image)
+            }
+            Some(OpenedContext::Dir(_)) => Err(Error::ContextKind {
+                name: name.to_string(),
+                reason: "it has files, not an image",
+            }),
+            None => Err(Error::SourceNotFound {
+                source_path: format!("build context {name}"),
+            }),
+        }
     }
 
     /// The overlay lowers of `layers`, top-most first (unpacking what is not yet, and
@@ -390,4 +407,29 @@ fn record_to_store(record: &StepRecord, created: String) -> rbuild_store::CacheR
 
 fn record_from_store(rec: &rbuild_store::CacheRecord) -> Option<StepRecord> {
     serde_json::from_value(rec.config_json.clone()).ok()
+}
+
+/// A stored image as a stage's base: its config and layers.
+fn base_from(name: &str, image: &rbuild_store::Image) -> Result<BaseImage, Error> {
+    let config = ImageConfig::parse(&image.config_json).map_err(|source| Error::Config {
+        what: name.to_string(),
+        source,
+    })?;
+    let descs = manifest_layers(name, &image.manifest_json)?;
+    let layers = descs
+        .into_iter()
+        .zip(config.rootfs.diff_ids.iter())
+        .map(|(descriptor, d)| {
+            let diff_id = DiffId::from_str(d).map_err(Error::store(format!("read diff id {d}")))?;
+            Ok(LayerRef {
+                descriptor,
+                diff_id,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(BaseImage {
+        config,
+        layers,
+        manifest: image.manifest.digest.clone(),
+    })
 }

@@ -11,6 +11,7 @@ pub mod context_stream;
 mod ctx;
 mod dispatch;
 mod export;
+pub mod named_context;
 pub mod plan;
 pub mod remote_cache;
 mod scheduler;
@@ -101,6 +102,8 @@ pub struct BuildOptions {
     pub cache_from: Vec<remote_cache::spec::CacheImport>,
     /// `--cache-to`.
     pub cache_to: Vec<remote_cache::spec::CacheExport>,
+    /// `--build-context NAME=VALUE`, in order.
+    pub build_contexts: Vec<(String, named_context::NamedContext)>,
 }
 
 /// Runs one build: parse, plan, run the stages, export and tag the image.
@@ -118,20 +121,25 @@ pub async fn build(
         )
         .await?;
     let doc = parse(&name, &text)?;
-    let graph = match &options.platform {
-        None => StepGraph::new(&doc, &options.build_args, options.target.as_deref())?,
-        Some(p) => {
-            let target = ctx::parse_platform(p)?;
-            let host = rbuild_store::Platform::host();
-            StepGraph::for_platform(
-                &doc,
-                &options.build_args,
-                options.target.as_deref(),
-                &host,
-                &target,
-            )?
-        }
+    let host = rbuild_store::Platform::host();
+    let target_platform = match &options.platform {
+        None => host.clone(),
+        Some(p) => ctx::parse_platform(p)?,
     };
+    let context_names: Vec<String> = options
+        .build_contexts
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    let graph = StepGraph::with_contexts(
+        &doc,
+        &options.build_args,
+        options.target.as_deref(),
+        &host,
+        &target_platform,
+        &context_names,
+    )?;
+    let named = named_context::open_all(&store, &options.build_contexts).await?;
     for w in &graph.warnings {
         events.event(crate::events::BuildEvent::Warning(w.clone()));
     }
@@ -167,6 +175,7 @@ pub async fn build(
         plan.next_id,
     );
     ctx.imported = imported;
+    ctx.named = named;
     let ctx = Arc::new(ctx);
     let target = scheduler::run(ctx.clone(), &plan).await;
     let c = ctx.clone();

@@ -23,7 +23,9 @@ use crate::copy::{
 use crate::frontend::Base;
 use crate::frontend::{Add, Copy, InlineFile, Source};
 use crate::solver::cachekey::{CacheKey, KeyEncoder};
+use crate::solver::context_dir::ContextDir;
 use crate::solver::ctx::blocking;
+use crate::solver::named_context::OpenedContext;
 use crate::solver::state::{LayerRef, StageState};
 use crate::Error;
 
@@ -126,22 +128,43 @@ fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
-/// Where COPY reads from: the build context (`None`), or the layers of an earlier stage
-/// or an image (owners kept); with an id for the cache key.
-async fn source_origin(cx: &StepCx<'_>) -> Result<(Option<Vec<LayerRef>>, String), Error> {
+/// Where COPY reads from.
+enum Origin<'c> {
+    /// The build context or a `--build-context` directory (files become 0:0).
+    Context(&'c ContextDir),
+    /// The merged layers of a stage or an image (owners kept).
+    Layers(Vec<LayerRef>),
+}
+
+/// Where COPY reads from, with an id for the cache key (no path: keys are shared).
+async fn source_origin<'c>(cx: &StepCx<'c>) -> Result<(Origin<'c>, String), Error> {
     Ok(match &cx.step.copy_from {
-        None => (None, "context".into()),
+        None => (Origin::Context(&cx.ctx.context), "context".into()),
         Some(Base::Stage(i)) => {
             let dep = cx.deps.get(i).ok_or_else(|| Error::SourceNotFound {
                 source_path: format!("stage {i}"),
             })?;
-            (Some(dep.layers.clone()), format!("stage:{}", dep.key.hex()))
+            let id = format!("stage:{}", dep.key.hex());
+            (Origin::Layers(dep.layers.clone()), id)
         }
         Some(Base::Image(r)) => {
             let base = cx.ctx.base_image(r, cx.id).await?;
-            (Some(base.layers), format!("image:{}", base.manifest))
+            (
+                Origin::Layers(base.layers),
+                format!("image:{}", base.manifest),
+            )
         }
-        Some(Base::Scratch) => (Some(Vec::new()), "scratch".into()),
+        Some(Base::Context(name)) => match cx.ctx.named.get(&name.to_ascii_lowercase()) {
+            Some(OpenedContext::Dir(dir)) => (Origin::Context(dir), format!("context:{name}")),
+            _ => {
+                let base = cx.ctx.context_image(name, cx.id).await?;
+                (
+                    Origin::Layers(base.layers),
+                    format!("image:{}", base.manifest),
+                )
+            }
+        },
+        Some(Base::Scratch) => (Origin::Layers(Vec::new()), "scratch".into()),
     })
 }
 
@@ -236,8 +259,8 @@ async fn expand_sources(
 }
 
 async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Result<Lookup, Error> {
-    let (origin_layers, origin_id) = source_origin(cx).await?;
-    let from_layers = origin_layers.is_some();
+    let (origin, origin_id) = source_origin(cx).await?;
+    let from_layers = matches!(origin, Origin::Layers(_));
     // Expand sources; ADD's URLs are downloaded into a scratch dir kept until the copy.
     let scratch = cx
         .ctx
@@ -308,11 +331,11 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         dest
     );
     let parents = t.parents;
-    let (files, selected, key, lineage) = match origin_layers {
+    let (files, selected, key, lineage) = match origin {
         // From a stage or an image, the key is the origin's (its last step's key, or its
         // manifest digest), as BuildKit's definition-based key: a hit needs none of the
         // origin's files, so layers imported from a remote cache stay unfetched.
-        Some(layers) => {
+        Origin::Layers(layers) => {
             let mut k = encode(t.kind);
             let pairs: Vec<(String, String)> = extra_digests.into_iter().collect();
             k.pairs("digests", &pairs);
@@ -326,10 +349,10 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
             (files, selected, key, None)
         }
         // From the context, the key covers the selected files' contents.
-        None => {
-            let files = cx.ctx.context.files().await?;
+        Origin::Context(context) => {
+            let files = context.files().await?;
             // Select and digest (blocking: reads the files the stat cache does not know).
-            let stat_cache = cx.ctx.context.stat_cache.clone();
+            let stat_cache = context.stat_cache.clone();
             let (files_b, exclude_b) = (files.clone(), exclude.clone());
             let (selected, content) = blocking(move || {
                 let selected = select(&files_b, &paths, parents)?;

@@ -7,9 +7,10 @@ use std::time::Instant;
 use super::{step, Deps};
 use crate::events::{BuildEvent, CacheMiss};
 use crate::frontend::parse_instruction;
-use crate::frontend::{Base, Location, Step};
+use crate::frontend::{Base, Copy, Instruction, Location, Source, Step};
 use crate::solver::cachekey::KeyEncoder;
 use crate::solver::ctx::BuildCtx;
+use crate::solver::named_context::OpenedContext;
 use crate::solver::plan::{PlannedStage, PlannedStep};
 use crate::solver::state::{CacheUse, StageState};
 use crate::Error;
@@ -35,18 +36,32 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
         Some(p) => crate::solver::ctx::parse_platform(p)?,
         None => ctx.platform.clone(),
     };
+    let scratch = || {
+        let config = ImageConfig {
+            architecture: platform.architecture.clone(),
+            os: platform.os.clone(),
+            variant: platform.variant.clone(),
+            ..ImageConfig::default()
+        };
+        let mut k = KeyEncoder::new("FROM", None);
+        k.str("scratch", &platform.to_string());
+        StageState::new(config, Vec::new(), k.finish(), cache.clone())
+    };
+    let mut dir_context = None;
     let result = match &stage.base {
-        Base::Scratch => {
-            let config = ImageConfig {
-                architecture: platform.architecture.clone(),
-                os: platform.os.clone(),
-                variant: platform.variant.clone(),
-                ..ImageConfig::default()
-            };
-            let mut k = KeyEncoder::new("FROM", None);
-            k.str("scratch", &platform.to_string());
-            Ok(StageState::new(config, Vec::new(), k.finish(), cache))
-        }
+        Base::Scratch => Ok(scratch()),
+        Base::Context(name) => match ctx.named.get(&name.to_ascii_lowercase()) {
+            // A directory: scratch and its files (the COPY below).
+            Some(OpenedContext::Dir(_)) => {
+                dir_context = Some(name.clone());
+                Ok(scratch())
+            }
+            _ => ctx.context_image(name, id).await.map(|base| {
+                let mut k = KeyEncoder::new("FROM", None);
+                k.str("image", &base.manifest.to_string());
+                StageState::new(base.config, base.layers, k.finish(), cache.clone())
+            }),
+        },
         Base::Stage(i) => match deps.get(i) {
             Some(dep) => {
                 let mut k = KeyEncoder::new("FROM", None);
@@ -83,6 +98,10 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
             });
         }
     };
+    if let Some(name) = dir_context {
+        let planned = context_copy_step(ctx, stage, &name);
+        step(ctx, stage, &planned, deps, &mut st).await?;
+    }
     ctx.emit(BuildEvent::StepDone {
         id,
         elapsed: started.elapsed(),
@@ -104,6 +123,33 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
         step(ctx, stage, &planned, deps, &mut st).await?;
     }
     Ok(st)
+}
+
+/// `FROM NAME` of a `--build-context` directory: `COPY . /` from it onto scratch, as a
+/// hidden step of the FROM (cached by the files' contents like any COPY).
+fn context_copy_step(ctx: &BuildCtx, stage: &PlannedStage, name: &str) -> PlannedStep {
+    PlannedStep {
+        id: ctx.new_step_id(),
+        shown: None,
+        step: Step {
+            instruction: Instruction::Copy(Copy {
+                sources: vec![Source::Path(".".into())],
+                dest: "/".into(),
+                from: Some(name.to_string()),
+                chown: None,
+                chmod: None,
+                link: false,
+                parents: false,
+                exclude: Vec::new(),
+                json: false,
+            }),
+            location: stage.location,
+            original: format!("FROM {name}"),
+            args: ctx.global_args.clone(),
+            copy_from: Some(Base::Context(name.to_string())),
+            mount_from: Vec::new(),
+        },
+    }
 }
 
 /// An ONBUILD trigger as a step of the stage whose FROM runs it.

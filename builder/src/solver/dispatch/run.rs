@@ -286,6 +286,10 @@ async fn bind_mount(
                     let b = cx.ctx.base_image(r, cx.id).await?;
                     (b.layers, format!("image:{}", b.manifest))
                 }
+                Base::Context(name) => {
+                    let b = cx.ctx.context_image(name, cx.id).await?;
+                    (b.layers, format!("image:{}", b.manifest))
+                }
                 Base::Scratch => (Vec::new(), "scratch".into()),
             };
             let dir = scratch_dir(cx)?;
