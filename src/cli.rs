@@ -253,6 +253,10 @@ pub struct BuildArgs {
     /// Accepted as docker does; rbuild has no daemon: the image is in the store already
     #[arg(long)]
     pub load: bool,
+    /// Only run the build checks (BuildKit's Dockerfile lint rules) and build nothing;
+    /// exits 1 when any check warns
+    #[arg(long)]
+    pub check: bool,
     /// Write the image's digests and names as JSON, with buildx's keys
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,

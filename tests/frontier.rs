@@ -309,3 +309,86 @@ fn a_bad_build_context_is_a_usage_error() {
         assert!(stderr(&out).contains(says), "{value}: {}", show(&out));
     }
 }
+
+#[test]
+fn build_checks_warn_in_a_build_and_check_only_lints() {
+    let r = Rbuild::new();
+    let ctx = TestDir::new("checks");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE as Build\nMAINTAINER me\nCMD echo hi\n",
+    );
+    // A build succeeds and says what the checks found, with file, line and rule.
+    let (_, log) = build_ok(&r, ctx.path(), "checks", &[]);
+    for expected in [
+        "Dockerfile:2: FromAsCasing:",
+        "Dockerfile:2: StageNameCasing:",
+        "Dockerfile:3: MaintainerDeprecated:",
+        "Dockerfile:4: JSONArgsRecommended:",
+    ] {
+        assert!(log.contains(expected), "{expected} missing:\n{log}");
+    }
+    // --check lints only: exit 1, the same warnings, no image.
+    let out = r.run(&[
+        "build",
+        "--check",
+        "-t",
+        "checks-only",
+        &ctx.path().to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("Dockerfile:3: MaintainerDeprecated:"),
+        "{}",
+        show(&out)
+    );
+    let images = r.ok(&["images", "--format", "{{.Repository}}"]);
+    assert!(!images.contains("checks-only"), "{images}");
+    // check=skip= silences rules; with nothing left --check exits 0.
+    ctx.write(
+        "Dockerfile",
+        "# check=skip=FromAsCasing,StageNameCasing,MaintainerDeprecated,JSONArgsRecommended,\
+         InvalidDefaultArgInFrom\n\
+         ARG BASE\nFROM $BASE as Build\nMAINTAINER me\nCMD echo hi\n",
+    );
+    let out = r.run(&["build", "--check", &ctx.path().to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!stderr(&out).contains("WARNING"), "{}", show(&out));
+    // check=error=true makes a warning fail the build.
+    ctx.write(
+        "Dockerfile",
+        "# check=error=true\nARG BASE\nFROM $BASE\nMAINTAINER me\n",
+    );
+    let out = build(&r, ctx.path(), "checks-error", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("MaintainerDeprecated") && err.contains("error=true"),
+        "{err}"
+    );
+    // An unknown key in the directive is an error naming the line.
+    ctx.write("Dockerfile", "# check=skip=A;bogus=1\nFROM scratch\n");
+    let out = build(&r, ctx.path(), "checks-bad", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("Dockerfile:1:") && stderr(&out).contains("bogus"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn a_base_of_another_platform_is_an_invalid_base_image_platform_warning() {
+    let r = Rbuild::new();
+    let ctx = TestDir::new("checks-platform");
+    // The busybox base is a single linux/amd64 manifest: asking for arm64 gets amd64.
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM --platform=linux/arm64 $BASE AS build-arm64\nLABEL a=b\n",
+    );
+    let (_, log) = build_ok(&r, ctx.path(), "checks-platform", &[]);
+    assert!(
+        log.contains("Dockerfile:2: InvalidBaseImagePlatform:") && log.contains("linux/arm64"),
+        "{log}"
+    );
+}

@@ -143,6 +143,25 @@ pub enum Error {
         /// Why it is wrong.
         reason: &'static str,
     },
+    /// A `# check=` directive (or `BUILDKIT_DOCKERFILE_CHECK`) that does not parse.
+    #[error("{file}:{line}: {source}")]
+    CheckDirective {
+        /// The Dockerfile.
+        file: String,
+        /// The directive's line (0 for the build arg).
+        line: usize,
+        /// What is wrong.
+        #[source]
+        source: crate::frontend::checks::CheckConfigError,
+    },
+    /// Build checks warned and `# check=error=true` makes that fatal.
+    #[error(
+        "{count} build check warning(s), and the Dockerfile's check=error=true makes them errors"
+    )]
+    ChecksFailed {
+        /// How many warnings.
+        count: usize,
+    },
     /// A `--build-context` value rbuild cannot use.
     #[error("invalid --build-context {value:?}: {reason}")]
     BadBuildContext {

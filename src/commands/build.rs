@@ -284,6 +284,9 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     }
     let store = Store::open(&g.root)
         .with_context(|| format!("cannot open the store at {}", g.root.display()))?;
+    if args.check {
+        return check_only(&store, &opts).await;
+    }
     let client = Client::new(client_options(&args.registry));
     let style = Style::pick(args.progress, args.quiet);
     let view = Arc::new(BuildView::new(style));
@@ -383,4 +386,20 @@ fn build_context(s: &str) -> anyhow::Result<(String, NamedContext)> {
         .ok_or_else(|| UsageError(format!("--build-context {s:?}: want NAME=VALUE")))?;
     let context = NamedContext::parse(value).map_err(|e| UsageError(e.to_string()))?;
     Ok((name.to_string(), context))
+}
+
+/// `rbuild build --check`: the build checks' warnings on stderr; an error (exit 1) when
+/// there is any, as `docker build --check`.
+async fn check_only(store: &Store, opts: &BuildOptions) -> anyhow::Result<()> {
+    let warnings = rbuild_builder::solver::check(store, opts).await?;
+    for w in &warnings {
+        eprintln!("WARNING: {w}");
+    }
+    match warnings.len() {
+        0 => {
+            eprintln!("Check complete, no warnings found.");
+            Ok(())
+        }
+        n => anyhow::bail!("check complete, {n} warning(s) found"),
+    }
 }

@@ -110,8 +110,6 @@ pub struct StepGraph {
     pub global_args: Vec<(String, String)>,
     /// `--build-arg` names that no ARG of a built stage (or global ARG) declares.
     pub unused_build_args: Vec<String>,
-    /// Parser warnings and lint warnings (a FROM using an undeclared build arg).
-    pub warnings: Vec<String>,
 }
 
 /// The variables one expansion sees: the stage's ENV (image config plus ENV lines applied
@@ -190,7 +188,6 @@ impl StepGraph {
         let build_arg = |name: &str| build_args.lookup(name);
         let at = |node: &Node, kind: ErrorKind| node_error(doc, node, kind);
         let mut declared: BTreeSet<String> = BTreeSet::new();
-        let mut warnings = doc.warnings.clone();
         let mut global: Vec<(String, String)> = platform_args(build, target_platform);
         let mut stages: Vec<Stage> = Vec::new();
         // Per stage: the build args declared in it, for unused-arg accounting.
@@ -224,8 +221,6 @@ impl StepGraph {
                     },
                     &stages,
                     &global,
-                    &declared,
-                    &mut warnings,
                 )?;
                 stages.push(stage);
                 stage_declared.push(BTreeSet::new());
@@ -338,7 +333,6 @@ impl StepGraph {
             escape: doc.escape,
             global_args: global,
             unused_build_args: unused,
-            warnings,
         })
     }
 
@@ -491,8 +485,6 @@ fn new_stage(
     }: FromLine<'_>,
     stages: &[Stage],
     global: &Vec<(String, String)>,
-    declared: &BTreeSet<String>,
-    warnings: &mut Vec<String>,
 ) -> Result<Stage, ParseError> {
     let lexer = Lexer::new(doc.escape);
     let at = |node: &Node, kind: ErrorKind| node_error(doc, node, kind);
@@ -501,14 +493,6 @@ fn new_stage(
             .expand_word(word, vars)
             .map_err(|e| at(node, ErrorKind::Expand(e)))
     };
-    if let Ok(found) = lexer.expand(image, global) {
-        for name in found.unmatched.iter().filter(|n| !declared.contains(*n)) {
-            warnings.push(format!(
-                "{}:{}: FROM uses undefined build arg {name:?}",
-                doc.file, node.start_line
-            ));
-        }
-    }
     let image = expand(image, global)?;
     let platform = platform.as_deref().map(|p| expand(p, global)).transpose()?;
     if let Some(n) = name {

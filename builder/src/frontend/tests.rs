@@ -371,18 +371,3 @@ fn dump_edge_lines() {
         "(from \"a\")\n(run \"a   b \\\\\")\n(copy \"[\\\"a\\\\\\\\b\\\",\" \"\\\"c\\\"]\" \"d\")\n"
     );
 }
-
-#[test]
-fn warns_about_undeclared_args_in_from() {
-    let g = graph(
-        "ARG DECLARED\nFROM alpine:${NOPE:-x}${DECLARED}\n",
-        &[],
-        None,
-    )
-    .unwrap();
-    assert_eq!(
-        g.warnings,
-        ["Dockerfile:2: FROM uses undefined build arg \"NOPE\""]
-    );
-    assert_eq!(g.stages[0].base, Base::Image("alpine:x".into()));
-}

@@ -133,6 +133,13 @@ impl ContextDir {
         Ok((name, text))
     }
 
+    /// Whether `.dockerignore` excludes `path` (relative to the context root).
+    pub fn is_ignored(&self, path: &str) -> bool {
+        self.ignore
+            .get()
+            .is_some_and(|rules| rules.is_excluded(path).unwrap_or(false))
+    }
+
     /// Loads the directory's own `.dockerignore` (a named context has no Dockerfile).
     pub async fn use_own_ignore_file(&self) -> Result<(), Error> {
         let root = self.root.clone();

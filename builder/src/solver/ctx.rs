@@ -20,6 +20,7 @@ use super::remote_cache::ImportedCache;
 use super::state::LayerRef;
 use super::BuildOptions;
 use crate::events::{BuildEvent, EventSink, StepId};
+use crate::frontend::checks::CheckConfig;
 use crate::frontend::{Lexer, StepGraph};
 use crate::Error;
 use rbuild_store::ImageConfig;
@@ -53,6 +54,8 @@ pub struct BuildCtx {
     pub imported: ImportedCache,
     /// `--build-context`s by lower-case name.
     pub named: BTreeMap<String, OpenedContext>,
+    /// The build checks' config (for the check FROM runs, InvalidBaseImagePlatform).
+    pub checks: CheckConfig,
     next_id: AtomicUsize,
     /// One pull at a time, so two stages on the same base pull it once.
     pull_lock: tokio::sync::Mutex<()>,
@@ -141,6 +144,7 @@ impl BuildCtx {
             platform,
             imported: ImportedCache::default(),
             named: BTreeMap::new(),
+            checks: CheckConfig::default(),
             next_id: AtomicUsize::new(next_id),
             pull_lock: tokio::sync::Mutex::new(()),
             used: Mutex::new(BTreeMap::new()),

@@ -11,6 +11,7 @@ pub mod context_stream;
 mod ctx;
 mod dispatch;
 mod export;
+pub mod lint;
 pub mod named_context;
 pub mod plan;
 pub mod remote_cache;
@@ -121,28 +122,17 @@ pub async fn build(
         )
         .await?;
     let doc = parse(&name, &text)?;
-    let host = rbuild_store::Platform::host();
-    let target_platform = match &options.platform {
-        None => host.clone(),
-        Some(p) => ctx::parse_platform(p)?,
-    };
-    let context_names: Vec<String> = options
-        .build_contexts
-        .iter()
-        .map(|(n, _)| n.clone())
-        .collect();
-    let graph = StepGraph::with_contexts(
-        &doc,
-        &options.build_args,
-        options.target.as_deref(),
-        &host,
-        &target_platform,
-        &context_names,
-    )?;
-    let named = named_context::open_all(&store, &options.build_contexts).await?;
-    for w in &graph.warnings {
-        events.event(crate::events::BuildEvent::Warning(w.clone()));
+    let checks = lint::run_checks(&context, &doc, &text, &options.build_args)?;
+    for w in &checks.warnings {
+        events.event(crate::events::BuildEvent::Warning(w.to_string()));
     }
+    let graph = graph_of(&doc, &options)?;
+    if checks.config.error && !checks.warnings.is_empty() {
+        return Err(Error::ChecksFailed {
+            count: checks.warnings.len(),
+        });
+    }
+    let named = named_context::open_all(&store, &options.build_contexts).await?;
     for unused in &graph.unused_build_args {
         events.event(crate::events::BuildEvent::Warning(format!(
             "build argument {unused:?} was given but not used by any stage"
@@ -176,6 +166,7 @@ pub async fn build(
     );
     ctx.imported = imported;
     ctx.named = named;
+    ctx.checks = checks.config;
     let ctx = Arc::new(ctx);
     let target = scheduler::run(ctx.clone(), &plan).await;
     let c = ctx.clone();
@@ -184,4 +175,45 @@ pub async fn build(
     let built = export::export(&ctx, &target).await?;
     remote_cache::export(&ctx, &target).await?;
     Ok(built)
+}
+
+/// The Dockerfile resolved for these options (`--target`, `--platform`, build args,
+/// `--build-context` names).
+fn graph_of(doc: &crate::frontend::Document, options: &BuildOptions) -> Result<StepGraph, Error> {
+    let host = rbuild_store::Platform::host();
+    let target_platform = match &options.platform {
+        None => host.clone(),
+        Some(p) => ctx::parse_platform(p)?,
+    };
+    let context_names: Vec<String> = options
+        .build_contexts
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    Ok(StepGraph::with_contexts(
+        doc,
+        &options.build_args,
+        options.target.as_deref(),
+        &host,
+        &target_platform,
+        &context_names,
+    )?)
+}
+
+/// `rbuild build --check`: parses and resolves the Dockerfile as a build would (errors
+/// are errors) and runs the build checks, building nothing. Returns the warnings.
+pub async fn check(
+    store: &rbuild_store::Store,
+    options: &BuildOptions,
+) -> Result<Vec<crate::frontend::checks::CheckWarning>, Error> {
+    let context = context_dir::ContextDir::open(store, &options.context).await?;
+    let (name, text) = context
+        .read_dockerfile(
+            options.dockerfile.as_deref(),
+            options.dockerfile_text.as_deref(),
+        )
+        .await?;
+    let doc = parse(&name, &text)?;
+    graph_of(&doc, options)?;
+    Ok(lint::run_checks(&context, &doc, &text, &options.build_args)?.warnings)
 }

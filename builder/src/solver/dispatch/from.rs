@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::{step, Deps};
 use crate::events::{BuildEvent, CacheMiss};
+use crate::frontend::checks::{CheckWarning, INVALID_BASE_IMAGE_PLATFORM};
 use crate::frontend::parse_instruction;
 use crate::frontend::{Base, Copy, Instruction, Location, Source, Step};
 use crate::solver::cachekey::KeyEncoder;
@@ -77,11 +78,16 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
                 source_path: format!("stage {i}"),
             }),
         },
-        Base::Image(reference) => ctx.base_image(reference, id).await.map(|base| {
-            let mut k = KeyEncoder::new("FROM", None);
-            k.str("image", &base.manifest.to_string());
-            StageState::new(base.config, base.layers, k.finish(), cache)
-        }),
+        Base::Image(reference) => match ctx.base_image(reference, id).await {
+            Ok(base) => {
+                check_base_platform(ctx, stage, reference, &base.config, &platform).map(|()| {
+                    let mut k = KeyEncoder::new("FROM", None);
+                    k.str("image", &base.manifest.to_string());
+                    StageState::new(base.config, base.layers, k.finish(), cache)
+                })
+            }
+            Err(e) => Err(e),
+        },
     };
     let mut st = match result {
         Ok(st) => st,
@@ -123,6 +129,43 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
         step(ctx, stage, &planned, deps, &mut st).await?;
     }
     Ok(st)
+}
+
+/// The InvalidBaseImagePlatform check: the base image's config names another platform
+/// than the one the stage is built for (a warning; an error with `check=error=true`).
+fn check_base_platform(
+    ctx: &BuildCtx,
+    stage: &PlannedStage,
+    reference: &str,
+    config: &ImageConfig,
+    want: &rbuild_store::Platform,
+) -> Result<(), Error> {
+    let rule = INVALID_BASE_IMAGE_PLATFORM;
+    let variant_differs = matches!((&config.variant, &want.variant), (Some(a), Some(b)) if a != b);
+    let differs =
+        config.os != want.os || config.architecture != want.architecture || variant_differs;
+    if !differs || !ctx.checks.enabled(rule, false) {
+        return Ok(());
+    }
+    let actual = rbuild_store::Platform {
+        architecture: config.architecture.clone(),
+        os: config.os.clone(),
+        variant: config.variant.clone(),
+        ..want.clone()
+    };
+    let warning = CheckWarning {
+        rule,
+        file: ctx.dockerfile.clone(),
+        line: stage.location.start_line,
+        message: format!(
+            "Base image {reference} was pulled with platform \"{actual}\", expected \"{want}\" for current build"
+        ),
+    };
+    ctx.emit(BuildEvent::Warning(warning.to_string()));
+    if ctx.checks.error {
+        return Err(Error::ChecksFailed { count: 1 });
+    }
+    Ok(())
 }
 
 /// `FROM NAME` of a `--build-context` directory: `COPY . /` from it onto scratch, as a
