@@ -1,7 +1,8 @@
-//! COPY and ADD in the engine: where the sources come from (the walked context, or the
-//! merged layers of a stage or image), the cache key (over the content digests of context
-//! files; over the origin's key for `--from`), and the layer the `copy` module writes. Selection, digests and copying are the `context` and
-//! `copy` modules'.
+//! COPY and ADD in the engine: where the sources come from (the walked context or a
+//! `--build-context` directory, or the merged layers of a stage or image), the cache key
+//! (over the content digests of context files; over the origin's key for `--from`; without
+//! the parent for `--link`), and the layer the `copy` module writes (on an empty directory
+//! for `--link`). Selection, digests and copying are the `context` and `copy` modules'.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
