@@ -140,12 +140,13 @@ fn copy_link_is_cached_across_a_base_change_and_rebased() {
         "Dockerfile",
         "ARG BASE\nARG FROM_IMAGE=$BASE\nFROM $FROM_IMAGE\n\
          COPY --link app.txt /app/\n\
+         ADD --link app.txt /added/\n\
          RUN cat /app/app.txt /base 2>/dev/null > /app/seen; true\n",
     );
     let (first, log1) = build_ok(&r, ctx.path(), "link-app", &[]);
     assert!(!cached(&log1, "COPY --link"), "{log1}");
     let ids1 = diff_ids(&r, "link-app");
-    assert_eq!(ids1.len(), 3, "{ids1:?}");
+    assert_eq!(ids1.len(), 4, "{ids1:?}");
 
     let (second, log2) = build_ok(
         &r,
@@ -154,8 +155,8 @@ fn copy_link_is_cached_across_a_base_change_and_rebased() {
         &["--build-arg", "FROM_IMAGE=link-base:two"],
     );
     assert!(
-        cached(&log2, "COPY --link"),
-        "linked step not cached:\n{log2}"
+        cached(&log2, "COPY --link") && cached(&log2, "ADD --link"),
+        "linked steps not cached:\n{log2}"
     );
     assert!(
         !cached(&log2, "RUN cat"),
@@ -164,9 +165,13 @@ fn copy_link_is_cached_across_a_base_change_and_rebased() {
     assert_ne!(first, second);
     let ids2 = diff_ids(&r, "link-app");
     let base2 = diff_ids(&r, "link-base:two");
-    assert_eq!(ids2.len(), 4, "{ids2:?}");
+    assert_eq!(ids2.len(), 5, "{ids2:?}");
     assert_eq!(ids2[..2], base2[..], "rebased onto the new base");
-    assert_eq!(ids2[2], ids1[1], "the linked layer is reused as is");
+    assert_eq!(
+        ids2[2..4],
+        ids1[1..3],
+        "the linked layers are reused as they are"
+    );
     let (_d, fs) = unpack(&r, "link-app");
     assert_eq!(read(&fs, "app/seen"), "app\ntwo\n");
     assert_eq!(read(&fs, "base"), "two\n");
