@@ -270,8 +270,8 @@ pub struct BuildArgs {
     #[arg(long = "cache-from", value_name = "REF")]
     pub cache_from: Vec<String>,
     /// A named context for FROM NAME and COPY --from=NAME (wins over a stage of that
-    /// name): NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://PATH[:TAG|@DIGEST]
-    /// (repeatable)
+    /// name): NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://PATH[:TAG|@DIGEST] or
+    /// NAME=https://HOST/CONTEXT.tar.gz (repeatable)
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_context: Vec<String>,
     #[command(flatten)]

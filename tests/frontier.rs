@@ -397,3 +397,29 @@ fn a_base_of_another_platform_is_an_invalid_base_image_platform_warning() {
         "{log}"
     );
 }
+
+#[test]
+fn build_context_tarball_url_is_downloaded_and_unpacked() {
+    let r = Rbuild::new();
+    let src = TestDir::new("named-url-src");
+    src.write("lib/x.txt", "from the tarball\n");
+    let tarball = src.path().join("ctx.tar.gz");
+    crate::util::tool(
+        "tar",
+        &[
+            "-czf",
+            &tarball.to_string_lossy(),
+            "-C",
+            &src.path().join("lib").to_string_lossy(),
+            ".",
+        ],
+    );
+    let body: &'static [u8] = Box::leak(std::fs::read(&tarball).unwrap().into_boxed_slice());
+    let port = crate::build::serve(body, 1);
+    let ctx = TestDir::new("named-url");
+    ctx.write("Dockerfile", "FROM scratch\nCOPY --from=lib x.txt /\n");
+    let named = format!("lib=http://127.0.0.1:{port}/ctx.tar.gz");
+    build_ok(&r, ctx.path(), "named-url", &["--build-context", &named]);
+    let (_d, fs) = unpack(&r, "named-url");
+    assert_eq!(read(&fs, "x.txt"), "from the tarball\n");
+}

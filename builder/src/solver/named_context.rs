@@ -1,5 +1,6 @@
 //! `--build-context NAME=VALUE`: what a named context is (a directory, an image, an image
-//! in an OCI layout directory), parsed with buildx's syntax, and opened for one build.
+//! in an OCI layout directory, a tarball URL), parsed with buildx's syntax, and opened for
+//! one build.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +18,9 @@ pub enum NamedContext {
     Dir(PathBuf),
     /// `docker-image://REF`: an image, from the store or pulled.
     Image(String),
+    /// `http(s)://...`: a tar archive (plain or compressed), downloaded and unpacked as
+    /// `rbuild build -` unpacks a context from stdin.
+    Url(String),
     /// `oci-layout://PATH[:TAG|@DIGEST]`: an image of an OCI image layout directory.
     OciLayout {
         /// The layout directory.
@@ -50,7 +54,7 @@ impl NamedContext {
             return Err(bad("git build contexts are not supported yet"));
         }
         if value.starts_with("http://") || value.starts_with("https://") {
-            return Err(bad("URL build contexts are not supported yet"));
+            return Ok(NamedContext::Url(value.to_string()));
         }
         if value.contains("://") {
             return Err(bad(
@@ -88,7 +92,7 @@ fn parse_layout(rest: &str) -> Option<NamedContext> {
 
 /// A named context as one build holds it.
 pub enum OpenedContext {
-    /// A directory, opened as the main context is.
+    /// A directory (or a downloaded tarball, unpacked), opened as the main context is.
     Dir(ContextDir),
     /// An image reference.
     Image(String),
@@ -116,6 +120,7 @@ pub async fn open_all(
                 d.use_own_ignore_file().await?;
                 OpenedContext::Dir(d)
             }
+            NamedContext::Url(url) => OpenedContext::Dir(download(store, url).await?),
             NamedContext::Image(r) => OpenedContext::Image(r.clone()),
             NamedContext::OciLayout { path, tag, digest } => OpenedContext::OciLayout {
                 path: path.clone(),
@@ -128,6 +133,20 @@ pub async fn open_all(
     Ok(opened)
 }
 
+/// Downloads a tarball context and unpacks it under the store's `tmp/` (kept for the
+/// build), with the stdin context's safety and size rules.
+async fn download(store: &rbuild_store::Store, url: &str) -> Result<ContextDir, Error> {
+    let scratch = store
+        .tmp_dir()
+        .map_err(Error::store("create a directory for a download"))?;
+    let client = reqwest::Client::new();
+    let fetched = crate::copy::fetch_url(&client, url, scratch.path(), None).await?;
+    let bytes = tokio::fs::read(&fetched.path)
+        .await
+        .map_err(Error::io("read the download", &fetched.path))?;
+    ContextDir::open(store, &ContextSource::Tar(bytes)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +156,10 @@ mod tests {
         assert_eq!(
             NamedContext::parse("docker-image://alpine:3.20").unwrap(),
             NamedContext::Image("alpine:3.20".into())
+        );
+        assert_eq!(
+            NamedContext::parse("https://example.invalid/ctx.tar.gz").unwrap(),
+            NamedContext::Url("https://example.invalid/ctx.tar.gz".into())
         );
         assert_eq!(
             NamedContext::parse("../lib").unwrap(),
