@@ -259,6 +259,164 @@ async fn expand_sources(
     })
 }
 
+/// The keys of one COPY/ADD before its sources are known: the step's (parent left out
+/// for `--link`) and its lineage's, and the digests of inline and downloaded sources.
+struct StepKeys {
+    step: KeyEncoder,
+    lineage: KeyEncoder,
+    extra_digests: BTreeMap<String, String>,
+    link: bool,
+}
+
+/// What to select from the origin.
+struct Selection {
+    paths: Vec<String>,
+    parents: bool,
+    exclude: IgnoreRules,
+}
+
+/// A step that missed the cache: the origin's files, the selected sources, the key and
+/// the lineage record to write.
+struct Keyed {
+    files: Arc<ContextFiles>,
+    selected: Vec<SelectedSource>,
+    key: CacheKey,
+    lineage: Option<(CacheKey, BTreeMap<String, String>)>,
+}
+
+/// From a stage or an image, the key is the origin's (its last step's key, or its
+/// manifest digest), as BuildKit's definition-based key: a hit (`None`) needs none of the
+/// origin's files, so layers imported from a remote cache stay unfetched.
+async fn keyed_from_layers(
+    cx: &StepCx<'_>,
+    st: &mut StageState,
+    layers: &[LayerRef],
+    sel: Selection,
+    keys: StepKeys,
+) -> Result<Option<Keyed>, Error> {
+    let mut k = keys.step;
+    let pairs: Vec<(String, String)> = keys.extra_digests.into_iter().collect();
+    k.pairs("digests", &pairs);
+    let key = k.finish();
+    if let Lookup::Hit = lookup_step(cx, st, key, None, keys.link).await? {
+        return Ok(None);
+    }
+    let files = layer_tree(cx, layers).await?;
+    let (files_b, Selection { paths, parents, .. }) = (files.clone(), sel);
+    let selected = blocking(move || Ok(select(&files_b, &paths, parents)?)).await?;
+    Ok(Some(Keyed {
+        files,
+        selected,
+        key,
+        lineage: None,
+    }))
+}
+
+/// From the context (or a `--build-context` directory), the key covers the selected
+/// files' contents; `None` is a hit.
+async fn keyed_from_context(
+    cx: &StepCx<'_>,
+    st: &mut StageState,
+    context: &ContextDir,
+    sel: Selection,
+    keys: StepKeys,
+) -> Result<Option<Keyed>, Error> {
+    let files = context.files().await?;
+    // Select and digest (blocking: reads the files the stat cache does not know).
+    let stat_cache = context.stat_cache.clone();
+    let files_b = files.clone();
+    let (selected, content) = blocking(move || {
+        let selected = select(&files_b, &sel.paths, sel.parents)?;
+        let mut cache = stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let content = digest_sources(&files_b, &selected, &sel.exclude, &mut cache)?;
+        Ok((selected, content))
+    })
+    .await?;
+    // Per-source digests, so a later miss can name what changed.
+    let mut sources: BTreeMap<String, String> = content
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), s.digest.clone()))
+        .collect();
+    sources.extend(keys.extra_digests);
+    let lineage = keys.lineage.finish();
+    let mut full = keys.step;
+    let digest_pairs: Vec<(String, String)> = sources.clone().into_iter().collect();
+    full.str("content", &content.digest)
+        .pairs("digests", &digest_pairs);
+    let key = full.finish();
+    let found = lookup_step(cx, st, key, Some((lineage, &sources)), keys.link).await?;
+    if let Lookup::Hit = found {
+        return Ok(None);
+    }
+    Ok(Some(Keyed {
+        files,
+        selected,
+        key,
+        lineage: Some((lineage, sources)),
+    }))
+}
+
+/// Everything the copy module needs to write one COPY/ADD layer.
+struct Fill {
+    files: Arc<ContextFiles>,
+    selected: Vec<SelectedSource>,
+    inline: Vec<(String, Vec<u8>)>,
+    fetched: Vec<crate::copy::FetchedFile>,
+    dest: String,
+    workdir: String,
+    owner: Option<(u32, u32)>,
+    chmod: Option<u32>,
+    from_layers: bool,
+    is_add: bool,
+    exclude: IgnoreRules,
+    parents: bool,
+    lowers: Vec<PathBuf>,
+    /// Holds ADD's downloads until the copy.
+    _scratch: rbuild_store::TmpDir,
+}
+
+impl Fill {
+    /// Writes the layer's upper dir. COPY leaves regular files where they are: the layer
+    /// tar reads them from the sources, and the snapshot is unpacked from the blob only if
+    /// a later step stacks on it. ADD writes everything (archives extract over what the
+    /// copy wrote).
+    fn write(self, mounts: &rbuild_store::Mounts) -> Result<ExternalFiles, Error> {
+        let deferred = RefCell::new(ExternalFiles::new());
+        let layers = Layers {
+            upper: &mounts.upper,
+            lowers: &self.lowers,
+            deferred: (!self.is_add).then_some(&deferred),
+        };
+        let spec = |source| CopySpec {
+            source,
+            dest: self.dest.clone(),
+            workdir: self.workdir.clone(),
+            chown: self.owner,
+            chmod: self.chmod,
+            preserve_owner: self.from_layers,
+            unpack_archives: self.is_add,
+            archive_limit: DEFAULT_ARCHIVE_LIMIT,
+            exclude: self.exclude.clone(),
+            parents: self.parents,
+        };
+        if !self.selected.is_empty() || self.parents {
+            let tree = CopySource::Tree {
+                files: &self.files,
+                selected: &self.selected,
+            };
+            copy_into(&spec(tree), &layers)?;
+        }
+        if !self.inline.is_empty() {
+            copy_into(&spec(CopySource::Inline(&self.inline)), &layers)?;
+        }
+        for f in &self.fetched {
+            copy_into(&spec(CopySource::Fetched(f)), &layers)?;
+        }
+        Ok(deferred.into_inner())
+    }
+}
+
 async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Result<Lookup, Error> {
     let (origin, origin_id) = source_origin(cx).await?;
     let from_layers = matches!(origin, Origin::Layers(_));
@@ -332,55 +490,28 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         dest
     );
     let parents = t.parents;
-    let (files, selected, key, lineage) = match origin {
-        // From a stage or an image, the key is the origin's (its last step's key, or its
-        // manifest digest), as BuildKit's definition-based key: a hit needs none of the
-        // origin's files, so layers imported from a remote cache stay unfetched.
-        Origin::Layers(layers) => {
-            let mut k = encode(t.kind);
-            let pairs: Vec<(String, String)> = extra_digests.into_iter().collect();
-            k.pairs("digests", &pairs);
-            let key = k.finish();
-            if let Lookup::Hit = lookup_step(cx, st, key, None, t.link).await? {
-                return Ok(Lookup::Hit);
-            }
-            let files = layer_tree(cx, &layers).await?;
-            let (files_b, paths) = (files.clone(), paths.clone());
-            let selected = blocking(move || Ok(select(&files_b, &paths, parents)?)).await?;
-            (files, selected, key, None)
-        }
-        // From the context, the key covers the selected files' contents.
-        Origin::Context(context) => {
-            let files = context.files().await?;
-            // Select and digest (blocking: reads the files the stat cache does not know).
-            let stat_cache = context.stat_cache.clone();
-            let (files_b, exclude_b) = (files.clone(), exclude.clone());
-            let (selected, content) = blocking(move || {
-                let selected = select(&files_b, &paths, parents)?;
-                let mut cache = stat_cache.lock().unwrap_or_else(|e| e.into_inner());
-                let content = digest_sources(&files_b, &selected, &exclude_b, &mut cache)?;
-                Ok((selected, content))
-            })
-            .await?;
-            // Per-source digests, so a later miss can name what changed.
-            let mut sources: BTreeMap<String, String> = content
-                .sources
-                .iter()
-                .map(|s| (s.name.clone(), s.digest.clone()))
-                .collect();
-            sources.extend(extra_digests);
-            let lineage = encode(&format!("{}-sources", t.kind)).finish();
-            let mut full = encode(t.kind);
-            let digest_pairs: Vec<(String, String)> = sources.clone().into_iter().collect();
-            full.str("content", &content.digest)
-                .pairs("digests", &digest_pairs);
-            let key = full.finish();
-            let found = lookup_step(cx, st, key, Some((lineage, &sources)), t.link).await?;
-            if let Lookup::Hit = found {
-                return Ok(Lookup::Hit);
-            }
-            (files, selected, key, Some((lineage, sources)))
-        }
+    let keys = StepKeys {
+        step: encode(t.kind),
+        lineage: encode(&format!("{}-sources", t.kind)),
+        extra_digests,
+        link: t.link,
+    };
+    let selection = Selection {
+        paths,
+        parents,
+        exclude: exclude.clone(),
+    };
+    let Some(Keyed {
+        files,
+        selected,
+        key,
+        lineage,
+    }) = (match origin {
+        Origin::Layers(layers) => keyed_from_layers(cx, st, &layers, selection, keys).await?,
+        Origin::Context(context) => keyed_from_context(cx, st, context, selection, keys).await?,
+    })
+    else {
+        return Ok(Lookup::Hit);
     };
 
     // A --link layer is written on an empty directory: nothing of the parent is seen.
@@ -393,46 +524,23 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
     if !parents && selected.len() + inline.len() + fetched.len() > 1 && !dest.ends_with('/') {
         return Err(CopyError::DestNotDirectory { dest }.into());
     }
-    let is_add = t.add.is_some();
-    let layer = make_layer(cx, st, lowers.clone(), move |mounts| {
-        let _scratch = scratch;
-        // COPY leaves regular files where they are: the layer tar reads them from the
-        // sources, and the snapshot is unpacked from the blob only if a later step stacks
-        // on it. ADD writes everything (archives extract over what the copy wrote).
-        let deferred = RefCell::new(ExternalFiles::new());
-        let layers = Layers {
-            upper: &mounts.upper,
-            lowers: &lowers,
-            deferred: (!is_add).then_some(&deferred),
-        };
-        let spec = |source| CopySpec {
-            source,
-            dest: dest.clone(),
-            workdir: workdir.clone(),
-            chown: owner,
-            chmod,
-            preserve_owner: from_layers,
-            unpack_archives: is_add,
-            archive_limit: DEFAULT_ARCHIVE_LIMIT,
-            exclude: exclude.clone(),
-            parents,
-        };
-        if !selected.is_empty() || parents {
-            let tree = CopySource::Tree {
-                files: &files,
-                selected: &selected,
-            };
-            copy_into(&spec(tree), &layers)?;
-        }
-        if !inline.is_empty() {
-            copy_into(&spec(CopySource::Inline(&inline)), &layers)?;
-        }
-        for f in &fetched {
-            copy_into(&spec(CopySource::Fetched(f)), &layers)?;
-        }
-        Ok(deferred.into_inner())
-    })
-    .await?;
+    let fill = Fill {
+        files,
+        selected,
+        inline,
+        fetched,
+        dest,
+        workdir,
+        owner,
+        chmod,
+        from_layers,
+        is_add: t.add.is_some(),
+        exclude,
+        parents,
+        lowers: lowers.clone(),
+        _scratch: scratch,
+    };
+    let layer = make_layer(cx, st, lowers, move |mounts| fill.write(mounts)).await?;
     let parent = st.key;
     commit(cx, st, key, Some(layer), created_by, lineage).await?;
     if t.link {
