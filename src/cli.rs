@@ -253,6 +253,10 @@ pub struct BuildArgs {
     /// Accepted as docker does; rbuild has no daemon: the image is in the store already
     #[arg(long)]
     pub load: bool,
+    /// Only run the build checks (BuildKit's Dockerfile lint rules) and build nothing;
+    /// exits 1 when any check warns
+    #[arg(long)]
+    pub check: bool,
     /// Write the image's digests and names as JSON, with buildx's keys
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
@@ -265,6 +269,11 @@ pub struct BuildArgs {
     /// (repeatable)
     #[arg(long = "cache-from", value_name = "REF")]
     pub cache_from: Vec<String>,
+    /// A named context for FROM NAME and COPY --from=NAME (wins over a stage of that
+    /// name): NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://PATH[:TAG|@DIGEST] or
+    /// NAME=https://HOST/CONTEXT.tar.gz (repeatable)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_context: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryFlags,
     /// Build context: a directory, or - for a tar (or a lone Dockerfile) on stdin

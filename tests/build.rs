@@ -387,7 +387,7 @@ fn add_extracts_local_archives_and_copies_plain_files() {
 }
 
 /// Serves `body` at any path on 127.0.0.1 for `requests` requests.
-fn serve(body: &'static [u8], requests: usize) -> u16 {
+pub fn serve(body: &'static [u8], requests: usize) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {

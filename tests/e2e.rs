@@ -10,6 +10,7 @@ mod debian;
 mod fixtures;
 mod formats;
 mod frontend;
+mod frontier;
 mod habits;
 mod multiplatform;
 mod registry;

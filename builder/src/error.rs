@@ -143,6 +143,41 @@ pub enum Error {
         /// Why it is wrong.
         reason: &'static str,
     },
+    /// A `# check=` directive (or `BUILDKIT_DOCKERFILE_CHECK`) that does not parse.
+    #[error("{file}:{line}: {source}")]
+    CheckDirective {
+        /// The Dockerfile.
+        file: String,
+        /// The directive's line (0 for the build arg).
+        line: usize,
+        /// What is wrong.
+        #[source]
+        source: crate::frontend::checks::CheckConfigError,
+    },
+    /// Build checks warned and `# check=error=true` makes that fatal.
+    #[error(
+        "{count} build check warning(s), and the Dockerfile's check=error=true makes them errors"
+    )]
+    ChecksFailed {
+        /// How many warnings.
+        count: usize,
+    },
+    /// A `--build-context` value rbuild cannot use.
+    #[error("invalid --build-context {value:?}: {reason}")]
+    BadBuildContext {
+        /// The value after `NAME=`.
+        value: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A named context used where its kind cannot be (a directory as a RUN mount source).
+    #[error("build context {name:?} is a directory: {reason}")]
+    ContextKind {
+        /// The context's name.
+        name: String,
+        /// What is not possible with it.
+        reason: &'static str,
+    },
     /// `RUN --mount=type=secret,id=x` without a matching `--secret id=x`.
     #[error("secret {id} not provided (give it with --secret id={id},src=FILE)")]
     SecretMissing {

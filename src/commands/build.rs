@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use rbuild_builder::solver::named_context::NamedContext;
 use rbuild_builder::solver::remote_cache::spec::{CacheExport, CacheImport};
 use rbuild_builder::{BuildOptions, ContextSource, NetworkMode, SecretSource};
 use rbuild_registry::{Client, NoProgress};
@@ -177,6 +178,11 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
             .cache_from
             .iter()
             .map(|s| CacheImport::parse(s).map_err(|e| UsageError(e.to_string()).into()))
+            .collect::<anyhow::Result<_>>()?,
+        build_contexts: args
+            .build_context
+            .iter()
+            .map(|s| build_context(s))
             .collect::<anyhow::Result<_>>()?,
         cache_to: args
             .cache_to
@@ -349,6 +355,9 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     }
     let store = Store::open(&g.root)
         .with_context(|| format!("cannot open the store at {}", g.root.display()))?;
+    if args.check {
+        return check_only(&store, &opts).await;
+    }
     let client = Client::new(client_options(&args.registry));
     let style = Style::pick(args.progress, args.quiet);
     let view = Arc::new(BuildView::new(style));
@@ -449,4 +458,30 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
         super::print_line(&built.image_id)?;
     }
     Ok(())
+}
+
+/// `--build-context NAME=VALUE`: a usage error when it does not parse.
+fn build_context(s: &str) -> anyhow::Result<(String, NamedContext)> {
+    let (name, value) = s
+        .split_once('=')
+        .filter(|(n, _)| !n.is_empty())
+        .ok_or_else(|| UsageError(format!("--build-context {s:?}: want NAME=VALUE")))?;
+    let context = NamedContext::parse(value).map_err(|e| UsageError(e.to_string()))?;
+    Ok((name.to_string(), context))
+}
+
+/// `rbuild build --check`: the build checks' warnings on stderr; an error (exit 1) when
+/// there is any, as `docker build --check`.
+async fn check_only(store: &Store, opts: &BuildOptions) -> anyhow::Result<()> {
+    let warnings = rbuild_builder::solver::check(store, opts).await?;
+    for w in &warnings {
+        eprintln!("WARNING: {w}");
+    }
+    match warnings.len() {
+        0 => {
+            eprintln!("Check complete, no warnings found.");
+            Ok(())
+        }
+        n => anyhow::bail!("check complete, {n} warning(s) found"),
+    }
 }

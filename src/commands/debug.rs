@@ -11,11 +11,8 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
             let doc = read_dockerfile(&file)?;
             // Type-check every instruction and stage reference too, so that errors such as
             // an unknown instruction are reported here as a build would report them.
-            let graph = StepGraph::new(&doc, &[], None)?;
+            StepGraph::new(&doc, &[], None)?;
             std::io::Write::write_all(&mut std::io::stdout().lock(), dump(&doc).as_bytes())?;
-            for warning in &graph.warnings {
-                eprintln!("warning: {warning}");
-            }
             Ok(())
         }
     }

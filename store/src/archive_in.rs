@@ -1,5 +1,6 @@
 //! Importing images from archives (`rbuild load`): a docker-archive (`manifest.json`,
-//! configs, layer tars) or an oci-archive (an OCI image layout in a tar) into the store.
+//! configs, layer tars) or an oci-archive (an OCI image layout in a tar) into the store;
+//! and one image of an OCI layout directory (`--build-context NAME=oci-layout://DIR`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
@@ -126,25 +127,7 @@ impl Store {
         })?;
         let mut loaded = Vec::new();
         for d in &index.manifests {
-            if d.media_type == MEDIA_TYPE_OCI_INDEX
-                || d.media_type == MEDIA_TYPE_DOCKER_MANIFEST_LIST
-            {
-                return Err(bad(
-                    what,
-                    &format!("{} is a multi-platform index (not supported)", d.digest),
-                ));
-            }
-            self.ingest_member_blob(dir, &d.digest, what)?;
-            let manifest: Manifest = serde_json::from_slice(&self.blobs().read(&d.digest)?)
-                .map_err(|source| Error::Json {
-                    what: "manifest",
-                    path: what.join(format!("blobs/sha256/{}", d.digest.hex())),
-                    source,
-                })?;
-            self.ingest_member_blob(dir, &manifest.config.digest, what)?;
-            for layer in &manifest.layers {
-                self.ingest_member_blob(dir, &layer.digest, what)?;
-            }
+            self.ingest_layout_manifest(dir, d, what)?;
             let mut entry = d.clone();
             let name = entry
                 .annotations
@@ -161,6 +144,67 @@ impl Store {
             loaded.extend(self.tag_loaded(&entry, name.as_deref())?);
         }
         Ok(loaded)
+    }
+
+    /// One image of the OCI image layout directory `dir` (`--build-context
+    /// NAME=oci-layout://DIR:TAG`): the manifest `index.json` names `tag` (its
+    /// `org.opencontainers.image.ref.name`) or the one of digest `digest`. Its blobs are
+    /// copied into the store, verified; the image is not tagged.
+    pub fn load_layout_image(
+        &self,
+        dir: &Path,
+        tag: Option<&str>,
+        digest: Option<&Digest>,
+    ) -> Result<Image> {
+        let path = member(dir, "index.json", dir)?;
+        let bytes = std::fs::read(&path).map_err(Error::io("read", &path))?;
+        let index: Index = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            what: "index.json",
+            path: path.clone(),
+            source,
+        })?;
+        let found = index.manifests.iter().find(|d| match (digest, tag) {
+            (Some(want), _) => &d.digest == want,
+            (None, Some(t)) => {
+                d.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(t)
+            }
+            (None, None) => true,
+        });
+        let Some(d) = found else {
+            let wanted = match (digest, tag) {
+                (Some(d), _) => d.to_string(),
+                (None, t) => format!("tag {}", t.unwrap_or("(any)")),
+            };
+            return Err(bad(dir, &format!("index.json names no manifest {wanted}")));
+        };
+        self.ingest_layout_manifest(dir, d, dir)?;
+        let mut entry = d.clone();
+        entry.annotations.clear();
+        self.load_image(None, &entry)
+    }
+
+    /// The manifest `d` of an OCI layout in `dir`, its config and its layers into the store.
+    fn ingest_layout_manifest(&self, dir: &Path, d: &Descriptor, what: &Path) -> Result<()> {
+        if d.media_type == MEDIA_TYPE_OCI_INDEX || d.media_type == MEDIA_TYPE_DOCKER_MANIFEST_LIST {
+            return Err(bad(
+                what,
+                &format!("{} is a multi-platform index (not supported)", d.digest),
+            ));
+        }
+        self.ingest_member_blob(dir, &d.digest, what)?;
+        let manifest: Manifest =
+            serde_json::from_slice(&self.blobs().read(&d.digest)?).map_err(|source| {
+                Error::Json {
+                    what: "manifest",
+                    path: what.join(format!("blobs/sha256/{}", d.digest.hex())),
+                    source,
+                }
+            })?;
+        self.ingest_member_blob(dir, &manifest.config.digest, what)?;
+        for layer in &manifest.layers {
+            self.ingest_member_blob(dir, &layer.digest, what)?;
+        }
+        Ok(())
     }
 
     /// `blobs/sha256/<hex>` of an unpacked layout into the store, verified.

@@ -188,6 +188,9 @@ pub struct CopySpec<'a> {
     /// COPY `--exclude` patterns, matched relative to each source directory (the same
     /// rules must go to [`crate::context::digest_sources`]).
     pub exclude: IgnoreRules,
+    /// COPY `--parents`: each source keeps its path relative to the context root, or to
+    /// the `./` pivot of its argument (`a/./b/c` keeps `b/c`); `dest` is a directory.
+    pub parents: bool,
 }
 
 impl<'a> CopySpec<'a> {
@@ -203,6 +206,7 @@ impl<'a> CopySpec<'a> {
             unpack_archives: false,
             archive_limit: DEFAULT_ARCHIVE_LIMIT,
             exclude: IgnoreRules::default(),
+            parents: false,
         }
     }
 }
@@ -244,11 +248,12 @@ fn copy_with(
         CopySource::Inline(docs) => docs.len(),
         CopySource::Fetched(_) => 1,
     };
-    let dest_is_dir = spec.dest.ends_with('/')
+    let dest_is_dir = spec.parents
+        || spec.dest.ends_with('/')
         || spec.dest == "."
         || spec.dest.ends_with("/.")
         || spec.dest.is_empty();
-    if count > 1 && !spec.dest.ends_with('/') {
+    if count > 1 && !dest_is_dir {
         return Err(CopyError::DestNotDirectory {
             dest: spec.dest.clone(),
         });
@@ -260,6 +265,10 @@ fn copy_with(
     };
     let dest = layers.resolve(&pathclean::clean_in_root(&joined), true)?;
     let created_owner = spec.chown.unwrap_or((0, 0));
+    if spec.parents {
+        // Made even when a wildcard selected nothing (BuildKit's CreateDestPath).
+        layers.ensure_dir(&dest, created_owner)?;
+    }
     let mut writer = Writer {
         spec,
         layers,
@@ -289,7 +298,9 @@ fn copy_with(
                 let full = files
                     .get(&source.resolved)
                     .map_or_else(|| files.root().join(&source.resolved), |e| e.path.clone());
-                if source.kind == EntryKind::Dir {
+                if spec.parents {
+                    writer.copy_with_parents(files, source, &dest, created_owner)?;
+                } else if source.kind == EntryKind::Dir {
                     // An existing destination keeps its own mode and owner.
                     let existed = layers.lookup(&dest).is_some();
                     layers.ensure_dir(&dest, created_owner)?;
@@ -345,6 +356,27 @@ fn copy_with(
     }
     writer.finish()?;
     Ok(writer.report)
+}
+
+/// A `--parents` source's pivot (the cleaned part of its argument before the first
+/// `/./`, `.` without one) and its path below the pivot (empty for the pivot itself).
+fn parents_split(source: &SelectedSource) -> (String, String) {
+    let pivot = match source.arg.split_once("/./") {
+        Some((before, _)) => pathclean::clean_in_root(before),
+        None => ".".to_string(),
+    };
+    let kept = if pivot == "." {
+        source.name.clone()
+    } else if source.name == pivot {
+        String::new()
+    } else {
+        source
+            .name
+            .strip_prefix(&format!("{pivot}/"))
+            .unwrap_or(&source.name)
+            .to_string()
+    };
+    (pivot, kept)
 }
 
 struct Writer<'s, 'a> {
@@ -427,6 +459,56 @@ impl Writer<'_, '_> {
         )?;
         self.report.entries += 1;
         self.report.bytes += content.len() as u64;
+        Ok(())
+    }
+
+    /// COPY `--parents`: writes `source` at `dest/<its path below the pivot>`, the
+    /// directories on that path copied from the source tree with their metadata.
+    fn copy_with_parents(
+        &mut self,
+        files: &ContextFiles,
+        source: &SelectedSource,
+        dest: &str,
+        created_owner: (u32, u32),
+    ) -> Result<(), CopyError> {
+        let (pivot, kept) = parents_split(source);
+        self.layers.ensure_dir(dest, created_owner)?;
+        let join = |rel: &str| match (dest, rel) {
+            (d, "") => d.to_string(),
+            (".", r) => r.to_string(),
+            (d, r) => format!("{d}/{r}"),
+        };
+        let mut walked = String::new();
+        let parts: Vec<&str> = kept.split('/').filter(|p| !p.is_empty()).collect();
+        for part in parts.iter().take(parts.len().saturating_sub(1)) {
+            walked = if walked.is_empty() {
+                part.to_string()
+            } else {
+                format!("{walked}/{part}")
+            };
+            let name = match pivot.as_str() {
+                "." => walked.clone(),
+                p => format!("{p}/{walked}"),
+            };
+            let target = join(&walked);
+            // Once per directory: copying it again would drop what was written below it.
+            if self.layers.upper.join(&target).is_dir() {
+                continue;
+            }
+            match files.get(&name) {
+                Some(entry) if entry.kind == EntryKind::Dir => self.copy_entry(entry, &target)?,
+                _ => self.layers.ensure_dir(&target, created_owner).map(drop)?,
+            }
+        }
+        let target = join(&kept);
+        if source.kind == EntryKind::Dir {
+            let existed = self.layers.lookup(&target).is_some();
+            self.layers.ensure_dir(&target, created_owner)?;
+            return self.copy_tree(files, source, &target, existed);
+        }
+        if let Some(entry) = files.get(&source.resolved) {
+            self.copy_entry(entry, &target)?;
+        }
         Ok(())
     }
 

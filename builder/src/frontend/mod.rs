@@ -22,6 +22,7 @@
 //! | `USER`, `WORKDIR`, `STOPSIGNAL` | the value |
 //! | `CMD`, `ENTRYPOINT`, `RUN` command, `SHELL`, `HEALTHCHECK`, `ONBUILD`, `MAINTAINER` | nothing |
 
+pub mod checks;
 pub(crate) mod directives;
 pub(crate) mod dump;
 mod error;

@@ -50,8 +50,9 @@ pub struct Document {
     pub escape: char,
     /// Parser directives at the top.
     pub directives: Vec<Directive>,
-    /// Warnings (empty continuation lines).
-    pub warnings: Vec<String>,
+    /// The first lines of instructions with an empty continuation line (the
+    /// NoEmptyContinuation check).
+    pub empty_continuations: Vec<usize>,
     /// The physical lines, for error excerpts.
     pub lines: Vec<String>,
 }
@@ -146,7 +147,7 @@ pub fn parse(file: &str, input: &[u8]) -> Result<Document, ParseError> {
         directives: DirectiveParser::new(0),
     };
     let mut children = Vec::new();
-    let mut warnings = Vec::new();
+    let mut empty_continuations = Vec::new();
     let mut comments: Vec<String> = Vec::new();
     let mut idx = 0;
     while idx < lines.len() {
@@ -183,9 +184,7 @@ pub fn parse(file: &str, input: &[u8]) -> Result<Document, ParseError> {
             line.push_str(&cont);
         }
         if empty_continuation {
-            warnings.push(format!(
-                "{file}:{start_line}: empty continuation line found in: {line}"
-            ));
+            empty_continuations.push(start_line);
         }
         let mut node = node_from_line(&line, state.escape).map_err(|k| err(start_line, 1, k))?;
         if can_contain_heredoc(&node) && line.contains("<<") {
@@ -229,7 +228,7 @@ pub fn parse(file: &str, input: &[u8]) -> Result<Document, ParseError> {
         children,
         escape: state.escape,
         directives: state.directives.parsed().to_vec(),
-        warnings,
+        empty_continuations,
         lines,
     })
 }

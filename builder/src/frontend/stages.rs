@@ -46,6 +46,9 @@ pub enum Base {
     Image(String),
     /// An earlier stage, by its index in the Dockerfile.
     Stage(usize),
+    /// A `--build-context` of this name (as given): it wins over a stage or an image
+    /// the word would otherwise name.
+    Context(String),
 }
 
 /// Where a step is in the Dockerfile.
@@ -107,8 +110,6 @@ pub struct StepGraph {
     pub global_args: Vec<(String, String)>,
     /// `--build-arg` names that no ARG of a built stage (or global ARG) declares.
     pub unused_build_args: Vec<String>,
-    /// Parser warnings and lint warnings (a FROM using an undeclared build arg).
-    pub warnings: Vec<String>,
 }
 
 /// The variables one expansion sees: the stage's ENV (image config plus ENV lines applied
@@ -169,11 +170,24 @@ impl StepGraph {
         build: &Platform,
         target_platform: &Platform,
     ) -> Result<StepGraph, ParseError> {
+        Self::with_contexts(doc, build_args, target, build, target_platform, &[])
+    }
+
+    /// [`StepGraph::for_platform`] with the names of `--build-context`s: `FROM NAME`,
+    /// `COPY --from=NAME` and `RUN --mount=from=NAME` read the context, and a stage of
+    /// that name is built only if something else needs it.
+    pub fn with_contexts(
+        doc: &Document,
+        build_args: &[(String, String)],
+        target: Option<&str>,
+        build: &Platform,
+        target_platform: &Platform,
+        contexts: &[String],
+    ) -> Result<StepGraph, ParseError> {
         let lexer = Lexer::new(doc.escape);
         let build_arg = |name: &str| build_args.lookup(name);
         let at = |node: &Node, kind: ErrorKind| node_error(doc, node, kind);
         let mut declared: BTreeSet<String> = BTreeSet::new();
-        let mut warnings = doc.warnings.clone();
         let mut global: Vec<(String, String)> = platform_args(build, target_platform);
         let mut stages: Vec<Stage> = Vec::new();
         // Per stage: the build args declared in it, for unused-arg accounting.
@@ -207,8 +221,6 @@ impl StepGraph {
                     },
                     &stages,
                     &global,
-                    &declared,
-                    &mut warnings,
                 )?;
                 stages.push(stage);
                 stage_declared.push(BTreeSet::new());
@@ -312,6 +324,7 @@ impl StepGraph {
             let last = doc.children.last().map(|n| n.start_line).unwrap_or(1);
             return Err(doc.error(last, 1, ErrorKind::NoStage));
         }
+        use_contexts(&mut stages, contexts);
         let (stages, target, unused) =
             prune_to_target(doc, stages, &stage_declared, declared, build_args, target)?;
         Ok(StepGraph {
@@ -320,7 +333,6 @@ impl StepGraph {
             escape: doc.escape,
             global_args: global,
             unused_build_args: unused,
-            warnings,
         })
     }
 
@@ -332,6 +344,44 @@ impl StepGraph {
     /// The stage with Dockerfile index `index`, if it is built.
     pub fn stage(&self, index: usize) -> Option<&Stage> {
         self.stages.iter().find(|s| s.index == index)
+    }
+}
+
+/// Points every base, `--from` and `--mount=from` that names one of `contexts` (a stage
+/// of that name, or an image written so) at the context, and recomputes the stages' deps.
+fn use_contexts(stages: &mut [Stage], contexts: &[String]) {
+    if contexts.is_empty() {
+        return;
+    }
+    let names: Vec<Option<String>> = stages.iter().map(|s| s.name.clone()).collect();
+    let rewrite = |base: &mut Base| {
+        let word = match base {
+            Base::Image(w) => Some(w.clone()),
+            Base::Stage(i) => names.get(*i).cloned().flatten(),
+            _ => None,
+        };
+        if let Some(c) = word.and_then(|w| contexts.iter().find(|c| c.eq_ignore_ascii_case(&w))) {
+            *base = Base::Context(c.clone());
+        }
+    };
+    for stage in stages.iter_mut() {
+        rewrite(&mut stage.base);
+        let mut deps = Vec::new();
+        if let Base::Stage(i) = stage.base {
+            deps.push(i);
+        }
+        for step in &mut stage.steps {
+            let mounts = step.mount_from.iter_mut().flatten();
+            for base in step.copy_from.iter_mut().chain(mounts) {
+                rewrite(base);
+                if let Base::Stage(i) = base {
+                    deps.push(*i);
+                }
+            }
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        stage.deps = deps;
     }
 }
 
@@ -435,8 +485,6 @@ fn new_stage(
     }: FromLine<'_>,
     stages: &[Stage],
     global: &Vec<(String, String)>,
-    declared: &BTreeSet<String>,
-    warnings: &mut Vec<String>,
 ) -> Result<Stage, ParseError> {
     let lexer = Lexer::new(doc.escape);
     let at = |node: &Node, kind: ErrorKind| node_error(doc, node, kind);
@@ -445,14 +493,6 @@ fn new_stage(
             .expand_word(word, vars)
             .map_err(|e| at(node, ErrorKind::Expand(e)))
     };
-    if let Ok(found) = lexer.expand(image, global) {
-        for name in found.unmatched.iter().filter(|n| !declared.contains(*n)) {
-            warnings.push(format!(
-                "{}:{}: FROM uses undefined build arg {name:?}",
-                doc.file, node.start_line
-            ));
-        }
-    }
     let image = expand(image, global)?;
     let platform = platform.as_deref().map(|p| expand(p, global)).transpose()?;
     if let Some(n) = name {

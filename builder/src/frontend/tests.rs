@@ -373,16 +373,29 @@ fn dump_edge_lines() {
 }
 
 #[test]
-fn warns_about_undeclared_args_in_from() {
-    let g = graph(
-        "ARG DECLARED\nFROM alpine:${NOPE:-x}${DECLARED}\n",
-        &[],
-        None,
-    )
-    .unwrap();
+fn build_contexts_replace_stages_and_images_of_their_name() {
+    let text = "FROM scratch AS lib\nRUN false\n\
+                FROM lib AS mid\n\
+                FROM alpine\nCOPY --from=lib /a /a\nCOPY --from=mid /b /b\nCOPY --from=Tools /c /c\n";
+    let doc = parse("Dockerfile", text.as_bytes()).unwrap();
+    let host = rbuild_store::Platform::host();
+    let names = ["lib".to_string(), "tools".to_string()];
+    let g = StepGraph::with_contexts(&doc, &[], None, &host, &host, &names).unwrap();
+    // The stage `lib` is not built: what named it reads the context.
+    assert!(g.stage(0).is_none());
+    assert_eq!(g.stage(1).unwrap().base, Base::Context("lib".into()));
+    let last = g.stages.last().unwrap();
+    let froms: Vec<_> = last.steps.iter().map(|s| s.copy_from.clone()).collect();
     assert_eq!(
-        g.warnings,
-        ["Dockerfile:2: FROM uses undefined build arg \"NOPE\""]
+        froms,
+        [
+            Some(Base::Context("lib".into())),
+            Some(Base::Stage(1)),
+            Some(Base::Context("tools".into())),
+        ]
     );
-    assert_eq!(g.stages[0].base, Base::Image("alpine:x".into()));
+    assert_eq!(last.deps, [1]);
+    // Without contexts the same file builds `lib`.
+    let plain = StepGraph::new(&doc, &[], None).unwrap();
+    assert!(plain.stage(0).is_some());
 }

@@ -133,6 +133,23 @@ impl ContextDir {
         Ok((name, text))
     }
 
+    /// Whether `.dockerignore` excludes `path` (relative to the context root).
+    pub fn is_ignored(&self, path: &str) -> bool {
+        self.ignore
+            .get()
+            .is_some_and(|rules| rules.is_excluded(path).unwrap_or(false))
+    }
+
+    /// Loads the directory's own `.dockerignore` (a named context has no Dockerfile).
+    pub async fn use_own_ignore_file(&self) -> Result<(), Error> {
+        let root = self.root.clone();
+        let rules = tokio::task::spawn_blocking(move || load_ignore_rules(&root, None))
+            .await
+            .map_err(Error::Task)??;
+        let _ = self.ignore.set(rules);
+        Ok(())
+    }
+
     /// The context's files after `.dockerignore`, walked once per build.
     pub async fn files(&self) -> Result<Arc<ContextFiles>, Error> {
         if let Some(files) = self.files.get() {

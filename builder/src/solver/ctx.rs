@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 use super::cachekey::CacheKey;
 use super::context_dir::ContextDir;
 use super::flights::Flights;
+use super::named_context::OpenedContext;
 use super::remote_cache::ImportedCache;
 use super::state::LayerRef;
 use super::BuildOptions;
 use crate::events::{BuildEvent, EventSink, StepId};
+use crate::frontend::checks::CheckConfig;
 use crate::frontend::{Lexer, StepGraph};
 use crate::Error;
 use rbuild_store::ImageConfig;
@@ -53,6 +55,10 @@ pub struct BuildCtx {
     pub imported: Arc<ImportedCache>,
     /// Steps running now, by cache key, shared by the build's target platforms.
     pub flights: Arc<Flights>,
+    /// `--build-context`s by lower-case name.
+    pub named: Arc<BTreeMap<String, OpenedContext>>,
+    /// The build checks' config (for the check FROM runs, InvalidBaseImagePlatform).
+    pub checks: CheckConfig,
     next_id: Arc<AtomicUsize>,
     /// One pull at a time, so two stages on the same base pull it once.
     pull_lock: tokio::sync::Mutex<()>,
@@ -137,6 +143,8 @@ impl BuildCtx {
             platform,
             imported: Arc::default(),
             flights: Arc::default(),
+            named: Arc::default(),
+            checks: CheckConfig::default(),
             next_id,
             pull_lock: tokio::sync::Mutex::new(()),
             used: Mutex::new(BTreeMap::new()),
@@ -210,28 +218,46 @@ impl BuildCtx {
                 None => return Err(Error::SourceNotFound { source_path: name }),
             }
         };
-        let config = ImageConfig::parse(&image.config_json).map_err(|source| Error::Config {
-            what: name.clone(),
-            source,
-        })?;
-        let descs = manifest_layers(&name, &image.manifest_json)?;
-        let layers = descs
-            .into_iter()
-            .zip(config.rootfs.diff_ids.iter())
-            .map(|(descriptor, d)| {
-                let diff_id =
-                    DiffId::from_str(d).map_err(Error::store(format!("read diff id {d}")))?;
-                Ok(LayerRef {
-                    descriptor,
-                    diff_id,
+        base_from(&name, &image)
+    }
+
+    /// The image a `--build-context` names (`docker-image://`, `oci-layout://`); a
+    /// directory context is not an image.
+    pub async fn context_image(
+        &self,
+        name: &str,
+        platform: &Platform,
+        id: StepId,
+    ) -> Result<BaseImage, Error> {
+        match self.named.get(&name.to_ascii_lowercase()) {
+            Some(OpenedContext::Image(reference)) => self.base_image(reference, platform, id).await,
+            Some(OpenedContext::OciLayout { path, tag, digest }) => {
+                let (store, path, tag, digest) = (
+                    self.store.clone(),
+                    path.clone(),
+                    tag.clone(),
+                    digest.clone(),
+                );
+                let shown = path.display().to_string();
+                let image = blocking(move || {
+                    store
+                        .load_layout_image(&path, tag.as_deref(), digest.as_ref())
+                        .map_err(Error::store(format!(
+                            "read the OCI layout {}",
+                            path.display()
+                        )))
                 })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(BaseImage {
-            config,
-            layers,
-            manifest: image.manifest.digest.clone(),
-        })
+                .await?;
+                base_from(&shown, &image)
+            }
+            Some(OpenedContext::Dir(_)) => Err(Error::ContextKind {
+                name: name.to_string(),
+                reason: "it has files, not an image",
+            }),
+            None => Err(Error::SourceNotFound {
+                source_path: format!("build context {name}"),
+            }),
+        }
     }
 
     /// The store's image `reference` for `platform`: an index tag's entry for it, or a
@@ -433,4 +459,29 @@ fn record_to_store(record: &StepRecord, created: String) -> rbuild_store::CacheR
 
 fn record_from_store(rec: &rbuild_store::CacheRecord) -> Option<StepRecord> {
     serde_json::from_value(rec.config_json.clone()).ok()
+}
+
+/// A stored image as a stage's base: its config and layers.
+fn base_from(name: &str, image: &rbuild_store::Image) -> Result<BaseImage, Error> {
+    let config = ImageConfig::parse(&image.config_json).map_err(|source| Error::Config {
+        what: name.to_string(),
+        source,
+    })?;
+    let descs = manifest_layers(name, &image.manifest_json)?;
+    let layers = descs
+        .into_iter()
+        .zip(config.rootfs.diff_ids.iter())
+        .map(|(descriptor, d)| {
+            let diff_id = DiffId::from_str(d).map_err(Error::store(format!("read diff id {d}")))?;
+            Ok(LayerRef {
+                descriptor,
+                diff_id,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(BaseImage {
+        config,
+        layers,
+        manifest: image.manifest.digest.clone(),
+    })
 }

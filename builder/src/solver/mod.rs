@@ -13,6 +13,8 @@ mod dispatch;
 pub mod emulation;
 mod export;
 mod flights;
+pub mod lint;
+pub mod named_context;
 pub mod plan;
 pub mod remote_cache;
 mod scheduler;
@@ -103,6 +105,8 @@ pub struct BuildOptions {
     pub cache_from: Vec<remote_cache::spec::CacheImport>,
     /// `--cache-to`.
     pub cache_to: Vec<remote_cache::spec::CacheExport>,
+    /// `--build-context NAME=VALUE`, in order.
+    pub build_contexts: Vec<(String, named_context::NamedContext)>,
 }
 
 /// One target platform's part of a build.
@@ -128,6 +132,10 @@ pub async fn build(
         )
         .await?;
     let doc = parse(&name, &text)?;
+    let checks = lint::run_checks(&context, &doc, &text, &options.build_args)?;
+    for w in &checks.warnings {
+        events.event(crate::events::BuildEvent::Warning(w.to_string()));
+    }
     let host = rbuild_store::Platform::host();
     let platforms = match options.platforms.is_empty() {
         true => vec![host.clone()],
@@ -138,13 +146,7 @@ pub async fn build(
     let mut plans = Vec::new();
     let mut next_id = 0;
     for p in &platforms {
-        let graph = StepGraph::for_platform(
-            &doc,
-            &options.build_args,
-            options.target.as_deref(),
-            &host,
-            p,
-        )?;
+        let graph = graph_of(&doc, &options, p)?;
         let mut plan = plan::Plan::new(&graph);
         if multi {
             plan.for_platform(p, next_id);
@@ -153,6 +155,12 @@ pub async fn build(
         graphs.push(graph);
         plans.push(plan);
     }
+    if checks.config.error && !checks.warnings.is_empty() {
+        return Err(Error::ChecksFailed {
+            count: checks.warnings.len(),
+        });
+    }
+    let named = Arc::new(named_context::open_all(&store, &options.build_contexts).await?);
     warn(events.as_ref(), &graphs[0], &options);
     // `--no-cache` uses no record, so it reads no `--cache-from` either (as BuildKit).
     let imports = if options.no_cache {
@@ -182,6 +190,8 @@ pub async fn build(
             );
             ctx.imported = imported.clone();
             ctx.flights = flights.clone();
+            ctx.named = named.clone();
+            ctx.checks = checks.config.clone();
             Target {
                 platform,
                 plan,
@@ -199,11 +209,8 @@ pub async fn build(
     built
 }
 
-/// The frontend's warnings, the build args no stage used, the `--cache-to` fields ignored.
+/// The build args no stage used, the `--cache-to` fields ignored.
 fn warn(events: &dyn EventSink, graph: &StepGraph, options: &BuildOptions) {
-    for w in &graph.warnings {
-        events.event(crate::events::BuildEvent::Warning(w.clone()));
-    }
     for unused in &graph.unused_build_args {
         events.event(crate::events::BuildEvent::Warning(format!(
             "build argument {unused:?} was given but not used by any stage"
@@ -242,4 +249,52 @@ async fn build_platforms(targets: &[Target]) -> Result<Built, Error> {
         .try_collect()
         .await?;
     export::export_index(&targets[0].ctx, images).await
+}
+
+/// The Dockerfile resolved for these options and one target platform (`--target`, build
+/// args, `--build-context` names).
+fn graph_of(
+    doc: &crate::frontend::Document,
+    options: &BuildOptions,
+    platform: &rbuild_store::Platform,
+) -> Result<StepGraph, Error> {
+    let host = rbuild_store::Platform::host();
+    let context_names: Vec<String> = options
+        .build_contexts
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    Ok(StepGraph::with_contexts(
+        doc,
+        &options.build_args,
+        options.target.as_deref(),
+        &host,
+        platform,
+        &context_names,
+    )?)
+}
+
+/// `rbuild build --check`: parses and resolves the Dockerfile as a build would (errors
+/// are errors) and runs the build checks, building nothing. Returns the warnings.
+pub async fn check(
+    store: &rbuild_store::Store,
+    options: &BuildOptions,
+) -> Result<Vec<crate::frontend::checks::CheckWarning>, Error> {
+    let context = context_dir::ContextDir::open(store, &options.context).await?;
+    let (name, text) = context
+        .read_dockerfile(
+            options.dockerfile.as_deref(),
+            options.dockerfile_text.as_deref(),
+        )
+        .await?;
+    let doc = parse(&name, &text)?;
+    let host = rbuild_store::Platform::host();
+    for p in options
+        .platforms
+        .iter()
+        .chain(options.platforms.is_empty().then_some(&host))
+    {
+        graph_of(&doc, options, p)?;
+    }
+    Ok(lint::run_checks(&context, &doc, &text, &options.build_args)?.warnings)
 }

@@ -108,7 +108,7 @@ impl Plan {
                     deps: s.deps.clone(),
                     from_text: match &s.base {
                         Base::Scratch => "FROM scratch".to_string(),
-                        Base::Image(r) => format!("FROM {r}"),
+                        Base::Image(r) | Base::Context(r) => format!("FROM {r}"),
                         Base::Stage(i) => format!(
                             "FROM {}",
                             graph

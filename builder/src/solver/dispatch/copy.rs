@@ -1,7 +1,8 @@
-//! COPY and ADD in the engine: where the sources come from (the walked context, or the
-//! merged layers of a stage or image), the cache key (over the content digests of context
-//! files; over the origin's key for `--from`), and the layer the `copy` module writes. Selection, digests and copying are the `context` and
-//! `copy` modules'.
+//! COPY and ADD in the engine: where the sources come from (the walked context or a
+//! `--build-context` directory, or the merged layers of a stage or image), the cache key
+//! (over the content digests of context files; over the origin's key for `--from`; without
+//! the parent for `--link`), and the layer the `copy` module writes (on an empty directory
+//! for `--link`). Selection, digests and copying are the `context` and `copy` modules'.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -12,16 +13,20 @@ use rbuild_store::ExternalFiles;
 use sha2::{Digest as _, Sha256};
 
 use super::meta::{current_lowers, make_layer};
-use super::{commit, lookup, Lookup, StepCx};
+use super::{commit, linked_state_key, lookup, lookup_linked, Lookup, StepCx};
 use crate::context::pathclean::leaves_root;
-use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules};
+use crate::context::{
+    digest_sources, select_sources, ContextError, ContextFiles, IgnoreRules, SelectedSource,
+};
 use crate::copy::{
     copy_into, fetch_url, CopyError, CopySource, CopySpec, Layers, DEFAULT_ARCHIVE_LIMIT,
 };
 use crate::frontend::Base;
 use crate::frontend::{Add, Copy, InlineFile, Source};
-use crate::solver::cachekey::KeyEncoder;
+use crate::solver::cachekey::{CacheKey, KeyEncoder};
+use crate::solver::context_dir::ContextDir;
 use crate::solver::ctx::blocking;
+use crate::solver::named_context::OpenedContext;
 use crate::solver::state::{LayerRef, StageState};
 use crate::Error;
 
@@ -33,6 +38,8 @@ struct Transfer<'a> {
     chown: Option<&'a str>,
     chmod: Option<&'a str>,
     link: bool,
+    /// COPY `--parents`.
+    parents: bool,
     exclude: &'a [String],
     /// ADD: extract local archives, download URLs.
     add: Option<&'a Add>,
@@ -50,6 +57,7 @@ pub async fn copy(cx: &StepCx<'_>, st: &mut StageState, c: &Copy) -> Result<Look
             chown: c.chown.as_deref(),
             chmod: c.chmod.as_deref(),
             link: c.link,
+            parents: c.parents,
             exclude: &c.exclude,
             add: None,
         },
@@ -69,6 +77,7 @@ pub async fn add(cx: &StepCx<'_>, st: &mut StageState, a: &Add) -> Result<Lookup
             chown: a.chown.as_deref(),
             chmod: a.chmod.as_deref(),
             link: a.link,
+            parents: false,
             exclude: &a.exclude,
             add: Some(a),
         },
@@ -120,23 +129,65 @@ fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
-/// Where COPY reads from: the build context (`None`), or the layers of an earlier stage
-/// or an image (owners kept); with an id for the cache key.
-async fn source_origin(cx: &StepCx<'_>) -> Result<(Option<Vec<LayerRef>>, String), Error> {
+/// Where COPY reads from.
+enum Origin<'c> {
+    /// The build context or a `--build-context` directory (files become 0:0).
+    Context(&'c ContextDir),
+    /// The merged layers of a stage or an image (owners kept).
+    Layers(Vec<LayerRef>),
+}
+
+/// Where COPY reads from, with an id for the cache key (no path: keys are shared).
+async fn source_origin<'c>(cx: &StepCx<'c>) -> Result<(Origin<'c>, String), Error> {
     Ok(match &cx.step.copy_from {
-        None => (None, "context".into()),
+        None => (Origin::Context(&cx.ctx.context), "context".into()),
         Some(Base::Stage(i)) => {
             let dep = cx.deps.get(i).ok_or_else(|| Error::SourceNotFound {
                 source_path: format!("stage {i}"),
             })?;
-            (Some(dep.layers.clone()), format!("stage:{}", dep.key.hex()))
+            let id = format!("stage:{}", dep.key.hex());
+            (Origin::Layers(dep.layers.clone()), id)
         }
         Some(Base::Image(r)) => {
             let base = cx.ctx.base_image(r, &cx.ctx.platform, cx.id).await?;
-            (Some(base.layers), format!("image:{}", base.manifest))
+            (
+                Origin::Layers(base.layers),
+                format!("image:{}", base.manifest),
+            )
         }
-        Some(Base::Scratch) => (Some(Vec::new()), "scratch".into()),
+        Some(Base::Context(name)) => match cx.ctx.named.get(&name.to_ascii_lowercase()) {
+            Some(OpenedContext::Dir(dir)) => (Origin::Context(dir), format!("context:{name}")),
+            _ => {
+                let base = cx.ctx.context_image(name, &cx.ctx.platform, cx.id).await?;
+                (
+                    Origin::Layers(base.layers),
+                    format!("image:{}", base.manifest),
+                )
+            }
+        },
+        Some(Base::Scratch) => (Origin::Layers(Vec::new()), "scratch".into()),
     })
+}
+
+/// Selects the sources; with `--parents` a wildcard that matches nothing selects nothing,
+/// as in BuildKit (a plain path must still exist).
+fn select(
+    files: &ContextFiles,
+    paths: &[String],
+    parents: bool,
+) -> Result<Vec<SelectedSource>, ContextError> {
+    if !parents {
+        return select_sources(files, paths);
+    }
+    let mut all = Vec::new();
+    for p in paths {
+        match select_sources(files, std::slice::from_ref(p)) {
+            Ok(found) => all.extend(found),
+            Err(ContextError::NoSourceFiles { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(all)
 }
 
 /// The merged tree of `layers` (fetched and unpacked when they are not yet).
@@ -208,9 +259,167 @@ async fn expand_sources(
     })
 }
 
+/// The keys of one COPY/ADD before its sources are known: the step's (parent left out
+/// for `--link`) and its lineage's, and the digests of inline and downloaded sources.
+struct StepKeys {
+    step: KeyEncoder,
+    lineage: KeyEncoder,
+    extra_digests: BTreeMap<String, String>,
+    link: bool,
+}
+
+/// What to select from the origin.
+struct Selection {
+    paths: Vec<String>,
+    parents: bool,
+    exclude: IgnoreRules,
+}
+
+/// A step that missed the cache: the origin's files, the selected sources, the key and
+/// the lineage record to write.
+struct Keyed {
+    files: Arc<ContextFiles>,
+    selected: Vec<SelectedSource>,
+    key: CacheKey,
+    lineage: Option<(CacheKey, BTreeMap<String, String>)>,
+}
+
+/// From a stage or an image, the key is the origin's (its last step's key, or its
+/// manifest digest), as BuildKit's definition-based key: a hit (`None`) needs none of the
+/// origin's files, so layers imported from a remote cache stay unfetched.
+async fn keyed_from_layers(
+    cx: &StepCx<'_>,
+    st: &mut StageState,
+    layers: &[LayerRef],
+    sel: Selection,
+    keys: StepKeys,
+) -> Result<Option<Keyed>, Error> {
+    let mut k = keys.step;
+    let pairs: Vec<(String, String)> = keys.extra_digests.into_iter().collect();
+    k.pairs("digests", &pairs);
+    let key = k.finish();
+    if let Lookup::Hit = lookup_step(cx, st, key, None, keys.link).await? {
+        return Ok(None);
+    }
+    let files = layer_tree(cx, layers).await?;
+    let (files_b, Selection { paths, parents, .. }) = (files.clone(), sel);
+    let selected = blocking(move || Ok(select(&files_b, &paths, parents)?)).await?;
+    Ok(Some(Keyed {
+        files,
+        selected,
+        key,
+        lineage: None,
+    }))
+}
+
+/// From the context (or a `--build-context` directory), the key covers the selected
+/// files' contents; `None` is a hit.
+async fn keyed_from_context(
+    cx: &StepCx<'_>,
+    st: &mut StageState,
+    context: &ContextDir,
+    sel: Selection,
+    keys: StepKeys,
+) -> Result<Option<Keyed>, Error> {
+    let files = context.files().await?;
+    // Select and digest (blocking: reads the files the stat cache does not know).
+    let stat_cache = context.stat_cache.clone();
+    let files_b = files.clone();
+    let (selected, content) = blocking(move || {
+        let selected = select(&files_b, &sel.paths, sel.parents)?;
+        let mut cache = stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let content = digest_sources(&files_b, &selected, &sel.exclude, &mut cache)?;
+        Ok((selected, content))
+    })
+    .await?;
+    // Per-source digests, so a later miss can name what changed.
+    let mut sources: BTreeMap<String, String> = content
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), s.digest.clone()))
+        .collect();
+    sources.extend(keys.extra_digests);
+    let lineage = keys.lineage.finish();
+    let mut full = keys.step;
+    let digest_pairs: Vec<(String, String)> = sources.clone().into_iter().collect();
+    full.str("content", &content.digest)
+        .pairs("digests", &digest_pairs);
+    let key = full.finish();
+    let found = lookup_step(cx, st, key, Some((lineage, &sources)), keys.link).await?;
+    if let Lookup::Hit = found {
+        return Ok(None);
+    }
+    Ok(Some(Keyed {
+        files,
+        selected,
+        key,
+        lineage: Some((lineage, sources)),
+    }))
+}
+
+/// Everything the copy module needs to write one COPY/ADD layer.
+struct Fill {
+    files: Arc<ContextFiles>,
+    selected: Vec<SelectedSource>,
+    inline: Vec<(String, Vec<u8>)>,
+    fetched: Vec<crate::copy::FetchedFile>,
+    dest: String,
+    workdir: String,
+    owner: Option<(u32, u32)>,
+    chmod: Option<u32>,
+    from_layers: bool,
+    is_add: bool,
+    exclude: IgnoreRules,
+    parents: bool,
+    lowers: Vec<PathBuf>,
+    /// Holds ADD's downloads until the copy.
+    _scratch: rbuild_store::TmpDir,
+}
+
+impl Fill {
+    /// Writes the layer's upper dir. COPY leaves regular files where they are: the layer
+    /// tar reads them from the sources, and the snapshot is unpacked from the blob only if
+    /// a later step stacks on it. ADD writes everything (archives extract over what the
+    /// copy wrote).
+    fn write(self, mounts: &rbuild_store::Mounts) -> Result<ExternalFiles, Error> {
+        let deferred = RefCell::new(ExternalFiles::new());
+        let layers = Layers {
+            upper: &mounts.upper,
+            lowers: &self.lowers,
+            deferred: (!self.is_add).then_some(&deferred),
+        };
+        let spec = |source| CopySpec {
+            source,
+            dest: self.dest.clone(),
+            workdir: self.workdir.clone(),
+            chown: self.owner,
+            chmod: self.chmod,
+            preserve_owner: self.from_layers,
+            unpack_archives: self.is_add,
+            archive_limit: DEFAULT_ARCHIVE_LIMIT,
+            exclude: self.exclude.clone(),
+            parents: self.parents,
+        };
+        if !self.selected.is_empty() || self.parents {
+            let tree = CopySource::Tree {
+                files: &self.files,
+                selected: &self.selected,
+            };
+            copy_into(&spec(tree), &layers)?;
+        }
+        if !self.inline.is_empty() {
+            copy_into(&spec(CopySource::Inline(&self.inline)), &layers)?;
+        }
+        for f in &self.fetched {
+            copy_into(&spec(CopySource::Fetched(f)), &layers)?;
+        }
+        Ok(deferred.into_inner())
+    }
+}
+
 async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Result<Lookup, Error> {
-    let (origin_layers, origin_id) = source_origin(cx).await?;
-    let from_layers = origin_layers.is_some();
+    let (origin, origin_id) = source_origin(cx).await?;
+    let from_layers = matches!(origin, Origin::Layers(_));
     // Expand sources; ADD's URLs are downloaded into a scratch dir kept until the copy.
     let scratch = cx
         .ctx
@@ -259,112 +468,98 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         extra_digests.insert(f.url.clone(), f.digest.clone());
     }
     let encode = |kind: &str| {
-        let mut k = KeyEncoder::new(kind, Some(&st.key));
+        // A --link layer is made without the parent: its key leaves the parent out.
+        let parent = (!t.link).then_some(&st.key);
+        let mut k = KeyEncoder::new(kind, parent);
         k.list("sources", &written)
             .str("dest", &dest_abs)
             .opt("chown", owner.map(|(u, g)| format!("{u}:{g}")).as_deref())
             .opt("chmod", chmod.map(|m| format!("{m:o}")).as_deref())
             .str("from", &origin_id)
             .bool("link", t.link)
+            .bool("parents", t.parents)
             .list("exclude", t.exclude)
             .opt("workdir", st.config.config.working_dir.as_deref());
         k
     };
-    let created_by = format!("{} {} {} # buildkit", t.kind, written.join(" "), dest);
-    let (files, selected, key, lineage) = match origin_layers {
-        // From a stage or an image, the key is the origin's (its last step's key, or its
-        // manifest digest), as BuildKit's definition-based key: a hit needs none of the
-        // origin's files, so layers imported from a remote cache stay unfetched.
-        Some(layers) => {
-            let mut k = encode(t.kind);
-            let pairs: Vec<(String, String)> = extra_digests.into_iter().collect();
-            k.pairs("digests", &pairs);
-            let key = k.finish();
-            if let Lookup::Hit = lookup(cx, st, key, None).await? {
-                return Ok(Lookup::Hit);
-            }
-            let files = layer_tree(cx, &layers).await?;
-            let (files_b, paths) = (files.clone(), paths.clone());
-            let selected = blocking(move || Ok(select_sources(&files_b, &paths)?)).await?;
-            (files, selected, key, None)
-        }
-        // From the context, the key covers the selected files' contents.
-        None => {
-            let files = cx.ctx.context.files().await?;
-            // Select and digest (blocking: reads the files the stat cache does not know).
-            let stat_cache = cx.ctx.context.stat_cache.clone();
-            let (files_b, exclude_b) = (files.clone(), exclude.clone());
-            let (selected, content) = blocking(move || {
-                let selected = select_sources(&files_b, &paths)?;
-                let mut cache = stat_cache.lock().unwrap_or_else(|e| e.into_inner());
-                let content = digest_sources(&files_b, &selected, &exclude_b, &mut cache)?;
-                Ok((selected, content))
-            })
-            .await?;
-            // Per-source digests, so a later miss can name what changed.
-            let mut sources: BTreeMap<String, String> = content
-                .sources
-                .iter()
-                .map(|s| (s.name.clone(), s.digest.clone()))
-                .collect();
-            sources.extend(extra_digests);
-            let lineage = encode(&format!("{}-sources", t.kind)).finish();
-            let mut full = encode(t.kind);
-            let digest_pairs: Vec<(String, String)> = sources.clone().into_iter().collect();
-            full.str("content", &content.digest)
-                .pairs("digests", &digest_pairs);
-            let key = full.finish();
-            if let Lookup::Hit = lookup(cx, st, key, Some((lineage, &sources))).await? {
-                return Ok(Lookup::Hit);
-            }
-            (files, selected, key, Some((lineage, sources)))
-        }
+    let flags = if t.parents { " --parents" } else { "" };
+    let created_by = format!(
+        "{}{flags} {} {} # buildkit",
+        t.kind,
+        written.join(" "),
+        dest
+    );
+    let parents = t.parents;
+    let keys = StepKeys {
+        step: encode(t.kind),
+        lineage: encode(&format!("{}-sources", t.kind)),
+        extra_digests,
+        link: t.link,
+    };
+    let selection = Selection {
+        paths,
+        parents,
+        exclude: exclude.clone(),
+    };
+    let Some(Keyed {
+        files,
+        selected,
+        key,
+        lineage,
+    }) = (match origin {
+        Origin::Layers(layers) => keyed_from_layers(cx, st, &layers, selection, keys).await?,
+        Origin::Context(context) => keyed_from_context(cx, st, context, selection, keys).await?,
+    })
+    else {
+        return Ok(Lookup::Hit);
     };
 
-    let lowers = current_lowers(cx, st).await?;
+    // A --link layer is written on an empty directory: nothing of the parent is seen.
+    let lowers = if t.link {
+        Vec::new()
+    } else {
+        current_lowers(cx, st).await?
+    };
     // Run: the copy module writes a fresh snapshot's upper dir.
-    if selected.len() + inline.len() + fetched.len() > 1 && !dest.ends_with('/') {
+    if !parents && selected.len() + inline.len() + fetched.len() > 1 && !dest.ends_with('/') {
         return Err(CopyError::DestNotDirectory { dest }.into());
     }
-    let is_add = t.add.is_some();
-    let layer = make_layer(cx, st, lowers.clone(), move |mounts| {
-        let _scratch = scratch;
-        // COPY leaves regular files where they are: the layer tar reads them from the
-        // sources, and the snapshot is unpacked from the blob only if a later step stacks
-        // on it. ADD writes everything (archives extract over what the copy wrote).
-        let deferred = RefCell::new(ExternalFiles::new());
-        let layers = Layers {
-            upper: &mounts.upper,
-            lowers: &lowers,
-            deferred: (!is_add).then_some(&deferred),
-        };
-        let spec = |source| CopySpec {
-            source,
-            dest: dest.clone(),
-            workdir: workdir.clone(),
-            chown: owner,
-            chmod,
-            preserve_owner: from_layers,
-            unpack_archives: is_add,
-            archive_limit: DEFAULT_ARCHIVE_LIMIT,
-            exclude: exclude.clone(),
-        };
-        if !selected.is_empty() {
-            let tree = CopySource::Tree {
-                files: &files,
-                selected: &selected,
-            };
-            copy_into(&spec(tree), &layers)?;
-        }
-        if !inline.is_empty() {
-            copy_into(&spec(CopySource::Inline(&inline)), &layers)?;
-        }
-        for f in &fetched {
-            copy_into(&spec(CopySource::Fetched(f)), &layers)?;
-        }
-        Ok(deferred.into_inner())
-    })
-    .await?;
+    let fill = Fill {
+        files,
+        selected,
+        inline,
+        fetched,
+        dest,
+        workdir,
+        owner,
+        chmod,
+        from_layers,
+        is_add: t.add.is_some(),
+        exclude,
+        parents,
+        lowers: lowers.clone(),
+        _scratch: scratch,
+    };
+    let layer = make_layer(cx, st, lowers, move |mounts| fill.write(mounts)).await?;
+    let parent = st.key;
     commit(cx, st, key, Some(layer), created_by, lineage).await?;
+    if t.link {
+        st.key = linked_state_key(&parent, &key);
+    }
     Ok(Lookup::Miss)
+}
+
+/// [`lookup`], or [`lookup_linked`] for a `--link` step.
+async fn lookup_step(
+    cx: &StepCx<'_>,
+    st: &mut StageState,
+    key: CacheKey,
+    lineage: Option<(CacheKey, &BTreeMap<String, String>)>,
+    link: bool,
+) -> Result<Lookup, Error> {
+    if link {
+        lookup_linked(cx, st, key, lineage).await
+    } else {
+        lookup(cx, st, key, lineage).await
+    }
 }

@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use super::{step, Deps};
 use crate::events::{BuildEvent, CacheMiss};
+use crate::frontend::checks::{CheckWarning, INVALID_BASE_IMAGE_PLATFORM};
 use crate::frontend::parse_instruction;
-use crate::frontend::{Base, Location, Step};
+use crate::frontend::{Base, Copy, Instruction, Location, Source, Step};
 use crate::solver::cachekey::KeyEncoder;
 use crate::solver::ctx::BuildCtx;
+use crate::solver::named_context::OpenedContext;
 use crate::solver::plan::{PlannedStage, PlannedStep};
 use crate::solver::state::{CacheUse, StageState};
 use crate::Error;
@@ -35,18 +37,32 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
         Some(p) => crate::solver::ctx::parse_platform(p)?,
         None => ctx.platform.clone(),
     };
+    let scratch = || {
+        let config = ImageConfig {
+            architecture: platform.architecture.clone(),
+            os: platform.os.clone(),
+            variant: platform.variant.clone(),
+            ..ImageConfig::default()
+        };
+        let mut k = KeyEncoder::new("FROM", None);
+        k.str("scratch", &platform.to_string());
+        StageState::new(config, Vec::new(), k.finish(), cache.clone())
+    };
+    let mut dir_context = None;
     let result = match &stage.base {
-        Base::Scratch => {
-            let config = ImageConfig {
-                architecture: platform.architecture.clone(),
-                os: platform.os.clone(),
-                variant: platform.variant.clone(),
-                ..ImageConfig::default()
-            };
-            let mut k = KeyEncoder::new("FROM", None);
-            k.str("scratch", &platform.to_string());
-            Ok(StageState::new(config, Vec::new(), k.finish(), cache))
-        }
+        Base::Scratch => Ok(scratch()),
+        Base::Context(name) => match ctx.named.get(&name.to_ascii_lowercase()) {
+            // A directory: scratch and its files (the COPY below).
+            Some(OpenedContext::Dir(_)) => {
+                dir_context = Some(name.clone());
+                Ok(scratch())
+            }
+            _ => ctx.context_image(name, &platform, id).await.map(|base| {
+                let mut k = KeyEncoder::new("FROM", None);
+                k.str("image", &base.manifest.to_string());
+                StageState::new(base.config, base.layers, k.finish(), cache.clone())
+            }),
+        },
         Base::Stage(i) => match deps.get(i) {
             Some(dep) => {
                 let mut k = KeyEncoder::new("FROM", None);
@@ -62,11 +78,16 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
                 source_path: format!("stage {i}"),
             }),
         },
-        Base::Image(reference) => ctx.base_image(reference, &platform, id).await.map(|base| {
-            let mut k = KeyEncoder::new("FROM", None);
-            k.str("image", &base.manifest.to_string());
-            StageState::new(base.config, base.layers, k.finish(), cache)
-        }),
+        Base::Image(reference) => match ctx.base_image(reference, &platform, id).await {
+            Ok(base) => {
+                check_base_platform(ctx, stage, reference, &base.config, &platform).map(|()| {
+                    let mut k = KeyEncoder::new("FROM", None);
+                    k.str("image", &base.manifest.to_string());
+                    StageState::new(base.config, base.layers, k.finish(), cache)
+                })
+            }
+            Err(e) => Err(e),
+        },
     };
     let mut st = match result {
         Ok(st) => st,
@@ -83,6 +104,10 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
             });
         }
     };
+    if let Some(name) = dir_context {
+        let planned = context_copy_step(ctx, stage, &name);
+        step(ctx, stage, &planned, deps, &mut st).await?;
+    }
     ctx.emit(BuildEvent::StepDone {
         id,
         elapsed: started.elapsed(),
@@ -104,6 +129,70 @@ pub async fn from(ctx: &BuildCtx, stage: &PlannedStage, deps: &Deps) -> Result<S
         step(ctx, stage, &planned, deps, &mut st).await?;
     }
     Ok(st)
+}
+
+/// The InvalidBaseImagePlatform check: the base image's config names another platform
+/// than the one the stage is built for (a warning; an error with `check=error=true`).
+fn check_base_platform(
+    ctx: &BuildCtx,
+    stage: &PlannedStage,
+    reference: &str,
+    config: &ImageConfig,
+    want: &rbuild_store::Platform,
+) -> Result<(), Error> {
+    let rule = INVALID_BASE_IMAGE_PLATFORM;
+    let variant_differs = matches!((&config.variant, &want.variant), (Some(a), Some(b)) if a != b);
+    let differs =
+        config.os != want.os || config.architecture != want.architecture || variant_differs;
+    if !differs || !ctx.checks.enabled(rule, false) {
+        return Ok(());
+    }
+    let actual = rbuild_store::Platform {
+        architecture: config.architecture.clone(),
+        os: config.os.clone(),
+        variant: config.variant.clone(),
+        ..want.clone()
+    };
+    let warning = CheckWarning {
+        rule,
+        file: ctx.dockerfile.clone(),
+        line: stage.location.start_line,
+        message: format!(
+            "Base image {reference} was pulled with platform \"{actual}\", expected \"{want}\" for current build"
+        ),
+    };
+    ctx.emit(BuildEvent::Warning(warning.to_string()));
+    if ctx.checks.error {
+        return Err(Error::ChecksFailed { count: 1 });
+    }
+    Ok(())
+}
+
+/// `FROM NAME` of a `--build-context` directory: `COPY . /` from it onto scratch, as a
+/// hidden step of the FROM (cached by the files' contents like any COPY).
+fn context_copy_step(ctx: &BuildCtx, stage: &PlannedStage, name: &str) -> PlannedStep {
+    PlannedStep {
+        id: ctx.new_step_id(),
+        shown: None,
+        step: Step {
+            instruction: Instruction::Copy(Copy {
+                sources: vec![Source::Path(".".into())],
+                dest: "/".into(),
+                from: Some(name.to_string()),
+                chown: None,
+                chmod: None,
+                link: false,
+                parents: false,
+                exclude: Vec::new(),
+                json: false,
+            }),
+            location: stage.location,
+            original: format!("FROM {name}"),
+            args: ctx.global_args.clone(),
+            copy_from: Some(Base::Context(name.to_string())),
+            mount_from: Vec::new(),
+        },
+    }
 }
 
 /// An ONBUILD trigger as a step of the stage whose FROM runs it.

@@ -181,18 +181,7 @@ pub async fn lookup(
         CacheUse::Bypass(reason) => reason.clone(),
         CacheUse::Lookup => match cx.ctx.cache_find(&key).await? {
             Some((record, from)) if from.is_some() || layer_present(cx.ctx, &record) => {
-                if let (Some(_), Some(l)) = (&from, &record.layer) {
-                    // A layer of a `type=local` cache is copied in now (registry layers stay
-                    // where they are until a step needs their files).
-                    if cx
-                        .ctx
-                        .imported
-                        .local_blobs
-                        .contains_key(&l.descriptor.digest)
-                    {
-                        cx.ctx.fetch_blob(&l.descriptor).await?;
-                    }
-                }
+                copy_in_local_cache_blob(cx, from.is_some(), &record).await?;
                 cx.ctx.note_used(&key, &record);
                 if let Some((lkey, _)) = &lineage {
                     if let Some((previous, _)) = cx.ctx.cache_find(lkey).await? {
@@ -215,6 +204,76 @@ pub async fn lookup(
         _ => CacheMiss::ParentMissed,
     });
     Ok(Lookup::Miss)
+}
+
+/// The cache protocol of a `--link` step, whose `key` leaves the parent out: the layer is
+/// looked up even when an earlier step missed (the base changed), and a hit rebases it onto
+/// the stage as it is (same blob and diffID, the history entry of the build that made it).
+/// The stage's key moves to [`linked_state_key`], so the steps after it hit only when the
+/// parent did too; a miss makes them run.
+pub async fn lookup_linked(
+    cx: &StepCx<'_>,
+    st: &mut StageState,
+    key: CacheKey,
+    lineage: Option<(CacheKey, &BTreeMap<String, String>)>,
+) -> Result<Lookup, Error> {
+    let reason = match &st.cache {
+        CacheUse::Bypass(CacheMiss::NoCache) => CacheMiss::NoCache,
+        _ => match cx.ctx.cache_find(&key).await? {
+            Some((record, from)) if from.is_some() || layer_present(cx.ctx, &record) => {
+                if let Some(layer) = record.layer.clone() {
+                    copy_in_local_cache_blob(cx, from.is_some(), &record).await?;
+                    cx.ctx.note_used(&key, &record);
+                    if let Some(entry) = record.config.history.last() {
+                        st.config.history.push(entry.clone());
+                    }
+                    st.push_layer(layer);
+                    st.key = linked_state_key(&st.key, &key);
+                    cx.ctx.emit(BuildEvent::StepCached { id: cx.id });
+                    return Ok(Lookup::Hit);
+                }
+                explain(cx, lineage).await?
+            }
+            _ => explain(cx, lineage).await?,
+        },
+    };
+    cx.ctx.emit(BuildEvent::StepCacheMiss {
+        id: cx.id,
+        reason: reason.clone(),
+    });
+    st.cache = CacheUse::Bypass(match reason {
+        CacheMiss::NoCache => CacheMiss::NoCache,
+        _ => CacheMiss::ParentMissed,
+    });
+    Ok(Lookup::Miss)
+}
+
+/// The stage's key after a `--link` step: its parent's key and the step's own (which
+/// leaves the parent out), so later steps depend on both.
+pub fn linked_state_key(parent: &CacheKey, linked: &CacheKey) -> CacheKey {
+    let mut k = super::cachekey::KeyEncoder::new("LINK", Some(parent));
+    k.str("layer", &linked.hex());
+    k.finish()
+}
+
+/// A layer of a `type=local` cache is copied in when its record is used (registry layers
+/// stay where they are until a step needs their files).
+async fn copy_in_local_cache_blob(
+    cx: &StepCx<'_>,
+    imported: bool,
+    record: &StepRecord,
+) -> Result<(), Error> {
+    if let (true, Some(l)) = (imported, &record.layer) {
+        if cx
+            .ctx
+            .imported
+            .local_blobs
+            .contains_key(&l.descriptor.digest)
+        {
+            cx.ctx.fetch_blob(&l.descriptor).await?;
+        }
+    }
+    Ok(())
 }
 
 fn layer_present(ctx: &BuildCtx, record: &StepRecord) -> bool {

@@ -286,6 +286,10 @@ async fn bind_mount(
                     let b = cx.ctx.base_image(r, &cx.ctx.platform, cx.id).await?;
                     (b.layers, format!("image:{}", b.manifest))
                 }
+                Base::Context(name) => {
+                    let b = cx.ctx.context_image(name, &cx.ctx.platform, cx.id).await?;
+                    (b.layers, format!("image:{}", b.manifest))
+                }
                 Base::Scratch => (Vec::new(), "scratch".into()),
             };
             let dir = scratch_dir(cx)?;
@@ -362,6 +366,13 @@ fn command(st: &StageState, r: &Run) -> Vec<String> {
 
 /// RUN.
 pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup, Error> {
+    if r.insecure {
+        return Err(Error::InvalidFlag {
+            flag: "--security",
+            value: "insecure".into(),
+            reason: "the security.insecure entitlement is not supported (RUN steps get docker's default capabilities)",
+        });
+    }
     let argv = command(st, r);
     let mut env = step_env(cx, st);
     let network = match r.network {
