@@ -415,7 +415,7 @@ fn missing_foreign_garbage_and_unreachable_refs_are_one_warning_each() {
     );
     // Lying: a well-formed record list whose record names a layer the manifest lacks.
     let lying = serde_json::json!({
-        "schemaVersion": 1, "keyVersion": "rbuild-cache-v3",
+        "schemaVersion": 1, "keyVersion": "rbuild-cache-v4",
         "records": [{"key": "ab".repeat(32), "layer": 3,
                      "diffID": format!("sha256:{}", "cd".repeat(32)), "config": {}}]
     })

@@ -10,6 +10,7 @@ mod debian;
 mod fixtures;
 mod formats;
 mod frontend;
+mod git;
 mod habits;
 mod registry;
 mod reliability;

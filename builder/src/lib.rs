@@ -7,6 +7,7 @@ pub mod copy;
 mod error;
 pub mod events;
 pub mod frontend;
+pub mod git;
 pub mod solver;
 
 pub use error::{Error, RunFailure};

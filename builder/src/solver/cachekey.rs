@@ -5,7 +5,7 @@
 use sha2::{Digest as _, Sha256};
 
 /// The version tag every key starts with.
-pub const VERSION: &str = "rbuild-cache-v3";
+pub const VERSION: &str = "rbuild-cache-v4";
 
 /// A step's cache key: sha256 over the encoded inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -165,7 +165,7 @@ mod tests {
                 e.str("cmd", "make");
             })
             .hex(),
-            "c2f61b43cd46845362a1c44f856d78392ad6a9233d2c6e1fb3a1043621341e7a"
+            "dbc6c69b87f2292542812e9c147368e5c14245214ce3be2a04b01a6707a9a873"
         );
     }
 }

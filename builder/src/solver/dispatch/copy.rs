@@ -20,6 +20,7 @@ use crate::copy::{
 };
 use crate::frontend::Base;
 use crate::frontend::{Add, Copy, InlineFile, Source};
+use crate::git::{parse_git_ref, resolve_commit, GitRef};
 use crate::solver::cachekey::KeyEncoder;
 use crate::solver::ctx::blocking;
 use crate::solver::state::{LayerRef, StageState};
@@ -154,6 +155,8 @@ struct Sources {
     inline: Vec<(String, Vec<u8>)>,
     /// ADD's URLs, downloaded.
     fetched: Vec<crate::copy::FetchedFile>,
+    /// ADD's git repositories, resolved to a commit (fetched only on a cache miss).
+    git: Vec<GitSource>,
     /// The sources as the history entry and cache key show them.
     written: Vec<String>,
 }
@@ -169,13 +172,23 @@ async fn expand_sources(
     let mut paths = Vec::new();
     let mut inline = Vec::new();
     let mut fetched = Vec::new();
+    let mut git = Vec::new();
     let mut written = Vec::new();
     for s in t.sources {
         match s {
             Source::Path(p) => {
                 let p = cx.expand(st, p)?;
                 written.push(p.clone());
-                if t.add.is_some() && is_url(&p) {
+                if let Some(g) = parse_git_ref(&p)? {
+                    let Some(add) = t.add else {
+                        return Err(Error::GitForCopy { url: p });
+                    };
+                    let checksum = match add.checksum.as_deref() {
+                        Some(c) => Some(cx.expand(st, c)?),
+                        None => None,
+                    };
+                    git.push(GitSource::resolve(p, g, add.keep_git_dir, checksum).await?);
+                } else if t.add.is_some() && is_url(&p) {
                     let checksum = match t.add.and_then(|a| a.checksum.as_deref()) {
                         Some(c) => Some(cx.expand(st, c)?),
                         None => None,
@@ -204,8 +217,75 @@ async fn expand_sources(
         paths,
         inline,
         fetched,
+        git,
         written,
     })
+}
+
+/// A git repository ADD copies: the URL as written, and the commit its ref resolved to
+/// (the cache key input, so a moved branch misses and an unchanged one hits).
+struct GitSource {
+    url: String,
+    git: GitRef,
+    resolved: crate::git::Resolved,
+    keep_git_dir: bool,
+}
+
+impl GitSource {
+    /// Resolves the ref; `ADD --keep-git-dir` and `--checksum` (the commit) must agree
+    /// with the URL's `keep-git-dir=` and `checksum=`.
+    async fn resolve(
+        url: String,
+        mut git: GitRef,
+        keep_flag: bool,
+        checksum: Option<String>,
+    ) -> Result<Self, Error> {
+        let keep_git_dir = match git.keep_git_dir {
+            Some(false) if keep_flag => return Err(Error::KeepGitDirConflict { url }),
+            Some(keep) => keep,
+            None => keep_flag,
+        };
+        if let Some(c) = checksum {
+            if git.checksum.as_ref().is_some_and(|q| *q != c) {
+                return Err(Error::InvalidFlag {
+                    flag: "--checksum",
+                    value: c,
+                    reason: "differs from the git URL's checksum=",
+                });
+            }
+            git.checksum = Some(c);
+        }
+        let g = git.clone();
+        let resolved = blocking(move || Ok(resolve_commit(&g)?)).await?;
+        Ok(Self {
+            url,
+            git,
+            resolved,
+            keep_git_dir,
+        })
+    }
+
+    /// What enters the key: the commit, the directory and whether `.git` is kept.
+    fn key_digest(&self) -> String {
+        format!(
+            "git:{}:{}:keep={}",
+            self.resolved.commit, self.git.subdir, self.keep_git_dir
+        )
+    }
+
+    /// Fetches and checks out the commit into `<scratch>/git-<n>`, then walks it.
+    async fn fetch(&self, scratch: &std::path::Path, n: usize) -> Result<Arc<ContextFiles>, Error> {
+        let (g, resolved, keep) = (self.git.clone(), self.resolved.clone(), self.keep_git_dir);
+        let dir = scratch.join(format!("git-{n}"));
+        blocking(move || {
+            let tree = crate::git::checkout(&g, &resolved, &dir, keep)?;
+            Ok(Arc::new(ContextFiles::walk(
+                &tree,
+                &IgnoreRules::default(),
+            )?))
+        })
+        .await
+    }
 }
 
 async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Result<Lookup, Error> {
@@ -221,6 +301,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         paths,
         inline,
         fetched,
+        git,
         written,
     } = expand_sources(cx, st, &t, scratch.path()).await?;
     let dest = cx.expand(st, t.dest)?;
@@ -257,6 +338,9 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
     }
     for f in &fetched {
         extra_digests.insert(f.url.clone(), f.digest.clone());
+    }
+    for g in &git {
+        extra_digests.insert(g.url.clone(), g.key_digest());
     }
     let encode = |kind: &str| {
         let mut k = KeyEncoder::new(kind, Some(&st.key));
@@ -323,8 +407,15 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
 
     let lowers = current_lowers(cx, st).await?;
     // Run: the copy module writes a fresh snapshot's upper dir.
-    if selected.len() + inline.len() + fetched.len() > 1 && !dest.ends_with('/') {
+    if selected.len() + inline.len() + fetched.len() + git.len() > 1 && !dest.ends_with('/') {
         return Err(CopyError::DestNotDirectory { dest }.into());
+    }
+    let mut repos = Vec::new();
+    for (n, g) in git.iter().enumerate() {
+        let files = g.fetch(scratch.path(), n).await?;
+        let f = files.clone();
+        let selected = blocking(move || Ok(select_sources(&f, &["."])?)).await?;
+        repos.push((files, selected));
     }
     let is_add = t.add.is_some();
     let layer = make_layer(cx, st, lowers.clone(), move |mounts| {
@@ -361,6 +452,14 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         }
         for f in &fetched {
             copy_into(&spec(CopySource::Fetched(f)), &layers)?;
+        }
+        // A repository is copied as a directory: owned by root (or --chown), its
+        // archives left as they are, as BuildKit's copy from a git source.
+        for (files, selected) in &repos {
+            let mut s = spec(CopySource::Tree { files, selected });
+            s.preserve_owner = false;
+            s.unpack_archives = false;
+            copy_into(&s, &layers)?;
         }
         Ok(deferred.into_inner())
     })
