@@ -267,7 +267,8 @@ pub struct BuildArgs {
     pub cache_from: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryFlags,
-    /// Build context: a directory, or - for a tar (or a lone Dockerfile) on stdin
+    /// Build context: a directory, - for a tar (or a lone Dockerfile) on stdin, or a git URL
+    /// (https://host/repo.git#ref:subdir, git@host:repo.git, git://...)
     #[arg(value_name = "CONTEXT")]
     pub context: String,
 }

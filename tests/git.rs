@@ -184,3 +184,82 @@ fn git_auth_token_from_the_environment_reaches_the_server_only() {
         }
     }
 }
+
+/// `rbuild build ARGS... CONTEXT` on the busybox base, with plain progress.
+fn build_from(r: &Rbuild, tag: &str, extra: &[&str], context: &str) -> std::process::Output {
+    let base = format!("BASE={}", base().reference);
+    let mut args = vec!["build", "--progress=plain", "--build-arg", &base, "-t", tag];
+    args.extend_from_slice(extra);
+    args.push(context);
+    r.run(&args)
+}
+
+#[test]
+fn a_git_url_is_a_build_context() {
+    let repo = GitRepo::new("git-ctx");
+    let dockerfile = "ARG BASE\nFROM $BASE\nCOPY . /ctx/\nRUN cat /ctx/file.txt > /seen\n";
+    repo.commit(
+        "one",
+        &[
+            ("app/Dockerfile", dockerfile),
+            ("app/file.txt", "v1\n"),
+            ("app/.dockerignore", "ignored.txt\n"),
+            ("app/ignored.txt", "no\n"),
+            ("top.txt", "top\n"),
+            ("app/Top.Dockerfile", "ARG BASE\nFROM $BASE\nCOPY top.txt /ctx/\n"),
+        ],
+    );
+    let http = serve_static(repo.dir.path(), None);
+    let daemon = serve_git_daemon(repo.dir.path());
+    let r = Rbuild::new();
+    let url = format!("http://127.0.0.1:{http}/repo.git#main:app");
+    let out = build_from(&r, "gitctx", &[], &url);
+    assert!(out.status.success(), "{}", show(&out));
+    let (_d, fs) = unpack(&r, "gitctx");
+    assert_eq!(read(fs.join("seen")), "v1\n");
+    assert!(
+        !fs.join("ctx/ignored.txt").exists(),
+        ".dockerignore applies"
+    );
+    assert!(
+        !fs.join("ctx/top.txt").exists(),
+        "the subdirectory is the context"
+    );
+    assert!(!fs.join("ctx/.git").exists());
+
+    // The repository root as context over git://, with -f relative to it.
+    let url = format!("git://127.0.0.1:{daemon}/repo.git?ref=main");
+    let out = build_from(&r, "gitctx2", &["-f", "app/Top.Dockerfile"], &url);
+    assert!(out.status.success(), "{}", show(&out));
+    let (_d, fs) = unpack(&r, "gitctx2");
+    assert_eq!(read(fs.join("ctx/top.txt")), "top\n");
+
+    // Unchanged: CACHED; a new commit on main: the COPY re-runs.
+    let url = format!("http://127.0.0.1:{http}/repo.git#main:app");
+    let out = build_from(&r, "gitctx", &[], &url);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && cached(&log, "COPY . /ctx/"),
+        "{log}"
+    );
+    repo.commit("two", &[("app/file.txt", "v2\n")]);
+    let out = build_from(&r, "gitctx", &[], &url);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && !cached(&log, "COPY . /ctx/"),
+        "{log}"
+    );
+    let (_d, fs) = unpack(&r, "gitctx");
+    assert_eq!(read(fs.join("seen")), "v2\n");
+
+    // A ref that does not exist: exit 1, naming it.
+    let out = build_from(
+        &r,
+        "gitctx",
+        &[],
+        &format!("http://127.0.0.1:{http}/repo.git#nope"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(err.contains("ref \"nope\" not found"), "{err}");
+}

@@ -101,12 +101,20 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
         )
         .into());
     }
+    let mut git_context = None;
     let context_dir = if args.context == "-" {
         None
     } else {
         let dir = PathBuf::from(&args.context);
         if !dir.is_dir() {
-            return Err(UsageError(format!("context {}: not a directory", dir.display())).into());
+            match rbuild_builder::git::parse_git_ref(&args.context) {
+                Ok(Some(_)) => git_context = Some(args.context.clone()),
+                Ok(None) => {
+                    let msg = format!("context {}: not a directory", dir.display());
+                    return Err(UsageError(msg).into());
+                }
+                Err(e) => return Err(UsageError(format!("context: {e}")).into()),
+            }
         }
         Some(dir)
     };
@@ -193,9 +201,12 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
     if dockerfile_on_stdin {
         options.dockerfile_text = Some(stdin().context("cannot read the Dockerfile from stdin")?);
     }
-    options.context = match context_dir {
-        Some(dir) => ContextSource::Dir(dir),
-        None => ContextSource::Tar(stdin().context("cannot read the context tar from stdin")?),
+    options.context = match (git_context, context_dir) {
+        (Some(url), _) => ContextSource::Git(url),
+        (None, Some(dir)) => ContextSource::Dir(dir),
+        (None, None) => {
+            ContextSource::Tar(stdin().context("cannot read the context tar from stdin")?)
+        }
     };
     Ok(options)
 }

@@ -34,6 +34,9 @@ pub enum ContextSource {
     Dir(PathBuf),
     /// A tar stream (`rbuild build -`): the bytes, already read from stdin.
     Tar(Vec<u8>),
+    /// A git repository (`rbuild build https://host/repo.git#ref:subdir`): the URL, which
+    /// the caller checked with [`crate::git::parse_git_ref`].
+    Git(String),
 }
 
 /// Network for RUN steps without their own `--network`.
