@@ -197,6 +197,9 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret (id=ID,src=PATH or id=ID,env=VAR)
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     pub secrets: Vec<String>,
+    /// SSH agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK), ID=SOCKET or ID=KEY[,KEY]
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET|ID=KEY[,KEY]")]
+    pub ssh: Vec<String>,
     /// Compression for --push: gzip or zstd
     #[arg(long, default_value = "gzip", value_parser = compression_parser())]
     pub compression: Compression,

@@ -15,4 +15,5 @@ mod habits;
 mod registry;
 mod reliability;
 mod runner;
+mod ssh;
 mod store;

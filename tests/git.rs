@@ -206,7 +206,10 @@ fn a_git_url_is_a_build_context() {
             ("app/.dockerignore", "ignored.txt\n"),
             ("app/ignored.txt", "no\n"),
             ("top.txt", "top\n"),
-            ("app/Top.Dockerfile", "ARG BASE\nFROM $BASE\nCOPY top.txt /ctx/\n"),
+            (
+                "app/Top.Dockerfile",
+                "ARG BASE\nFROM $BASE\nCOPY top.txt /ctx/\n",
+            ),
         ],
     );
     let http = serve_static(repo.dir.path(), None);

@@ -180,6 +180,9 @@ pub enum Error {
         /// The git URL.
         url: String,
     },
+    /// `--ssh` forwarding for `RUN --mount=type=ssh` failed.
+    #[error(transparent)]
+    Ssh(#[from] crate::solver::SshError),
     /// A git URL given to COPY (only ADD fetches repositories).
     #[error("source can't be a git ref for COPY: {url} (use ADD)")]
     GitForCopy {

@@ -11,4 +11,6 @@ pub mod git;
 pub mod solver;
 
 pub use error::{Error, RunFailure};
-pub use solver::{build, BuildOptions, Built, ContextSource, NetworkMode, SecretSource};
+pub use solver::{
+    build, BuildOptions, Built, ContextSource, NetworkMode, SecretSource, SshError, SshSource,
+};

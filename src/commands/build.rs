@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use rbuild_builder::solver::remote_cache::spec::{CacheExport, CacheImport};
-use rbuild_builder::{BuildOptions, ContextSource, NetworkMode, SecretSource};
+use rbuild_builder::{BuildOptions, ContextSource, NetworkMode, SecretSource, SshSource};
 use rbuild_registry::{Client, NoProgress};
 use rbuild_store::Reference;
 use rbuild_store::Store;
@@ -56,6 +56,45 @@ fn secret(s: &str) -> anyhow::Result<(String, SecretSource)> {
         }
     }
     Ok((id, source))
+}
+
+/// `--ssh default|ID|ID=SOCKET|ID=KEY[,KEY]` (buildx's syntax): no path means
+/// `$SSH_AUTH_SOCK`; one socket is forwarded as is; key files go to an agent of our own.
+fn ssh(s: &str) -> anyhow::Result<(String, SshSource)> {
+    let usage = |why: String| -> anyhow::Error { UsageError(format!("--ssh {s:?}: {why}")).into() };
+    let (id, paths) = match s.split_once('=') {
+        Some((id, paths)) => (id, paths.split(',').filter(|p| !p.is_empty()).collect()),
+        None => (s, Vec::new()),
+    };
+    if id.is_empty() {
+        return Err(usage("want default, ID=SOCKET or ID=KEY[,KEY]".into()));
+    }
+    if paths.is_empty() {
+        let sock = std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty());
+        let sock = sock.ok_or_else(|| {
+            usage("SSH_AUTH_SOCK is not set (start an agent: eval $(ssh-agent) && ssh-add)".into())
+        })?;
+        return Ok((id.to_string(), SshSource::Socket(PathBuf::from(sock))));
+    }
+    let mut keys = Vec::new();
+    for p in &paths {
+        let meta = std::fs::metadata(p).map_err(|e| usage(format!("{p}: {e}")))?;
+        if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            if paths.len() > 1 {
+                return Err(usage(format!(
+                    "{p} is a socket: give one socket or key files"
+                )));
+            }
+            return Ok((id.to_string(), SshSource::Socket(PathBuf::from(p))));
+        }
+        if !meta.is_file() {
+            return Err(usage(format!(
+                "{p} is neither an agent socket nor a key file"
+            )));
+        }
+        keys.push(PathBuf::from(p));
+    }
+    Ok((id.to_string(), SshSource::Keys(keys)))
 }
 
 fn normalize_tag(t: &str) -> anyhow::Result<String> {
@@ -161,6 +200,11 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
             .secrets
             .iter()
             .map(|s| secret(s))
+            .collect::<anyhow::Result<_>>()?,
+        ssh: args
+            .ssh
+            .iter()
+            .map(|s| ssh(s))
             .collect::<anyhow::Result<_>>()?,
         source_date_epoch,
         extra_hosts: args

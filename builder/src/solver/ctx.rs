@@ -50,6 +50,8 @@ pub struct BuildCtx {
     pub platform: Platform,
     /// Records read from `--cache-from` (empty without it).
     pub imported: ImportedCache,
+    /// The `--ssh` agents (own agents started on first use, killed with the context).
+    pub ssh: super::ssh::SshAgents,
     next_id: AtomicUsize,
     /// One pull at a time, so two stages on the same base pull it once.
     pull_lock: tokio::sync::Mutex<()>,
@@ -119,6 +121,7 @@ impl BuildCtx {
         graph: &StepGraph,
         next_id: usize,
     ) -> BuildCtx {
+        let ssh = super::ssh::SshAgents::new(options.ssh.clone());
         let platform = options
             .platform
             .as_deref()
@@ -137,6 +140,7 @@ impl BuildCtx {
             sandbox: rbuild_runner::Sandbox::new(),
             platform,
             imported: ImportedCache::default(),
+            ssh,
             next_id: AtomicUsize::new(next_id),
             pull_lock: tokio::sync::Mutex::new(()),
             used: Mutex::new(BTreeMap::new()),

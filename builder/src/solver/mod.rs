@@ -14,6 +14,7 @@ mod export;
 pub mod plan;
 pub mod remote_cache;
 mod scheduler;
+mod ssh;
 mod state;
 mod time;
 
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 pub use cachekey::{CacheKey, KeyEncoder};
 pub use export::Built;
+pub use ssh::{SshError, SshSource};
 
 use crate::events::EventSink;
 use crate::frontend::{parse, StepGraph};
@@ -85,6 +87,8 @@ pub struct BuildOptions {
     pub network: NetworkMode,
     /// `--secret id=..`.
     pub secrets: Vec<(String, SecretSource)>,
+    /// `--ssh ID=SOCKET|KEY[,KEY]`: the agents `RUN --mount=type=ssh` forwards.
+    pub ssh: Vec<(String, SshSource)>,
     /// `SOURCE_DATE_EPOCH`: timestamps in config, history and layers.
     pub source_date_epoch: Option<i64>,
     /// `--add-host NAME:IP`: (name, address) lines added to every RUN step's `/etc/hosts`.
