@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 
+use super::url::redact;
 use super::{GitError, GitRef};
 
 /// A ref resolved on the remote: the commit, and the full ref name to fetch it by.
@@ -83,7 +84,7 @@ fn run(mut cmd: Command, command: &'static str, remote: &str) -> Result<String, 
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         return Err(GitError::Command {
             command,
-            remote: remote.to_string(),
+            remote: redact(remote),
             status: out.status.to_string(),
             stderr: lines[lines.len().saturating_sub(3)..].join("; "),
         });
@@ -111,7 +112,7 @@ pub fn resolve_commit(g: &GitRef) -> Result<Resolved, GitError> {
             .arg(format!("{reference}^{{}}"));
         let listing = run(cmd, "ls-remote", &g.remote)?;
         pick_ref(&listing, reference).ok_or_else(|| GitError::RefNotFound {
-            remote: g.remote.clone(),
+            remote: redact(&g.remote),
             reference: reference.to_string(),
         })?
     };
@@ -119,7 +120,7 @@ pub fn resolve_commit(g: &GitRef) -> Result<Resolved, GitError> {
         let expected = expected.to_ascii_lowercase();
         if expected.len() < 7 || !resolved.commit.starts_with(&expected) {
             return Err(GitError::ChecksumMismatch {
-                remote: g.remote.clone(),
+                remote: redact(&g.remote),
                 reference: reference.to_string(),
                 expected,
                 actual: resolved.commit,
@@ -216,7 +217,7 @@ pub fn checkout(
     let tree = dir.join(&g.subdir);
     if !tree.is_dir() {
         return Err(GitError::NoSubdir {
-            remote: remote.to_string(),
+            remote: redact(remote),
             commit: resolved.commit.clone(),
             subdir: g.subdir.clone(),
         });

@@ -85,6 +85,17 @@ pub fn parse_git_ref(source: &str) -> Result<Option<GitRef>, GitError> {
     .map(Some)
 }
 
+/// `remote` for messages: a password in the URL (`https://user:token@host/...`) masked.
+pub fn redact(remote: &str) -> String {
+    match url::Url::parse(remote) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("xxxxx"));
+            u.to_string()
+        }
+        _ => remote.to_string(),
+    }
+}
+
 /// `user@host:path[?query][#fragment]` (BuildKit's `sshutil` pattern).
 struct ScpUrl<'a> {
     user: &'a str,
@@ -294,6 +305,12 @@ mod tests {
         ] {
             assert!(parse_git_ref(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn passwords_are_masked_in_messages() {
+        assert_eq!(redact("https://u:tok@h/r.git"), "https://u:xxxxx@h/r.git");
+        assert_eq!(redact("git@h:r.git"), "git@h:r.git");
     }
 
     #[test]

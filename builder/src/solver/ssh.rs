@@ -91,12 +91,12 @@ impl SshAgents {
     }
 
     /// The agent socket of `id` (`None` when no `--ssh` gives it), starting an agent for
-    /// key files the first time, in `dir`.
+    /// key files the first time, in a directory of the store's `tmp/`.
     pub fn socket(
         &self,
         id: &str,
-        dir: impl FnOnce() -> std::io::Result<rbuild_store::TmpDir>,
-    ) -> Result<Option<PathBuf>, SshError> {
+        store: &rbuild_store::Store,
+    ) -> Result<Option<PathBuf>, crate::Error> {
         let Some((_, source)) = self.sources.iter().find(|(i, _)| i == id) else {
             return Ok(None);
         };
@@ -108,10 +108,9 @@ impl SshAgents {
         if let Some(agent) = started.get(id) {
             return Ok(Some(agent.socket.clone()));
         }
-        let dir = dir().map_err(|source| SshError::AgentStart {
-            id: id.to_string(),
-            source,
-        })?;
+        let dir = store
+            .tmp_dir()
+            .map_err(crate::Error::store("create a directory for ssh-agent"))?;
         let agent = OwnAgent::start(id, keys, dir)?;
         let socket = agent.socket.clone();
         started.insert(id.to_string(), Arc::new(agent));

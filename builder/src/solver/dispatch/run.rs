@@ -1,7 +1,7 @@
 //! RUN: the command in the runner's sandbox over the stage's layers, with the stage's
 //! USER, WORKDIR, ENV and in-scope ARGs, `--network`, and `--mount` (cache dirs that
-//! persist in the store, binds, tmpfs, secrets that never reach the layer, ssh agents); the upper dir
-//! becomes the step's layer (kept even when empty, as docker does). HOME defaults to the
+//! persist in the store, binds, tmpfs, secrets that never reach the layer, ssh agents); the
+//! upper dir becomes the step's layer (kept even when empty, as docker does). HOME defaults to the
 //! user's home in the image's /etc/passwd, as runc sets it.
 
 use std::collections::VecDeque;

@@ -94,16 +94,11 @@ pub(super) fn start_ssh(cx: &StepCx<'_>, mounts: &[SshMount]) -> Result<SshStep,
         return Ok(step);
     }
     let store = &cx.ctx.store;
-    let tmp = || {
-        store
-            .tmp_dir()
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    };
     let scratch = store
         .tmp_dir()
         .map_err(Error::store("create a directory for ssh sockets"))?;
     for (n, s) in provided.into_iter().enumerate() {
-        let Some(agent) = cx.ctx.ssh.socket(&s.id, tmp)? else {
+        let Some(agent) = cx.ctx.ssh.socket(&s.id, store)? else {
             continue;
         };
         let path: PathBuf = scratch.path().join(format!("ssh-{n}.sock"));
