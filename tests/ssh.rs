@@ -249,3 +249,42 @@ fn a_required_ssh_mount_without_ssh_fails_and_bad_ssh_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SSH_AUTH_SOCK is not set"));
 }
+
+#[test]
+fn a_killed_build_leaves_no_agent_process_or_mount() {
+    let keys = TestDir::new("ssh-keys");
+    let (key, _, _) = keygen(keys.path());
+    let ctx = context(
+        "ARG BASE\nFROM $BASE\n\
+         RUN --mount=type=ssh,id=deploy,required=true echo ssh-step-started; sleep 30\n",
+    );
+    let r = Rbuild::new();
+    let mut child = r
+        .cmd()
+        .args(["build", "--progress=plain", "--build-arg"])
+        .arg(format!("BASE={}", base().reference))
+        .arg("--ssh")
+        .arg(format!("deploy={}", key.display()))
+        .arg(ctx.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The step runs once its output arrives; the agent for the key file runs with it.
+    let mut log = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("ssh-step-started") && !line.contains("RUN") {
+            break;
+        }
+    }
+    let agents = processes_mentioning(&r.root.to_string_lossy());
+    assert!(
+        agents.iter().any(|p| p.starts_with("ssh-agent")),
+        "no agent while the step runs: {agents:?}\n{log}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    crate::reliability::assert_store_sound(&r, "ssh-step-started", "a build killed in an ssh step");
+}

@@ -119,10 +119,14 @@ impl SshAgents {
 }
 
 /// Kills the child when this thread's process dies (`rbuild` killed: no agent left behind).
+/// Debian's `ssh-agent` is setgid, and exec'ing a setgid binary clears the death signal:
+/// `no_new_privs` keeps the exec from changing credentials (the agent does not need the
+/// group), so the signal stays.
 fn die_with_parent(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
