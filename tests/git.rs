@@ -141,7 +141,7 @@ fn git_auth_token_from_the_environment_reaches_the_server_only() {
     repo.commit("one", &[("a.txt", "private\n")]);
     let http = serve_static(repo.dir.path(), Some(format!("basic {basic}")));
     let ctx = context(&format!(
-        "ARG BASE\nFROM $BASE\nADD http://127.0.0.1:{http}/repo.git#main /src\n"
+        "ARG BASE\nFROM $BASE\nADD --keep-git-dir http://127.0.0.1:{http}/repo.git#main /src\n"
     ));
     let r = Rbuild::new();
     let out = build(&r, ctx.path(), "gitauth", &[]);
@@ -162,6 +162,8 @@ fn git_auth_token_from_the_environment_reaches_the_server_only() {
     assert!(out.status.success(), "{}", show(&out));
     let (_d, fs) = unpack(&r, "gitauth");
     assert_eq!(read(fs.join("src/a.txt")), "private\n");
+    // The kept .git holds the remote but not the credential (walked below with the store).
+    assert!(read(fs.join("src/.git/config")).contains("/repo.git"));
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -171,7 +173,8 @@ fn git_auth_token_from_the_environment_reaches_the_server_only() {
         !printed.contains(token) && !printed.contains(&basic),
         "{printed}"
     );
-    for entry in walkdir::WalkDir::new(&r.root).into_iter().flatten() {
+    let walk = walkdir::WalkDir::new(&r.root).into_iter();
+    for entry in walk.chain(walkdir::WalkDir::new(&fs)).flatten() {
         if entry.file_type().is_file() {
             let bytes = std::fs::read(entry.path()).unwrap();
             for needle in [token.as_bytes(), basic.as_bytes()] {
