@@ -197,6 +197,9 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret (id=ID,src=PATH or id=ID,env=VAR)
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     pub secrets: Vec<String>,
+    /// SSH agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK), ID=SOCKET or ID=KEY[,KEY]
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET|ID=KEY[,KEY]")]
+    pub ssh: Vec<String>,
     /// Compression for --push: gzip or zstd
     #[arg(long, default_value = "gzip", value_parser = compression_parser())]
     pub compression: Compression,
@@ -276,7 +279,8 @@ pub struct BuildArgs {
     pub build_context: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryFlags,
-    /// Build context: a directory, or - for a tar (or a lone Dockerfile) on stdin
+    /// Build context: a directory, - for a tar (or a lone Dockerfile) on stdin, or a git URL
+    /// (https://host/repo.git#ref:subdir, git@host:repo.git, git://...)
     #[arg(value_name = "CONTEXT")]
     pub context: String,
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::context::ContextError;
 use crate::copy::CopyError;
 use crate::frontend::{ExpandError, ParseError};
+use crate::git::GitError;
 
 /// A RUN whose command failed.
 #[derive(Debug)]
@@ -218,6 +219,24 @@ pub enum Error {
     /// The files of a COPY or ADD cannot be written.
     #[error(transparent)]
     Copy(#[from] CopyError),
+    /// A git source (ADD of a git URL, a git context) cannot be resolved or fetched.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// `ADD --keep-git-dir` contradicting the URL's `keep-git-dir=`.
+    #[error("inconsistent keep-git-dir configuration in {url}")]
+    KeepGitDirConflict {
+        /// The git URL.
+        url: String,
+    },
+    /// `--ssh` forwarding for `RUN --mount=type=ssh` failed.
+    #[error(transparent)]
+    Ssh(#[from] crate::solver::SshError),
+    /// A git URL given to COPY (only ADD fetches repositories).
+    #[error("source can't be a git ref for COPY: {url} (use ADD)")]
+    GitForCopy {
+        /// The git URL.
+        url: String,
+    },
 }
 
 impl Error {

@@ -7,7 +7,10 @@ pub mod copy;
 mod error;
 pub mod events;
 pub mod frontend;
+pub mod git;
 pub mod solver;
 
 pub use error::{Error, RunFailure};
-pub use solver::{build, BuildOptions, Built, ContextSource, NetworkMode, SecretSource};
+pub use solver::{
+    build, BuildOptions, Built, ContextSource, NetworkMode, SecretSource, SshError, SshSource,
+};

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use rbuild_builder::solver::named_context::NamedContext;
 use rbuild_builder::solver::remote_cache::spec::{CacheExport, CacheImport};
-use rbuild_builder::{BuildOptions, ContextSource, NetworkMode, SecretSource};
+use rbuild_builder::{BuildOptions, ContextSource, NetworkMode, SecretSource, SshSource};
 use rbuild_registry::{Client, NoProgress};
 use rbuild_store::Reference;
 use rbuild_store::Store;
@@ -59,6 +59,45 @@ fn secret(s: &str) -> anyhow::Result<(String, SecretSource)> {
     Ok((id, source))
 }
 
+/// `--ssh default|ID|ID=SOCKET|ID=KEY[,KEY]` (buildx's syntax): no path means
+/// `$SSH_AUTH_SOCK`; one socket is forwarded as is; key files go to an agent of our own.
+fn ssh(s: &str) -> anyhow::Result<(String, SshSource)> {
+    let usage = |why: String| -> anyhow::Error { UsageError(format!("--ssh {s:?}: {why}")).into() };
+    let (id, paths) = match s.split_once('=') {
+        Some((id, paths)) => (id, paths.split(',').filter(|p| !p.is_empty()).collect()),
+        None => (s, Vec::new()),
+    };
+    if id.is_empty() {
+        return Err(usage("want default, ID=SOCKET or ID=KEY[,KEY]".into()));
+    }
+    if paths.is_empty() {
+        let sock = std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty());
+        let sock = sock.ok_or_else(|| {
+            usage("SSH_AUTH_SOCK is not set (start an agent: eval $(ssh-agent) && ssh-add)".into())
+        })?;
+        return Ok((id.to_string(), SshSource::Socket(PathBuf::from(sock))));
+    }
+    let mut keys = Vec::new();
+    for p in &paths {
+        let meta = std::fs::metadata(p).map_err(|e| usage(format!("{p}: {e}")))?;
+        if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            if paths.len() > 1 {
+                return Err(usage(format!(
+                    "{p} is a socket: give one socket or key files"
+                )));
+            }
+            return Ok((id.to_string(), SshSource::Socket(PathBuf::from(p))));
+        }
+        if !meta.is_file() {
+            return Err(usage(format!(
+                "{p} is neither an agent socket nor a key file"
+            )));
+        }
+        keys.push(PathBuf::from(p));
+    }
+    Ok((id.to_string(), SshSource::Keys(keys)))
+}
+
 fn normalize_tag(t: &str) -> anyhow::Result<String> {
     Reference::parse(t)
         .map(|r| r.to_string())
@@ -102,12 +141,20 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
         )
         .into());
     }
+    let mut git_context = None;
     let context_dir = if args.context == "-" {
         None
     } else {
         let dir = PathBuf::from(&args.context);
         if !dir.is_dir() {
-            return Err(UsageError(format!("context {}: not a directory", dir.display())).into());
+            match rbuild_builder::git::parse_git_ref(&args.context) {
+                Ok(Some(_)) => git_context = Some(args.context.clone()),
+                Ok(None) => {
+                    let msg = format!("context {}: not a directory", dir.display());
+                    return Err(UsageError(msg).into());
+                }
+                Err(e) => return Err(UsageError(format!("context: {e}")).into()),
+            }
         }
         Some(dir)
     };
@@ -155,6 +202,11 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
             .iter()
             .map(|s| secret(s))
             .collect::<anyhow::Result<_>>()?,
+        ssh: args
+            .ssh
+            .iter()
+            .map(|s| ssh(s))
+            .collect::<anyhow::Result<_>>()?,
         source_date_epoch,
         extra_hosts: args
             .add_hosts
@@ -199,9 +251,12 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
     if dockerfile_on_stdin {
         options.dockerfile_text = Some(stdin().context("cannot read the Dockerfile from stdin")?);
     }
-    options.context = match context_dir {
-        Some(dir) => ContextSource::Dir(dir),
-        None => ContextSource::Tar(stdin().context("cannot read the context tar from stdin")?),
+    options.context = match (git_context, context_dir) {
+        (Some(url), _) => ContextSource::Git(url),
+        (None, Some(dir)) => ContextSource::Dir(dir),
+        (None, None) => {
+            ContextSource::Tar(stdin().context("cannot read the context tar from stdin")?)
+        }
     };
     Ok(options)
 }

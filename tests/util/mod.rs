@@ -6,6 +6,7 @@ pub mod busybox;
 pub mod debian;
 pub mod faultproxy;
 pub mod gateproxy;
+pub mod git;
 pub mod layout;
 pub mod podman;
 pub mod proxy;

@@ -1,6 +1,7 @@
-//! The build context as the engine holds it for one build: the user's directory or a stdin
-//! stream unpacked under the store's `tmp/` (kept alive for the build), the Dockerfile, and
-//! the context module's parts over it: ignore rules, the walked files, the stat cache.
+//! The build context as the engine holds it for one build: the user's directory, or a stdin
+//! stream unpacked or a git repository checked out under the store's `tmp/` (kept alive for
+//! the build), the Dockerfile, and the context module's parts over it: ignore rules, the
+//! walked files, the stat cache.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -55,6 +56,7 @@ impl ContextDir {
                     files: OnceLock::new(),
                 })
             }
+            ContextSource::Git(url) => Self::open_git(store, url).await,
             ContextSource::Tar(bytes) => {
                 let store = store.clone();
                 let bytes = bytes.clone();
@@ -86,6 +88,36 @@ impl ContextDir {
                 })
             }
         }
+    }
+
+    /// A git context: the URL's commit checked out into the store's tmp/ (without `.git`
+    /// unless the URL says `keep-git-dir=true`); the root is its subdirectory.
+    async fn open_git(store: &rbuild_store::Store, url: &str) -> Result<ContextDir, Error> {
+        let Some(git) = crate::git::parse_git_ref(url)? else {
+            return Err(crate::git::GitError::BadUrl {
+                url: url.to_string(),
+                reason: "not a git repository URL".into(),
+            }
+            .into());
+        };
+        let tmp = store
+            .tmp_dir()
+            .map_err(Error::store("create a directory for the context"))?;
+        let dir = tmp.path().join("context");
+        let root = tokio::task::spawn_blocking(move || {
+            let resolved = crate::git::resolve_commit(&git)?;
+            crate::git::checkout(&git, &resolved, &dir, git.keep_git_dir.unwrap_or(false))
+        })
+        .await
+        .map_err(Error::Task)??;
+        Ok(ContextDir {
+            root,
+            _tmp: Some(tmp),
+            stdin_dockerfile: None,
+            stat_cache: Default::default(),
+            ignore: OnceLock::new(),
+            files: OnceLock::new(),
+        })
     }
 
     /// Reads the Dockerfile: `text` when given (`-f -`, read from stdin by the caller; the

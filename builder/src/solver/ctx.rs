@@ -59,6 +59,8 @@ pub struct BuildCtx {
     pub named: Arc<BTreeMap<String, OpenedContext>>,
     /// The build checks' config (for the check FROM runs, InvalidBaseImagePlatform).
     pub checks: CheckConfig,
+    /// The `--ssh` agents (own agents started on first use, killed with the context).
+    pub ssh: Arc<super::ssh::SshAgents>,
     next_id: Arc<AtomicUsize>,
     /// One pull at a time, so two stages on the same base pull it once.
     pull_lock: tokio::sync::Mutex<()>,
@@ -129,6 +131,7 @@ impl BuildCtx {
         next_id: Arc<AtomicUsize>,
         platform: Platform,
     ) -> BuildCtx {
+        let ssh = Arc::new(super::ssh::SshAgents::new(options.ssh.clone()));
         BuildCtx {
             snapshotter: Arc::new(Overlay::new(store.clone())),
             store,
@@ -145,6 +148,7 @@ impl BuildCtx {
             flights: Arc::default(),
             named: Arc::default(),
             checks: CheckConfig::default(),
+            ssh,
             next_id,
             pull_lock: tokio::sync::Mutex::new(()),
             used: Mutex::new(BTreeMap::new()),

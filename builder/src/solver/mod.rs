@@ -18,6 +18,7 @@ pub mod named_context;
 pub mod plan;
 pub mod remote_cache;
 mod scheduler;
+mod ssh;
 mod state;
 mod time;
 
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use cachekey::{CacheKey, KeyEncoder};
 pub use export::Built;
+pub use ssh::{SshError, SshSource};
 
 use crate::events::EventSink;
 use crate::frontend::{parse, StepGraph};
@@ -38,6 +40,9 @@ pub enum ContextSource {
     Dir(PathBuf),
     /// A tar stream (`rbuild build -`): the bytes, already read from stdin.
     Tar(Vec<u8>),
+    /// A git repository (`rbuild build https://host/repo.git#ref:subdir`): the URL, which
+    /// the caller checked with [`crate::git::parse_git_ref`].
+    Git(String),
 }
 
 /// Network for RUN steps without their own `--network`.
@@ -86,6 +91,8 @@ pub struct BuildOptions {
     pub network: NetworkMode,
     /// `--secret id=..`.
     pub secrets: Vec<(String, SecretSource)>,
+    /// `--ssh ID=SOCKET|KEY[,KEY]`: the agents `RUN --mount=type=ssh` forwards.
+    pub ssh: Vec<(String, SshSource)>,
     /// `SOURCE_DATE_EPOCH`: timestamps in config, history and layers.
     pub source_date_epoch: Option<i64>,
     /// `--add-host NAME:IP`: (name, address) lines added to every RUN step's `/etc/hosts`.
@@ -171,6 +178,7 @@ pub async fn build(
     let imported =
         Arc::new(remote_cache::import(&store, &registry, imports, events.as_ref()).await);
     let flights = Arc::new(flights::Flights::default());
+    let ssh = Arc::new(ssh::SshAgents::new(options.ssh.clone()));
     let ids = Arc::new(std::sync::atomic::AtomicUsize::new(next_id));
     let targets: Vec<Target> = platforms
         .into_iter()
@@ -191,6 +199,7 @@ pub async fn build(
             ctx.imported = imported.clone();
             ctx.flights = flights.clone();
             ctx.named = named.clone();
+            ctx.ssh = ssh.clone();
             ctx.checks = checks.config.clone();
             Target {
                 platform,

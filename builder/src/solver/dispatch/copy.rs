@@ -23,6 +23,7 @@ use crate::copy::{
 };
 use crate::frontend::Base;
 use crate::frontend::{Add, Copy, InlineFile, Source};
+use crate::git::{parse_git_ref, resolve_commit, GitRef};
 use crate::solver::cachekey::{CacheKey, KeyEncoder};
 use crate::solver::context_dir::ContextDir;
 use crate::solver::ctx::blocking;
@@ -205,6 +206,8 @@ struct Sources {
     inline: Vec<(String, Vec<u8>)>,
     /// ADD's URLs, downloaded.
     fetched: Vec<crate::copy::FetchedFile>,
+    /// ADD's git repositories, resolved to a commit (fetched only on a cache miss).
+    git: Vec<GitSource>,
     /// The sources as the history entry and cache key show them.
     written: Vec<String>,
 }
@@ -220,13 +223,23 @@ async fn expand_sources(
     let mut paths = Vec::new();
     let mut inline = Vec::new();
     let mut fetched = Vec::new();
+    let mut git = Vec::new();
     let mut written = Vec::new();
     for s in t.sources {
         match s {
             Source::Path(p) => {
                 let p = cx.expand(st, p)?;
                 written.push(p.clone());
-                if t.add.is_some() && is_url(&p) {
+                if let Some(g) = parse_git_ref(&p)? {
+                    let Some(add) = t.add else {
+                        return Err(Error::GitForCopy { url: p });
+                    };
+                    let checksum = match add.checksum.as_deref() {
+                        Some(c) => Some(cx.expand(st, c)?),
+                        None => None,
+                    };
+                    git.push(GitSource::resolve(p, g, add.keep_git_dir, checksum).await?);
+                } else if t.add.is_some() && is_url(&p) {
                     let checksum = match t.add.and_then(|a| a.checksum.as_deref()) {
                         Some(c) => Some(cx.expand(st, c)?),
                         None => None,
@@ -255,6 +268,7 @@ async fn expand_sources(
         paths,
         inline,
         fetched,
+        git,
         written,
     })
 }
@@ -372,7 +386,9 @@ struct Fill {
     exclude: IgnoreRules,
     parents: bool,
     lowers: Vec<PathBuf>,
-    /// Holds ADD's downloads until the copy.
+    /// ADD's git repositories, checked out: each one's files and its whole tree selected.
+    repos: Vec<(Arc<ContextFiles>, Vec<SelectedSource>)>,
+    /// Holds ADD's downloads and checkouts until the copy.
     _scratch: rbuild_store::TmpDir,
 }
 
@@ -413,7 +429,81 @@ impl Fill {
         for f in &self.fetched {
             copy_into(&spec(CopySource::Fetched(f)), &layers)?;
         }
+        // A repository is copied as a directory: owned by root (or --chown), its
+        // archives left as they are, as BuildKit's copy from a git source.
+        for (files, selected) in &self.repos {
+            let mut s = spec(CopySource::Tree { files, selected });
+            s.preserve_owner = false;
+            s.unpack_archives = false;
+            copy_into(&s, &layers)?;
+        }
         Ok(deferred.into_inner())
+    }
+}
+
+/// A git repository ADD copies: the URL as written, and the commit its ref resolved to
+/// (the cache key input, so a moved branch misses and an unchanged one hits).
+struct GitSource {
+    url: String,
+    git: GitRef,
+    resolved: crate::git::Resolved,
+    keep_git_dir: bool,
+}
+
+impl GitSource {
+    /// Resolves the ref; `ADD --keep-git-dir` and `--checksum` (the commit) must agree
+    /// with the URL's `keep-git-dir=` and `checksum=`.
+    async fn resolve(
+        url: String,
+        mut git: GitRef,
+        keep_flag: bool,
+        checksum: Option<String>,
+    ) -> Result<Self, Error> {
+        let keep_git_dir = match git.keep_git_dir {
+            Some(false) if keep_flag => return Err(Error::KeepGitDirConflict { url }),
+            Some(keep) => keep,
+            None => keep_flag,
+        };
+        if let Some(c) = checksum {
+            if git.checksum.as_ref().is_some_and(|q| *q != c) {
+                return Err(Error::InvalidFlag {
+                    flag: "--checksum",
+                    value: c,
+                    reason: "differs from the git URL's checksum=",
+                });
+            }
+            git.checksum = Some(c);
+        }
+        let g = git.clone();
+        let resolved = blocking(move || Ok(resolve_commit(&g)?)).await?;
+        Ok(Self {
+            url,
+            git,
+            resolved,
+            keep_git_dir,
+        })
+    }
+
+    /// What enters the key: the commit, the directory and whether `.git` is kept.
+    fn key_digest(&self) -> String {
+        format!(
+            "git:{}:{}:keep={}",
+            self.resolved.commit, self.git.subdir, self.keep_git_dir
+        )
+    }
+
+    /// Fetches and checks out the commit into `<scratch>/git-<n>`, then walks it.
+    async fn fetch(&self, scratch: &std::path::Path, n: usize) -> Result<Arc<ContextFiles>, Error> {
+        let (g, resolved, keep) = (self.git.clone(), self.resolved.clone(), self.keep_git_dir);
+        let dir = scratch.join(format!("git-{n}"));
+        blocking(move || {
+            let tree = crate::git::checkout(&g, &resolved, &dir, keep)?;
+            Ok(Arc::new(ContextFiles::walk(
+                &tree,
+                &IgnoreRules::default(),
+            )?))
+        })
+        .await
     }
 }
 
@@ -430,6 +520,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         paths,
         inline,
         fetched,
+        git,
         written,
     } = expand_sources(cx, st, &t, scratch.path()).await?;
     let dest = cx.expand(st, t.dest)?;
@@ -466,6 +557,9 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
     }
     for f in &fetched {
         extra_digests.insert(f.url.clone(), f.digest.clone());
+    }
+    for g in &git {
+        extra_digests.insert(g.url.clone(), g.key_digest());
     }
     let encode = |kind: &str| {
         // A --link layer is made without the parent: its key leaves the parent out.
@@ -521,8 +615,16 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         current_lowers(cx, st).await?
     };
     // Run: the copy module writes a fresh snapshot's upper dir.
-    if !parents && selected.len() + inline.len() + fetched.len() > 1 && !dest.ends_with('/') {
+    let sources = selected.len() + inline.len() + fetched.len() + git.len();
+    if !parents && sources > 1 && !dest.ends_with('/') {
         return Err(CopyError::DestNotDirectory { dest }.into());
+    }
+    let mut repos = Vec::new();
+    for (n, g) in git.iter().enumerate() {
+        let files = g.fetch(scratch.path(), n).await?;
+        let f = files.clone();
+        let selected = blocking(move || Ok(select_sources(&f, &["."])?)).await?;
+        repos.push((files, selected));
     }
     let fill = Fill {
         files,
@@ -538,6 +640,7 @@ async fn transfer(cx: &StepCx<'_>, st: &mut StageState, t: Transfer<'_>) -> Resu
         exclude,
         parents,
         lowers: lowers.clone(),
+        repos,
         _scratch: scratch,
     };
     let layer = make_layer(cx, st, lowers, move |mounts| fill.write(mounts)).await?;

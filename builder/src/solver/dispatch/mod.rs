@@ -6,6 +6,7 @@ mod copy;
 mod from;
 mod meta;
 mod run;
+mod ssh_mount;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! RUN: the command in the runner's sandbox over the stage's layers, with the stage's
 //! USER, WORKDIR, ENV and in-scope ARGs, `--network`, and `--mount` (cache dirs that
-//! persist in the store, binds, tmpfs, secrets that never reach the layer); the upper dir
-//! becomes the step's layer (kept even when empty, as docker does). HOME defaults to the
+//! persist in the store, binds, tmpfs, secrets that never reach the layer, ssh agents); the
+//! upper dir becomes the step's layer (kept even when empty, as docker does). HOME defaults to the
 //! user's home in the image's /etc/passwd, as runc sets it.
 
 use std::collections::VecDeque;
@@ -10,6 +10,7 @@ use rbuild_runner::{ExtraMount, SandboxSpec, Stream};
 use rbuild_store::ExternalFiles;
 
 use super::meta::{current_lowers, make_layer, shell_of};
+use super::ssh_mount::{ssh_keys, ssh_mounts, start_ssh};
 use super::{commit, lookup, Lookup, StepCx};
 use crate::context::pathclean::{clean_in_root, leaves_root};
 use crate::context::{digest_sources, select_sources, ContextFiles, IgnoreRules, SelectedSource};
@@ -100,17 +101,8 @@ async fn prepare_mount(
         MountKind::Tmpfs => tmpfs_mount(m, target),
         MountKind::Secret => secret_mount(cx, m, target).await,
         MountKind::Bind => bind_mount(cx, m, from, target).await,
-        // No ssh agent forwarding yet: the mount is skipped unless required.
-        MountKind::Ssh => {
-            if option(m, "required").is_some_and(|v| v != "false") {
-                return Err(Error::InvalidFlag {
-                    flag: "--mount",
-                    value: "type=ssh".into(),
-                    reason: "ssh agent forwarding is not supported",
-                });
-            }
-            Ok(None)
-        }
+        // Forwarded only when the step runs (`ssh_mount`).
+        MountKind::Ssh => Ok(None),
     }
 }
 
@@ -398,16 +390,16 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
             prepared.push(p);
         }
     }
+    let ssh = ssh_mounts(cx, &r.mounts)?;
+    let mut mount_keys: Vec<String> = prepared.iter().map(|p| p.key.clone()).collect();
+    mount_keys.extend(ssh_keys(&ssh));
     let mut k = KeyEncoder::new("RUN", Some(&st.key));
     k.list("argv", &argv)
         .pairs("env", &env)
         .str("user", &user_spec)
         .str("cwd", &cwd)
         .str("network", network_key(&network))
-        .list(
-            "mounts",
-            &prepared.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
-        );
+        .list("mounts", &mount_keys);
     key_sandbox_options(&mut k, &cx.ctx.options);
     let key = k.finish();
     let created_by = created_by(&cx.step.args, &argv);
@@ -446,10 +438,19 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
     if !env.iter().any(|(k, _)| k == "HOME") {
         env.push(("HOME".into(), home));
     }
+    // The agent sockets exist only while the step runs; SSH_AUTH_SOCK (a path in the
+    // step, already keyed by the mount) is not in the key's env.
+    let ssh = start_ssh(cx, &ssh)?;
+    if let Some(sock) = &ssh.auth_sock {
+        if !env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
+            env.push(("SSH_AUTH_SOCK".into(), sock.clone()));
+        }
+    }
     let sandbox = cx.ctx.sandbox.clone();
     let events = cx.ctx.events.clone();
     let id = cx.id;
-    let extra_mounts: Vec<ExtraMount> = prepared.iter().map(|p| p.mount.clone()).collect();
+    let mut extra_mounts: Vec<ExtraMount> = prepared.iter().map(|p| p.mount.clone()).collect();
+    extra_mounts.extend(ssh.mounts.iter().cloned());
     let env_strings: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let failure = RunFailure {
         file: cx.ctx.dockerfile.clone(),
@@ -515,6 +516,7 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
     })
     .await;
     drop(prepared);
+    drop(ssh);
     let layer = layer?;
     commit(cx, st, key, Some(layer), created_by, None).await?;
     Ok(Lookup::Miss)
