@@ -210,6 +210,10 @@ pub struct BuildArgs {
     /// host-gateway is 127.0.0.1, the host, since RUN shares its network)
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_hosts: Vec<String>,
+    /// How RUN steps are isolated: auto (the strongest that works here), namespaces
+    /// (root with CAP_SYS_ADMIN), rootless (not implemented yet) or chroot (no namespaces)
+    #[arg(long, value_name = "MODE", env = "RBUILD_ISOLATION")]
+    pub isolation: Option<String>,
     /// Size of RUN steps' /dev/shm (default 64m)
     #[arg(long, value_name = "SIZE")]
     pub shm_size: Option<String>,

@@ -11,6 +11,7 @@ mod fixtures;
 mod formats;
 mod frontend;
 mod habits;
+mod isolation;
 mod registry;
 mod reliability;
 mod runner;

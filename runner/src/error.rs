@@ -143,6 +143,35 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `--isolation` named no mode rbuild has.
+    #[error("unknown isolation {name:?} (expected auto, namespaces, rootless or chroot)")]
+    UnknownIsolation {
+        /// What was given.
+        name: String,
+    },
+    /// The isolation asked for cannot work in this process.
+    #[error("isolation {isolation} is not possible here: {why}")]
+    IsolationUnavailable {
+        /// The mode.
+        isolation: crate::Isolation,
+        /// What is missing and how to get it.
+        why: String,
+    },
+    /// A step asked for something the chroot isolation cannot give.
+    #[error("{what} is not possible with --isolation chroot")]
+    NotInChroot {
+        /// What was asked for.
+        what: &'static str,
+    },
+    /// `chroot` into the step's root failed.
+    #[error("chroot into {root}")]
+    Chroot {
+        /// The root.
+        root: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// `unshare` of the namespaces failed.
     #[error("unshare namespaces")]
     Unshare(#[source] io::Error),
@@ -276,7 +305,8 @@ impl Error {
             | Error::JoinCgroup { source, .. }
             | Error::Chdir { source, .. }
             | Error::SwitchUser { source, .. }
-            | Error::Exec { source, .. } => Some(source),
+            | Error::Exec { source, .. }
+            | Error::Chroot { source, .. } => Some(source),
             Error::NotFound { .. } => return libc::ENOENT,
             _ => None,
         };

@@ -28,14 +28,20 @@
 //! # }
 //! ```
 //!
+//! Isolation ([`Isolation`], picked by [`detect_isolation`]): namespaces over overlayfs
+//! (the default, root with CAP_SYS_ADMIN), or `chroot` into a root a copying snapshotter
+//! materialised (root without CAP_SYS_ADMIN, or where a seccomp profile refuses `unshare`).
+//!
 //! Requirements: root (the rootless mode comes later), Linux 5.2 (`fsopen`; `lowerdir+`
 //! from 6.8, with a `mount(2)` fallback before), 5.6 for `openat2` (symlinks in mount
 //! targets are refused before), cgroup v1 or v2 for limits.
 #![deny(missing_docs)]
 
 mod cgroup;
+mod chroot;
 mod error;
 mod init;
+mod isolation;
 mod message;
 mod net;
 mod process;
@@ -47,6 +53,7 @@ mod user;
 
 pub use error::Error;
 pub use init::sandbox_init_main;
+pub use isolation::{check as check_isolation, detect as detect_isolation, Detected, Isolation};
 pub use process::DEFAULT_CAPABILITIES;
 pub use sandbox::{Cancel, ExitStatus, Sandbox, Stream};
 pub use spec::{

@@ -147,8 +147,13 @@ fn find_program(name: &str, env: &[String]) -> Result<String, Error> {
 /// Limits every capability set to docker's defaults: bounding, permitted and effective to
 /// the default set, inheritable and ambient cleared (as runc does since CVE-2022-24769).
 fn drop_capabilities() -> io::Result<()> {
-    let keep: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
     let failed = |e: caps::errors::CapsError| io::Error::other(e.to_string());
+    // Where the runner itself lacks some (a container's narrower set), it keeps what it has.
+    let permitted = caps::read(None, CapSet::Permitted).map_err(failed)?;
+    let keep: HashSet<Capability> = DEFAULT_CAPABILITIES
+        .into_iter()
+        .filter(|cap| permitted.contains(cap))
+        .collect();
     for cap in caps::all() {
         if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, cap).map_err(failed)?;

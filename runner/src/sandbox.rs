@@ -13,7 +13,7 @@ use crate::error::os;
 use crate::init::{InitRequest, REPORT_FD};
 use crate::message::Message;
 use crate::spec::SandboxSpec;
-use crate::{Error, INIT_ARG};
+use crate::{Error, Isolation, INIT_ARG};
 
 /// Which of the command's output streams a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +153,7 @@ impl Cancel {
 pub struct Sandbox {
     init_exe: PathBuf,
     legacy_overlay: bool,
+    isolation: Isolation,
 }
 
 impl Default for Sandbox {
@@ -174,6 +175,7 @@ impl Sandbox {
         Sandbox {
             init_exe: PathBuf::from("/proc/self/exe"),
             legacy_overlay: false,
+            isolation: Isolation::Namespaces,
         }
     }
 
@@ -182,6 +184,7 @@ impl Sandbox {
         Sandbox {
             init_exe: exe.into(),
             legacy_overlay: false,
+            isolation: Isolation::Namespaces,
         }
     }
 
@@ -190,6 +193,18 @@ impl Sandbox {
     pub fn with_legacy_overlay(mut self, legacy: bool) -> Self {
         self.legacy_overlay = legacy;
         self
+    }
+
+    /// Isolates steps with `isolation` (namespaces by default). With
+    /// [`Isolation::Chroot`], a spec's `upper` is the whole root and `lowers` must be empty.
+    pub fn with_isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// The isolation steps get.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
     }
 
     /// Runs one step and blocks until it ends. `output` gets the command's stdout and stderr
@@ -224,7 +239,9 @@ impl Sandbox {
         }
         let mut status = result?;
         // The overlay is gone with the sandbox's mount namespace: the upper dir is ours again.
-        crate::upper::tidy(&spec.upper)?;
+        if self.isolation != Isolation::Chroot {
+            crate::upper::tidy(&spec.upper)?;
+        }
         status.oom_killed = oom_killed;
         status.memory_limit = spec.limits.memory;
         Ok(status)
@@ -241,6 +258,7 @@ impl Sandbox {
             spec: spec.clone(),
             cgroup_procs: cgroup.map(StepCgroup::procs_files).unwrap_or_default(),
             legacy_overlay: self.legacy_overlay,
+            isolation: self.isolation,
         };
         let request = serde_json::to_vec(&request).map_err(Error::SpecEncode)?;
         let (report_read, report_write): (OwnedFd, OwnedFd) =

@@ -171,6 +171,7 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
             .map(|u| resources::ulimit(u))
             .collect::<Result<_, _>>()?,
         limits: resources::limits(args)?,
+        isolation: rbuild_runner::Isolation::default(),
         manifest_annotations: annotations.manifest,
         descriptor_annotations: annotations.manifest_descriptor,
         cache_from: args
@@ -249,6 +250,8 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     let compression = crate::cli::layer_compression(args.compression, args.compression_level)?;
     let format = args.format.checked(args.compression)?;
     let mut opts = options(&args, annotations)?;
+    let (isolation, isolation_line) = resources::isolation(args.isolation.as_deref())?;
+    opts.isolation = isolation;
     if let Some(url) = dockerfile_url(&args) {
         opts.dockerfile_text = Some(fetch_dockerfile(url).await?);
         opts.dockerfile = None;
@@ -281,6 +284,12 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     let client = Client::new(client_options(&args.registry));
     let style = Style::pick(args.progress, args.quiet);
     let view = Arc::new(BuildView::new(style));
+    if let Some(line) = isolation_line {
+        view.line(&format!("#0 {line}"));
+    }
+    if let Some(shared) = isolation.not_isolated() {
+        view.line(&format!("#0 WARNING: --isolation {isolation}: {shared}"));
+    }
     let started = Instant::now();
     let tags = opts.tags.clone();
     let source_date_epoch = opts.source_date_epoch;

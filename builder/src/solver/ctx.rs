@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use rbuild_registry::NoProgress;
 use rbuild_store::Reference;
-use rbuild_store::{ChainId, Descriptor, DiffId, Digest, Overlay, Snapshotter, Store};
+use rbuild_store::{
+    ChainId, CopySnapshotter, Descriptor, DiffId, Digest, Overlay, Snapshotter, Store,
+};
 use serde::{Deserialize, Serialize};
 
 use super::cachekey::CacheKey;
@@ -124,8 +126,14 @@ impl BuildCtx {
             .as_deref()
             .and_then(|p| parse_platform(p).ok())
             .unwrap_or_else(Platform::host);
+        let isolation = options.isolation;
+        // Without namespaces there is no overlayfs mount: the step's root is a copy.
+        let snapshotter: Arc<dyn Snapshotter> = match isolation {
+            rbuild_runner::Isolation::Chroot => Arc::new(CopySnapshotter::new(store.clone())),
+            _ => Arc::new(Overlay::new(store.clone())),
+        };
         BuildCtx {
-            snapshotter: Arc::new(Overlay::new(store.clone())),
+            snapshotter,
             store,
             registry,
             options,
@@ -134,7 +142,7 @@ impl BuildCtx {
             dockerfile,
             lexer: graph.lexer(),
             global_args: graph.global_args.clone(),
-            sandbox: rbuild_runner::Sandbox::new(),
+            sandbox: rbuild_runner::Sandbox::new().with_isolation(isolation),
             platform,
             imported: ImportedCache::default(),
             next_id: AtomicUsize::new(next_id),

@@ -1,0 +1,269 @@
+//! The chroot isolation's init: no namespaces, the command `chroot`ed into the step's
+//! materialised root (the upper dir of a copying snapshotter), its strays killed after it.
+//!
+//! What it still does: the step's user, capabilities, no_new_privs, ulimits, cgroups, cwd
+//! and env, and the device nodes of /dev (made before and removed after the step, with
+//! their directory's times put back, so they never reach the layer). What it cannot do:
+//! a pid, mount, network, uts or ipc namespace, /proc, /sys, /etc/hosts, `RUN --mount`.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::error::os;
+use crate::init::{InitRequest, Report};
+use crate::message::Message;
+use crate::spec::Network;
+use crate::{process, Error};
+
+/// Device nodes made in the root's /dev when the image lacks them: (name, major, minor).
+const DEVICES: [(&str, u32, u32); 5] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+];
+
+/// Refuses what chroot cannot give, before anything runs.
+pub(crate) fn refuse_unsupported(request: &InitRequest) -> Result<(), Error> {
+    let spec = &request.spec;
+    let refused = |what: &'static str| Err(Error::NotInChroot { what });
+    if !spec.lowers.is_empty() {
+        return refused("overlay lowers (the snapshotter must materialise the root)");
+    }
+    if spec.network == Network::None {
+        return refused("RUN --network=none (a network namespace)");
+    }
+    if !spec.mounts.is_empty() {
+        return refused("RUN --mount (mounts)");
+    }
+    Ok(())
+}
+
+/// Made /dev nodes, to be removed after the step, and the times of their directory.
+struct DevNodes {
+    dir: PathBuf,
+    created_dir: bool,
+    made: Vec<PathBuf>,
+    /// The directory's (atime, mtime) before, and its mtime right after our changes.
+    times: Option<(nix::sys::time::TimeSpec, nix::sys::time::TimeSpec, i64, i64)>,
+    root_times: Option<(nix::sys::time::TimeSpec, nix::sys::time::TimeSpec)>,
+}
+
+fn timespecs(meta: &fs::Metadata) -> (nix::sys::time::TimeSpec, nix::sys::time::TimeSpec) {
+    (
+        nix::sys::time::TimeSpec::new(meta.atime(), meta.atime_nsec()),
+        nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
+    )
+}
+
+fn set_times(path: &Path, (atime, mtime): (nix::sys::time::TimeSpec, nix::sys::time::TimeSpec)) {
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &atime,
+        &mtime,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
+}
+
+impl DevNodes {
+    fn make(root: &Path) -> Result<DevNodes, Error> {
+        let dir = root.join("dev");
+        let failed = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| Error::Create {
+                path,
+                source: os(e),
+            }
+        };
+        let root_meta = fs::symlink_metadata(root).map_err(|source| Error::Create {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let mut nodes = DevNodes {
+            dir: dir.clone(),
+            created_dir: false,
+            made: Vec::new(),
+            times: None,
+            root_times: None,
+        };
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            // A /dev that is a symlink or a file is the image's business: nothing is made.
+            Ok(_) => return Ok(nodes),
+            Err(_) => {
+                nix::unistd::mkdir(&dir, nix::sys::stat::Mode::from_bits_truncate(0o755))
+                    .map_err(failed(&dir))?;
+                nodes.created_dir = true;
+                nodes.root_times = Some(timespecs(&root_meta));
+            }
+        }
+        let before = fs::symlink_metadata(&dir).map_err(|source| Error::Create {
+            path: dir.clone(),
+            source,
+        })?;
+        for (name, major, minor) in DEVICES {
+            let node = dir.join(name);
+            if fs::symlink_metadata(&node).is_ok() {
+                continue;
+            }
+            nix::sys::stat::mknod(
+                &node,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(major.into(), minor.into()),
+            )
+            .map_err(failed(&node))?;
+            // mknod honours the umask; the nodes are world-writable as in any /dev.
+            let _ = fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+            nodes.made.push(node);
+        }
+        let after = fs::symlink_metadata(&dir).map_err(|source| Error::Create {
+            path: dir.clone(),
+            source,
+        })?;
+        let (atime, mtime) = timespecs(&before);
+        nodes.times = Some((atime, mtime, after.mtime(), after.mtime_nsec()));
+        Ok(nodes)
+    }
+
+    /// Removes what [`DevNodes::make`] made and puts the directories' times back, unless
+    /// the step itself changed the directory since (then its times are the step's).
+    fn remove(self, root: &Path) {
+        let untouched = fs::symlink_metadata(&self.dir).is_ok_and(|meta| {
+            self.times
+                .is_some_and(|(_, _, s, ns)| meta.mtime() == s && meta.mtime_nsec() == ns)
+        });
+        for node in &self.made {
+            let _ = fs::remove_file(node);
+        }
+        if self.created_dir && untouched {
+            let _ = fs::remove_dir(&self.dir);
+            if let Some(times) = self.root_times {
+                set_times(root, times);
+            }
+        } else if untouched {
+            if let Some((atime, mtime, _, _)) = self.times {
+                set_times(&self.dir, (atime, mtime));
+            }
+        }
+    }
+}
+
+/// The chroot isolation's init: the command in the root, every stray killed after it.
+pub(crate) fn run(request: &InitRequest, report: &mut Report) -> Result<u8, Error> {
+    let spec = &request.spec;
+    refuse_unsupported(request)?;
+    for procs in &request.cgroup_procs {
+        fs::write(procs, "0").map_err(|source| Error::JoinCgroup {
+            path: procs.clone(),
+            source,
+        })?;
+    }
+    // Orphans of the step are re-parented to us, so that they can be killed after it.
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| Error::Fork {
+        what: "subreaper",
+        source: os(e),
+    })?;
+    let root = spec.upper.clone();
+    let dev = DevNodes::make(&root)?;
+    report.send(&Message::Started);
+    // SAFETY: the init is single-threaded (a fresh exec that started no threads).
+    let cmd = match unsafe { fork() }.map_err(|e| Error::Fork {
+        what: "command",
+        source: os(e),
+    })? {
+        ForkResult::Child => {
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            let err = enter_root(&root)
+                .err()
+                .unwrap_or_else(|| process::exec(spec));
+            report.failed(&err);
+            std::process::exit(127);
+        }
+        ForkResult::Parent { child } => child,
+    };
+    crate::init::forward_signals_to(cmd);
+    let status = wait_for(cmd);
+    kill_strays();
+    dev.remove(&root);
+    match status {
+        Some(message) => report.send(&message),
+        None => {
+            return Err(Error::Fork {
+                what: "wait for command",
+                source: std::io::Error::from_raw_os_error(libc::ECHILD),
+            })
+        }
+    }
+    Ok(0)
+}
+
+fn enter_root(root: &Path) -> Result<(), Error> {
+    nix::unistd::chroot(root).map_err(|e| Error::Chroot {
+        root: root.to_path_buf(),
+        source: os(e),
+    })?;
+    nix::unistd::chdir("/").map_err(|e| Error::Chroot {
+        root: root.to_path_buf(),
+        source: os(e),
+    })
+}
+
+fn wait_for(cmd: Pid) -> Option<Message> {
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == cmd => return Some(Message::Exited(code)),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == cmd => {
+                return Some(Message::Signaled(sig as i32))
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Kills every process the step left behind (re-parented to this subreaper) and reaps it.
+fn kill_strays() {
+    loop {
+        let children = children_of_self();
+        if children.is_empty() {
+            // Reap whatever died meanwhile; stop when there is nothing left to wait for.
+            match waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+        for pid in children {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        while let Ok(status) = waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+}
+
+/// The pids of this process's children, from `/proc/self/task/*/children`.
+fn children_of_self() -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids
+}

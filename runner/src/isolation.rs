@@ -1,0 +1,238 @@
+//! Which isolation a RUN step gets (`--isolation`), and the cheap probe that picks the
+//! strongest one the kernel allows here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// How RUN steps are isolated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Isolation {
+    /// Root with CAP_SYS_ADMIN: mount, pid, uts, ipc and cgroup namespaces over overlayfs.
+    #[default]
+    Namespaces,
+    /// A non-root user in a user namespace (not implemented yet: refused with a message).
+    Rootless,
+    /// No namespaces: the step is `chroot`ed into a copy of its root filesystem. Processes,
+    /// network, hostname, IPC and mounts are the host's.
+    Chroot,
+}
+
+impl Isolation {
+    /// The flag's name of the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::Namespaces => "namespaces",
+            Isolation::Rootless => "rootless",
+            Isolation::Chroot => "chroot",
+        }
+    }
+
+    /// What this mode leaves shared with the host, for the one line a build prints.
+    pub fn not_isolated(self) -> Option<&'static str> {
+        match self {
+            Isolation::Chroot => Some(
+                "RUN steps share the host's processes, network, hostname, IPC and mounts; \
+                 no /proc, /sys or /etc/hosts is provided; only the root directory is changed",
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Isolation {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "namespaces" => Ok(Isolation::Namespaces),
+            "rootless" => Ok(Isolation::Rootless),
+            "chroot" => Ok(Isolation::Chroot),
+            other => Err(Error::UnknownIsolation {
+                name: other.to_string(),
+            }),
+        }
+    }
+}
+
+/// What the probe found, and the isolation it leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detected {
+    /// The strongest isolation that works here.
+    pub isolation: Isolation,
+    /// Why, in a few words (`no CAP_SYS_ADMIN`).
+    pub reason: String,
+}
+
+const CAP_SYS_CHROOT: u32 = 18;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_MKNOD: u32 = 27;
+
+/// The effective capability mask of this process (`CapEff` in /proc/self/status).
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                let hex = line.strip_prefix("CapEff:")?.trim();
+                u64::from_str_radix(hex, 16).ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn has_cap(mask: u64, cap: u32) -> bool {
+    mask & (1 << cap) != 0
+}
+
+/// Tries, in a forked child that exits at once, the namespaces and the private mount a RUN
+/// step needs. `Err` carries the errno of the first refusal (a seccomp profile's EPERM).
+fn trial_unshare() -> Result<(), std::io::Error> {
+    // SAFETY: the child only makes raw syscalls (unshare, mount, _exit), which are
+    // async-signal-safe, so forking a multi-threaded process is sound.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let flags = libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWCGROUP;
+        // SAFETY: raw syscalls with constant, NUL-terminated arguments.
+        unsafe {
+            if libc::unshare(flags) != 0 {
+                libc::_exit(*libc::__errno_location());
+            }
+            let root = c"/".as_ptr();
+            if libc::mount(
+                std::ptr::null(),
+                root,
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                libc::_exit(*libc::__errno_location());
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(0) => Ok(()),
+        Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+        None => Err(std::io::Error::from_raw_os_error(libc::EPERM)),
+    }
+}
+
+/// Finds the strongest isolation that works in this process: namespaces for root with
+/// CAP_SYS_ADMIN where `unshare` is allowed, else chroot for root with CAP_SYS_CHROOT.
+pub fn detect() -> Result<Detected, Error> {
+    let caps = effective_caps();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        return Err(Error::IsolationUnavailable {
+            isolation: Isolation::Rootless,
+            why: "rootless builds are not implemented yet: run rbuild as root (sudo), \
+                  or as root inside the container"
+                .into(),
+        });
+    }
+    let refused = if has_cap(caps, CAP_SYS_ADMIN) {
+        match trial_unshare() {
+            Ok(()) => {
+                return Ok(Detected {
+                    isolation: Isolation::Namespaces,
+                    reason: "root with CAP_SYS_ADMIN".into(),
+                })
+            }
+            Err(e) => format!("unshare of namespaces refused: {e}"),
+        }
+    } else {
+        "no CAP_SYS_ADMIN".to_string()
+    };
+    chroot_possible(caps).map_err(|why| Error::IsolationUnavailable {
+        isolation: Isolation::Chroot,
+        why: format!("{refused}, and {why}"),
+    })?;
+    Ok(Detected {
+        isolation: Isolation::Chroot,
+        reason: refused,
+    })
+}
+
+fn chroot_possible(caps: u64) -> Result<(), String> {
+    if !has_cap(caps, CAP_SYS_CHROOT) {
+        return Err(
+            "no CAP_SYS_CHROOT for a chroot isolation (add it: --cap-add SYS_CHROOT)".into(),
+        );
+    }
+    if !has_cap(caps, CAP_MKNOD) {
+        return Err(
+            "no CAP_MKNOD to record deleted files as whiteouts (add it: --cap-add MKNOD)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks that `isolation`, asked for by name, works here; the error says what is missing.
+pub fn check(isolation: Isolation) -> Result<(), Error> {
+    let caps = effective_caps();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let unavailable = |why: String| Error::IsolationUnavailable { isolation, why };
+    match isolation {
+        Isolation::Rootless => Err(unavailable(
+            "rootless builds are not implemented yet: run rbuild as root".into(),
+        )),
+        _ if !root => Err(unavailable("it needs root".into())),
+        Isolation::Namespaces if !has_cap(caps, CAP_SYS_ADMIN) => Err(unavailable(
+            "no CAP_SYS_ADMIN (use --isolation chroot, or give the container CAP_SYS_ADMIN)".into(),
+        )),
+        Isolation::Namespaces => trial_unshare().map_err(|e| {
+            unavailable(format!(
+                "unshare of namespaces refused: {e} (a seccomp profile? use --isolation chroot)"
+            ))
+        }),
+        Isolation::Chroot => chroot_possible(caps).map_err(unavailable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for isolation in [
+            Isolation::Namespaces,
+            Isolation::Rootless,
+            Isolation::Chroot,
+        ] {
+            assert_eq!(isolation.name().parse::<Isolation>().unwrap(), isolation);
+        }
+        assert!("vm".parse::<Isolation>().is_err());
+    }
+
+    #[test]
+    fn only_chroot_admits_what_it_shares() {
+        assert!(Isolation::Chroot.not_isolated().is_some());
+        assert!(Isolation::Namespaces.not_isolated().is_none());
+    }
+}

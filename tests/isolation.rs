@@ -1,0 +1,178 @@
+//! `--isolation`: the same Dockerfile built as root with namespaces and as root without
+//! CAP_SYS_ADMIN (chroot over the copying snapshotter) gives the same diffIDs; `auto` says
+//! which mode it picked and why; chroot says what it does not isolate.
+
+use std::process::{Command, Output};
+
+use crate::util::busybox::busybox;
+use crate::util::{show, Rbuild, TestDir};
+
+/// A RUN that writes, chowns to 1000, makes a setuid file, deletes a base file (a
+/// whiteout) and makes a base directory anew (an opaque dir); a `COPY --chown`.
+const DOCKERFILE: &str = "ARG BASE\n\
+FROM $BASE\n\
+RUN mkdir -p /app && echo ran > /app/run.txt && chown 1000:1000 /app/run.txt \
+ && cp /bin/busybox /app/suid && chmod 4755 /app/suid && rm /etc/group \
+ && rm -rf /tmp && mkdir /tmp && echo t > /tmp/t\n\
+COPY --chown=1000:1000 f.txt /app/f.txt\n\
+RUN cat /app/f.txt /app/run.txt > /app/both && ls -ln /app > /app/listing\n";
+
+fn context() -> TestDir {
+    let dir = TestDir::new("isolation");
+    dir.write("Dockerfile", DOCKERFILE);
+    dir.write("f.txt", "copied\n");
+    dir
+}
+
+/// `rbuild build` of `ctx` with `SOURCE_DATE_EPOCH=0`, run through `wrapper` (a command
+/// prefix, empty for none) and with `extra` flags.
+fn build(rb: &Rbuild, ctx: &TestDir, wrapper: &[&str], extra: &[&str]) -> Output {
+    let exe = env!("CARGO_BIN_EXE_rbuild");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.env("RBUILD_ROOT", &rb.root)
+        .env("SOURCE_DATE_EPOCH", "0")
+        .env_remove("RBUILD_ISOLATION")
+        .args(["build", "--progress=plain", "--build-arg"])
+        .arg(format!("BASE={}", busybox().reference))
+        .args(extra)
+        .args(["-t", "iso", &ctx.path().display().to_string()]);
+    cmd.output().expect("spawn rbuild")
+}
+
+fn diff_ids(rb: &Rbuild) -> Vec<String> {
+    let config = rb.ok(&["inspect", "-f", "{{json .rootfs.diff_ids}}", "iso"]);
+    serde_json::from_str(config.trim()).expect("diff_ids as JSON")
+}
+
+/// `setpriv` dropping CAP_SYS_ADMIN from the bounding and inheritable sets: the exec'ed
+/// rbuild (root) has every capability but that one.
+const WITHOUT_SYS_ADMIN: [&str; 5] = [
+    "setpriv",
+    "--bounding-set",
+    "-sys_admin",
+    "--inh-caps",
+    "-sys_admin",
+];
+
+#[test]
+fn root_without_cap_sys_admin_builds_the_same_layers_with_chroot() {
+    let ctx = context();
+    let privileged = Rbuild::new();
+    let out = build(&privileged, &ctx, &[], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let plain = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !plain.contains("isolation:"),
+        "the default says nothing: {plain}"
+    );
+    let expected = diff_ids(&privileged);
+
+    let chrooted = Rbuild::new();
+    let out = build(&chrooted, &ctx, &WITHOUT_SYS_ADMIN, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("isolation: chroot (no CAP_SYS_ADMIN)"),
+        "auto says what it picked and why: {log}"
+    );
+    assert!(
+        log.contains("WARNING: --isolation chroot: RUN steps share the host's processes, network"),
+        "chroot says what it does not isolate: {log}"
+    );
+    assert_eq!(diff_ids(&chrooted), expected, "{log}");
+    let fsck = chrooted.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", show(&fsck));
+
+    // What the RUN saw is the same too: owners from the COPY and the first RUN.
+    let layout = TestDir::new("isolation-out");
+    let dest = layout.path().join("fs");
+    let dest_s = dest.display().to_string();
+    let base = format!("BASE={}", busybox().reference);
+    let ctx_s = ctx.path().display().to_string();
+    chrooted.ok(&[
+        "build",
+        "-q",
+        "--isolation",
+        "chroot",
+        "-o",
+        &dest_s,
+        "--build-arg",
+        &base,
+        &ctx_s,
+    ]);
+    let listing = std::fs::read_to_string(dest.join("app/listing")).unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("1000") && l.ends_with("f.txt")),
+        "{listing}"
+    );
+    assert!(!dest.join("etc/group").exists());
+}
+
+#[test]
+fn explicit_modes_that_cannot_work_say_what_is_missing() {
+    let ctx = context();
+    let rb = Rbuild::new();
+    let out = build(
+        &rb,
+        &ctx,
+        &WITHOUT_SYS_ADMIN,
+        &["--isolation", "namespaces"],
+    );
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("isolation namespaces is not possible here: no CAP_SYS_ADMIN"),
+        "{err}"
+    );
+
+    let out = build(&rb, &ctx, &[], &["--isolation", "vm"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown isolation \"vm\""),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn auto_by_name_says_namespaces_for_root() {
+    let ctx = context();
+    let rb = Rbuild::new();
+    let out = build(&rb, &ctx, &[], &["--isolation", "auto"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("isolation: namespaces (root with CAP_SYS_ADMIN)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn chroot_refuses_run_mounts_and_network_none_by_name() {
+    let ctx = TestDir::new("isolation-refused");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE\nRUN --network=none true\n",
+    );
+    let rb = Rbuild::new();
+    let out = build(&rb, &ctx, &[], &["--isolation", "chroot"]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "RUN --network=none (a network namespace) is not possible with --isolation chroot"
+        ),
+        "{err}"
+    );
+    let fsck = rb.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", show(&fsck));
+}
