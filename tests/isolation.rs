@@ -176,3 +176,43 @@ fn chroot_refuses_run_mounts_and_network_none_by_name() {
     let fsck = rb.run(&["fsck"]);
     assert!(fsck.status.success(), "{}", show(&fsck));
 }
+
+#[test]
+fn kill_9_of_a_chroot_build_leaves_no_process_of_the_step() {
+    let marker = format!("iso-kill-{}", std::process::id());
+    let ctx = TestDir::new("isolation-kill");
+    // A background subshell (a grandchild of the init) and a foreground sleep.
+    ctx.write(
+        "Dockerfile",
+        format!(
+            "ARG BASE\nFROM $BASE\nRUN ( sleep 1000; echo {marker} ) & sleep 1001; echo {marker}\n"
+        ),
+    );
+    let rb = Rbuild::new();
+    let mut child = {
+        let exe = env!("CARGO_BIN_EXE_rbuild");
+        Command::new(WITHOUT_SYS_ADMIN[0])
+            .args(&WITHOUT_SYS_ADMIN[1..])
+            .arg(exe)
+            .env("RBUILD_ROOT", &rb.root)
+            .args(["build", "--progress=plain", "--build-arg"])
+            .arg(format!("BASE={}", busybox().reference))
+            .arg(ctx.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn rbuild")
+    };
+    // Both shells of the step run once two processes carry the marker.
+    let running = crate::reliability::poll(std::time::Duration::from_secs(60), || {
+        crate::reliability::leftover_processes(&rb.root, &marker)
+            .iter()
+            .filter(|p| p.cmdline.contains(&marker) && !p.cmdline.contains("rbuild"))
+            .count()
+            >= 2
+    });
+    assert!(running, "the step never started");
+    child.kill().expect("kill -9 rbuild");
+    child.wait().expect("reap rbuild");
+    crate::reliability::assert_store_sound(&rb, &marker, "kill -9 of a chroot build");
+}

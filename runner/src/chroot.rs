@@ -9,6 +9,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -171,6 +172,9 @@ pub(crate) fn run(request: &InitRequest, report: &mut Report) -> Result<u8, Erro
         what: "subreaper",
         source: os(e),
     })?;
+    // Without a pid namespace nothing kills the step's processes when the runner dies:
+    // its death interrupts the wait below, and every process of the step is killed.
+    watch_for_runner_death()?;
     let root = spec.upper.clone();
     let dev = DevNodes::make(&root)?;
     report.send(&Message::Started);
@@ -193,6 +197,9 @@ pub(crate) fn run(request: &InitRequest, report: &mut Report) -> Result<u8, Erro
     let status = wait_for(cmd);
     kill_strays();
     dev.remove(&root);
+    if RUNNER_DIED.load(Ordering::Relaxed) {
+        return Ok(128 + RUNNER_DEATH_SIGNAL as u8);
+    }
     match status {
         Some(message) => report.send(&message),
         None => {
@@ -216,8 +223,51 @@ fn enter_root(root: &Path) -> Result<(), Error> {
     })
 }
 
+/// The signal the init gets when the runner dies (`PR_SET_PDEATHSIG`) or cancels the
+/// step, caught.
+const RUNNER_DEATH_SIGNAL: i32 = libc::SIGUSR2;
+
+/// Set when [`RUNNER_DEATH_SIGNAL`] arrived.
+static RUNNER_DIED: AtomicBool = AtomicBool::new(false);
+
+/// The signal that stops a chroot step with all its processes.
+pub(crate) fn stop_signal() -> rustix::process::Signal {
+    rustix::process::Signal::USR2
+}
+
+extern "C" fn runner_died(_: libc::c_int) {
+    RUNNER_DIED.store(true, Ordering::Relaxed);
+}
+
+/// Replaces the runner's `SIGKILL` death signal with a caught one, so that the init lives
+/// long enough to kill the step. A runner that already died is noticed at once.
+fn watch_for_runner_death() -> Result<(), Error> {
+    let parent = nix::unistd::getppid();
+    // SAFETY: the handler only stores to an atomic. No SA_RESTART: the wait is interrupted.
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(runner_died),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    unsafe { nix::sys::signal::sigaction(Signal::SIGUSR2, &action) }.map_err(|e| Error::Fork {
+        what: "death signal",
+        source: os(e),
+    })?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2).map_err(|e| Error::Fork {
+        what: "death signal",
+        source: os(e),
+    })?;
+    if nix::unistd::getppid() != parent {
+        RUNNER_DIED.store(true, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
 fn wait_for(cmd: Pid) -> Option<Message> {
     loop {
+        if RUNNER_DIED.load(Ordering::Relaxed) {
+            return None;
+        }
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == cmd => return Some(Message::Exited(code)),
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == cmd => {

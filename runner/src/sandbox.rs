@@ -93,6 +93,9 @@ struct CancelState {
     cancelled: bool,
     /// A pidfd of the running init: signalling it can never hit a recycled pid.
     init: Option<OwnedFd>,
+    /// What stops it: SIGKILL (the pid namespace dies with it), or the chroot init's
+    /// caught signal (it kills the step's processes, which no namespace holds, then exits).
+    signal: Option<rustix::process::Signal>,
 }
 
 impl Cancel {
@@ -110,7 +113,8 @@ impl Cancel {
         state.cancelled = true;
         if let Some(init) = &state.init {
             // The init's death takes PID 1 and with it the whole pid namespace.
-            let _ = rustix::process::pidfd_send_signal(init, rustix::process::Signal::KILL);
+            let signal = state.signal.unwrap_or(rustix::process::Signal::KILL);
+            let _ = rustix::process::pidfd_send_signal(init, signal);
         }
     }
 
@@ -123,7 +127,7 @@ impl Cancel {
         state.cancelled
     }
 
-    fn attach(&self, pid: u32) {
+    fn attach(&self, pid: u32, signal: rustix::process::Signal) {
         let mut state = self
             .state
             .lock()
@@ -133,10 +137,11 @@ impl Cancel {
         });
         if state.cancelled {
             if let Some(fd) = &pidfd {
-                let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+                let _ = rustix::process::pidfd_send_signal(fd, signal);
             }
         }
         state.init = pidfd;
+        state.signal = Some(signal);
     }
 
     fn detach(&self) {
@@ -294,7 +299,11 @@ impl Sandbox {
             source,
         })?;
         drop(report_write);
-        cancel.attach(child.id());
+        let stop = match self.isolation {
+            Isolation::Chroot => crate::chroot::stop_signal(),
+            _ => rustix::process::Signal::KILL,
+        };
+        cancel.attach(child.id(), stop);
 
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
