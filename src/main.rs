@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
 use crate::exit::exit_code;
 
 fn main() -> ExitCode {
@@ -31,6 +31,10 @@ fn main() -> ExitCode {
         }
     };
 
+    if let Some(code) = rootless_reexec(&cli) {
+        return ExitCode::from(code);
+    }
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,6 +53,42 @@ fn main() -> ExitCode {
             }
             eprintln!("error: {err:#}");
             ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// For a non-root user, runs the whole command again in a user namespace where it is root
+/// (rootless: /etc/subuid ranges through newuidmap), so that layers keep their owners and
+/// the store stays removable by the user; `None` when this process goes on itself.
+fn rootless_reexec(cli: &Cli) -> Option<u8> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 || rbuild_runner::in_rootless_namespace() {
+        return None;
+    }
+    match &cli.command {
+        Command::Login(_)
+        | Command::Logout(_)
+        | Command::Completion(_)
+        | Command::Man(_)
+        | Command::Debug(_) => return None,
+        // A mode named by the user other than rootless gets its own error.
+        Command::Build(args)
+            if !matches!(
+                args.isolation.as_deref().map(str::trim),
+                None | Some("" | "auto" | "rootless")
+            ) =>
+        {
+            return None
+        }
+        _ => {}
+    }
+    let code =
+        rbuild_runner::id_mapping().and_then(|m| rbuild_runner::reexec_in_user_namespace(&m));
+    match code {
+        Ok(code) => Some(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("error: {:#}", anyhow::Error::from(err));
+            Some(1)
         }
     }
 }

@@ -11,7 +11,8 @@ use crate::util::{show, Rbuild, TestDir};
 /// whiteout) and makes a base directory anew (an opaque dir); a `COPY --chown`.
 const DOCKERFILE: &str = "ARG BASE\n\
 FROM $BASE\n\
-RUN mkdir -p /app && echo ran > /app/run.txt && chown 1000:1000 /app/run.txt \
+RUN mkdir -p /app/owned && echo ran > /app/run.txt && echo o > /app/owned/x \
+ && chown 1000:1000 /app/run.txt && chown -R 1000:1000 /app/owned \
  && cp /bin/busybox /app/suid && chmod 4755 /app/suid && rm /etc/group \
  && rm -rf /tmp && mkdir /tmp && echo t > /tmp/t\n\
 COPY --chown=1000:1000 f.txt /app/f.txt\n\
@@ -215,4 +216,126 @@ fn kill_9_of_a_chroot_build_leaves_no_process_of_the_step() {
     child.kill().expect("kill -9 rbuild");
     child.wait().expect("reap rbuild");
     crate::reliability::assert_store_sound(&rb, &marker, "kill -9 of a chroot build");
+}
+
+/// The non-root user rootless builds run as, made here with a /etc/subuid and /etc/subgid
+/// range when missing.
+const ROOTLESS_USER: &str = "rbuild-rootless";
+
+fn rootless_user() -> (u32, u32) {
+    let id = |flag: &str| {
+        Command::new("id")
+            .args([flag, ROOTLESS_USER])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+    };
+    if id("-u").is_none() {
+        crate::util::tool("useradd", &["--create-home", ROOTLESS_USER]);
+    }
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !subuid
+        .lines()
+        .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:")))
+    {
+        crate::util::tool(
+            "usermod",
+            &[
+                "--add-subuids",
+                "500000-565535",
+                "--add-subgids",
+                "500000-565535",
+                ROOTLESS_USER,
+            ],
+        );
+    }
+    (id("-u").expect("uid"), id("-g").expect("gid"))
+}
+
+/// A directory under /tmp that `owner` owns (others may read it), removed on drop.
+struct OwnedDir(std::path::PathBuf);
+
+impl OwnedDir {
+    fn new(name: &str, (uid, gid): (u32, u32)) -> OwnedDir {
+        let path = std::path::PathBuf::from(format!("/tmp/rbiso-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).unwrap();
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+        OwnedDir(path)
+    }
+}
+
+impl Drop for OwnedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `rbuild ARGS` as the rootless user, with its store at `root`.
+fn as_user(root: &std::path::Path, args: &[&str]) -> Output {
+    Command::new("runuser")
+        .args(["-u", ROOTLESS_USER, "--", "env"])
+        .arg(format!("HOME=/home/{ROOTLESS_USER}"))
+        .arg(format!("RBUILD_ROOT={}", root.display()))
+        .arg("SOURCE_DATE_EPOCH=0")
+        .arg(env!("CARGO_BIN_EXE_rbuild"))
+        .args(args)
+        .current_dir("/")
+        .output()
+        .expect("spawn runuser")
+}
+
+#[test]
+fn rootless_user_builds_the_root_layers_and_can_delete_the_store() {
+    let user = rootless_user();
+    let ctx = OwnedDir::new("ctx", user);
+    std::fs::write(ctx.0.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.0.join("f.txt"), "copied\n").unwrap();
+    let privileged = Rbuild::new();
+    let out = build(&privileged, &context(), &[], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let expected = diff_ids(&privileged);
+
+    let home = OwnedDir::new("store", user);
+    let root = home.0.join("store");
+    let base = format!("BASE={}", busybox().reference);
+    let ctx_s = ctx.0.display().to_string();
+    let args = [
+        "build",
+        "--progress=plain",
+        "--build-arg",
+        &base,
+        "-t",
+        "iso",
+        &ctx_s,
+    ];
+    let out = as_user(&root, &args);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("isolation: rootless (no CAP_SYS_ADMIN; 65536 ids from /etc/subuid)"),
+        "{log}"
+    );
+    let out = as_user(
+        &root,
+        &["inspect", "-f", "{{json .rootfs.diff_ids}}", "iso"],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let got: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got, expected, "{log}");
+    let out = as_user(&root, &["fsck"]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    // /app/owned belongs to a subordinate id (1000 inside): a plain rm cannot empty it,
+    // the same rm in rbuild's user namespace can.
+    let root_s = root.display().to_string();
+    let plain_rm = Command::new("runuser")
+        .args(["-u", ROOTLESS_USER, "--", "rm", "-rf", &root_s])
+        .output()
+        .unwrap();
+    assert!(!plain_rm.status.success(), "{}", show(&plain_rm));
+    let out = as_user(&root, &["unshare", "rm", "-rf", &root_s]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!root.exists());
 }

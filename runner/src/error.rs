@@ -157,6 +157,29 @@ pub enum Error {
         /// What is missing and how to get it.
         why: String,
     },
+    /// A tool rootless builds need is not installed.
+    #[error("{tool} not found: install the uidmap package (apt-get install uidmap)")]
+    RootlessTool {
+        /// `newuidmap` or `newgidmap`.
+        tool: &'static str,
+    },
+    /// Writing the user namespace's id maps failed.
+    #[error("cannot write the user namespace's {what}")]
+    IdMap {
+        /// What was being written or run.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// newuidmap or newgidmap refused the mapping.
+    #[error("{tool} refused the mapping: {stderr}")]
+    IdMapRefused {
+        /// The tool.
+        tool: &'static str,
+        /// What it said.
+        stderr: String,
+    },
     /// A step asked for something the chroot isolation cannot give.
     #[error("{what} is not possible with --isolation chroot")]
     NotInChroot {

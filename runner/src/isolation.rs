@@ -14,7 +14,8 @@ pub enum Isolation {
     /// Root with CAP_SYS_ADMIN: mount, pid, uts, ipc and cgroup namespaces over overlayfs.
     #[default]
     Namespaces,
-    /// A non-root user in a user namespace (not implemented yet: refused with a message).
+    /// A non-root user: the command re-executed in a user namespace where it is root
+    /// (/etc/subuid ranges), then namespaces over overlayfs inside it.
     Rootless,
     /// No namespaces: the step is `chroot`ed into a copy of its root filesystem. Processes,
     /// network, hostname, IPC and mounts are the host's.
@@ -146,12 +147,20 @@ pub fn detect() -> Result<Detected, Error> {
     let caps = effective_caps();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        return Err(Error::IsolationUnavailable {
+    if crate::in_rootless_namespace() {
+        return Ok(Detected {
             isolation: Isolation::Rootless,
-            why: "rootless builds are not implemented yet: run rbuild as root (sudo), \
-                  or as root inside the container"
-                .into(),
+            reason: format!(
+                "no CAP_SYS_ADMIN; {}",
+                std::env::var(crate::USERNS_ENV).unwrap_or_default()
+            ),
+        });
+    }
+    if !root {
+        let mapping = crate::id_mapping()?;
+        return Ok(Detected {
+            isolation: Isolation::Rootless,
+            reason: format!("no CAP_SYS_ADMIN; {}", mapping.describe()),
         });
     }
     let refused = if has_cap(caps, CAP_SYS_ADMIN) {
@@ -198,10 +207,14 @@ pub fn check(isolation: Isolation) -> Result<(), Error> {
     let root = unsafe { libc::geteuid() } == 0;
     let unavailable = |why: String| Error::IsolationUnavailable { isolation, why };
     match isolation {
-        Isolation::Rootless => Err(unavailable(
-            "rootless builds are not implemented yet: run rbuild as root".into(),
+        Isolation::Rootless if crate::in_rootless_namespace() => Ok(()),
+        Isolation::Rootless if root => Err(unavailable(
+            "it is for a non-root user; root builds with namespaces or chroot".into(),
         )),
-        _ if !root => Err(unavailable("it needs root".into())),
+        Isolation::Rootless => crate::id_mapping().map(|_| ()),
+        _ if !root || crate::in_rootless_namespace() => Err(unavailable(
+            "it needs root (a non-root user builds with --isolation rootless)".into(),
+        )),
         Isolation::Namespaces if !has_cap(caps, CAP_SYS_ADMIN) => Err(unavailable(
             "no CAP_SYS_ADMIN (use --isolation chroot, or give the container CAP_SYS_ADMIN)".into(),
         )),

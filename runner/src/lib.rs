@@ -50,6 +50,7 @@ mod sandbox;
 mod spec;
 mod upper;
 mod user;
+mod userns;
 
 pub use error::Error;
 pub use init::sandbox_init_main;
@@ -61,6 +62,9 @@ pub use spec::{
     DEFAULT_PATH, MAX_LOWERS, ULIMIT_NAMES,
 };
 pub use user::{home_dir, resolve_user};
+pub use userns::{
+    id_mapping, in_rootless_namespace, reexec_in_user_namespace, IdMapping, IdRange, USERNS_ENV,
+};
 
 /// The hidden first argument that makes the `rbuild` binary act as the sandbox child.
 pub const INIT_ARG: &str = "sandbox-init";

@@ -176,7 +176,12 @@ fn switch_user(spec: &SandboxSpec) -> Result<(), Error> {
         source: os(e),
     };
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).map_err(failed)?;
+    // A single-id user namespace (rootless without /etc/subgid) denies setgroups; the
+    // process has no supplementary group there to drop.
+    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if !denied {
+        nix::unistd::setgroups(&groups).map_err(failed)?;
+    }
     let gid = Gid::from_raw(user.gid);
     nix::unistd::setresgid(gid, gid, gid).map_err(failed)?;
     let uid = Uid::from_raw(user.uid);

@@ -239,14 +239,32 @@ fn write_stubs(spec: &SandboxSpec, stubs: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether this process is in a user namespace other than the initial one (rootless):
+/// overlayfs then keeps its marks in `user.overlay.*` xattrs (`userxattr`), the only ones
+/// it may write there.
+pub(crate) fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
+        let fields: Vec<&str> = map.split_whitespace().collect();
+        fields != ["0", "0", "4294967295"]
+    })
+}
+
 /// Options that keep the upper dir a plain layer diff: no metadata-only copy-ups, no
-/// redirects, no index or inode-number xattrs.
-const OVERLAY_OPTIONS: [(&str, &str); 4] = [
-    ("redirect_dir", "off"),
-    ("index", "off"),
-    ("metacopy", "off"),
-    ("xino", "off"),
-];
+/// redirects, no index or inode-number xattrs. With `userxattr` (a user namespace) the
+/// kernel takes only `redirect_dir=nofollow`, which creates no redirect either.
+fn overlay_options() -> [(&'static str, &'static str); 4] {
+    let redirect = if in_user_namespace() {
+        "nofollow"
+    } else {
+        "off"
+    };
+    [
+        ("redirect_dir", redirect),
+        ("index", "off"),
+        ("metacopy", "off"),
+        ("xino", "off"),
+    ]
+}
 
 /// Mounts overlayfs with the new mount API: one `lowerdir+` per layer, so the stack is not
 /// limited by the one-page option string of `mount(2)`. `Ok(false)` when the kernel has
@@ -290,14 +308,16 @@ fn mount_overlay(
     })?;
     // Keep the upper dir a plain layer diff: no metadata-only copy-ups, no redirects,
     // no index or inode-number xattrs.
-    for (key, value) in [
-        ("redirect_dir", "off"),
-        ("index", "off"),
-        ("metacopy", "off"),
-        ("xino", "off"),
-    ] {
+    for (key, value) in overlay_options() {
         fsconfig_set_string(&fs, key, value).map_err(|source| Error::Mount {
             what: format!("overlay option {key}={value}"),
+            target: target.to_path_buf(),
+            source: source.into(),
+        })?;
+    }
+    if in_user_namespace() {
+        rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(|source| Error::Mount {
+            what: "overlay option userxattr".into(),
             target: target.to_path_buf(),
             source: source.into(),
         })?;
@@ -361,8 +381,11 @@ fn mount_overlay_legacy(
         upper_fd.as_raw_fd(),
         work_fd.as_raw_fd()
     );
-    for (key, value) in OVERLAY_OPTIONS {
+    for (key, value) in overlay_options() {
         data.push_str(&format!(",{key}={value}"));
+    }
+    if in_user_namespace() {
+        data.push_str(",userxattr");
     }
     if data.len() >= 4096 {
         return Err(Error::TooManyLayers {

@@ -17,8 +17,9 @@ use nix::sys::stat::{Mode, SFlag};
 
 use crate::Error;
 
-/// The one overlayfs xattr that is part of a layer.
-const OPAQUE: &str = "trusted.overlay.opaque";
+/// The one overlayfs xattr that is part of a layer, in its two forms (`user.` where
+/// overlayfs was mounted with `userxattr`, in a user namespace).
+const OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 /// Tidies every entry of `upper`, the directory itself included.
 pub(crate) fn tidy(upper: &Path) -> Result<(), Error> {
@@ -51,7 +52,8 @@ fn strip_overlay_xattrs(path: &PathBuf) -> io::Result<()> {
         let Some(text) = name.to_str() else {
             continue;
         };
-        if text.starts_with("trusted.overlay.") && text != OPAQUE {
+        let overlay = text.starts_with("trusted.overlay.") || text.starts_with("user.overlay.");
+        if overlay && !OPAQUE.contains(&text) {
             xattr::remove(path, &name)?;
         }
     }

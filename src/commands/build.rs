@@ -290,6 +290,13 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     if let Some(shared) = isolation.not_isolated() {
         view.line(&format!("#0 WARNING: --isolation {isolation}: {shared}"));
     }
+    if isolation == rbuild_runner::Isolation::Rootless
+        && opts.limits != rbuild_runner::Limits::default()
+    {
+        // A user's cgroups are not theirs to create children in (no delegation is used).
+        view.line("#0 WARNING: --isolation rootless: cgroup limits (--memory, --cpu-*, --resource) are not applied");
+        opts.limits = rbuild_runner::Limits::default();
+    }
     let started = Instant::now();
     let tags = opts.tags.clone();
     let source_date_epoch = opts.source_date_epoch;
