@@ -11,7 +11,7 @@ mod fixtures;
 mod formats;
 mod frontend;
 mod habits;
-mod isolation;
+pub mod isolation;
 mod registry;
 mod reliability;
 mod runner;

@@ -222,7 +222,8 @@ fn kill_9_of_a_chroot_build_leaves_no_process_of_the_step() {
 /// range when missing.
 const ROOTLESS_USER: &str = "rbuild-rootless";
 
-fn rootless_user() -> (u32, u32) {
+/// The rootless test user's (uid, gid), made first when missing.
+pub fn rootless_user() -> (u32, u32) {
     let id = |flag: &str| {
         Command::new("id")
             .args([flag, ROOTLESS_USER])
@@ -273,7 +274,7 @@ impl Drop for OwnedDir {
 }
 
 /// `rbuild ARGS` as the rootless user, with its store at `root`.
-fn as_user(root: &std::path::Path, args: &[&str]) -> Output {
+pub fn as_user(root: &std::path::Path, args: &[&str]) -> Output {
     Command::new("runuser")
         .args(["-u", ROOTLESS_USER, "--", "env"])
         .arg(format!("HOME=/home/{ROOTLESS_USER}"))
