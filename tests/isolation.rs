@@ -340,3 +340,76 @@ fn rootless_user_builds_the_root_layers_and_can_delete_the_store() {
     assert!(out.status.success(), "{}", show(&out));
     assert!(!root.exists());
 }
+
+/// The pid of the rbuild the user started (not the one re-executed in the user namespace,
+/// whose environment carries `RBUILD_USERNS`) for the store at `root`.
+fn outer_rbuild(root: &std::path::Path) -> Option<i32> {
+    let env_needle = format!("RBUILD_ROOT={}", root.display());
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let environ = String::from_utf8_lossy(&environ);
+            let vars: Vec<&str> = environ.split('\0').collect();
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == "rbuild"
+                && vars.contains(&env_needle.as_str())
+                && !vars.iter().any(|v| v.starts_with("RBUILD_USERNS=")))
+            .then_some(pid)
+        })
+}
+
+#[test]
+fn kill_9_of_a_rootless_build_leaves_nothing_and_the_store_stays_removable() {
+    let user = rootless_user();
+    let marker = format!("iso-rootless-kill-{}", std::process::id());
+    let ctx = OwnedDir::new("kill-ctx", user);
+    std::fs::write(
+        ctx.0.join("Dockerfile"),
+        format!("ARG BASE\nFROM $BASE\nRUN mkdir /o && chown 1000 /o && touch /o/f && chown 1000 /o/f\nRUN ( sleep 1000; echo {marker} ) & sleep 1001; echo {marker}\n"),
+    )
+    .unwrap();
+    let home = OwnedDir::new("kill-store", user);
+    let root = home.0.join("store");
+    let base = format!("BASE={}", busybox().reference);
+    let ctx_s = ctx.0.display().to_string();
+    let mut child = Command::new("runuser")
+        .args(["-u", ROOTLESS_USER, "--", "env"])
+        .arg(format!("RBUILD_ROOT={}", root.display()))
+        .arg(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["build", "--progress=plain", "--build-arg", &base, &ctx_s])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn runuser");
+    let running = crate::reliability::poll(std::time::Duration::from_secs(60), || {
+        crate::reliability::leftover_processes(&root, &marker)
+            .iter()
+            .filter(|p| p.cmdline.contains(&marker))
+            .count()
+            >= 2
+    });
+    assert!(running, "the step never started");
+    let outer = outer_rbuild(&root).expect("the user's rbuild process");
+    // SAFETY: kill(2) of a pid read from /proc just now.
+    assert_eq!(unsafe { libc::kill(outer, libc::SIGKILL) }, 0);
+    let _ = child.wait();
+    let gone = crate::reliability::poll(std::time::Duration::from_secs(5), || {
+        crate::reliability::leftover_processes(&root, &marker).is_empty()
+    });
+    assert!(
+        gone,
+        "processes left: {:#?}",
+        crate::reliability::leftover_processes(&root, &marker)
+    );
+    let mounts = crate::util::mounts_mentioning(&root.display().to_string());
+    assert!(mounts.is_empty(), "{mounts:#?}");
+    let out = as_user(&root, &["fsck"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let root_s = root.display().to_string();
+    let out = as_user(&root, &["unshare", "rm", "-rf", &root_s]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!root.exists());
+}
