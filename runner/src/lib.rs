@@ -32,7 +32,8 @@
 //! (the default, root with CAP_SYS_ADMIN), or `chroot` into a root a copying snapshotter
 //! materialised (root without CAP_SYS_ADMIN, or where a seccomp profile refuses `unshare`).
 //!
-//! Requirements: root (the rootless mode comes later), Linux 5.2 (`fsopen`; `lowerdir+`
+//! Requirements: root, or a non-root user's command re-executed in a user namespace
+//! ([`reexec_in_user_namespace`]), Linux 5.2 (`fsopen`; `lowerdir+`
 //! from 6.8, with a `mount(2)` fallback before), 5.6 for `openat2` (symlinks in mount
 //! targets are refused before), cgroup v1 or v2 for limits.
 #![deny(missing_docs)]
