@@ -57,35 +57,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// For a non-root user, runs the whole command again in a user namespace where it is root
-/// (rootless: /etc/subuid ranges through newuidmap), so that layers keep their owners and
-/// the store stays removable by the user; `None` when this process goes on itself.
+/// Runs the whole command again in a user namespace where it is root (rootless: a
+/// non-root user's /etc/subuid ranges through newuidmap; root without CAP_SYS_ADMIN, as in
+/// a container: every id onto itself), so that layers keep their owners and the store
+/// stays removable by the user; `None` when this process goes on itself.
 fn rootless_reexec(cli: &Cli) -> Option<u8> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 || rbuild_runner::in_rootless_namespace() {
+    if rbuild_runner::in_rootless_namespace() {
         return None;
     }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
     match &cli.command {
         Command::Login(_)
         | Command::Logout(_)
         | Command::Completion(_)
         | Command::Man(_)
         | Command::Debug(_) => return None,
-        // A mode named by the user other than rootless gets its own error.
-        Command::Build(args)
-            if !matches!(
-                args.isolation.as_deref().map(str::trim),
-                None | Some("" | "auto" | "rootless")
-            ) =>
-        {
-            return None
+        // A mode named by the user other than rootless gets its own error or runs as is.
+        Command::Build(args) => {
+            let mode = args.isolation.as_deref().map(str::trim);
+            if !matches!(mode, None | Some("" | "auto" | "rootless")) {
+                return None;
+            }
         }
+        // Root owns every file of its store: only its builds need the namespace.
+        _ if root => return None,
         _ => {}
     }
-    let code =
-        rbuild_runner::id_mapping().and_then(|m| rbuild_runner::reexec_in_user_namespace(&m));
+    let code = rbuild_runner::rootless_mapping().and_then(|mapping| match mapping {
+        Some(m) => rbuild_runner::reexec_in_user_namespace(&m).map(Some),
+        None => Ok(None),
+    });
     match code {
-        Ok(code) => Some(u8::try_from(code).unwrap_or(1)),
+        Ok(code) => code.map(|c| u8::try_from(c).unwrap_or(1)),
         Err(err) => {
             eprintln!("error: {:#}", anyhow::Error::from(err));
             Some(1)

@@ -62,27 +62,51 @@ const WITHOUT_SYS_ADMIN: [&str; 5] = [
     "-sys_admin",
 ];
 
-#[test]
-fn root_without_cap_sys_admin_builds_the_same_layers_with_chroot() {
-    let ctx = context();
+/// The diffIDs of the privileged build of [`DOCKERFILE`]; the default says nothing.
+fn privileged_diff_ids(ctx: &TestDir) -> Vec<String> {
     let privileged = Rbuild::new();
-    let out = build(&privileged, &ctx, &[], &[]);
+    let out = build(&privileged, ctx, &[], &[]);
     assert!(out.status.success(), "{}", show(&out));
     let plain = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !plain.contains("isolation:"),
         "the default says nothing: {plain}"
     );
-    let expected = diff_ids(&privileged);
+    diff_ids(&privileged)
+}
 
-    let chrooted = Rbuild::new();
-    let out = build(&chrooted, &ctx, &WITHOUT_SYS_ADMIN, &[]);
+#[test]
+fn root_without_cap_sys_admin_builds_the_same_layers_in_a_user_namespace() {
+    let ctx = context();
+    let expected = privileged_diff_ids(&ctx);
+    let rb = Rbuild::new();
+    let out = build(&rb, &ctx, &WITHOUT_SYS_ADMIN, &[]);
     assert!(out.status.success(), "{}", show(&out));
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
-        log.contains("isolation: chroot (no CAP_SYS_ADMIN)"),
+        log.contains(
+            "isolation: rootless (no CAP_SYS_ADMIN; a user namespace mapping root's ids onto themselves)"
+        ),
         "auto says what it picked and why: {log}"
     );
+    assert_eq!(diff_ids(&rb), expected, "{log}");
+    let fsck = rb.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", show(&fsck));
+}
+
+#[test]
+fn root_without_cap_sys_admin_builds_the_same_layers_with_chroot() {
+    let ctx = context();
+    let expected = privileged_diff_ids(&ctx);
+    let chrooted = Rbuild::new();
+    let out = build(
+        &chrooted,
+        &ctx,
+        &WITHOUT_SYS_ADMIN,
+        &["--isolation", "chroot"],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         log.contains("WARNING: --isolation chroot: RUN steps share the host's processes, network"),
         "chroot says what it does not isolate: {log}"
@@ -196,7 +220,13 @@ fn kill_9_of_a_chroot_build_leaves_no_process_of_the_step() {
             .args(&WITHOUT_SYS_ADMIN[1..])
             .arg(exe)
             .env("RBUILD_ROOT", &rb.root)
-            .args(["build", "--progress=plain", "--build-arg"])
+            .args([
+                "build",
+                "--isolation",
+                "chroot",
+                "--progress=plain",
+                "--build-arg",
+            ])
             .arg(format!("BASE={}", busybox().reference))
             .arg(ctx.path())
             .stdout(std::process::Stdio::null())

@@ -223,7 +223,8 @@ fn run_pid1(request: &InitRequest, report: &mut Report) -> Result<(), Error> {
         hostname: spec.hostname.clone(),
         source: os(e),
     })?;
-    rootfs::enter(spec, request.legacy_overlay)?;
+    let userxattr = request.isolation == Isolation::Rootless;
+    rootfs::enter(spec, request.legacy_overlay, userxattr)?;
 
     report.send(&Message::Started);
     // SAFETY: single-threaded, see run_init.

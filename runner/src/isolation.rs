@@ -98,36 +98,54 @@ fn has_cap(mask: u64, cap: u32) -> bool {
 /// Tries, in a forked child that exits at once, the namespaces and the private mount a RUN
 /// step needs. `Err` carries the errno of the first refusal (a seccomp profile's EPERM).
 fn trial_unshare() -> Result<(), std::io::Error> {
-    // SAFETY: the child only makes raw syscalls (unshare, mount, _exit), which are
-    // async-signal-safe, so forking a multi-threaded process is sound.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if pid == 0 {
+    trial(|| {
         let flags = libc::CLONE_NEWNS
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWUTS
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWCGROUP;
-        // SAFETY: raw syscalls with constant, NUL-terminated arguments.
+        // SAFETY: raw syscalls with constant, NUL-terminated arguments, in the forked child.
         unsafe {
             if libc::unshare(flags) != 0 {
-                libc::_exit(*libc::__errno_location());
+                return *libc::__errno_location();
             }
-            let root = c"/".as_ptr();
-            if libc::mount(
-                std::ptr::null(),
-                root,
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                libc::_exit(*libc::__errno_location());
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            let none = std::ptr::null();
+            if libc::mount(none, c"/".as_ptr(), none, private, none.cast()) != 0 {
+                return *libc::__errno_location();
             }
-            libc::_exit(0);
         }
+        0
+    })
+}
+
+/// Tries, in a forked child that exits at once, a user namespace with the mount and pid
+/// namespaces inside it (what rootless isolation needs; a seccomp profile may refuse it).
+fn trial_user_namespace() -> Result<(), std::io::Error> {
+    trial(|| {
+        // SAFETY: raw syscalls with constant arguments, in the forked child.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                return *libc::__errno_location();
+            }
+            if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID) != 0 {
+                return *libc::__errno_location();
+            }
+        }
+        0
+    })
+}
+
+/// Runs `probe` in a forked child and returns its errno (0: success) as a result.
+fn trial(probe: fn() -> i32) -> Result<(), std::io::Error> {
+    // SAFETY: the child only runs `probe` (raw, async-signal-safe syscalls) and `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: _exit ends the forked child without running the parent's destructors.
+        unsafe { libc::_exit(probe()) };
     }
     let mut status = 0;
     // SAFETY: waits for the child forked above.
@@ -141,8 +159,27 @@ fn trial_unshare() -> Result<(), std::io::Error> {
     }
 }
 
+/// The mapping to re-execute this process under ([`crate::reexec_in_user_namespace`]) when
+/// builds here are rootless: a non-root user's ranges, or for root without CAP_SYS_ADMIN
+/// where a user namespace can be made, every id onto itself. `None`: no user namespace
+/// (root with CAP_SYS_ADMIN, already inside one, or none allowed).
+pub fn rootless_mapping() -> Result<Option<crate::IdMapping>, Error> {
+    if crate::in_rootless_namespace() {
+        return Ok(None);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return crate::id_mapping().map(Some);
+    }
+    if has_cap(effective_caps(), CAP_SYS_ADMIN) || trial_user_namespace().is_err() {
+        return Ok(None);
+    }
+    Ok(Some(crate::IdMapping::identity()))
+}
+
 /// Finds the strongest isolation that works in this process: namespaces for root with
-/// CAP_SYS_ADMIN where `unshare` is allowed, else chroot for root with CAP_SYS_CHROOT.
+/// CAP_SYS_ADMIN where `unshare` is allowed; rootless for a non-root user, or for root
+/// where a user namespace can be made (a container); else chroot.
 pub fn detect() -> Result<Detected, Error> {
     let caps = effective_caps();
     // SAFETY: geteuid has no preconditions.
@@ -176,6 +213,12 @@ pub fn detect() -> Result<Detected, Error> {
     } else {
         "no CAP_SYS_ADMIN".to_string()
     };
+    if trial_user_namespace().is_ok() {
+        return Ok(Detected {
+            isolation: Isolation::Rootless,
+            reason: format!("{refused}; {}", crate::IdMapping::identity().describe()),
+        });
+    }
     chroot_possible(caps).map_err(|why| Error::IsolationUnavailable {
         isolation: Isolation::Chroot,
         why: format!("{refused}, and {why}"),
@@ -208,9 +251,11 @@ pub fn check(isolation: Isolation) -> Result<(), Error> {
     let unavailable = |why: String| Error::IsolationUnavailable { isolation, why };
     match isolation {
         Isolation::Rootless if crate::in_rootless_namespace() => Ok(()),
-        Isolation::Rootless if root => Err(unavailable(
-            "it is for a non-root user; root builds with namespaces or chroot".into(),
-        )),
+        Isolation::Rootless if root => trial_user_namespace().map_err(|e| {
+            unavailable(format!(
+                "a user namespace is refused: {e} (a seccomp profile? use --isolation chroot)"
+            ))
+        }),
         Isolation::Rootless => crate::id_mapping().map(|_| ()),
         _ if !root || crate::in_rootless_namespace() => Err(unavailable(
             "it needs root (a non-root user builds with --isolation rootless)".into(),

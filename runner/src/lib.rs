@@ -55,7 +55,9 @@ mod userns;
 
 pub use error::Error;
 pub use init::sandbox_init_main;
-pub use isolation::{check as check_isolation, detect as detect_isolation, Detected, Isolation};
+pub use isolation::{
+    check as check_isolation, detect as detect_isolation, rootless_mapping, Detected, Isolation,
+};
 pub use process::DEFAULT_CAPABILITIES;
 pub use sandbox::{Cancel, ExitStatus, Sandbox, Stream};
 pub use spec::{
@@ -64,7 +66,8 @@ pub use spec::{
 };
 pub use user::{home_dir, resolve_user};
 pub use userns::{
-    id_mapping, in_rootless_namespace, reexec_in_user_namespace, IdMapping, IdRange, USERNS_ENV,
+    acts_for_non_root, id_mapping, in_rootless_namespace, reexec_in_user_namespace, IdMapping,
+    IdRange, USERNS_ENV,
 };
 
 /// The hidden first argument that makes the `rbuild` binary act as the sandbox child.

@@ -28,7 +28,11 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Builds the root filesystem for `spec` and pivots into it; the caller is then at `/`.
 /// `legacy_overlay` forces the `mount(2)` path that kernels before 6.8 need.
-pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Error> {
+pub(crate) fn enter(
+    spec: &SandboxSpec,
+    legacy_overlay: bool,
+    userxattr: bool,
+) -> Result<(), Error> {
     let root = spec.work.join("root");
     let ovl_work = spec.work.join("ovl");
     let runtime = spec.work.join("runtime");
@@ -63,16 +67,21 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
     align_upper_root(spec)?;
     let mut lowers: Vec<&Path> = spec.lowers.iter().map(PathBuf::as_path).collect();
     lowers.push(&stubs);
-    let mounted = !legacy_overlay && mount_overlay(&lowers, &spec.upper, &ovl_work, &root)?;
+    let mounted =
+        !legacy_overlay && mount_overlay(&lowers, &spec.upper, &ovl_work, &root, userxattr)?;
     if !mounted {
-        mount_overlay_legacy(&lowers, &spec.upper, &ovl_work, &root)?;
+        mount_overlay_legacy(&lowers, &spec.upper, &ovl_work, &root, userxattr)?;
     }
 
     // Every target below is resolved inside the new root first: a symlink in the image
     // (`/proc -> /`, `/etc/hosts -> /etc/shadow`) must not send a mount outside it.
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc = resolve_in_root(&root, "/proc")?;
-    mount_legacy(Some("proc"), &proc, Some("proc"), nosuid_nodev_noexec, None)?;
+    if mount_legacy(Some("proc"), &proc, Some("proc"), nosuid_nodev_noexec, None).is_err() {
+        // A container's masked /proc paths forbid a fresh procfs in a user namespace; a
+        // recursive bind of the container's own works (it shows the container's pids).
+        bind(Path::new("/proc"), &proc, false)?;
+    }
     mount_dev(&resolve_in_root(&root, "/dev")?, spec.shm_size)?;
     let sys = resolve_in_root(&root, "/sys")?;
     mount_sys(&sys)?;
@@ -239,25 +248,13 @@ fn write_stubs(spec: &SandboxSpec, stubs: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether this process is in a user namespace other than the initial one (rootless):
-/// overlayfs then keeps its marks in `user.overlay.*` xattrs (`userxattr`), the only ones
-/// it may write there.
-pub(crate) fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
-        let fields: Vec<&str> = map.split_whitespace().collect();
-        fields != ["0", "0", "4294967295"]
-    })
-}
-
 /// Options that keep the upper dir a plain layer diff: no metadata-only copy-ups, no
 /// redirects, no index or inode-number xattrs. With `userxattr` (a user namespace) the
 /// kernel takes only `redirect_dir=nofollow`, which creates no redirect either.
-fn overlay_options() -> [(&'static str, &'static str); 4] {
-    let redirect = if in_user_namespace() {
-        "nofollow"
-    } else {
-        "off"
-    };
+/// `userxattr`: the overlay is mounted in a user namespace (rootless), where overlayfs
+/// keeps its marks in `user.overlay.*` xattrs, the only ones it may write there.
+fn overlay_options(userxattr: bool) -> [(&'static str, &'static str); 4] {
+    let redirect = if userxattr { "nofollow" } else { "off" };
     [
         ("redirect_dir", redirect),
         ("index", "off"),
@@ -274,6 +271,7 @@ fn mount_overlay(
     upper: &Path,
     work: &Path,
     target: &Path,
+    userxattr: bool,
 ) -> Result<bool, Error> {
     let failed = |source: rustix::io::Errno| Error::Mount {
         what: "overlay".into(),
@@ -308,14 +306,14 @@ fn mount_overlay(
     })?;
     // Keep the upper dir a plain layer diff: no metadata-only copy-ups, no redirects,
     // no index or inode-number xattrs.
-    for (key, value) in overlay_options() {
+    for (key, value) in overlay_options(userxattr) {
         fsconfig_set_string(&fs, key, value).map_err(|source| Error::Mount {
             what: format!("overlay option {key}={value}"),
             target: target.to_path_buf(),
             source: source.into(),
         })?;
     }
-    if in_user_namespace() {
+    if userxattr {
         rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(|source| Error::Mount {
             what: "overlay option userxattr".into(),
             target: target.to_path_buf(),
@@ -350,6 +348,7 @@ fn mount_overlay_legacy(
     upper: &Path,
     work: &Path,
     target: &Path,
+    userxattr: bool,
 ) -> Result<(), Error> {
     let open = |dir: &Path| {
         nix::fcntl::open(
@@ -381,10 +380,10 @@ fn mount_overlay_legacy(
         upper_fd.as_raw_fd(),
         work_fd.as_raw_fd()
     );
-    for (key, value) in overlay_options() {
+    for (key, value) in overlay_options(userxattr) {
         data.push_str(&format!(",{key}={value}"));
     }
-    if in_user_namespace() {
+    if userxattr {
         data.push_str(",userxattr");
     }
     if data.len() >= 4096 {

@@ -19,6 +19,19 @@ pub fn in_rootless_namespace() -> bool {
     std::env::var_os(USERNS_ENV).is_some()
 }
 
+/// Whether this process acts for a non-root user: its euid, or inside a rootless user
+/// namespace the id its root maps to outside.
+pub fn acts_for_non_root() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    map.lines().any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() == 3 && f[0] == "0" && f[1] != "0"
+    })
+}
+
 /// One subordinate id range (`/etc/subuid` line): the first host id and how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdRange {
@@ -39,11 +52,28 @@ pub struct IdMapping {
     pub gid: u32,
     /// Ranges mapped to 1.. inside, when the user has both.
     pub ranges: Option<(IdRange, IdRange)>,
+    /// Root without CAP_SYS_ADMIN (a container): every id of this process's own maps,
+    /// mapped onto itself (written directly, with CAP_SETUID and CAP_SETGID).
+    pub identity: bool,
 }
 
 impl IdMapping {
+    /// Root's mapping: every id onto itself.
+    pub fn identity() -> IdMapping {
+        IdMapping {
+            user: "root".into(),
+            uid: 0,
+            gid: 0,
+            ranges: None,
+            identity: true,
+        }
+    }
+
     /// What `auto` says about the mapping.
     pub fn describe(&self) -> String {
+        if self.identity {
+            return "a user namespace mapping root's ids onto themselves".into();
+        }
         match self.ranges {
             Some((uids, _)) => format!("{} ids from /etc/subuid", uids.count),
             None => format!(
@@ -97,6 +127,7 @@ pub fn id_mapping() -> Result<IdMapping, Error> {
         uid: uid.as_raw(),
         gid: gid.as_raw(),
         ranges,
+        identity: false,
     })
 }
 
@@ -111,6 +142,22 @@ fn find_program(name: &str) -> Option<PathBuf> {
 /// Writes the maps of the process `pid` (in its fresh user namespace).
 fn write_maps(pid: i32, mapping: &IdMapping) -> Result<(), Error> {
     let failed = |what: &'static str| move |source: std::io::Error| Error::IdMap { what, source };
+    if mapping.identity {
+        let proc = Path::new("/proc").join(pid.to_string());
+        for file in ["uid_map", "gid_map"] {
+            let own = std::fs::read_to_string(Path::new("/proc/self").join(file))
+                .map_err(failed(file))?;
+            let map: String = own
+                .lines()
+                .filter_map(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    (f.len() == 3).then(|| format!("{0} {0} {1}\n", f[0], f[2]))
+                })
+                .collect();
+            std::fs::write(proc.join(file), map).map_err(failed(file))?;
+        }
+        return Ok(());
+    }
     match mapping.ranges {
         Some((uids, gids)) => {
             for (tool, own, range) in [

@@ -29,9 +29,8 @@ impl Globals {
 
 /// The store root when neither `--root` nor `RBUILD_ROOT` is given.
 fn default_root() -> PathBuf {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    // Root inside a rootless user namespace is still the user: their store.
-    if unsafe { libc::geteuid() } == 0 && !rbuild_runner::in_rootless_namespace() {
+    // Root inside a rootless user's namespace is still that user: their store.
+    if !rbuild_runner::acts_for_non_root() {
         return PathBuf::from("/var/lib/rbuild");
     }
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
