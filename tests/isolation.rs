@@ -443,3 +443,105 @@ fn kill_9_of_a_rootless_build_leaves_nothing_and_the_store_stays_removable() {
     assert!(out.status.success(), "{}", show(&out));
     assert!(!root.exists());
 }
+
+/// A root filesystem for `podman run --rootfs`: busybox and the libraries `ldd` lists for
+/// the rbuild binary (bind-mounted at /rbuild), so that rbuild runs in the container.
+fn container_rootfs(dir: &std::path::Path) {
+    let copy = |from: &std::path::Path| {
+        let to = dir.join(from.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    };
+    let ldd = crate::util::tool("ldd", &[env!("CARGO_BIN_EXE_rbuild")]);
+    for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
+        copy(std::path::Path::new(lib));
+    }
+    copy(std::path::Path::new("/bin/busybox"));
+    std::os::unix::fs::symlink("busybox", dir.join("bin/sh")).unwrap();
+    for d in ["tmp", "proc", "sys", "dev", "etc", "store", "ctx"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+}
+
+/// `rbuild build` of [`DOCKERFILE`] inside a default `podman run --runtime runc`
+/// (default capabilities and seccomp), its store at `store` inside the container, and
+/// `extra` podman flags (a volume).
+fn build_in_container(rootfs: &std::path::Path, store: &str, extra: &[&str]) -> Output {
+    let podman = crate::util::podman::Podman::new();
+    let ctx = context();
+    let base = format!("BASE={}", busybox().reference);
+    let mut args = vec![
+        "run".to_string(),
+        "--rm".into(),
+        "--runtime".into(),
+        "runc".into(),
+        "--network".into(),
+        "host".into(),
+        "--ulimit".into(),
+        "nofile=4096:4096".into(),
+        "--ulimit".into(),
+        "nproc=8192:8192".into(),
+        "-e".into(),
+        "SOURCE_DATE_EPOCH=0".into(),
+        "-e".into(),
+        format!("RBUILD_ROOT={store}"),
+        "-v".into(),
+        format!("{}:/rbuild:ro", env!("CARGO_BIN_EXE_rbuild")),
+        "-v".into(),
+        format!("{}:/ctx:ro", ctx.path().display()),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(
+        [
+            "--rootfs",
+            &rootfs.display().to_string(),
+            "/rbuild",
+            "build",
+            "--progress=plain",
+            "--build-arg",
+            &base,
+            "-t",
+            "iso",
+            "/ctx",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    podman.run(&args)
+}
+
+/// The diffIDs of `iso` in the store at `root` (read by the host's rbuild).
+fn diff_ids_at(root: &std::path::Path) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .env("RBUILD_ROOT", root)
+        .args(["inspect", "-f", "{{json .rootfs.diff_ids}}", "iso"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn default_podman_container_builds_the_root_layers_with_the_store_on_a_volume_or_its_own_fs() {
+    let expected = privileged_diff_ids(&context());
+    let dir = TestDir::new("isolation-container");
+    let rootfs = dir.path().join("rootfs");
+    container_rootfs(&rootfs);
+
+    let volume = dir.path().join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    let mount = format!("{}:/vol", volume.display());
+    let out = build_in_container(&rootfs, "/vol/store", &["-v", &mount]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("isolation: rootless (no CAP_SYS_ADMIN; a user namespace"),
+        "{log}"
+    );
+    assert_eq!(diff_ids_at(&volume.join("store")), expected, "{log}");
+
+    let out = build_in_container(&rootfs, "/store", &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(diff_ids_at(&rootfs.join("store")), expected);
+}

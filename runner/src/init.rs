@@ -219,10 +219,19 @@ fn run_pid1(request: &InitRequest, report: &mut Report) -> Result<(), Error> {
     if spec.network == Network::None {
         crate::net::loopback_up().map_err(Error::Loopback)?;
     }
-    nix::unistd::sethostname(&spec.hostname).map_err(|e| Error::Hostname {
-        hostname: spec.hostname.clone(),
-        source: os(e),
-    })?;
+    match nix::unistd::sethostname(&spec.hostname) {
+        Ok(()) => {}
+        // A container's seccomp profile may refuse sethostname even in the step's own UTS
+        // namespace: the step then sees the container's hostname (/etc/hostname is still
+        // the step's).
+        Err(nix::errno::Errno::EPERM) if request.isolation == Isolation::Rootless => {}
+        Err(e) => {
+            return Err(Error::Hostname {
+                hostname: spec.hostname.clone(),
+                source: os(e),
+            })
+        }
+    }
     let userxattr = request.isolation == Isolation::Rootless;
     rootfs::enter(spec, request.legacy_overlay, userxattr)?;
 

@@ -573,6 +573,26 @@ fn protect_kernel_files(proc: &Path, sys: &Path) -> Result<(), Error> {
 }
 
 /// Bind-mounts `source` at `target` (recursively), read-only if asked.
+/// The nosuid, nodev, noexec and atime flags of the mount at `path` (empty if unknown).
+fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let have = stat.flags();
+    [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| have.contains(*st))
+    .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
+}
+
 fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), Error> {
     mount(
         Some(source),
@@ -587,7 +607,10 @@ fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), Error> {
         source: os(e),
     })?;
     if readonly {
-        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        // The flags the mount already has are kept: in a user namespace, a container's
+        // locked nosuid/nodev/noexec cannot be dropped, and a remount without them fails.
+        let flags =
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | locked_flags(target);
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|e| {
             Error::Mount {
                 what: format!("{} read-only", source.display()),
