@@ -545,3 +545,59 @@ fn default_podman_container_builds_the_root_layers_with_the_store_on_a_volume_or
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(diff_ids_at(&rootfs.join("store")), expected);
 }
+
+/// podman's default seccomp profile, refusing what makes namespaces: `unshare`, `clone`
+/// with a namespace flag, and `clone3` (ENOSYS, so that libc falls back to `clone`), as
+/// docker's default profile does for a container without CAP_SYS_ADMIN.
+fn seccomp_without_namespaces(path: &std::path::Path) {
+    let text = std::fs::read_to_string("/usr/share/containers/seccomp.json")
+        .expect("podman's seccomp.json (package golang-github-containers-common)");
+    let mut profile: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let refused = ["unshare", "clone", "clone3", "setns"];
+    for rule in profile["syscalls"].as_array_mut().unwrap() {
+        if let Some(names) = rule["names"].as_array_mut() {
+            names.retain(|n| !refused.contains(&n.as_str().unwrap_or("")));
+        }
+    }
+    let namespace_flags: u64 = 0x7E02_0000;
+    let rules = profile["syscalls"].as_array_mut().unwrap();
+    rules.push(serde_json::json!({"names": ["unshare", "setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}));
+    rules
+        .push(serde_json::json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}));
+    rules.push(serde_json::json!({
+        "names": ["clone"],
+        "action": "SCMP_ACT_ALLOW",
+        "args": [{"index": 0, "value": namespace_flags, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]
+    }));
+    std::fs::write(path, serde_json::to_vec(&profile).unwrap()).unwrap();
+}
+
+#[test]
+fn container_whose_seccomp_refuses_namespaces_builds_the_root_layers_with_chroot() {
+    let expected = privileged_diff_ids(&context());
+    let dir = TestDir::new("isolation-seccomp");
+    let rootfs = dir.path().join("rootfs");
+    container_rootfs(&rootfs);
+    let profile = dir.path().join("seccomp.json");
+    seccomp_without_namespaces(&profile);
+    let volume = dir.path().join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    let mount = format!("{}:/vol", volume.display());
+    let seccomp = format!("seccomp={}", profile.display());
+    let out = build_in_container(
+        &rootfs,
+        "/vol/store",
+        &["-v", &mount, "--security-opt", &seccomp],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("isolation: chroot (no CAP_SYS_ADMIN)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("WARNING: --isolation chroot: RUN steps share the host's processes"),
+        "{log}"
+    );
+    assert_eq!(diff_ids_at(&volume.join("store")), expected, "{log}");
+}
