@@ -258,7 +258,7 @@ pub fn check(isolation: Isolation) -> Result<(), Error> {
             "it needs root (a non-root user builds with --isolation rootless)".into(),
         )),
         Isolation::Namespaces if !has_cap(caps, CAP_SYS_ADMIN) => Err(unavailable(
-            "no CAP_SYS_ADMIN (use --isolation chroot, or give the container CAP_SYS_ADMIN)".into(),
+            "no CAP_SYS_ADMIN (use --isolation rootless or chroot, or give the container CAP_SYS_ADMIN)".into(),
         )),
         Isolation::Namespaces => trial_unshare().map_err(|e| {
             unavailable(format!(
