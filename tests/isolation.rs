@@ -16,7 +16,7 @@ RUN mkdir -p /app/owned && echo ran > /app/run.txt && echo o > /app/owned/x \
  && cp /bin/busybox /app/suid && chmod 4755 /app/suid && rm /etc/group \
  && rm -rf /tmp && mkdir /tmp && echo t > /tmp/t\n\
 COPY --chown=1000:1000 f.txt /app/f.txt\n\
-RUN cat /app/f.txt /app/run.txt > /app/both && ls -ln /app > /app/listing\n";
+RUN cat /app/f.txt /app/run.txt > /app/both && stat -c '%u:%g %a %n' /app/* > /app/listing\n";
 
 fn context() -> TestDir {
     let dir = TestDir::new("isolation");
@@ -115,7 +115,7 @@ fn root_without_cap_sys_admin_builds_the_same_layers_with_chroot() {
     let fsck = chrooted.run(&["fsck"]);
     assert!(fsck.status.success(), "{}", show(&fsck));
 
-    // What the RUN saw is the same too: owners from the COPY and the first RUN.
+    // What the last RUN saw: owners from the COPY and the first RUN, the setuid bit.
     let layout = TestDir::new("isolation-out");
     let dest = layout.path().join("fs");
     let dest_s = dest.display().to_string();
@@ -133,12 +133,13 @@ fn root_without_cap_sys_admin_builds_the_same_layers_with_chroot() {
         &ctx_s,
     ]);
     let listing = std::fs::read_to_string(dest.join("app/listing")).unwrap();
-    assert!(
-        listing
-            .lines()
-            .any(|l| l.contains("1000") && l.ends_with("f.txt")),
-        "{listing}"
-    );
+    for line in [
+        "1000:1000 644 /app/f.txt",
+        "1000:1000 644 /app/run.txt",
+        "0:0 4755 /app/suid",
+    ] {
+        assert!(listing.lines().any(|l| l == line), "{line} in {listing}");
+    }
     assert!(!dest.join("etc/group").exists());
 }
 
