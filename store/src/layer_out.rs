@@ -31,13 +31,19 @@ pub fn is_opaque_dir(path: &Path) -> bool {
         .any(|name| matches!(xattr::get(path, name), Ok(Some(v)) if v == b"y"))
 }
 
-/// Marks the directory at `path` opaque: the `trusted.` xattr, or where that is refused
-/// (no CAP_SYS_ADMIN) the `user.` one.
+/// Marks the directory at `path` opaque in both forms: the `trusted.` xattr a privileged
+/// overlay mount reads (skipped where it is refused: no CAP_SYS_ADMIN, a user namespace)
+/// and the `user.` one an overlay mounted with `userxattr` (rootless) reads, so a snapshot
+/// made by either kind of build shows the same tree to the other.
 pub(crate) fn mark_opaque(path: &Path) -> io::Result<()> {
-    match xattr::set(path, OPAQUE_XATTR, b"y") {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            xattr::set(path, USER_OPAQUE_XATTR, b"y")
-        }
+    let trusted = match xattr::set(path, OPAQUE_XATTR, b"y") {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => false,
+        Err(e) => return Err(e),
+    };
+    match xattr::set(path, USER_OPAQUE_XATTR, b"y") {
+        // A filesystem without user xattrs still has the trusted mark.
+        Err(_) if trusted => Ok(()),
         other => other,
     }
 }

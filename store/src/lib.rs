@@ -11,7 +11,7 @@
 //!   split `oci:<root>:<name>` at the first `:`, so `skopeo inspect oci:<root>:<full name>`
 //!   and `umoci unpack --image <root>:<full name>` work as long as `<root>` has no `:`.
 //! - `snapshots/<chain id hex>/fs` (overlay form: whiteout = char 0:0, opaque dir =
-//!   `trusted.overlay.opaque=y`) and `snapshots/<chain id hex>/meta` ([`SnapshotMeta`] JSON).
+//!   `trusted.overlay.opaque=y` and/or `user.overlay.opaque=y`) and `snapshots/<chain id hex>/meta` ([`SnapshotMeta`] JSON).
 //! - `cache/<key hex>` ([`CacheRecord`] JSON) and
 //!   `cache/compressed/<diffid hex>-<gzip|zstd>-<level>`
 //!   (the [`Descriptor`] of a layer's compressed blob).
