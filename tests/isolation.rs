@@ -602,3 +602,28 @@ fn container_whose_seccomp_refuses_namespaces_builds_the_root_layers_with_chroot
     );
     assert_eq!(diff_ids_at(&volume.join("store")), expected, "{log}");
 }
+
+#[test]
+fn rootless_steps_see_opaque_dirs_of_snapshots_a_privileged_build_made() {
+    let ctx = TestDir::new("isolation-opaque");
+    let first = "ARG BASE\nFROM $BASE\nRUN mkdir /d && echo old > /d/old\n\
+                 RUN rm -rf /d && mkdir /d && echo new > /d/new\n";
+    ctx.write("Dockerfile", first);
+    let rb = Rbuild::new();
+    let out = build(&rb, &ctx, &[], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    // The same steps (cached: their snapshots are the privileged build's) and one more,
+    // run in a user namespace whose overlay reads only `user.overlay.*` marks.
+    ctx.write("Dockerfile", format!("{first}RUN ls /d > /listing\n"));
+    let dest = ctx.path().join("fs");
+    let dest_s = dest.display().to_string();
+    let out = build(&rb, &ctx, &WITHOUT_SYS_ADMIN, &["-o", &dest_s]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("isolation: rootless"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("listing")).unwrap(),
+        "new\n",
+        "the opaque /d hides the old one: {log}"
+    );
+}

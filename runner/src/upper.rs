@@ -2,8 +2,9 @@
 //!
 //! Even with `index=off,redirect_dir=off,metacopy=off,xino=off` overlayfs leaves two traces:
 //! - bookkeeping xattrs: `trusted.overlay.origin` on copied-up entries, `impure` and `uuid`
-//!   on directories. Only `trusted.overlay.opaque` carries layer meaning (an opaque
-//!   directory), so every other `trusted.overlay.*` is removed;
+//!   on directories. Only the opaque mark carries layer meaning (an opaque directory), so
+//!   every other `trusted.overlay.*` (and `user.overlay.*`) is removed, and a trusted
+//!   opaque mark gets its `user.` twin, which rootless overlays read;
 //! - whiteouts that are hard links of one shared whiteout inode in the work dir (and of
 //!   each other). Each becomes a fresh, unlinked char 0:0 node, so a differ never mistakes
 //!   them for hard links.
@@ -55,6 +56,11 @@ fn strip_overlay_xattrs(path: &PathBuf) -> io::Result<()> {
         let overlay = text.starts_with("trusted.overlay.") || text.starts_with("user.overlay.");
         if overlay && !OPAQUE.contains(&text) {
             xattr::remove(path, &name)?;
+        }
+        // The store's snapshots carry both opaque marks (a rootless overlay reads only the
+        // user one); where user xattrs are not supported the trusted mark stands alone.
+        if text == OPAQUE[0] {
+            let _ = xattr::set(path, OPAQUE[1], b"y");
         }
     }
     Ok(())
