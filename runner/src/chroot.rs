@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::Signal;
+use nix::sys::time::TimeSpec;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
@@ -51,26 +52,39 @@ struct DevNodes {
     dir: PathBuf,
     created_dir: bool,
     made: Vec<PathBuf>,
-    /// The directory's (atime, mtime) before, and its mtime right after our changes.
-    times: Option<(nix::sys::time::TimeSpec, nix::sys::time::TimeSpec, i64, i64)>,
-    root_times: Option<(nix::sys::time::TimeSpec, nix::sys::time::TimeSpec)>,
+    /// /dev's times before the nodes were made.
+    times: Option<Times>,
+    /// /dev's mtime right after: if it is still that, the step did not touch /dev.
+    made_mtime: Option<(i64, i64)>,
+    /// The root's times before /dev was made, when it was.
+    root_times: Option<Times>,
 }
 
-fn timespecs(meta: &fs::Metadata) -> (nix::sys::time::TimeSpec, nix::sys::time::TimeSpec) {
-    (
-        nix::sys::time::TimeSpec::new(meta.atime(), meta.atime_nsec()),
-        nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
-    )
+/// A directory's access and modification times.
+#[derive(Clone, Copy)]
+struct Times {
+    atime: TimeSpec,
+    mtime: TimeSpec,
 }
 
-fn set_times(path: &Path, (atime, mtime): (nix::sys::time::TimeSpec, nix::sys::time::TimeSpec)) {
-    let _ = nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &atime,
-        &mtime,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    );
+impl Times {
+    fn of(meta: &fs::Metadata) -> Times {
+        Times {
+            atime: TimeSpec::new(meta.atime(), meta.atime_nsec()),
+            mtime: TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+
+    /// Puts them back on `path` (best effort: the layer is only tidier for it).
+    fn restore(self, path: &Path) {
+        let _ = nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &self.atime,
+            &self.mtime,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        );
+    }
 }
 
 impl DevNodes {
@@ -92,6 +106,7 @@ impl DevNodes {
             created_dir: false,
             made: Vec::new(),
             times: None,
+            made_mtime: None,
             root_times: None,
         };
         match fs::symlink_metadata(&dir) {
@@ -102,7 +117,7 @@ impl DevNodes {
                 nix::unistd::mkdir(&dir, nix::sys::stat::Mode::from_bits_truncate(0o755))
                     .map_err(failed(&dir))?;
                 nodes.created_dir = true;
-                nodes.root_times = Some(timespecs(&root_meta));
+                nodes.root_times = Some(Times::of(&root_meta));
             }
         }
         let before = fs::symlink_metadata(&dir).map_err(|source| Error::Create {
@@ -133,29 +148,27 @@ impl DevNodes {
             path: dir.clone(),
             source,
         })?;
-        let (atime, mtime) = timespecs(&before);
-        nodes.times = Some((atime, mtime, after.mtime(), after.mtime_nsec()));
+        nodes.times = Some(Times::of(&before));
+        nodes.made_mtime = Some((after.mtime(), after.mtime_nsec()));
         Ok(nodes)
     }
 
     /// Removes what [`DevNodes::make`] made and puts the directories' times back, unless
     /// the step itself changed the directory since (then its times are the step's).
     fn remove(self, root: &Path) {
-        let untouched = fs::symlink_metadata(&self.dir).is_ok_and(|meta| {
-            self.times
-                .is_some_and(|(_, _, s, ns)| meta.mtime() == s && meta.mtime_nsec() == ns)
-        });
+        let untouched = fs::symlink_metadata(&self.dir)
+            .is_ok_and(|meta| self.made_mtime == Some((meta.mtime(), meta.mtime_nsec())));
         for node in &self.made {
             let _ = fs::remove_file(node);
         }
         if self.created_dir && untouched {
             let _ = fs::remove_dir(&self.dir);
             if let Some(times) = self.root_times {
-                set_times(root, times);
+                times.restore(root);
             }
         } else if untouched {
-            if let Some((atime, mtime, _, _)) = self.times {
-                set_times(&self.dir, (atime, mtime));
+            if let Some(times) = self.times {
+                times.restore(&self.dir);
             }
         }
     }
