@@ -180,6 +180,16 @@ pub enum Error {
         /// What it said.
         stderr: String,
     },
+    /// The store's filesystem refuses an overlay upper dir in a user namespace (a
+    /// container's own overlay root filesystem).
+    #[error(
+        "the filesystem of {upper} cannot hold an overlay upper dir (a container's overlay \
+         root?): put the store on a volume (--root, RBUILD_ROOT) or use --isolation chroot"
+    )]
+    OverlayUpperRefused {
+        /// The upper dir.
+        upper: PathBuf,
+    },
     /// A step asked for something the chroot isolation cannot give.
     #[error("{what} is not possible with --isolation chroot")]
     NotInChroot {
@@ -331,6 +341,7 @@ impl Error {
             | Error::Exec { source, .. }
             | Error::Chroot { source, .. } => Some(source),
             Error::NotFound { .. } => return libc::ENOENT,
+            Error::OverlayUpperRefused { .. } => return libc::EINVAL,
             _ => None,
         };
         source.and_then(io::Error::raw_os_error).unwrap_or(0)

@@ -294,10 +294,18 @@ fn mount_overlay(
             source: source.into(),
         })?;
     }
-    fsconfig_set_string(&fs, "upperdir", upper).map_err(|source| Error::Mount {
-        what: format!("overlay upper {}", upper.display()),
-        target: target.to_path_buf(),
-        source: source.into(),
+    fsconfig_set_string(&fs, "upperdir", upper).map_err(|source| {
+        if userxattr && source == rustix::io::Errno::INVAL {
+            // A container's own overlay root cannot hold an overlay upper dir.
+            return Error::OverlayUpperRefused {
+                upper: upper.to_path_buf(),
+            };
+        }
+        Error::Mount {
+            what: format!("overlay upper {}", upper.display()),
+            target: target.to_path_buf(),
+            source: source.into(),
+        }
     })?;
     fsconfig_set_string(&fs, "workdir", work).map_err(|source| Error::Mount {
         what: format!("overlay work dir {}", work.display()),
