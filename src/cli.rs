@@ -59,6 +59,9 @@ pub enum Command {
     Save(SaveArgs),
     /// Read images from a docker-archive or oci-archive tar into the store
     Load(LoadArgs),
+    /// Run a command in rbuild's user namespace, as `podman unshare` does: for a non-root
+    /// user, files of the store owned by subordinate ids can be removed there
+    Unshare(UnshareArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completion(CompletionArgs),
     /// Print rbuild's man page, or write one page per command into a directory
@@ -213,6 +216,10 @@ pub struct BuildArgs {
     /// host-gateway is 127.0.0.1, the host, since RUN shares its network)
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_hosts: Vec<String>,
+    /// How RUN steps are isolated: auto (the strongest that works here), namespaces
+    /// (root with CAP_SYS_ADMIN), rootless (not implemented yet) or chroot (no namespaces)
+    #[arg(long, value_name = "MODE", env = "RBUILD_ISOLATION")]
+    pub isolation: Option<String>,
     /// Size of RUN steps' /dev/shm (default 64m)
     #[arg(long, value_name = "SIZE")]
     pub shm_size: Option<String>,
@@ -494,6 +501,14 @@ pub struct CompletionArgs {
     /// `~/.config/fish/completions/rbuild.fish`, a `_rbuild` file on zsh's `$fpath`)
     #[arg(value_name = "SHELL")]
     pub shell: clap_complete::Shell,
+}
+
+/// `rbuild unshare`.
+#[derive(Debug, Args)]
+pub struct UnshareArgs {
+    /// The command and its arguments (`rm -rf ~/.local/share/rbuild`)
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `rbuild man`.

@@ -13,6 +13,7 @@ mod frontend;
 mod frontier;
 mod git;
 mod habits;
+pub mod isolation;
 mod multiplatform;
 mod registry;
 mod reliability;

@@ -143,6 +143,68 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `--isolation` named no mode rbuild has.
+    #[error("unknown isolation {name:?} (expected auto, namespaces, rootless or chroot)")]
+    UnknownIsolation {
+        /// What was given.
+        name: String,
+    },
+    /// The isolation asked for cannot work in this process.
+    #[error("isolation {isolation} is not possible here: {why}")]
+    IsolationUnavailable {
+        /// The mode.
+        isolation: crate::Isolation,
+        /// What is missing and how to get it.
+        why: String,
+    },
+    /// A tool rootless builds need is not installed.
+    #[error("{tool} not found: install the uidmap package (apt-get install uidmap)")]
+    RootlessTool {
+        /// `newuidmap` or `newgidmap`.
+        tool: &'static str,
+    },
+    /// Writing the user namespace's id maps failed.
+    #[error("cannot write the user namespace's {what}")]
+    IdMap {
+        /// What was being written or run.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// newuidmap or newgidmap refused the mapping.
+    #[error("{tool} refused the mapping: {stderr}")]
+    IdMapRefused {
+        /// The tool.
+        tool: &'static str,
+        /// What it said.
+        stderr: String,
+    },
+    /// The store's filesystem refuses an overlay upper dir in a user namespace (a
+    /// container's own overlay root filesystem).
+    #[error(
+        "the filesystem of {upper} cannot hold an overlay upper dir (a container's overlay \
+         root?): put the store on a volume (--root, RBUILD_ROOT) or use --isolation chroot"
+    )]
+    OverlayUpperRefused {
+        /// The upper dir.
+        upper: PathBuf,
+    },
+    /// A step asked for something the chroot isolation cannot give.
+    #[error("{what} is not possible with --isolation chroot")]
+    NotInChroot {
+        /// What was asked for.
+        what: &'static str,
+    },
+    /// `chroot` into the step's root failed.
+    #[error("chroot into {root}")]
+    Chroot {
+        /// The root.
+        root: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// `unshare` of the namespaces failed.
     #[error("unshare namespaces")]
     Unshare(#[source] io::Error),
@@ -276,8 +338,10 @@ impl Error {
             | Error::JoinCgroup { source, .. }
             | Error::Chdir { source, .. }
             | Error::SwitchUser { source, .. }
-            | Error::Exec { source, .. } => Some(source),
+            | Error::Exec { source, .. }
+            | Error::Chroot { source, .. } => Some(source),
             Error::NotFound { .. } => return libc::ENOENT,
+            Error::OverlayUpperRefused { .. } => return libc::EINVAL,
             _ => None,
         };
         source.and_then(io::Error::raw_os_error).unwrap_or(0)

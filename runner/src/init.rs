@@ -16,8 +16,8 @@
 //! 1. join cgroups ([`run_init`]),
 //! 2. namespaces: `unshare` ([`run_init`]) — a rootless mode adds a user namespace here
 //!    and has the runner write the uid/gid maps (newuidmap) before going on,
-//! 3. mount the root and pivot ([`crate::rootfs::enter`], from [`run_pid1`]) — a chroot
-//!    isolation replaces unshare + pivot with `chroot`,
+//! 3. mount the root and pivot ([`crate::rootfs::enter`], from [`run_pid1`]) — the chroot
+//!    isolation replaces 2 and 3 with `chroot` ([`crate::chroot`]),
 //! 4. drop user and capabilities, then exec ([`crate::process::exec`]).
 
 use std::fs::File;
@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::os;
 use crate::message::Message;
 use crate::spec::{Network, SandboxSpec};
-use crate::{process, rootfs, Error};
+use crate::{process, rootfs, Error, Isolation};
 
 /// The fd the report pipe is passed on to the init.
 pub(crate) const REPORT_FD: i32 = 3;
@@ -52,6 +52,9 @@ pub(crate) struct InitRequest {
     pub cgroup_procs: Vec<PathBuf>,
     /// Mount the overlay with `mount(2)` even where the new mount API works.
     pub legacy_overlay: bool,
+    /// How the step is isolated.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 /// The write end of the report pipe.
@@ -83,7 +86,7 @@ extern "C" fn forward_signal(sig: libc::c_int) {
     }
 }
 
-fn forward_signals_to(pid: Pid) {
+pub(crate) fn forward_signals_to(pid: Pid) {
     FORWARD_TO.store(pid.as_raw(), Ordering::Relaxed);
     for sig in [
         Signal::SIGTERM,
@@ -160,6 +163,9 @@ fn stdin_from_dev_null() -> Result<(), Error> {
 
 /// `rbuild:[init]`: cgroups, namespaces, then PID 1.
 fn run_init(request: &InitRequest, report: &mut Report) -> Result<u8, Error> {
+    if request.isolation == Isolation::Chroot {
+        return crate::chroot::run(request, report);
+    }
     for procs in &request.cgroup_procs {
         std::fs::write(procs, "0").map_err(|source| Error::JoinCgroup {
             path: procs.clone(),
@@ -213,11 +219,21 @@ fn run_pid1(request: &InitRequest, report: &mut Report) -> Result<(), Error> {
     if spec.network == Network::None {
         crate::net::loopback_up().map_err(Error::Loopback)?;
     }
-    nix::unistd::sethostname(&spec.hostname).map_err(|e| Error::Hostname {
-        hostname: spec.hostname.clone(),
-        source: os(e),
-    })?;
-    rootfs::enter(spec, request.legacy_overlay)?;
+    match nix::unistd::sethostname(&spec.hostname) {
+        Ok(()) => {}
+        // A container's seccomp profile may refuse sethostname even in the step's own UTS
+        // namespace: the step then sees the container's hostname (/etc/hostname is still
+        // the step's).
+        Err(nix::errno::Errno::EPERM) if request.isolation == Isolation::Rootless => {}
+        Err(e) => {
+            return Err(Error::Hostname {
+                hostname: spec.hostname.clone(),
+                source: os(e),
+            })
+        }
+    }
+    let userxattr = request.isolation == Isolation::Rootless;
+    rootfs::enter(spec, request.legacy_overlay, userxattr)?;
 
     report.send(&Message::Started);
     // SAFETY: single-threaded, see run_init.

@@ -28,14 +28,21 @@
 //! # }
 //! ```
 //!
-//! Requirements: root (the rootless mode comes later), Linux 5.2 (`fsopen`; `lowerdir+`
+//! Isolation ([`Isolation`], picked by [`detect_isolation`]): namespaces over overlayfs
+//! (the default, root with CAP_SYS_ADMIN), or `chroot` into a root a copying snapshotter
+//! materialised (root without CAP_SYS_ADMIN, or where a seccomp profile refuses `unshare`).
+//!
+//! Requirements: root, or a non-root user's command re-executed in a user namespace
+//! ([`reexec_in_user_namespace`]), Linux 5.2 (`fsopen`; `lowerdir+`
 //! from 6.8, with a `mount(2)` fallback before), 5.6 for `openat2` (symlinks in mount
 //! targets are refused before), cgroup v1 or v2 for limits.
 #![deny(missing_docs)]
 
 mod cgroup;
+mod chroot;
 mod error;
 mod init;
+mod isolation;
 mod message;
 mod net;
 mod process;
@@ -44,9 +51,13 @@ mod sandbox;
 mod spec;
 mod upper;
 mod user;
+mod userns;
 
 pub use error::Error;
 pub use init::sandbox_init_main;
+pub use isolation::{
+    check as check_isolation, detect as detect_isolation, rootless_mapping, Detected, Isolation,
+};
 pub use process::DEFAULT_CAPABILITIES;
 pub use sandbox::{Cancel, ExitStatus, Sandbox, Stream};
 pub use spec::{
@@ -54,6 +65,10 @@ pub use spec::{
     DEFAULT_PATH, MAX_LOWERS, ULIMIT_NAMES,
 };
 pub use user::{home_dir, resolve_user};
+pub use userns::{
+    acts_for_non_root, id_mapping, in_rootless_namespace, reexec_in_user_namespace, IdMapping,
+    IdRange, USERNS_ENV,
+};
 
 /// The hidden first argument that makes the `rbuild` binary act as the sandbox child.
 pub const INIT_ARG: &str = "sandbox-init";

@@ -147,8 +147,13 @@ fn find_program(name: &str, env: &[String]) -> Result<String, Error> {
 /// Limits every capability set to docker's defaults: bounding, permitted and effective to
 /// the default set, inheritable and ambient cleared (as runc does since CVE-2022-24769).
 fn drop_capabilities() -> io::Result<()> {
-    let keep: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
     let failed = |e: caps::errors::CapsError| io::Error::other(e.to_string());
+    // Where the runner itself lacks some (a container's narrower set), it keeps what it has.
+    let permitted = caps::read(None, CapSet::Permitted).map_err(failed)?;
+    let keep: HashSet<Capability> = DEFAULT_CAPABILITIES
+        .into_iter()
+        .filter(|cap| permitted.contains(cap))
+        .collect();
     for cap in caps::all() {
         if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, cap).map_err(failed)?;
@@ -171,7 +176,12 @@ fn switch_user(spec: &SandboxSpec) -> Result<(), Error> {
         source: os(e),
     };
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).map_err(failed)?;
+    // A single-id user namespace (rootless without /etc/subgid) denies setgroups; the
+    // process has no supplementary group there to drop.
+    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if !denied {
+        nix::unistd::setgroups(&groups).map_err(failed)?;
+    }
     let gid = Gid::from_raw(user.gid);
     nix::unistd::setresgid(gid, gid, gid).map_err(failed)?;
     let uid = Uid::from_raw(user.uid);

@@ -28,7 +28,11 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Builds the root filesystem for `spec` and pivots into it; the caller is then at `/`.
 /// `legacy_overlay` forces the `mount(2)` path that kernels before 6.8 need.
-pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Error> {
+pub(crate) fn enter(
+    spec: &SandboxSpec,
+    legacy_overlay: bool,
+    userxattr: bool,
+) -> Result<(), Error> {
     let root = spec.work.join("root");
     let ovl_work = spec.work.join("ovl");
     let runtime = spec.work.join("runtime");
@@ -63,16 +67,21 @@ pub(crate) fn enter(spec: &SandboxSpec, legacy_overlay: bool) -> Result<(), Erro
     align_upper_root(spec)?;
     let mut lowers: Vec<&Path> = spec.lowers.iter().map(PathBuf::as_path).collect();
     lowers.push(&stubs);
-    let mounted = !legacy_overlay && mount_overlay(&lowers, &spec.upper, &ovl_work, &root)?;
+    let mounted =
+        !legacy_overlay && mount_overlay(&lowers, &spec.upper, &ovl_work, &root, userxattr)?;
     if !mounted {
-        mount_overlay_legacy(&lowers, &spec.upper, &ovl_work, &root)?;
+        mount_overlay_legacy(&lowers, &spec.upper, &ovl_work, &root, userxattr)?;
     }
 
     // Every target below is resolved inside the new root first: a symlink in the image
     // (`/proc -> /`, `/etc/hosts -> /etc/shadow`) must not send a mount outside it.
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc = resolve_in_root(&root, "/proc")?;
-    mount_legacy(Some("proc"), &proc, Some("proc"), nosuid_nodev_noexec, None)?;
+    if mount_legacy(Some("proc"), &proc, Some("proc"), nosuid_nodev_noexec, None).is_err() {
+        // A container's masked /proc paths forbid a fresh procfs in a user namespace; a
+        // recursive bind of the container's own works (it shows the container's pids).
+        bind(Path::new("/proc"), &proc, false)?;
+    }
     mount_dev(&resolve_in_root(&root, "/dev")?, spec.shm_size)?;
     let sys = resolve_in_root(&root, "/sys")?;
     mount_sys(&sys)?;
@@ -240,13 +249,19 @@ fn write_stubs(spec: &SandboxSpec, stubs: &Path) -> Result<(), Error> {
 }
 
 /// Options that keep the upper dir a plain layer diff: no metadata-only copy-ups, no
-/// redirects, no index or inode-number xattrs.
-const OVERLAY_OPTIONS: [(&str, &str); 4] = [
-    ("redirect_dir", "off"),
-    ("index", "off"),
-    ("metacopy", "off"),
-    ("xino", "off"),
-];
+/// redirects, no index or inode-number xattrs. With `userxattr` (a user namespace) the
+/// kernel takes only `redirect_dir=nofollow`, which creates no redirect either.
+/// `userxattr`: the overlay is mounted in a user namespace (rootless), where overlayfs
+/// keeps its marks in `user.overlay.*` xattrs, the only ones it may write there.
+fn overlay_options(userxattr: bool) -> [(&'static str, &'static str); 4] {
+    let redirect = if userxattr { "nofollow" } else { "off" };
+    [
+        ("redirect_dir", redirect),
+        ("index", "off"),
+        ("metacopy", "off"),
+        ("xino", "off"),
+    ]
+}
 
 /// Mounts overlayfs with the new mount API: one `lowerdir+` per layer, so the stack is not
 /// limited by the one-page option string of `mount(2)`. `Ok(false)` when the kernel has
@@ -256,6 +271,7 @@ fn mount_overlay(
     upper: &Path,
     work: &Path,
     target: &Path,
+    userxattr: bool,
 ) -> Result<bool, Error> {
     let failed = |source: rustix::io::Errno| Error::Mount {
         what: "overlay".into(),
@@ -278,10 +294,18 @@ fn mount_overlay(
             source: source.into(),
         })?;
     }
-    fsconfig_set_string(&fs, "upperdir", upper).map_err(|source| Error::Mount {
-        what: format!("overlay upper {}", upper.display()),
-        target: target.to_path_buf(),
-        source: source.into(),
+    fsconfig_set_string(&fs, "upperdir", upper).map_err(|source| {
+        if userxattr && source == rustix::io::Errno::INVAL {
+            // A container's own overlay root cannot hold an overlay upper dir.
+            return Error::OverlayUpperRefused {
+                upper: upper.to_path_buf(),
+            };
+        }
+        Error::Mount {
+            what: format!("overlay upper {}", upper.display()),
+            target: target.to_path_buf(),
+            source: source.into(),
+        }
     })?;
     fsconfig_set_string(&fs, "workdir", work).map_err(|source| Error::Mount {
         what: format!("overlay work dir {}", work.display()),
@@ -290,14 +314,16 @@ fn mount_overlay(
     })?;
     // Keep the upper dir a plain layer diff: no metadata-only copy-ups, no redirects,
     // no index or inode-number xattrs.
-    for (key, value) in [
-        ("redirect_dir", "off"),
-        ("index", "off"),
-        ("metacopy", "off"),
-        ("xino", "off"),
-    ] {
+    for (key, value) in overlay_options(userxattr) {
         fsconfig_set_string(&fs, key, value).map_err(|source| Error::Mount {
             what: format!("overlay option {key}={value}"),
+            target: target.to_path_buf(),
+            source: source.into(),
+        })?;
+    }
+    if userxattr {
+        rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(|source| Error::Mount {
+            what: "overlay option userxattr".into(),
             target: target.to_path_buf(),
             source: source.into(),
         })?;
@@ -330,6 +356,7 @@ fn mount_overlay_legacy(
     upper: &Path,
     work: &Path,
     target: &Path,
+    userxattr: bool,
 ) -> Result<(), Error> {
     let open = |dir: &Path| {
         nix::fcntl::open(
@@ -361,8 +388,11 @@ fn mount_overlay_legacy(
         upper_fd.as_raw_fd(),
         work_fd.as_raw_fd()
     );
-    for (key, value) in OVERLAY_OPTIONS {
+    for (key, value) in overlay_options(userxattr) {
         data.push_str(&format!(",{key}={value}"));
+    }
+    if userxattr {
+        data.push_str(",userxattr");
     }
     if data.len() >= 4096 {
         return Err(Error::TooManyLayers {
@@ -551,6 +581,26 @@ fn protect_kernel_files(proc: &Path, sys: &Path) -> Result<(), Error> {
 }
 
 /// Bind-mounts `source` at `target` (recursively), read-only if asked.
+/// The nosuid, nodev, noexec and atime flags of the mount at `path` (empty if unknown).
+fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let have = stat.flags();
+    [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| have.contains(*st))
+    .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
+}
+
 fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), Error> {
     mount(
         Some(source),
@@ -565,7 +615,10 @@ fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), Error> {
         source: os(e),
     })?;
     if readonly {
-        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        // The flags the mount already has are kept: in a user namespace, a container's
+        // locked nosuid/nodev/noexec cannot be dropped, and a remount without them fails.
+        let flags =
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | locked_flags(target);
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|e| {
             Error::Mount {
                 what: format!("{} read-only", source.display()),

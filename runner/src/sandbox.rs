@@ -13,7 +13,7 @@ use crate::error::os;
 use crate::init::{InitRequest, REPORT_FD};
 use crate::message::Message;
 use crate::spec::SandboxSpec;
-use crate::{Error, INIT_ARG};
+use crate::{Error, Isolation, INIT_ARG};
 
 /// Which of the command's output streams a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +93,9 @@ struct CancelState {
     cancelled: bool,
     /// A pidfd of the running init: signalling it can never hit a recycled pid.
     init: Option<OwnedFd>,
+    /// What stops it: SIGKILL (the pid namespace dies with it), or the chroot init's
+    /// caught signal (it kills the step's processes, which no namespace holds, then exits).
+    signal: Option<rustix::process::Signal>,
 }
 
 impl Cancel {
@@ -110,7 +113,8 @@ impl Cancel {
         state.cancelled = true;
         if let Some(init) = &state.init {
             // The init's death takes PID 1 and with it the whole pid namespace.
-            let _ = rustix::process::pidfd_send_signal(init, rustix::process::Signal::KILL);
+            let signal = state.signal.unwrap_or(rustix::process::Signal::KILL);
+            let _ = rustix::process::pidfd_send_signal(init, signal);
         }
     }
 
@@ -123,7 +127,7 @@ impl Cancel {
         state.cancelled
     }
 
-    fn attach(&self, pid: u32) {
+    fn attach(&self, pid: u32, signal: rustix::process::Signal) {
         let mut state = self
             .state
             .lock()
@@ -133,10 +137,11 @@ impl Cancel {
         });
         if state.cancelled {
             if let Some(fd) = &pidfd {
-                let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+                let _ = rustix::process::pidfd_send_signal(fd, signal);
             }
         }
         state.init = pidfd;
+        state.signal = Some(signal);
     }
 
     fn detach(&self) {
@@ -153,6 +158,7 @@ impl Cancel {
 pub struct Sandbox {
     init_exe: PathBuf,
     legacy_overlay: bool,
+    isolation: Isolation,
 }
 
 impl Default for Sandbox {
@@ -174,6 +180,7 @@ impl Sandbox {
         Sandbox {
             init_exe: PathBuf::from("/proc/self/exe"),
             legacy_overlay: false,
+            isolation: Isolation::Namespaces,
         }
     }
 
@@ -182,6 +189,7 @@ impl Sandbox {
         Sandbox {
             init_exe: exe.into(),
             legacy_overlay: false,
+            isolation: Isolation::Namespaces,
         }
     }
 
@@ -190,6 +198,18 @@ impl Sandbox {
     pub fn with_legacy_overlay(mut self, legacy: bool) -> Self {
         self.legacy_overlay = legacy;
         self
+    }
+
+    /// Isolates steps with `isolation` (namespaces by default). With
+    /// [`Isolation::Chroot`], a spec's `upper` is the whole root and `lowers` must be empty.
+    pub fn with_isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// The isolation steps get.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
     }
 
     /// Runs one step and blocks until it ends. `output` gets the command's stdout and stderr
@@ -224,7 +244,9 @@ impl Sandbox {
         }
         let mut status = result?;
         // The overlay is gone with the sandbox's mount namespace: the upper dir is ours again.
-        crate::upper::tidy(&spec.upper)?;
+        if self.isolation != Isolation::Chroot {
+            crate::upper::tidy(&spec.upper)?;
+        }
         status.oom_killed = oom_killed;
         status.memory_limit = spec.limits.memory;
         Ok(status)
@@ -241,6 +263,7 @@ impl Sandbox {
             spec: spec.clone(),
             cgroup_procs: cgroup.map(StepCgroup::procs_files).unwrap_or_default(),
             legacy_overlay: self.legacy_overlay,
+            isolation: self.isolation,
         };
         let request = serde_json::to_vec(&request).map_err(Error::SpecEncode)?;
         let (report_read, report_write): (OwnedFd, OwnedFd) =
@@ -276,7 +299,11 @@ impl Sandbox {
             source,
         })?;
         drop(report_write);
-        cancel.attach(child.id());
+        let stop = match self.isolation {
+            Isolation::Chroot => crate::chroot::stop_signal(),
+            _ => rustix::process::Signal::KILL,
+        };
+        cancel.attach(child.id(), stop);
 
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());

@@ -2,8 +2,9 @@
 //!
 //! Even with `index=off,redirect_dir=off,metacopy=off,xino=off` overlayfs leaves two traces:
 //! - bookkeeping xattrs: `trusted.overlay.origin` on copied-up entries, `impure` and `uuid`
-//!   on directories. Only `trusted.overlay.opaque` carries layer meaning (an opaque
-//!   directory), so every other `trusted.overlay.*` is removed;
+//!   on directories. Only the opaque mark carries layer meaning (an opaque directory), so
+//!   every other `trusted.overlay.*` (and `user.overlay.*`) is removed, and a trusted
+//!   opaque mark gets its `user.` twin, which rootless overlays read;
 //! - whiteouts that are hard links of one shared whiteout inode in the work dir (and of
 //!   each other). Each becomes a fresh, unlinked char 0:0 node, so a differ never mistakes
 //!   them for hard links.
@@ -17,8 +18,9 @@ use nix::sys::stat::{Mode, SFlag};
 
 use crate::Error;
 
-/// The one overlayfs xattr that is part of a layer.
-const OPAQUE: &str = "trusted.overlay.opaque";
+/// The one overlayfs xattr that is part of a layer, in its two forms (`user.` where
+/// overlayfs was mounted with `userxattr`, in a user namespace).
+const OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 /// Tidies every entry of `upper`, the directory itself included.
 pub(crate) fn tidy(upper: &Path) -> Result<(), Error> {
@@ -51,8 +53,14 @@ fn strip_overlay_xattrs(path: &PathBuf) -> io::Result<()> {
         let Some(text) = name.to_str() else {
             continue;
         };
-        if text.starts_with("trusted.overlay.") && text != OPAQUE {
+        let overlay = text.starts_with("trusted.overlay.") || text.starts_with("user.overlay.");
+        if overlay && !OPAQUE.contains(&text) {
             xattr::remove(path, &name)?;
+        }
+        // The store's snapshots carry both opaque marks (a rootless overlay reads only the
+        // user one); where user xattrs are not supported the trusted mark stands alone.
+        if text == OPAQUE[0] {
+            let _ = xattr::set(path, OPAQUE[1], b"y");
         }
     }
     Ok(())

@@ -224,6 +224,7 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
             .map(|u| resources::ulimit(u))
             .collect::<Result<_, _>>()?,
         limits: resources::limits(args)?,
+        isolation: rbuild_runner::Isolation::default(),
         manifest_annotations: annotations.manifest,
         descriptor_annotations: annotations.manifest_descriptor,
         cache_from: args
@@ -381,6 +382,8 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     if opts.platforms.len() > 1 {
         multi_platform_supported(&exports, &opts)?;
     }
+    let (isolation, isolation_line) = resources::isolation(args.isolation.as_deref())?;
+    opts.isolation = isolation;
     if let Some(url) = dockerfile_url(&args) {
         opts.dockerfile_text = Some(fetch_dockerfile(url).await?);
         opts.dockerfile = None;
@@ -416,6 +419,19 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     let client = Client::new(client_options(&args.registry));
     let style = Style::pick(args.progress, args.quiet);
     let view = Arc::new(BuildView::new(style));
+    if let Some(line) = isolation_line {
+        view.line(&format!("#0 {line}"));
+    }
+    if let Some(shared) = isolation.not_isolated() {
+        view.line(&format!("#0 WARNING: --isolation {isolation}: {shared}"));
+    }
+    if isolation == rbuild_runner::Isolation::Rootless
+        && opts.limits != rbuild_runner::Limits::default()
+    {
+        // A user's cgroups are not theirs to create children in (no delegation is used).
+        view.line("#0 WARNING: --isolation rootless: cgroup limits (--memory, --cpu-*, --resource) are not applied");
+        opts.limits = rbuild_runner::Limits::default();
+    }
     let started = Instant::now();
     let tags = opts.tags.clone();
     let source_date_epoch = opts.source_date_epoch;

@@ -29,8 +29,8 @@ impl Globals {
 
 /// The store root when neither `--root` nor `RBUILD_ROOT` is given.
 fn default_root() -> PathBuf {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    // Root inside a rootless user's namespace is still that user: their store.
+    if !rbuild_runner::acts_for_non_root() {
         return PathBuf::from("/var/lib/rbuild");
     }
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -68,8 +68,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Du(args) => store::du(&g, args),
         Command::Save(args) => store::save(&g, args).await,
         Command::Load(args) => store::load(&g, args),
+        Command::Unshare(args) => unshare(args),
         Command::Completion(args) => docs::completion(args),
         Command::Man(args) => docs::man(args),
         Command::Debug(cmd) => debug::run(cmd),
     }
+}
+
+/// `rbuild unshare CMD...`: runs the command (main has already re-executed rbuild in the
+/// user namespace for a non-root user) and exits with its status.
+fn unshare(args: crate::cli::UnshareArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("rbuild unshare: no command")?;
+    let status = std::process::Command::new(program)
+        .args(rest)
+        .status()
+        .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
+    if status.success() {
+        return Ok(());
+    }
+    std::process::exit(status.code().unwrap_or(1));
 }

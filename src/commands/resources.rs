@@ -1,9 +1,9 @@
 //! The RUN-step flags of `build` (`--add-host`, `--shm-size`, `--ulimit`, buildah's cgroup
-//! flags and `--resource`), validated into what the builder hands the runner.
+//! flags, `--resource` and `--isolation`), validated into what the builder hands the runner.
 
 use std::net::IpAddr;
 
-use rbuild_runner::{Limits, Ulimit, ULIMIT_NAMES};
+use rbuild_runner::{Isolation, Limits, Ulimit, ULIMIT_NAMES};
 
 use crate::cli::BuildArgs;
 use crate::exit::UsageError;
@@ -212,6 +212,28 @@ pub fn limits(args: &BuildArgs) -> Result<Limits, UsageError> {
         cpuset_mems,
         pids: None,
     })
+}
+
+/// `--isolation MODE` (or `RBUILD_ISOLATION`; unset is `auto`): the mode, checked to work
+/// here, and the line that says which one `auto` picked and why when that is worth saying
+/// (`auto` asked for by name, or anything but namespaces).
+pub fn isolation(flag: Option<&str>) -> anyhow::Result<(Isolation, Option<String>)> {
+    let asked = flag.map(str::trim).filter(|s| !s.is_empty());
+    match asked {
+        None | Some("auto") => {
+            let detected = rbuild_runner::detect_isolation()?;
+            let say = asked.is_some() || detected.isolation != Isolation::Namespaces;
+            let line = format!("isolation: {} ({})", detected.isolation, detected.reason);
+            Ok((detected.isolation, say.then_some(line)))
+        }
+        Some(name) => {
+            let isolation: Isolation = name
+                .parse()
+                .map_err(|e: rbuild_runner::Error| UsageError(format!("--isolation: {e}")))?;
+            rbuild_runner::check_isolation(isolation)?;
+            Ok((isolation, None))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
 use crate::fsutil::remove_any;
-use crate::layer_out::{OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX};
+use crate::layer_out::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::{Compression, DiffId, Digest, Error, Result};
 
 /// What unpacking a layer produced.
@@ -303,7 +303,7 @@ enum Whiteout {
 /// form). Returns whether it was one.
 fn apply_whiteout(parent: &Path, file_name: &[u8], mtime: u64) -> Result<bool, Whiteout> {
     if file_name == OPAQUE_MARKER.as_bytes() {
-        xattr::set(parent, OPAQUE_XATTR, b"y").map_err(Whiteout::Io)?;
+        crate::layer_out::mark_opaque(parent).map_err(Whiteout::Io)?;
         return Ok(true);
     }
     let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) else {
@@ -338,7 +338,7 @@ fn apply_member_metadata(
         let Some(name) = key.strip_prefix(b"SCHILY.xattr.") else {
             continue;
         };
-        if name.starts_with(b"trusted.overlay.") {
+        if crate::layer_out::is_overlay_xattr(name) {
             continue; // only our own whiteout conversion may set overlay xattrs
         }
         match xattr::set(target, OsStr::from_bytes(name), value) {

@@ -19,11 +19,38 @@ use crate::{Error, Result};
 
 /// The xattr overlayfs sets on an opaque directory.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same mark where `trusted.*` cannot be written (no CAP_SYS_ADMIN): overlayfs'
+/// `userxattr` form.
+pub const USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
 
 /// Whether the directory at `path` (not followed if a symlink) carries overlay's opaque
 /// mark: in overlay form, it hides everything below it in lower layers.
 pub fn is_opaque_dir(path: &Path) -> bool {
-    matches!(xattr::get(path, OPAQUE_XATTR), Ok(Some(v)) if v == b"y")
+    [OPAQUE_XATTR, USER_OPAQUE_XATTR]
+        .iter()
+        .any(|name| matches!(xattr::get(path, name), Ok(Some(v)) if v == b"y"))
+}
+
+/// Marks the directory at `path` opaque in both forms: the `trusted.` xattr a privileged
+/// overlay mount reads (skipped where it is refused: no CAP_SYS_ADMIN, a user namespace)
+/// and the `user.` one an overlay mounted with `userxattr` (rootless) reads, so a snapshot
+/// made by either kind of build shows the same tree to the other.
+pub(crate) fn mark_opaque(path: &Path) -> io::Result<()> {
+    let trusted = match xattr::set(path, OPAQUE_XATTR, b"y") {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => false,
+        Err(e) => return Err(e),
+    };
+    match xattr::set(path, USER_OPAQUE_XATTR, b"y") {
+        // A filesystem without user xattrs still has the trusted mark.
+        Err(_) if trusted => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether an xattr is overlayfs' own (never part of a layer's content).
+pub(crate) fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 /// The prefix of a whiteout member name in a layer tar.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -231,7 +258,7 @@ impl<W: Write> TarWriter<W> {
         );
         h.xattrs = xattrs
             .iter()
-            .filter(|(k, _)| !k.starts_with("trusted.overlay."))
+            .filter(|(k, _)| !is_overlay_xattr(k.as_bytes()))
             .cloned()
             .collect();
 
@@ -239,7 +266,10 @@ impl<W: Write> TarWriter<W> {
             h.name.push(b'/');
             h.kind = EntryType::Directory;
             self.write_member(path, h, None)?;
-            if xattrs.iter().any(|(k, v)| k == OPAQUE_XATTR && v == b"y") {
+            if xattrs
+                .iter()
+                .any(|(k, v)| (k == OPAQUE_XATTR || k == USER_OPAQUE_XATTR) && v == b"y")
+            {
                 let mut marker = name;
                 marker.push(b'/');
                 marker.extend_from_slice(OPAQUE_MARKER.as_bytes());

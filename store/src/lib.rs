@@ -11,7 +11,7 @@
 //!   split `oci:<root>:<name>` at the first `:`, so `skopeo inspect oci:<root>:<full name>`
 //!   and `umoci unpack --image <root>:<full name>` work as long as `<root>` has no `:`.
 //! - `snapshots/<chain id hex>/fs` (overlay form: whiteout = char 0:0, opaque dir =
-//!   `trusted.overlay.opaque=y`) and `snapshots/<chain id hex>/meta` ([`SnapshotMeta`] JSON).
+//!   `trusted.overlay.opaque=y` and/or `user.overlay.opaque=y`) and `snapshots/<chain id hex>/meta` ([`SnapshotMeta`] JSON).
 //! - `cache/<key hex>` ([`CacheRecord`] JSON) and
 //!   `cache/compressed/<diffid hex>-<gzip|zstd>-<level>`
 //!   (the [`Descriptor`] of a layer's compressed blob).
@@ -29,6 +29,7 @@ mod area;
 mod blob;
 mod cache;
 mod compress;
+mod copy_snapshotter;
 mod digest;
 mod error;
 mod fsutil;
@@ -51,6 +52,7 @@ pub use area::{Area, AreaDir};
 pub use blob::{BlobStore, BlobWriter, VerifiedReader};
 pub use cache::{CacheRecord, CACHE_RECORD_VERSION};
 pub use compress::{gzip_parallel, zstd_compress, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
+pub use copy_snapshotter::CopySnapshotter;
 pub use digest::{ChainId, DiffId, Digest};
 pub use error::{error_chain, Error, MissingPlatform};
 pub use gc::{DiskUsage, FsckProblem, PrunePolicy, PruneReport, UsageLine};

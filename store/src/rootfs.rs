@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::remove_any;
-use crate::layer_out::OPAQUE_XATTR;
+use crate::layer_out::is_opaque_dir;
 use crate::{Error, Image, Result, Store};
 
 impl Store {
@@ -19,23 +19,28 @@ impl Store {
     pub fn write_rootfs(&self, image: &Image, dest: &Path) -> Result<()> {
         let manifest = image.parsed_manifest()?;
         let diff_ids = image.diff_ids()?;
-        let mut lowers = self.snapshot_chain(&manifest.layers, &diff_ids)?;
-        lowers.reverse();
+        let lowers = self.snapshot_chain(&manifest.layers, &diff_ids)?;
         std::fs::create_dir_all(dest).map_err(Error::io("create directory", dest))?;
-        for layer in &lowers {
-            let mut merge = Merge {
-                links: HashMap::new(),
-                dirs: Vec::new(),
-            };
-            merge.dir(layer, dest)?;
-            // Directory times last, once nothing more is written below them.
-            for (src, dst) in merge.dirs.iter().rev() {
-                let meta = std::fs::symlink_metadata(src).map_err(Error::io("stat", src))?;
-                set_times(dst, &meta).map_err(Error::io("set times of", dst))?;
-            }
-        }
-        Ok(())
+        merge_lowers(&lowers, dest)
     }
+}
+
+/// Merges overlay-form layer dirs (`lowers`, top-most first) into the plain directory
+/// `dest`, bottom first. Regular files are reflinked where the filesystem can.
+pub(crate) fn merge_lowers(lowers: &[PathBuf], dest: &Path) -> Result<()> {
+    for layer in lowers.iter().rev() {
+        let mut merge = Merge {
+            links: HashMap::new(),
+            dirs: Vec::new(),
+        };
+        merge.dir(layer, dest)?;
+        // Directory times last, once nothing more is written below them.
+        for (src, dst) in merge.dirs.iter().rev() {
+            let meta = std::fs::symlink_metadata(src).map_err(Error::io("stat", src))?;
+            set_times(dst, &meta).map_err(Error::io("set times of", dst))?;
+        }
+    }
+    Ok(())
 }
 
 /// One layer being applied: hard links seen so far (by source inode) and the directories
@@ -67,7 +72,7 @@ impl Merge {
             }
             let existing = std::fs::symlink_metadata(&to).ok();
             if meta.is_dir() {
-                let opaque = matches!(xattr::get(&from, OPAQUE_XATTR), Ok(Some(v)) if v == b"y");
+                let opaque = is_opaque_dir(&from);
                 match existing {
                     Some(e) if e.is_dir() && !opaque => {}
                     Some(_) => {
@@ -76,7 +81,7 @@ impl Merge {
                     }
                     None => std::fs::create_dir(&to).map_err(Error::io("create directory", &to))?,
                 }
-                self.attributes(&from, &to, &meta)?;
+                copy_attributes(&from, &to, &meta)?;
                 self.dir(&from, &to)?;
                 self.dirs.push((from, to));
                 continue;
@@ -91,45 +96,52 @@ impl Merge {
                 }
                 self.links.insert((meta.dev(), meta.ino()), to.clone());
             }
-            let ft = meta.file_type();
-            if ft.is_symlink() {
-                let target = std::fs::read_link(&from).map_err(Error::io("read link", &from))?;
-                std::os::unix::fs::symlink(&target, &to).map_err(Error::io("symlink", &to))?;
-            } else if ft.is_file() {
-                std::fs::copy(&from, &to).map_err(Error::io("copy to", &to))?;
-            } else {
-                mknod(&to, meta.mode(), meta.rdev()).map_err(Error::io("mknod", &to))?;
-            }
-            self.attributes(&from, &to, &meta)?;
-            set_times(&to, &meta).map_err(Error::io("set times of", &to))?;
+            copy_entry(&from, &to, &meta)?;
         }
         Ok(())
     }
+}
 
-    /// Owner, mode and xattrs of `from` onto `to` (times are set by the caller).
-    fn attributes(&self, from: &Path, to: &Path, meta: &std::fs::Metadata) -> Result<()> {
-        match std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid())) {
-            Ok(()) => {}
-            // Unprivileged: the files stay the caller's, as `tar -x` does for non-root.
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-            Err(e) => return Err(Error::io("chown", to)(e)),
-        }
-        if !meta.file_type().is_symlink() {
-            std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-                .map_err(Error::io("chmod", to))?;
-            if let Ok(names) = xattr::list(from) {
-                for name in names {
-                    if name.as_bytes().starts_with(b"trusted.overlay.") {
-                        continue;
-                    }
-                    if let Ok(Some(value)) = xattr::get(from, &name) {
-                        let _ = xattr::set(to, &name, &value);
-                    }
+/// Copies the non-directory `from` (whose metadata is `meta`) to `to`, which must not
+/// exist: a symlink, a reflinked or copied file, or a device node, with owner, mode,
+/// xattrs and times.
+pub(crate) fn copy_entry(from: &Path, to: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = std::fs::read_link(from).map_err(Error::io("read link", from))?;
+        std::os::unix::fs::symlink(&target, to).map_err(Error::io("symlink", to))?;
+    } else if ft.is_file() {
+        crate::fsutil::clone_or_copy(from, to).map_err(Error::io("copy to", to))?;
+    } else {
+        mknod(to, meta.mode(), meta.rdev()).map_err(Error::io("mknod", to))?;
+    }
+    copy_attributes(from, to, meta)?;
+    set_times(to, meta).map_err(Error::io("set times of", to))
+}
+
+/// Owner, mode and xattrs of `from` onto `to` (times are set by the caller).
+pub(crate) fn copy_attributes(from: &Path, to: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    match std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid())) {
+        Ok(()) => {}
+        // Unprivileged: the files stay the caller's, as `tar -x` does for non-root.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+        Err(e) => return Err(Error::io("chown", to)(e)),
+    }
+    if !meta.file_type().is_symlink() {
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(Error::io("chmod", to))?;
+        if let Ok(names) = xattr::list(from) {
+            for name in names {
+                if crate::layer_out::is_overlay_xattr(name.as_bytes()) {
+                    continue;
+                }
+                if let Ok(Some(value)) = xattr::get(from, &name) {
+                    let _ = xattr::set(to, &name, &value);
                 }
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 fn mknod(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
@@ -145,7 +157,7 @@ fn mknod(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
 }
 
 /// Sets `path`'s access and modification times to `meta`'s, without following a symlink.
-fn set_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+pub(crate) fn set_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let times = [

@@ -1,8 +1,9 @@
 //! The snapshotter seam, after containerd's: how a step gets a writable filesystem over
 //! committed layers and how its changes become a layer. [`Overlay`] (overlayfs upper and
-//! lowers, committed by rename) is today's implementation; isolations that cannot mount
-//! overlayfs add theirs behind [`Snapshotter`], and the solver and the runner never know
-//! which one they got: the runner receives [`Mounts`], never a store.
+//! lowers, committed by rename) is the default; [`crate::CopySnapshotter`] (the whole root
+//! copied into the upper dir, committed by a diff) serves isolations that cannot mount
+//! overlayfs. The solver and the runner never know which one they got: the runner
+//! receives [`Mounts`], never a store.
 
 use std::path::PathBuf;
 

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use rbuild_registry::NoProgress;
 use rbuild_store::Reference;
-use rbuild_store::{ChainId, Descriptor, DiffId, Digest, Overlay, Snapshotter, Store};
+use rbuild_store::{
+    ChainId, CopySnapshotter, Descriptor, DiffId, Digest, Overlay, Snapshotter, Store,
+};
 use serde::{Deserialize, Serialize};
 
 use super::cachekey::CacheKey;
@@ -132,8 +134,14 @@ impl BuildCtx {
         platform: Platform,
     ) -> BuildCtx {
         let ssh = Arc::new(super::ssh::SshAgents::new(options.ssh.clone()));
+        let isolation = options.isolation;
+        // Without namespaces there is no overlayfs mount: the step's root is a copy.
+        let snapshotter: Arc<dyn Snapshotter> = match isolation {
+            rbuild_runner::Isolation::Chroot => Arc::new(CopySnapshotter::new(store.clone())),
+            _ => Arc::new(Overlay::new(store.clone())),
+        };
         BuildCtx {
-            snapshotter: Arc::new(Overlay::new(store.clone())),
+            snapshotter,
             store,
             registry,
             options,
@@ -142,7 +150,7 @@ impl BuildCtx {
             dockerfile,
             lexer: graph.lexer(),
             global_args: graph.global_args.clone(),
-            sandbox: rbuild_runner::Sandbox::new(),
+            sandbox: rbuild_runner::Sandbox::new().with_isolation(isolation),
             platform,
             imported: Arc::default(),
             flights: Arc::default(),

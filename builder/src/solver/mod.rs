@@ -103,6 +103,8 @@ pub struct BuildOptions {
     pub ulimits: Vec<rbuild_runner::Ulimit>,
     /// `--memory`, `--cpu-quota`, `--resource`...: the cgroup limits of every RUN step.
     pub limits: rbuild_runner::Limits,
+    /// `--isolation`: how RUN steps are isolated; chroot also picks the copying snapshotter.
+    pub isolation: rbuild_runner::Isolation,
     /// `--annotation KEY=VALUE` (and `manifest:`): annotations in the image manifest.
     pub manifest_annotations: std::collections::BTreeMap<String, String>,
     /// `--annotation manifest-descriptor:KEY=VALUE`: annotations on the manifest's

@@ -1,0 +1,629 @@
+//! `--isolation`: the same Dockerfile built as root with namespaces and as root without
+//! CAP_SYS_ADMIN (chroot over the copying snapshotter) gives the same diffIDs; `auto` says
+//! which mode it picked and why; chroot says what it does not isolate.
+
+use std::process::{Command, Output};
+
+use crate::util::busybox::busybox;
+use crate::util::{show, Rbuild, TestDir};
+
+/// A RUN that writes, chowns to 1000, makes a setuid file, deletes a base file (a
+/// whiteout) and makes a base directory anew (an opaque dir); a `COPY --chown`.
+const DOCKERFILE: &str = "ARG BASE\n\
+FROM $BASE\n\
+RUN mkdir -p /app/owned && echo ran > /app/run.txt && echo o > /app/owned/x \
+ && chown 1000:1000 /app/run.txt && chown -R 1000:1000 /app/owned \
+ && cp /bin/busybox /app/suid && chmod 4755 /app/suid && rm /etc/group \
+ && rm -rf /tmp && mkdir /tmp && echo t > /tmp/t\n\
+COPY --chown=1000:1000 f.txt /app/f.txt\n\
+RUN cat /app/f.txt /app/run.txt > /app/both && stat -c '%u:%g %a %n' /app/* > /app/listing\n";
+
+fn context() -> TestDir {
+    let dir = TestDir::new("isolation");
+    dir.write("Dockerfile", DOCKERFILE);
+    dir.write("f.txt", "copied\n");
+    dir
+}
+
+/// `rbuild build` of `ctx` with `SOURCE_DATE_EPOCH=0`, run through `wrapper` (a command
+/// prefix, empty for none) and with `extra` flags.
+fn build(rb: &Rbuild, ctx: &TestDir, wrapper: &[&str], extra: &[&str]) -> Output {
+    let exe = env!("CARGO_BIN_EXE_rbuild");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.env("RBUILD_ROOT", &rb.root)
+        .env("SOURCE_DATE_EPOCH", "0")
+        .env_remove("RBUILD_ISOLATION")
+        .args(["build", "--progress=plain", "--build-arg"])
+        .arg(format!("BASE={}", busybox().reference))
+        .args(extra)
+        .args(["-t", "iso", &ctx.path().display().to_string()]);
+    cmd.output().expect("spawn rbuild")
+}
+
+fn diff_ids(rb: &Rbuild) -> Vec<String> {
+    let config = rb.ok(&["inspect", "-f", "{{json .rootfs.diff_ids}}", "iso"]);
+    serde_json::from_str(config.trim()).expect("diff_ids as JSON")
+}
+
+/// `setpriv` dropping CAP_SYS_ADMIN from the bounding and inheritable sets: the exec'ed
+/// rbuild (root) has every capability but that one.
+const WITHOUT_SYS_ADMIN: [&str; 5] = [
+    "setpriv",
+    "--bounding-set",
+    "-sys_admin",
+    "--inh-caps",
+    "-sys_admin",
+];
+
+/// The diffIDs of the privileged build of [`DOCKERFILE`]; the default says nothing.
+fn privileged_diff_ids(ctx: &TestDir) -> Vec<String> {
+    let privileged = Rbuild::new();
+    let out = build(&privileged, ctx, &[], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let plain = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !plain.contains("isolation:"),
+        "the default says nothing: {plain}"
+    );
+    diff_ids(&privileged)
+}
+
+#[test]
+fn root_without_cap_sys_admin_builds_the_same_layers_in_a_user_namespace() {
+    let ctx = context();
+    let expected = privileged_diff_ids(&ctx);
+    let rb = Rbuild::new();
+    let out = build(&rb, &ctx, &WITHOUT_SYS_ADMIN, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains(
+            "isolation: rootless (no CAP_SYS_ADMIN; a user namespace mapping root's ids onto themselves)"
+        ),
+        "auto says what it picked and why: {log}"
+    );
+    assert_eq!(diff_ids(&rb), expected, "{log}");
+    let fsck = rb.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", show(&fsck));
+}
+
+#[test]
+fn root_without_cap_sys_admin_builds_the_same_layers_with_chroot() {
+    let ctx = context();
+    let expected = privileged_diff_ids(&ctx);
+    let chrooted = Rbuild::new();
+    let out = build(
+        &chrooted,
+        &ctx,
+        &WITHOUT_SYS_ADMIN,
+        &["--isolation", "chroot"],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("WARNING: --isolation chroot: RUN steps share the host's processes, network"),
+        "chroot says what it does not isolate: {log}"
+    );
+    assert_eq!(diff_ids(&chrooted), expected, "{log}");
+    let fsck = chrooted.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", show(&fsck));
+
+    // What the last RUN saw: owners from the COPY and the first RUN, the setuid bit.
+    let layout = TestDir::new("isolation-out");
+    let dest = layout.path().join("fs");
+    let dest_s = dest.display().to_string();
+    let base = format!("BASE={}", busybox().reference);
+    let ctx_s = ctx.path().display().to_string();
+    chrooted.ok(&[
+        "build",
+        "-q",
+        "--isolation",
+        "chroot",
+        "-o",
+        &dest_s,
+        "--build-arg",
+        &base,
+        &ctx_s,
+    ]);
+    let listing = std::fs::read_to_string(dest.join("app/listing")).unwrap();
+    for line in [
+        "1000:1000 644 /app/f.txt",
+        "1000:1000 644 /app/run.txt",
+        "0:0 4755 /app/suid",
+    ] {
+        assert!(listing.lines().any(|l| l == line), "{line} in {listing}");
+    }
+    assert!(!dest.join("etc/group").exists());
+}
+
+#[test]
+fn explicit_modes_that_cannot_work_say_what_is_missing() {
+    let ctx = context();
+    let rb = Rbuild::new();
+    let out = build(
+        &rb,
+        &ctx,
+        &WITHOUT_SYS_ADMIN,
+        &["--isolation", "namespaces"],
+    );
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("isolation namespaces is not possible here: no CAP_SYS_ADMIN"),
+        "{err}"
+    );
+
+    let out = build(&rb, &ctx, &[], &["--isolation", "vm"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown isolation \"vm\""),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn auto_by_name_says_namespaces_for_root() {
+    let ctx = context();
+    let rb = Rbuild::new();
+    let out = build(&rb, &ctx, &[], &["--isolation", "auto"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("isolation: namespaces (root with CAP_SYS_ADMIN)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn chroot_refuses_run_mounts_and_network_none_by_name() {
+    let ctx = TestDir::new("isolation-refused");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE\nRUN --network=none true\n",
+    );
+    let rb = Rbuild::new();
+    let out = build(&rb, &ctx, &[], &["--isolation", "chroot"]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "RUN --network=none (a network namespace) is not possible with --isolation chroot"
+        ),
+        "{err}"
+    );
+    let fsck = rb.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", show(&fsck));
+}
+
+#[test]
+fn kill_9_of_a_chroot_build_leaves_no_process_of_the_step() {
+    let marker = format!("iso-kill-{}", std::process::id());
+    let ctx = TestDir::new("isolation-kill");
+    // A background subshell (a grandchild of the init) and a foreground sleep.
+    ctx.write(
+        "Dockerfile",
+        format!(
+            "ARG BASE\nFROM $BASE\nRUN ( sleep 1000; echo {marker} ) & sleep 1001; echo {marker}\n"
+        ),
+    );
+    let rb = Rbuild::new();
+    let mut child = {
+        let exe = env!("CARGO_BIN_EXE_rbuild");
+        Command::new(WITHOUT_SYS_ADMIN[0])
+            .args(&WITHOUT_SYS_ADMIN[1..])
+            .arg(exe)
+            .env("RBUILD_ROOT", &rb.root)
+            .args([
+                "build",
+                "--isolation",
+                "chroot",
+                "--progress=plain",
+                "--build-arg",
+            ])
+            .arg(format!("BASE={}", busybox().reference))
+            .arg(ctx.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn rbuild")
+    };
+    // Both shells of the step run once two processes carry the marker.
+    let running = crate::reliability::poll(std::time::Duration::from_secs(60), || {
+        crate::reliability::leftover_processes(&rb.root, &marker)
+            .iter()
+            .filter(|p| p.cmdline.contains(&marker) && !p.cmdline.contains("rbuild"))
+            .count()
+            >= 2
+    });
+    assert!(running, "the step never started");
+    child.kill().expect("kill -9 rbuild");
+    child.wait().expect("reap rbuild");
+    crate::reliability::assert_store_sound(&rb, &marker, "kill -9 of a chroot build");
+}
+
+/// The non-root user rootless builds run as, made here with a /etc/subuid and /etc/subgid
+/// range when missing.
+const ROOTLESS_USER: &str = "rbuild-rootless";
+
+/// The rootless test user's (uid, gid), made first when missing.
+pub fn rootless_user() -> (u32, u32) {
+    let id = |flag: &str| {
+        Command::new("id")
+            .args([flag, ROOTLESS_USER])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+    };
+    if id("-u").is_none() {
+        crate::util::tool("useradd", &["--create-home", ROOTLESS_USER]);
+    }
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !subuid
+        .lines()
+        .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:")))
+    {
+        crate::util::tool(
+            "usermod",
+            &[
+                "--add-subuids",
+                "500000-565535",
+                "--add-subgids",
+                "500000-565535",
+                ROOTLESS_USER,
+            ],
+        );
+    }
+    (id("-u").expect("uid"), id("-g").expect("gid"))
+}
+
+/// A directory under /tmp that `owner` owns (others may read it), removed on drop.
+struct OwnedDir(std::path::PathBuf);
+
+impl OwnedDir {
+    fn new(name: &str, (uid, gid): (u32, u32)) -> OwnedDir {
+        let path = std::path::PathBuf::from(format!("/tmp/rbiso-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).unwrap();
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+        OwnedDir(path)
+    }
+}
+
+impl Drop for OwnedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `rbuild ARGS` as the rootless user, with its store at `root`.
+pub fn as_user(root: &std::path::Path, args: &[&str]) -> Output {
+    Command::new("runuser")
+        .args(["-u", ROOTLESS_USER, "--", "env"])
+        .arg(format!("HOME=/home/{ROOTLESS_USER}"))
+        .arg(format!("RBUILD_ROOT={}", root.display()))
+        .arg("SOURCE_DATE_EPOCH=0")
+        .arg(env!("CARGO_BIN_EXE_rbuild"))
+        .args(args)
+        .current_dir("/")
+        .output()
+        .expect("spawn runuser")
+}
+
+#[test]
+fn rootless_user_builds_the_root_layers_and_can_delete_the_store() {
+    let user = rootless_user();
+    let ctx = OwnedDir::new("ctx", user);
+    std::fs::write(ctx.0.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.0.join("f.txt"), "copied\n").unwrap();
+    let privileged = Rbuild::new();
+    let out = build(&privileged, &context(), &[], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let expected = diff_ids(&privileged);
+
+    let home = OwnedDir::new("store", user);
+    let root = home.0.join("store");
+    let base = format!("BASE={}", busybox().reference);
+    let ctx_s = ctx.0.display().to_string();
+    let args = [
+        "build",
+        "--progress=plain",
+        "--build-arg",
+        &base,
+        "-t",
+        "iso",
+        &ctx_s,
+    ];
+    let out = as_user(&root, &args);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("isolation: rootless (no CAP_SYS_ADMIN; 65536 ids from /etc/subuid)"),
+        "{log}"
+    );
+    let out = as_user(
+        &root,
+        &["inspect", "-f", "{{json .rootfs.diff_ids}}", "iso"],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let got: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got, expected, "{log}");
+    let out = as_user(&root, &["fsck"]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    // /app/owned belongs to a subordinate id (1000 inside): a plain rm cannot empty it,
+    // the same rm in rbuild's user namespace can.
+    let root_s = root.display().to_string();
+    let plain_rm = Command::new("runuser")
+        .args(["-u", ROOTLESS_USER, "--", "rm", "-rf", &root_s])
+        .output()
+        .unwrap();
+    assert!(!plain_rm.status.success(), "{}", show(&plain_rm));
+    let out = as_user(&root, &["unshare", "rm", "-rf", &root_s]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!root.exists());
+}
+
+/// The pid of the rbuild the user started (not the one re-executed in the user namespace,
+/// whose environment carries `RBUILD_USERNS`) for the store at `root`.
+fn outer_rbuild(root: &std::path::Path) -> Option<i32> {
+    let env_needle = format!("RBUILD_ROOT={}", root.display());
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let environ = String::from_utf8_lossy(&environ);
+            let vars: Vec<&str> = environ.split('\0').collect();
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == "rbuild"
+                && vars.contains(&env_needle.as_str())
+                && !vars.iter().any(|v| v.starts_with("RBUILD_USERNS=")))
+            .then_some(pid)
+        })
+}
+
+#[test]
+fn kill_9_of_a_rootless_build_leaves_nothing_and_the_store_stays_removable() {
+    let user = rootless_user();
+    let marker = format!("iso-rootless-kill-{}", std::process::id());
+    let ctx = OwnedDir::new("kill-ctx", user);
+    std::fs::write(
+        ctx.0.join("Dockerfile"),
+        format!("ARG BASE\nFROM $BASE\nRUN mkdir /o && chown 1000 /o && touch /o/f && chown 1000 /o/f\nRUN ( sleep 1000; echo {marker} ) & sleep 1001; echo {marker}\n"),
+    )
+    .unwrap();
+    let home = OwnedDir::new("kill-store", user);
+    let root = home.0.join("store");
+    let base = format!("BASE={}", busybox().reference);
+    let ctx_s = ctx.0.display().to_string();
+    let mut child = Command::new("runuser")
+        .args(["-u", ROOTLESS_USER, "--", "env"])
+        .arg(format!("RBUILD_ROOT={}", root.display()))
+        .arg(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["build", "--progress=plain", "--build-arg", &base, &ctx_s])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn runuser");
+    let running = crate::reliability::poll(std::time::Duration::from_secs(60), || {
+        crate::reliability::leftover_processes(&root, &marker)
+            .iter()
+            .filter(|p| p.cmdline.contains(&marker))
+            .count()
+            >= 2
+    });
+    assert!(running, "the step never started");
+    let outer = outer_rbuild(&root).expect("the user's rbuild process");
+    // SAFETY: kill(2) of a pid read from /proc just now.
+    assert_eq!(unsafe { libc::kill(outer, libc::SIGKILL) }, 0);
+    let _ = child.wait();
+    let gone = crate::reliability::poll(std::time::Duration::from_secs(5), || {
+        crate::reliability::leftover_processes(&root, &marker).is_empty()
+    });
+    assert!(
+        gone,
+        "processes left: {:#?}",
+        crate::reliability::leftover_processes(&root, &marker)
+    );
+    let mounts = crate::util::mounts_mentioning(&root.display().to_string());
+    assert!(mounts.is_empty(), "{mounts:#?}");
+    let out = as_user(&root, &["fsck"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let root_s = root.display().to_string();
+    let out = as_user(&root, &["unshare", "rm", "-rf", &root_s]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!root.exists());
+}
+
+/// A root filesystem for `podman run --rootfs`: busybox and the libraries `ldd` lists for
+/// the rbuild binary (bind-mounted at /rbuild), so that rbuild runs in the container.
+fn container_rootfs(dir: &std::path::Path) {
+    let copy = |from: &std::path::Path| {
+        let to = dir.join(from.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    };
+    let ldd = crate::util::tool("ldd", &[env!("CARGO_BIN_EXE_rbuild")]);
+    for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
+        copy(std::path::Path::new(lib));
+    }
+    copy(std::path::Path::new("/bin/busybox"));
+    std::os::unix::fs::symlink("busybox", dir.join("bin/sh")).unwrap();
+    for d in ["tmp", "proc", "sys", "dev", "etc", "store", "ctx"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+}
+
+/// `rbuild build` of [`DOCKERFILE`] inside a default `podman run --runtime runc`
+/// (default capabilities and seccomp), its store at `store` inside the container, and
+/// `extra` podman flags (a volume).
+fn build_in_container(rootfs: &std::path::Path, store: &str, extra: &[&str]) -> Output {
+    let podman = crate::util::podman::Podman::new();
+    let ctx = context();
+    let base = format!("BASE={}", busybox().reference);
+    let mut args = vec![
+        "run".to_string(),
+        "--rm".into(),
+        "--runtime".into(),
+        "runc".into(),
+        "--network".into(),
+        "host".into(),
+        "--ulimit".into(),
+        "nofile=4096:4096".into(),
+        "--ulimit".into(),
+        "nproc=8192:8192".into(),
+        "-e".into(),
+        "SOURCE_DATE_EPOCH=0".into(),
+        "-e".into(),
+        format!("RBUILD_ROOT={store}"),
+        "-v".into(),
+        format!("{}:/rbuild:ro", env!("CARGO_BIN_EXE_rbuild")),
+        "-v".into(),
+        format!("{}:/ctx:ro", ctx.path().display()),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(
+        [
+            "--rootfs",
+            &rootfs.display().to_string(),
+            "/rbuild",
+            "build",
+            "--progress=plain",
+            "--build-arg",
+            &base,
+            "-t",
+            "iso",
+            "/ctx",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    podman.run(&args)
+}
+
+/// The diffIDs of `iso` in the store at `root` (read by the host's rbuild).
+fn diff_ids_at(root: &std::path::Path) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .env("RBUILD_ROOT", root)
+        .args(["inspect", "-f", "{{json .rootfs.diff_ids}}", "iso"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn default_podman_container_builds_the_root_layers_with_the_store_on_a_volume_or_its_own_fs() {
+    let expected = privileged_diff_ids(&context());
+    let dir = TestDir::new("isolation-container");
+    let rootfs = dir.path().join("rootfs");
+    container_rootfs(&rootfs);
+
+    let volume = dir.path().join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    let mount = format!("{}:/vol", volume.display());
+    let out = build_in_container(&rootfs, "/vol/store", &["-v", &mount]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("isolation: rootless (no CAP_SYS_ADMIN; a user namespace"),
+        "{log}"
+    );
+    assert_eq!(diff_ids_at(&volume.join("store")), expected, "{log}");
+
+    let out = build_in_container(&rootfs, "/store", &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(diff_ids_at(&rootfs.join("store")), expected);
+}
+
+/// podman's default seccomp profile, refusing what makes namespaces: `unshare`, `clone`
+/// with a namespace flag, and `clone3` (ENOSYS, so that libc falls back to `clone`), as
+/// docker's default profile does for a container without CAP_SYS_ADMIN.
+fn seccomp_without_namespaces(path: &std::path::Path) {
+    let text = std::fs::read_to_string("/usr/share/containers/seccomp.json")
+        .expect("podman's seccomp.json (package golang-github-containers-common)");
+    let mut profile: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let refused = ["unshare", "clone", "clone3", "setns"];
+    for rule in profile["syscalls"].as_array_mut().unwrap() {
+        if let Some(names) = rule["names"].as_array_mut() {
+            names.retain(|n| !refused.contains(&n.as_str().unwrap_or("")));
+        }
+    }
+    let namespace_flags: u64 = 0x7E02_0000;
+    let rules = profile["syscalls"].as_array_mut().unwrap();
+    rules.push(serde_json::json!({"names": ["unshare", "setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}));
+    rules
+        .push(serde_json::json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}));
+    rules.push(serde_json::json!({
+        "names": ["clone"],
+        "action": "SCMP_ACT_ALLOW",
+        "args": [{"index": 0, "value": namespace_flags, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]
+    }));
+    std::fs::write(path, serde_json::to_vec(&profile).unwrap()).unwrap();
+}
+
+#[test]
+fn container_whose_seccomp_refuses_namespaces_builds_the_root_layers_with_chroot() {
+    let expected = privileged_diff_ids(&context());
+    let dir = TestDir::new("isolation-seccomp");
+    let rootfs = dir.path().join("rootfs");
+    container_rootfs(&rootfs);
+    let profile = dir.path().join("seccomp.json");
+    seccomp_without_namespaces(&profile);
+    let volume = dir.path().join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    let mount = format!("{}:/vol", volume.display());
+    let seccomp = format!("seccomp={}", profile.display());
+    let out = build_in_container(
+        &rootfs,
+        "/vol/store",
+        &["-v", &mount, "--security-opt", &seccomp],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("isolation: chroot (no CAP_SYS_ADMIN)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("WARNING: --isolation chroot: RUN steps share the host's processes"),
+        "{log}"
+    );
+    assert_eq!(diff_ids_at(&volume.join("store")), expected, "{log}");
+}
+
+#[test]
+fn rootless_steps_see_opaque_dirs_of_snapshots_a_privileged_build_made() {
+    let ctx = TestDir::new("isolation-opaque");
+    let first = "ARG BASE\nFROM $BASE\nRUN mkdir /d && echo old > /d/old\n\
+                 RUN rm -rf /d && mkdir /d && echo new > /d/new\n";
+    ctx.write("Dockerfile", first);
+    let rb = Rbuild::new();
+    let out = build(&rb, &ctx, &[], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    // The same steps (cached: their snapshots are the privileged build's) and one more,
+    // run in a user namespace whose overlay reads only `user.overlay.*` marks.
+    ctx.write("Dockerfile", format!("{first}RUN ls /d > /listing\n"));
+    let dest = ctx.path().join("fs");
+    let dest_s = dest.display().to_string();
+    let out = build(&rb, &ctx, &WITHOUT_SYS_ADMIN, &["-o", &dest_s]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("isolation: rootless"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("listing")).unwrap(),
+        "new\n",
+        "the opaque /d hides the old one: {log}"
+    );
+}
