@@ -155,24 +155,52 @@ pub async fn build(
     } else {
         &options.cache_from[..]
     };
-    let imported = remote_cache::import(&store, &registry, imports, events.as_ref()).await;
-    let mut ctx = ctx::BuildCtx::new(
-        store,
-        registry,
-        options,
-        events,
-        context,
-        name,
-        &graph,
-        plan.next_id,
-    );
-    ctx.imported = imported;
-    let ctx = Arc::new(ctx);
-    let target = scheduler::run(ctx.clone(), &plan).await;
+    let mut imports: Vec<_> = imports.to_vec();
+    let mut context = context;
+    loop {
+        let imported = remote_cache::import(&store, &registry, &imports, events.as_ref()).await;
+        let mut ctx = ctx::BuildCtx::new(
+            store.clone(),
+            registry.clone(),
+            options.clone(),
+            events.clone(),
+            context,
+            name.clone(),
+            &graph,
+            plan.next_id,
+        );
+        ctx.imported = imported;
+        let ctx = Arc::new(ctx);
+        let result = run_plan(&ctx, &plan).await;
+        // A cache whose layer is not what its records say: warn and build without it (the
+        // steps that ran are in this store's cache now).
+        let Err(err) = result else { return result };
+        let Some(bad) = err.unusable_cache().map(str::to_string) else {
+            return Err(err);
+        };
+        let Ok(ctx) = Arc::try_unwrap(ctx) else {
+            return Err(err);
+        };
+        events.event(crate::events::BuildEvent::Warning(format!(
+            "cache {bad} not used: {}; building again without it",
+            rbuild_store::error_chain(&err)
+        )));
+        let before = imports.len();
+        imports.retain(|i| i.location.name() != bad);
+        if imports.len() == before {
+            return Err(err);
+        }
+        context = ctx.context;
+    }
+}
+
+/// Runs the stages, then tags the image and writes the `--cache-to`s.
+async fn run_plan(ctx: &Arc<ctx::BuildCtx>, plan: &plan::Plan) -> Result<Built, Error> {
+    let target = scheduler::run(ctx.clone(), plan).await;
     let c = ctx.clone();
     let _ = tokio::task::spawn_blocking(move || c.context.save_stat_cache()).await;
     let target = target?;
-    let built = export::export(&ctx, &target).await?;
-    remote_cache::export(&ctx, &target).await?;
+    let built = export::export(ctx, &target).await?;
+    remote_cache::export(ctx, &target).await?;
     Ok(built)
 }
