@@ -381,10 +381,10 @@ fn serve(mut client: TcpStream, state: &State) -> std::io::Result<()> {
                 *b ^= 0x5a;
             }
         }
-        Fault::CorruptManifest if is_manifest_get && status_ok && resp_body.len() > 2 => {
-            if state.claim() {
-                corrupt_body(&mut resp_body, false);
-            }
+        Fault::CorruptManifest
+            if is_manifest_get && status_ok && resp_body.len() > 2 && state.claim() =>
+        {
+            corrupt_body(&mut resp_body, false);
         }
         Fault::LieSizes(permille) if is_manifest_get && status_ok && state.claim() => {
             if let Ok(mut m) = serde_json::from_slice::<serde_json::Value>(&resp_body) {
