@@ -247,7 +247,8 @@ impl BuildCtx {
     }
 
     /// The overlay lowers of `layers`, top-most first (unpacking what is not yet, and
-    /// fetching first the blobs of lazily resolved layers that are not unpacked).
+    /// fetching first the blobs of lazily resolved layers that are not unpacked). A failure
+    /// while a layer of an imported record is among them is [`Error::CachedLayer`].
     pub async fn lowers(&self, layers: &[LayerRef]) -> Result<Vec<PathBuf>, Error> {
         let store = self.store.clone();
         let diffs: Vec<DiffId> = layers.iter().map(|l| l.diff_id.clone()).collect();
@@ -294,7 +295,8 @@ impl BuildCtx {
     }
 
     /// Makes sure `blob` is in the store: from a `type=local` cache directory, else from a
-    /// registry repository the store knows holds it. Nothing happens when it is there.
+    /// registry repository the store knows holds it. Nothing happens when it is there. A
+    /// failure for a layer of an imported record is [`Error::CachedLayer`].
     pub async fn fetch_blob(&self, blob: &Descriptor) -> Result<(), Error> {
         let fetched = self.fetch_blob_from_source(blob).await;
         match (fetched, self.imported.origin(&blob.digest)) {
