@@ -313,3 +313,53 @@ fn hostile_cache_refs_are_refused_and_the_build_builds() {
         why: "is unusable",
     });
 }
+
+#[test]
+fn a_local_cache_whose_layer_bytes_changed_is_dropped_and_the_build_builds() {
+    let dir = TestDir::new("rel-hostile-local");
+    let cache = dir.path().join("cache");
+    let producer = context("rel-hostile-local-producer", "c1\n");
+    build_ok(
+        &Rbuild::new(),
+        producer.path(),
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+        ],
+    );
+    // Every layer file keeps its name and size, with other bytes.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("index.json")).expect("index.json"))
+            .expect("index JSON");
+    let manifest_hex = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("manifest digest")
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blobs = cache.join("blobs/sha256");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&manifest_hex)).expect("manifest"))
+            .expect("manifest JSON");
+    for l in manifest["layers"].as_array().expect("layers") {
+        let path = blobs.join(l["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+        let len = std::fs::metadata(&path).expect("layer file").len() as usize;
+        std::fs::write(&path, vec![0x5a; len]).expect("overwrite layer");
+    }
+    let ctx = context("rel-hostile-local-consumer", "c2\n");
+    let (clean_id, _) = build_ok(&Rbuild::new(), ctx.path(), &[]);
+    let r = Rbuild::new();
+    let from = format!("type=local,src={}", cache.display());
+    let (id, log) = build_ok(&r, ctx.path(), &["--cache-from", &from]);
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("WARNING: cache ") && l.contains("not used: "))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("is unusable") && warnings[0].contains("building again without it"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(id, clean_id, "{log}");
+    assert_store_sound(&r, "hostile-ran", "local cache");
+}
