@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 use crate::util::busybox::busybox;
+use crate::util::registry_api::{put_blob, put_manifest, raw_manifest, registry_blob};
 use crate::util::{show, tool, Rbuild, Registry, TestDir};
 
 const DOCKERFILE: &str = "ARG BASE\n\
@@ -124,33 +125,6 @@ fn blob_gets(registry: &Registry, mark: usize) -> Vec<(String, u64)> {
             (digest.to_string(), bytes)
         })
         .collect()
-}
-
-/// The raw manifest of `reference` in the registry.
-fn raw_manifest(reference: &str) -> serde_json::Value {
-    let raw = tool(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{reference}"),
-        ],
-    );
-    serde_json::from_str(&raw).unwrap()
-}
-
-/// A blob of `repo` in `registry`, by plain HTTP.
-fn registry_blob(registry: &str, repo: &str, digest: &str) -> Vec<u8> {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sSf",
-            &format!("http://{registry}/v2/{repo}/blobs/{digest}"),
-        ])
-        .output()
-        .expect("run curl");
-    assert!(out.status.success(), "{}", show(&out));
-    out.stdout
 }
 
 /// The keys of the records in the cache at `reference` (`registry/repo:tag`).
@@ -334,64 +308,6 @@ fn keys_do_not_depend_on_store_path_checkout_path_or_owner() {
     let keys_a = cache_keys(&registry.addr, "cr/keys", "a");
     assert_eq!(keys_a.len(), 7);
     assert_eq!(keys_a, cache_keys(&registry.addr, "cr/keys", "b"));
-}
-
-/// Uploads `bytes` as a blob of `repo` with curl (monolithic upload); returns its digest.
-fn put_blob(registry: &str, repo: &str, bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
-    let out = std::process::Command::new("curl")
-        .args(["-sSf", "-X", "POST", "-D", "-", "-o", "/dev/null"])
-        .arg(format!("http://{registry}/v2/{repo}/blobs/uploads/"))
-        .output()
-        .expect("run curl");
-    assert!(out.status.success(), "{}", show(&out));
-    let headers = String::from_utf8_lossy(&out.stdout).into_owned();
-    let location = headers
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Location: ")
-                .or_else(|| l.strip_prefix("location: "))
-        })
-        .unwrap()
-        .trim()
-        .to_string();
-    let url = if location.starts_with("http") {
-        location
-    } else {
-        format!("http://{registry}{location}")
-    };
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let file = TestDir::new("blob");
-    let path = file.write("blob", bytes);
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sSf",
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/octet-stream",
-        ])
-        .arg("--data-binary")
-        .arg(format!("@{}", path.display()))
-        .arg(format!("{url}{sep}digest={digest}"))
-        .output()
-        .expect("run curl");
-    assert!(out.status.success(), "{}", show(&out));
-    digest
-}
-
-/// PUTs an OCI image manifest under `repo:tag`.
-fn put_manifest(registry: &str, repo: &str, tag: &str, manifest: &serde_json::Value) {
-    let out = std::process::Command::new("curl")
-        .args(["-sSf", "-X", "PUT", "-H"])
-        .arg("Content-Type: application/vnd.oci.image.manifest.v1+json")
-        .arg("--data-binary")
-        .arg(manifest.to_string())
-        .arg(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
-        .output()
-        .expect("run curl");
-    assert!(out.status.success(), "{}", show(&out));
 }
 
 #[test]

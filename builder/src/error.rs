@@ -216,6 +216,19 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A layer of an imported cache record is not what the record says (its blob cannot be
+    /// fetched, has another digest, or unpacks to another diffID): the build runs again
+    /// without that cache.
+    #[error("layer {layer} of cache {cache} is unusable")]
+    CachedLayer {
+        /// The cache as named on the command line.
+        cache: String,
+        /// The layer blob.
+        layer: rbuild_store::Digest,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// The files of a COPY or ADD cannot be written.
     #[error(transparent)]
     Copy(#[from] CopyError),
@@ -240,6 +253,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// The cache whose layer made the build fail, wherever in the chain the
+    /// [`Error::CachedLayer`] is (a step wraps it).
+    pub fn unusable_cache(&self) -> Option<&str> {
+        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = e {
+            // A boxed source (`Step`'s) is a `Box<Error>` as `dyn Error`.
+            let ours = err
+                .downcast_ref::<Error>()
+                .or_else(|| err.downcast_ref::<Box<Error>>().map(|b| &**b));
+            match ours {
+                Some(Error::CachedLayer { cache, .. }) => return Some(cache),
+                Some(ours) => e = std::error::Error::source(ours),
+                None => e = err.source(),
+            }
+        }
+        None
+    }
+
     pub(crate) fn io(
         op: &'static str,
         path: impl Into<PathBuf>,

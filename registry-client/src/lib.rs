@@ -32,6 +32,8 @@ mod client;
 mod compress_upload;
 mod credentials;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lazy;
 mod local;
 mod manifest;

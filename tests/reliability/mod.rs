@@ -5,6 +5,8 @@
 //! `RBUILD_RELIABILITY_SEED=N`; `RBUILD_RELIABILITY_SCALE=F` multiplies every trial count
 //! (the default, 1, is what CI runs).
 
+mod cache_export;
+mod cache_refs;
 mod concurrency;
 mod crash;
 mod diskfull;

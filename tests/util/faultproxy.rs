@@ -30,6 +30,61 @@ pub enum Fault {
     /// Rewrite manifests so every layer's size is this factor (×1/1000) of the truth, with a
     /// matching `Docker-Content-Digest`, so only the sizes lie.
     LieSizes(u32),
+    /// Read a request of this kind, then hang up without forwarding it.
+    CutRequest(Target),
+    /// Forward a request of this kind, then hang up without answering (it took effect).
+    CutResponse(Target),
+    /// Hold a request of this kind this long, then forward it and answer.
+    StallRequest(Target, Duration),
+    /// Flip bytes in the body of a request of this kind, then forward it.
+    CorruptRequest(Target),
+    /// Flip bytes in a manifest response (headers kept: the digest no longer matches).
+    CorruptManifest,
+}
+
+/// The requests a request-side fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Blob uploads: POST, PATCH and PUT under `/blobs/uploads/`.
+    BlobUpload,
+    /// Manifest PUTs.
+    ManifestPut,
+}
+
+impl Target {
+    fn matches(self, method: &str, path: &str) -> bool {
+        match self {
+            Target::BlobUpload => path.contains("/blobs/uploads/"),
+            Target::ManifestPut => method == "PUT" && path.contains("/manifests/"),
+        }
+    }
+}
+
+/// Flips 64 bytes in the middle of the data of `body` (inside the first chunk when it is
+/// chunked, so that the framing stays intact).
+fn corrupt_body(body: &mut [u8], chunked: bool) {
+    let (start, len) = if chunked {
+        let Some(eol) = find(body, b"\r\n") else {
+            return;
+        };
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&body[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
+        (eol + 2, size.min(body.len().saturating_sub(eol + 2)))
+    } else {
+        (0, body.len())
+    };
+    let mid = start + len / 2;
+    let end = (mid + 64).min(start + len);
+    for b in body[mid..end].iter_mut() {
+        *b ^= 0x5a;
+    }
 }
 
 /// A running proxy; it lives until the test process exits.
@@ -226,11 +281,33 @@ fn serve(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     let Some(req) = read_head(&mut client, &mut buf)? else {
         return Ok(());
     };
-    let body = read_body(&mut client, &mut buf, &req)?;
+    let mut body = read_body(&mut client, &mut buf, &req)?;
     state.requests.fetch_add(1, Ordering::SeqCst);
     let mut parts = req.first_line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
+    let mut cut_response = false;
+    match state.fault {
+        Fault::CutRequest(t) if t.matches(&method, &path) && state.claim() => {
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Fault::CutResponse(t) if t.matches(&method, &path) && state.claim() => {
+            cut_response = true;
+        }
+        Fault::StallRequest(t, hold) if t.matches(&method, &path) && state.claim() => {
+            std::thread::sleep(hold);
+        }
+        Fault::CorruptRequest(t)
+            if t.matches(&method, &path) && !body.is_empty() && state.claim() =>
+        {
+            let chunked = req
+                .header("transfer-encoding")
+                .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+            corrupt_body(&mut body, chunked);
+        }
+        _ => {}
+    }
     let is_blob_get = method == "GET" && path.contains("/blobs/sha256:");
     let is_manifest_get = method == "GET" && path.contains("/manifests/");
 
@@ -261,6 +338,10 @@ fn serve(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     up.write_all(&body)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
+    if cut_response {
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     let Some(split) = find(&resp, b"\r\n\r\n") else {
         client.write_all(&resp)?;
         return Ok(());
@@ -299,6 +380,11 @@ fn serve(mut client: TcpStream, state: &State) -> std::io::Result<()> {
             for b in resp_body[mid..end].iter_mut() {
                 *b ^= 0x5a;
             }
+        }
+        Fault::CorruptManifest
+            if is_manifest_get && status_ok && resp_body.len() > 2 && state.claim() =>
+        {
+            corrupt_body(&mut resp_body, false);
         }
         Fault::LieSizes(permille) if is_manifest_get && status_ok && state.claim() => {
             if let Ok(mut m) = serde_json::from_slice::<serde_json::Value>(&resp_body) {

@@ -12,6 +12,7 @@ pub mod podman;
 pub mod proxy;
 pub mod rawpush;
 pub mod registry;
+pub mod registry_api;
 pub mod tokenissuer;
 
 use std::path::{Path, PathBuf};

@@ -328,7 +328,8 @@ impl BuildCtx {
     }
 
     /// The overlay lowers of `layers`, top-most first (unpacking what is not yet, and
-    /// fetching first the blobs of lazily resolved layers that are not unpacked).
+    /// fetching first the blobs of lazily resolved layers that are not unpacked). A failure
+    /// while a layer of an imported record is among them is [`Error::CachedLayer`].
     pub async fn lowers(&self, layers: &[LayerRef]) -> Result<Vec<PathBuf>, Error> {
         let store = self.store.clone();
         let diffs: Vec<DiffId> = layers.iter().map(|l| l.diff_id.clone()).collect();
@@ -352,17 +353,44 @@ impl BuildCtx {
         let snapshotter = self.snapshotter.clone();
         let descs: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
         let diffs: Vec<DiffId> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        blocking(move || {
+        let viewed = blocking(move || {
             snapshotter
                 .view(&descs, &diffs)
                 .map_err(Error::store("unpack the layers"))
         })
-        .await
+        .await;
+        // A layer of an imported record unpacked here for the first time is the likely
+        // culprit (a diffID that does not match, or no layer tar at all).
+        let imported = missing.iter().find_map(|&i| {
+            let digest = &layers[i].descriptor.digest;
+            self.imported.origin(digest).map(|c| (c, digest))
+        });
+        match (viewed, imported) {
+            (Err(source), Some((cache, digest))) => Err(Error::CachedLayer {
+                cache: cache.to_string(),
+                layer: digest.clone(),
+                source: Box::new(source),
+            }),
+            (viewed, _) => viewed,
+        }
     }
 
     /// Makes sure `blob` is in the store: from a `type=local` cache directory, else from a
-    /// registry repository the store knows holds it. Nothing happens when it is there.
+    /// registry repository the store knows holds it. Nothing happens when it is there. A
+    /// failure for a layer of an imported record is [`Error::CachedLayer`].
     pub async fn fetch_blob(&self, blob: &Descriptor) -> Result<(), Error> {
+        let fetched = self.fetch_blob_from_source(blob).await;
+        match (fetched, self.imported.origin(&blob.digest)) {
+            (Err(source), Some(cache)) => Err(Error::CachedLayer {
+                cache: cache.to_string(),
+                layer: blob.digest.clone(),
+                source: Box::new(source),
+            }),
+            (fetched, _) => fetched,
+        }
+    }
+
+    async fn fetch_blob_from_source(&self, blob: &Descriptor) -> Result<(), Error> {
         if self.store.blobs().contains(&blob.digest) {
             return Ok(());
         }

@@ -172,48 +172,64 @@ pub async fn build(
     let named = Arc::new(named_context::open_all(&store, &options.build_contexts).await?);
     warn(events.as_ref(), &graphs[0], &options);
     // `--no-cache` uses no record, so it reads no `--cache-from` either (as BuildKit).
-    let imports = if options.no_cache {
-        &[][..]
-    } else {
-        &options.cache_from[..]
+    let mut imports = match options.no_cache {
+        true => Vec::new(),
+        false => options.cache_from.clone(),
     };
-    let imported =
-        Arc::new(remote_cache::import(&store, &registry, imports, events.as_ref()).await);
     let flights = Arc::new(flights::Flights::default());
     let ssh = Arc::new(ssh::SshAgents::new(options.ssh.clone()));
-    let ids = Arc::new(std::sync::atomic::AtomicUsize::new(next_id));
-    let targets: Vec<Target> = platforms
-        .into_iter()
-        .zip(plans)
-        .zip(&graphs)
-        .map(|((platform, plan), graph)| {
-            let mut ctx = ctx::BuildCtx::new(
-                store.clone(),
-                registry.clone(),
-                options.clone(),
-                events.clone(),
-                context.clone(),
-                name.clone(),
-                graph,
-                ids.clone(),
-                platform.clone(),
-            );
-            ctx.imported = imported.clone();
-            ctx.flights = flights.clone();
-            ctx.named = named.clone();
-            ctx.ssh = ssh.clone();
-            ctx.checks = checks.config.clone();
-            Target {
-                platform,
-                plan,
-                ctx: Arc::new(ctx),
-            }
-        })
-        .collect();
-    let built = if multi {
-        build_platforms(&targets).await
-    } else {
-        build_one(&targets[0]).await
+    let built = loop {
+        let imported =
+            Arc::new(remote_cache::import(&store, &registry, &imports, events.as_ref()).await);
+        let ids = Arc::new(std::sync::atomic::AtomicUsize::new(next_id));
+        let targets: Vec<Target> = platforms
+            .iter()
+            .zip(&plans)
+            .zip(&graphs)
+            .map(|((platform, plan), graph)| {
+                let mut ctx = ctx::BuildCtx::new(
+                    store.clone(),
+                    registry.clone(),
+                    options.clone(),
+                    events.clone(),
+                    context.clone(),
+                    name.clone(),
+                    graph,
+                    ids.clone(),
+                    platform.clone(),
+                );
+                ctx.imported = imported.clone();
+                ctx.flights = flights.clone();
+                ctx.named = named.clone();
+                ctx.ssh = ssh.clone();
+                ctx.checks = checks.config.clone();
+                Target {
+                    platform: platform.clone(),
+                    plan: plan.clone(),
+                    ctx: Arc::new(ctx),
+                }
+            })
+            .collect();
+        let result = if multi {
+            build_platforms(&targets).await
+        } else {
+            build_one(&targets[0]).await
+        };
+        // A cache whose layer is not what its records say: warn and build again without it
+        // (the steps that ran are in this store's cache now).
+        let Err(err) = result else { break result };
+        let Some(bad) = err.unusable_cache().map(str::to_string) else {
+            break Err(err);
+        };
+        let before = imports.len();
+        imports.retain(|i| i.location.name() != bad);
+        if imports.len() == before {
+            break Err(err);
+        }
+        events.event(crate::events::BuildEvent::Warning(format!(
+            "cache {bad} not used: {}; building again without it",
+            rbuild_store::error_chain(&err)
+        )));
     };
     let c = context.clone();
     let _ = tokio::task::spawn_blocking(move || c.save_stat_cache()).await;

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rbuild_store::{Descriptor, DiffId, ImageConfig, Manifest};
+use rbuild_store::{Descriptor, DiffId, Digest, ImageConfig, Manifest};
 use serde::{Deserialize, Serialize};
 
 use crate::solver::cachekey::{CacheKey, VERSION};
@@ -230,7 +230,7 @@ pub fn decode(manifest: &Manifest, config_json: &[u8]) -> Result<Decoded, Refuse
             doc.key_version
         )));
     }
-    let mut diff_of: BTreeMap<usize, DiffId> = BTreeMap::new();
+    let mut diff_of: BTreeMap<Digest, DiffId> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(doc.records.len());
     for e in doc.records {
@@ -258,9 +258,10 @@ pub fn decode(manifest: &Manifest, config_json: &[u8]) -> Result<Decoded, Refuse
                         ));
                     }
                 }
-                if let Some(other) = diff_of.insert(i, diff_id.clone()) {
+                // One blob has one diffID, whichever index names it.
+                if let Some(other) = diff_of.insert(descriptor.digest.clone(), diff_id.clone()) {
                     if other != diff_id {
-                        return refuse(format!("layer {i} has two diffIDs"));
+                        return refuse(format!("layer {} has two diffIDs", descriptor.digest));
                     }
                 }
                 Some(LayerRef {
@@ -286,7 +287,7 @@ pub fn decode(manifest: &Manifest, config_json: &[u8]) -> Result<Decoded, Refuse
 mod tests {
     use super::*;
     use crate::solver::cachekey::KeyEncoder;
-    use rbuild_store::{Digest, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST};
+    use rbuild_store::{MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST};
 
     fn sample() -> (Manifest, Vec<u8>) {
         let blob = Descriptor::new(MEDIA_TYPE_OCI_LAYER_GZIP, Digest::of(b"gz"), 2);
@@ -354,6 +355,23 @@ mod tests {
         image.extra.clear();
         let e = decode(&manifest, &image.to_json()).unwrap_err();
         assert!(e.0.contains("not an rbuild cache"), "{e:?}");
+    }
+
+    #[test]
+    fn one_blob_listed_twice_with_two_diff_ids_is_refused() {
+        let (mut m, _) = sample();
+        m.layers.push(m.layers[0].clone());
+        let config = serde_json::json!({
+            "schemaVersion": 1, "keyVersion": VERSION,
+            "records": [
+                {"key": "ab".repeat(32), "layer": 0,
+                 "diffID": DiffId::from(Digest::of(b"one")), "config": {}},
+                {"key": "cd".repeat(32), "layer": 1,
+                 "diffID": DiffId::from(Digest::of(b"two")), "config": {}}
+            ]
+        });
+        let e = decode(&m, config.to_string().as_bytes()).unwrap_err();
+        assert!(e.0.contains("has two diffIDs"), "{e:?}");
     }
 
     #[test]

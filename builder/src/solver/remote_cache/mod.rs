@@ -39,6 +39,16 @@ pub struct ImportedCache {
     pub local_blobs: BTreeMap<Digest, PathBuf>,
     /// The names of the caches that were read, in command-line order.
     pub names: Vec<String>,
+    /// The cache each imported record's layer blob came from: a blob that turns out not to
+    /// be what its record says makes the build run again without that cache.
+    pub layer_origin: BTreeMap<Digest, Arc<str>>,
+}
+
+impl ImportedCache {
+    /// The cache `blob` was imported from, if it is a layer of an imported record.
+    pub fn origin(&self, blob: &Digest) -> Option<&Arc<str>> {
+        self.layer_origin.get(blob)
+    }
 }
 
 fn progress(events: &dyn EventSink, line: String) {
@@ -69,6 +79,12 @@ pub async fn import(
                 );
                 let from: Arc<str> = name.clone().into();
                 for (key, record) in records {
+                    if let Some(l) = &record.layer {
+                        cache
+                            .layer_origin
+                            .entry(l.descriptor.digest.clone())
+                            .or_insert_with(|| from.clone());
+                    }
                     cache.records.entry(key).or_insert_with(|| ImportedRecord {
                         record,
                         from: from.clone(),
