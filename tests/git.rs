@@ -269,3 +269,51 @@ fn a_git_url_is_a_build_context() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(err.contains("ref \"nope\" not found"), "{err}");
 }
+
+#[test]
+fn a_git_url_is_a_named_build_context() {
+    let repo = GitRepo::new("git-named");
+    repo.commit(
+        "one",
+        &[
+            ("lib/version.txt", "lib-v1\n"),
+            ("lib/.dockerignore", "secret.txt\n"),
+            ("lib/secret.txt", "no\n"),
+        ],
+    );
+    let http = serve_static(repo.dir.path(), None);
+    let ctx = context(
+        "ARG BASE\nFROM $BASE\nCOPY --from=lib version.txt /lib/\nCOPY --from=lib . /all/\n",
+    );
+    let r = Rbuild::new();
+    let named = format!("lib=http://127.0.0.1:{http}/repo.git#main:lib");
+    let out = build_from(
+        &r,
+        "gitnamed",
+        &["--build-context", &named],
+        ctx.path().to_str().unwrap(),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let (_d, fs) = unpack(&r, "gitnamed");
+    assert_eq!(read(fs.join("lib/version.txt")), "lib-v1\n");
+    assert!(
+        !fs.join("all/secret.txt").exists(),
+        "the repository's .dockerignore applies to the named context"
+    );
+
+    // A new commit: the COPYs from it run again and see it.
+    repo.commit("two", &[("lib/version.txt", "lib-v2\n")]);
+    let out = build_from(
+        &r,
+        "gitnamed",
+        &["--build-context", &named],
+        ctx.path().to_str().unwrap(),
+    );
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && !cached(&log, "COPY --from=lib version.txt"),
+        "{log}"
+    );
+    let (_d, fs) = unpack(&r, "gitnamed");
+    assert_eq!(read(fs.join("lib/version.txt")), "lib-v2\n");
+}

@@ -1,6 +1,6 @@
 //! `--build-context NAME=VALUE`: what a named context is (a directory, an image, an image
-//! in an OCI layout directory, a tarball URL), parsed with buildx's syntax, and opened for
-//! one build.
+//! in an OCI layout directory, a git repository, a tarball URL), parsed with buildx's
+//! syntax, and opened for one build.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +18,10 @@ pub enum NamedContext {
     Dir(PathBuf),
     /// `docker-image://REF`: an image, from the store or pulled.
     Image(String),
+    /// A git repository URL (BuildKit's forms: `https://host/repo.git#ref:subdir`,
+    /// `git@host:repo.git`, `git://`, the query form): its commit checked out, read as the
+    /// main context is.
+    Git(String),
     /// `http(s)://...`: a tar archive (plain or compressed), downloaded and unpacked as
     /// `rbuild build -` unpacks a context from stdin.
     Url(String),
@@ -50,8 +54,8 @@ impl NamedContext {
                 bad("want oci-layout://PATH[:TAG|@sha256:DIGEST] with a non-empty PATH")
             });
         }
-        if value.starts_with("git@") || value.ends_with(".git") || value.contains(".git#") {
-            return Err(bad("git build contexts are not supported yet"));
+        if crate::git::parse_git_ref(value)?.is_some() {
+            return Ok(NamedContext::Git(value.to_string()));
         }
         if value.starts_with("http://") || value.starts_with("https://") {
             return Ok(NamedContext::Url(value.to_string()));
@@ -92,7 +96,8 @@ fn parse_layout(rest: &str) -> Option<NamedContext> {
 
 /// A named context as one build holds it.
 pub enum OpenedContext {
-    /// A directory (or a downloaded tarball, unpacked), opened as the main context is.
+    /// A directory (or a downloaded tarball, unpacked, or a git checkout), opened as the
+    /// main context is.
     Dir(ContextDir),
     /// An image reference.
     Image(String),
@@ -117,6 +122,11 @@ pub async fn open_all(
         let o = match context {
             NamedContext::Dir(dir) => {
                 let d = ContextDir::open(store, &ContextSource::Dir(dir.clone())).await?;
+                d.use_own_ignore_file().await?;
+                OpenedContext::Dir(d)
+            }
+            NamedContext::Git(url) => {
+                let d = ContextDir::open(store, &ContextSource::Git(url.clone())).await?;
                 d.use_own_ignore_file().await?;
                 OpenedContext::Dir(d)
             }
@@ -193,13 +203,40 @@ mod tests {
     }
 
     #[test]
+    fn git_urls_are_git_contexts_and_plain_paths_and_tarballs_are_not() {
+        for git in [
+            "https://example.invalid/repo.git#main",
+            "https://example.invalid/repo.git#v1:sub",
+            "git@example.invalid:team/repo.git",
+            "git://example.invalid/repo.git",
+        ] {
+            assert_eq!(
+                NamedContext::parse(git).unwrap(),
+                NamedContext::Git(git.to_string()),
+                "{git}"
+            );
+        }
+        assert_eq!(
+            NamedContext::parse("lib").unwrap(),
+            NamedContext::Dir("lib".into())
+        );
+        assert_eq!(
+            NamedContext::parse("../lib").unwrap(),
+            NamedContext::Dir("../lib".into())
+        );
+        assert!(matches!(
+            NamedContext::parse("https://example.invalid/ctx.tar.gz").unwrap(),
+            NamedContext::Url(_)
+        ));
+    }
+
+    #[test]
     fn refuses_what_it_cannot_use() {
         for bad in [
             "docker-image://",
             "oci-layout://",
             "oci-layout:///l@sha256:zz",
             "ftp://x/y",
-            "https://example.invalid/repo.git#main",
             "",
         ] {
             assert!(
