@@ -118,11 +118,7 @@ impl Snapshotter for CopySnapshotter {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .insert(active.upper.clone(), index);
-        let mounts = Mounts {
-            lowers: Vec::new(),
-            upper: active.upper.clone(),
-            work: active.work.clone(),
-        };
+        let mounts = Mounts::over(Vec::new(), &active);
         Ok((active, mounts))
     }
 

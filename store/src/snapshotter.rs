@@ -23,6 +23,17 @@ pub struct Mounts {
     pub work: PathBuf,
 }
 
+impl Mounts {
+    /// The mounts of `active` over `lowers`.
+    pub fn over(lowers: Vec<PathBuf>, active: &ActiveSnapshot) -> Mounts {
+        Mounts {
+            lowers,
+            upper: active.upper.clone(),
+            work: active.work.clone(),
+        }
+    }
+}
+
 /// Makes writable snapshots over committed layers and commits them as layers.
 pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     /// The read-only dirs of an image's layers (bottom first in `layers`, with their
@@ -69,11 +80,7 @@ impl Snapshotter for Overlay {
 
     fn prepare(&self, lowers: Vec<PathBuf>) -> Result<(ActiveSnapshot, Mounts)> {
         let active = self.store.prepare()?;
-        let mounts = Mounts {
-            lowers,
-            upper: active.upper.clone(),
-            work: active.work.clone(),
-        };
+        let mounts = Mounts::over(lowers, &active);
         Ok((active, mounts))
     }
 

@@ -24,7 +24,7 @@ pub fn platform_args(build: &Platform, target: &Platform) -> Vec<(String, String
 }
 
 /// Build args every builder accepts without an `ARG` line; never reported as unused.
-const BUILTIN_ARGS: [&str; 10] = [
+pub(crate) const BUILTIN_ARGS: [&str; 10] = [
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",

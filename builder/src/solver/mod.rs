@@ -133,14 +133,8 @@ pub async fn build(
     options: BuildOptions,
     events: Arc<dyn EventSink>,
 ) -> Result<Built, Error> {
-    let context = Arc::new(context_dir::ContextDir::open(&store, &options.context).await?);
-    let (name, text) = context
-        .read_dockerfile(
-            options.dockerfile.as_deref(),
-            options.dockerfile_text.as_deref(),
-        )
-        .await?;
-    let doc = parse(&name, &text)?;
+    let (context, name, text, doc) = open_dockerfile(&store, &options).await?;
+    let context = Arc::new(context);
     let checks = lint::run_checks(&context, &doc, &text, &options.build_args)?;
     for w in &checks.warnings {
         events.event(crate::events::BuildEvent::Warning(w.to_string()));
@@ -301,12 +295,19 @@ fn graph_of(
     )?)
 }
 
-/// `rbuild build --check`: parses and resolves the Dockerfile as a build would (errors
-/// are errors) and runs the build checks, building nothing. Returns the warnings.
-pub async fn check(
+/// The context, and the Dockerfile's name, text and parse.
+async fn open_dockerfile(
     store: &rbuild_store::Store,
     options: &BuildOptions,
-) -> Result<Vec<crate::frontend::checks::CheckWarning>, Error> {
+) -> Result<
+    (
+        context_dir::ContextDir,
+        String,
+        Vec<u8>,
+        crate::frontend::Document,
+    ),
+    Error,
+> {
     let context = context_dir::ContextDir::open(store, &options.context).await?;
     let (name, text) = context
         .read_dockerfile(
@@ -315,6 +316,16 @@ pub async fn check(
         )
         .await?;
     let doc = parse(&name, &text)?;
+    Ok((context, name, text, doc))
+}
+
+/// `rbuild build --check`: parses and resolves the Dockerfile as a build would (errors
+/// are errors) and runs the build checks, building nothing. Returns the warnings.
+pub async fn check(
+    store: &rbuild_store::Store,
+    options: &BuildOptions,
+) -> Result<Vec<crate::frontend::checks::CheckWarning>, Error> {
+    let (context, _, text, doc) = open_dockerfile(store, options).await?;
     let host = rbuild_store::Platform::host();
     for p in options
         .platforms

@@ -5,18 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{from_parts, Found, Lint, StageNodes};
 
-/// Build args every stage has without declaring them (BuildKit's proxy args).
-const BUILTIN: [&str; 9] = [
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-];
+// Build args every stage has without declaring them (BuildKit's proxy args).
+use crate::frontend::stages::BUILTIN_ARGS as BUILTIN;
 
 /// The instructions whose words the frontend expands (a RUN's are the shell's).
 const EXPANDED: [&str; 10] = [

@@ -196,6 +196,11 @@ pub async fn lookup(
             _ => explain(cx, lineage).await?,
         },
     };
+    Ok(missed(cx, st, reason))
+}
+
+/// Reports a miss; the steps after it in the stage then miss too (or bypass the cache).
+fn missed(cx: &StepCx<'_>, st: &mut StageState, reason: CacheMiss) -> Lookup {
     cx.ctx.emit(BuildEvent::StepCacheMiss {
         id: cx.id,
         reason: reason.clone(),
@@ -204,7 +209,7 @@ pub async fn lookup(
         CacheMiss::NoCache => CacheMiss::NoCache,
         _ => CacheMiss::ParentMissed,
     });
-    Ok(Lookup::Miss)
+    Lookup::Miss
 }
 
 /// The cache protocol of a `--link` step, whose `key` leaves the parent out: the layer is
@@ -238,15 +243,7 @@ pub async fn lookup_linked(
             _ => explain(cx, lineage).await?,
         },
     };
-    cx.ctx.emit(BuildEvent::StepCacheMiss {
-        id: cx.id,
-        reason: reason.clone(),
-    });
-    st.cache = CacheUse::Bypass(match reason {
-        CacheMiss::NoCache => CacheMiss::NoCache,
-        _ => CacheMiss::ParentMissed,
-    });
-    Ok(Lookup::Miss)
+    Ok(missed(cx, st, reason))
 }
 
 /// The stage's key after a `--link` step: its parent's key and the step's own (which
