@@ -336,6 +336,78 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     if args.push && args.tags.is_empty() {
         return Err(UsageError("--push needs at least one -t NAME".into()).into());
     }
+    let (exports, to_stdout) = checked_outputs(&args)?;
+    let annotations = output::annotations(&args.annotations)?;
+    let index_annotations = annotations.index.clone();
+    if !index_annotations.is_empty() && !exports.iter().any(|e| matches!(e, Export::Oci { .. })) {
+        return Err(UsageError(
+            "--annotation index:...: only a type=oci output has an index; add -o type=oci,dest=..."
+                .into(),
+        )
+        .into());
+    }
+    let compression = crate::cli::layer_compression(args.compression, args.compression_level)?;
+    let format = args.format.checked(args.compression)?;
+    let mut opts = options(&args, annotations)?;
+    if opts.platforms.len() > 1 {
+        multi_platform_supported(&exports, &opts)?;
+    }
+    let (isolation, isolation_line) = resources::isolation(args.isolation.as_deref())?;
+    opts.isolation = isolation;
+    if let Some(url) = dockerfile_url(&args) {
+        opts.dockerfile_text = Some(fetch_dockerfile(url).await?);
+        opts.dockerfile = None;
+    }
+    let push = image_names(&mut opts, &exports, args.push);
+    let store = Store::open(&g.root)
+        .with_context(|| format!("cannot open the store at {}", g.root.display()))?;
+    if args.check {
+        return check_only(&store, &opts).await;
+    }
+    let client = Client::new(client_options(&args.registry));
+    let style = Style::pick(args.progress, args.quiet);
+    let view = Arc::new(BuildView::new(style));
+    announce_isolation(&view, isolation, isolation_line, &mut opts);
+    let started = Instant::now();
+    let tags = opts.tags.clone();
+    let source_date_epoch = opts.source_date_epoch;
+    let result = rbuild_builder::build(store.clone(), client.clone(), opts, view.clone()).await;
+    let built = result.inspect_err(|e| show_output_tail(&view, e))?;
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, built.image_id.to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    view.line(&format!(
+        "#0 writing image {} done in {:.1}s",
+        built.image_id,
+        started.elapsed().as_secs_f64()
+    ));
+    for t in &tags {
+        view.line(&format!("#0 naming to {t} done"));
+    }
+    let written = Written {
+        store: &store,
+        built: &built,
+        tags: &tags,
+        source_date_epoch,
+        view: &view,
+    };
+    written
+        .write_outputs(&args, &exports, &index_annotations)
+        .await?;
+    for t in &push {
+        push_one(&client, &store, t, compression, format, &view).await?;
+    }
+    // With the files on stdout, stdout is theirs alone.
+    if to_stdout == 0 {
+        super::print_line(&built.image_id)?;
+    }
+    Ok(())
+}
+
+/// The `-o` outputs, parsed and checked against each other and `-t`; with how many of
+/// them write to stdout (at most one).
+fn checked_outputs(args: &BuildArgs) -> anyhow::Result<(Vec<Export>, usize)> {
     let exports = args
         .outputs
         .iter()
@@ -367,34 +439,18 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
             UsageError("--output type=image|registry: needs name= or -t NAME".into()).into(),
         );
     }
-    let annotations = output::annotations(&args.annotations)?;
-    let index_annotations = annotations.index.clone();
-    if !index_annotations.is_empty() && !exports.iter().any(|e| matches!(e, Export::Oci { .. })) {
-        return Err(UsageError(
-            "--annotation index:...: only a type=oci output has an index; add -o type=oci,dest=..."
-                .into(),
-        )
-        .into());
-    }
-    let compression = crate::cli::layer_compression(args.compression, args.compression_level)?;
-    let format = args.format.checked(args.compression)?;
-    let mut opts = options(&args, annotations)?;
-    if opts.platforms.len() > 1 {
-        multi_platform_supported(&exports, &opts)?;
-    }
-    let (isolation, isolation_line) = resources::isolation(args.isolation.as_deref())?;
-    opts.isolation = isolation;
-    if let Some(url) = dockerfile_url(&args) {
-        opts.dockerfile_text = Some(fetch_dockerfile(url).await?);
-        opts.dockerfile = None;
-    }
-    // `type=image,name=...` names are tagged like -t; pushes cover --push and push=true.
-    let mut push: Vec<String> = if args.push {
+    Ok((exports, to_stdout))
+}
+
+/// Adds the names of `type=image` outputs to the tags (they are tagged like -t) and returns
+/// the names to push: every tag with `--push`, and those of `push=true` outputs.
+fn image_names(opts: &mut BuildOptions, exports: &[Export], push_flag: bool) -> Vec<String> {
+    let mut push: Vec<String> = if push_flag {
         opts.tags.clone()
     } else {
         Vec::new()
     };
-    for export in &exports {
+    for export in exports {
         if let Export::Image { names, push: p } = export {
             let names = if names.is_empty() {
                 opts.tags.clone()
@@ -411,14 +467,17 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let store = Store::open(&g.root)
-        .with_context(|| format!("cannot open the store at {}", g.root.display()))?;
-    if args.check {
-        return check_only(&store, &opts).await;
-    }
-    let client = Client::new(client_options(&args.registry));
-    let style = Style::pick(args.progress, args.quiet);
-    let view = Arc::new(BuildView::new(style));
+    push
+}
+
+/// Says once which isolation `auto` picked and what it does not isolate; rootless drops
+/// the cgroup limits, with a warning.
+fn announce_isolation(
+    view: &BuildView,
+    isolation: rbuild_runner::Isolation,
+    isolation_line: Option<String>,
+    opts: &mut BuildOptions,
+) {
     if let Some(line) = isolation_line {
         view.line(&format!("#0 {line}"));
     }
@@ -432,102 +491,125 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
         view.line("#0 WARNING: --isolation rootless: cgroup limits (--memory, --cpu-*, --resource) are not applied");
         opts.limits = rbuild_runner::Limits::default();
     }
-    let started = Instant::now();
-    let tags = opts.tags.clone();
-    let source_date_epoch = opts.source_date_epoch;
-    let result = rbuild_builder::build(store.clone(), client.clone(), opts, view.clone()).await;
-    let built = match result {
-        Ok(b) => b,
-        Err(e) => {
-            if let Some(tail) = e.output_tail() {
-                if !tail.is_empty() {
-                    view.line("------");
-                    for l in tail {
-                        view.line(&format!(" > {l}"));
+}
+
+/// The last lines a failed step printed, framed as `docker build` does.
+fn show_output_tail(view: &BuildView, e: &rbuild_builder::Error) {
+    if let Some(tail) = e.output_tail() {
+        if !tail.is_empty() {
+            view.line("------");
+            for l in tail {
+                view.line(&format!(" > {l}"));
+            }
+            view.line("------");
+        }
+    }
+}
+
+/// A finished build, for writing its outputs.
+struct Written<'a> {
+    store: &'a Store,
+    built: &'a rbuild_builder::Built,
+    tags: &'a [String],
+    source_date_epoch: Option<i64>,
+    view: &'a BuildView,
+}
+
+impl Written<'_> {
+    /// Writes the `-o` outputs (a directory per platform for several), `--metadata-file`
+    /// and the `--load` note.
+    async fn write_outputs(
+        &self,
+        args: &BuildArgs,
+        exports: &[Export],
+        index_annotations: &std::collections::BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        let Written {
+            store,
+            built,
+            tags,
+            source_date_epoch,
+            view,
+        } = *self;
+        // Several platforms: the exports write a directory per platform.
+        let per_platform = !built.platforms.is_empty();
+        if per_platform && !exports.is_empty() {
+            write_per_platform(store, built, exports, tags, source_date_epoch).await?;
+            for export in exports {
+                if let Some(what) = output::describe(export) {
+                    view.line(&format!("#0 exporting {what} done"));
+                }
+            }
+        }
+        let single_exports: &[Export] = if per_platform { &[] } else { exports };
+        if !single_exports.is_empty() || args.metadata_file.is_some() || args.load {
+            let image = store
+                .load_image(tags.first().cloned(), &built.manifest)
+                .context("cannot read the built image back")?;
+            if !single_exports.is_empty() {
+                super::store::fetch_lazy_layers(store, std::slice::from_ref(&image)).await?;
+            }
+            for export in single_exports {
+                let (st, ex) = (store.clone(), export.clone());
+                let (img, t) = (image.clone(), tags.to_vec());
+                let index = index_annotations.clone();
+                tokio::task::spawn_blocking(move || {
+                    output::write(&st, &img, &t, &ex, source_date_epoch, &index)
+                })
+                .await??;
+                if let Some(what) = output::describe(export) {
+                    view.line(&format!("#0 exporting {what} done"));
+                }
+            }
+            if args.load {
+                view.line(&format!(
+                    "#0 --load: rbuild has no daemon; the image is in the store at {} as {} \
+                     (rbuild images, rbuild save)",
+                    store.root().display(),
+                    if tags.is_empty() {
+                        built.image_id.to_string()
+                    } else {
+                        tags.join(", ")
                     }
-                    view.line("------");
-                }
+                ));
             }
-            return Err(e.into());
+            if let Some(path) = &args.metadata_file {
+                let doc = output::metadata(&image, tags);
+                let mut bytes = serde_json::to_vec_pretty(&doc)?;
+                bytes.push(b'\n');
+                std::fs::write(path, bytes)
+                    .with_context(|| format!("--metadata-file: cannot write {}", path.display()))?;
+            }
         }
-    };
-    if let Some(path) = &args.iidfile {
-        std::fs::write(path, built.image_id.to_string())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
     }
+}
+
+/// Pushes the built image as `name`.
+async fn push_one(
+    client: &Client,
+    store: &Store,
+    name: &str,
+    compression: rbuild_store::LayerCompression,
+    format: rbuild_store::ImageFormat,
+    view: &BuildView,
+) -> anyhow::Result<()> {
+    let dest = Reference::parse(name).map_err(|e| UsageError(e.to_string()))?;
+    let pushed = client
+        .push(
+            store,
+            name,
+            &dest,
+            compression,
+            format,
+            Arc::new(NoProgress),
+        )
+        .await
+        .with_context(|| format!("cannot push {name}"))?;
     view.line(&format!(
-        "#0 writing image {} done in {:.1}s",
-        built.image_id,
-        started.elapsed().as_secs_f64()
+        "#0 pushed {}: digest: {} size: {}",
+        dest, pushed.digest, pushed.size
     ));
-    for t in &tags {
-        view.line(&format!("#0 naming to {t} done"));
-    }
-    // Several platforms: the exports write a directory per platform.
-    let per_platform = !built.platforms.is_empty();
-    if per_platform && !exports.is_empty() {
-        write_per_platform(&store, &built, &exports, &tags, source_date_epoch).await?;
-        for export in &exports {
-            if let Some(what) = output::describe(export) {
-                view.line(&format!("#0 exporting {what} done"));
-            }
-        }
-    }
-    let single_exports: &[Export] = if per_platform { &[] } else { &exports };
-    if !single_exports.is_empty() || args.metadata_file.is_some() || args.load {
-        let image = store
-            .load_image(tags.first().cloned(), &built.manifest)
-            .context("cannot read the built image back")?;
-        if !single_exports.is_empty() {
-            super::store::fetch_lazy_layers(&store, std::slice::from_ref(&image)).await?;
-        }
-        for export in single_exports {
-            let (st, ex) = (store.clone(), export.clone());
-            let (img, t) = (image.clone(), tags.clone());
-            let index = index_annotations.clone();
-            tokio::task::spawn_blocking(move || {
-                output::write(&st, &img, &t, &ex, source_date_epoch, &index)
-            })
-            .await??;
-            if let Some(what) = output::describe(export) {
-                view.line(&format!("#0 exporting {what} done"));
-            }
-        }
-        if args.load {
-            view.line(&format!(
-                "#0 --load: rbuild has no daemon; the image is in the store at {} as {} \
-                 (rbuild images, rbuild save)",
-                store.root().display(),
-                if tags.is_empty() {
-                    built.image_id.to_string()
-                } else {
-                    tags.join(", ")
-                }
-            ));
-        }
-        if let Some(path) = &args.metadata_file {
-            let doc = output::metadata(&image, &tags);
-            let mut bytes = serde_json::to_vec_pretty(&doc)?;
-            bytes.push(b'\n');
-            std::fs::write(path, bytes)
-                .with_context(|| format!("--metadata-file: cannot write {}", path.display()))?;
-        }
-    }
-    for t in &push {
-        let dest = Reference::parse(t).map_err(|e| UsageError(e.to_string()))?;
-        let pushed = client
-            .push(&store, t, &dest, compression, format, Arc::new(NoProgress))
-            .await
-            .with_context(|| format!("cannot push {t}"))?;
-        view.line(&format!(
-            "#0 pushed {}: digest: {} size: {}",
-            dest, pushed.digest, pushed.size
-        ));
-    }
-    // With the files on stdout, stdout is theirs alone.
-    if to_stdout == 0 {
-        super::print_line(&built.image_id)?;
-    }
     Ok(())
 }
 
