@@ -119,21 +119,52 @@ fn manifest_layers(what: &str, manifest: &[u8]) -> Result<Vec<Descriptor>, Error
     Ok(m.layers)
 }
 
+/// What every target platform of one build shares (each target's [`BuildCtx`] holds it).
+#[derive(Clone)]
+pub struct Shared {
+    /// The store.
+    pub store: Store,
+    /// The registry client.
+    pub registry: rbuild_registry::Client,
+    /// The build's options.
+    pub options: BuildOptions,
+    /// Where progress goes.
+    pub events: Arc<dyn EventSink>,
+    /// The build context.
+    pub context: Arc<ContextDir>,
+    /// The Dockerfile's name, for errors.
+    pub dockerfile: String,
+    /// Records read from `--cache-from`.
+    pub imported: Arc<ImportedCache>,
+    /// Steps running now, by cache key.
+    pub flights: Arc<Flights>,
+    /// `--build-context`s by lower-case name.
+    pub named: Arc<BTreeMap<String, OpenedContext>>,
+    /// The build checks' config.
+    pub checks: CheckConfig,
+    /// The `--ssh` agents.
+    pub ssh: Arc<super::ssh::SshAgents>,
+    /// The next step id (ONBUILD triggers), across targets.
+    pub next_id: Arc<AtomicUsize>,
+}
+
 impl BuildCtx {
-    /// The context for one build.
-    #[allow(clippy::too_many_arguments)] // each is one of the build's parts, once
-    pub fn new(
-        store: Store,
-        registry: rbuild_registry::Client,
-        options: BuildOptions,
-        events: Arc<dyn EventSink>,
-        context: Arc<ContextDir>,
-        dockerfile: String,
-        graph: &StepGraph,
-        next_id: Arc<AtomicUsize>,
-        platform: Platform,
-    ) -> BuildCtx {
-        let ssh = Arc::new(super::ssh::SshAgents::new(options.ssh.clone()));
+    /// The context for one target platform of a build.
+    pub fn new(shared: Shared, graph: &StepGraph, platform: Platform) -> BuildCtx {
+        let Shared {
+            store,
+            registry,
+            options,
+            events,
+            context,
+            dockerfile,
+            imported,
+            flights,
+            named,
+            checks,
+            ssh,
+            next_id,
+        } = shared;
         let isolation = options.isolation;
         // Without namespaces there is no overlayfs mount: the step's root is a copy.
         let snapshotter: Arc<dyn Snapshotter> = match isolation {
@@ -152,10 +183,10 @@ impl BuildCtx {
             global_args: graph.global_args.clone(),
             sandbox: rbuild_runner::Sandbox::new().with_isolation(isolation),
             platform,
-            imported: Arc::default(),
-            flights: Arc::default(),
-            named: Arc::default(),
-            checks: CheckConfig::default(),
+            imported,
+            flights,
+            named,
+            checks,
             ssh,
             next_id,
             pull_lock: tokio::sync::Mutex::new(()),

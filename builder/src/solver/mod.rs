@@ -175,33 +175,28 @@ pub async fn build(
     let built = loop {
         let imported =
             Arc::new(remote_cache::import(&store, &registry, &imports, events.as_ref()).await);
-        let ids = Arc::new(std::sync::atomic::AtomicUsize::new(next_id));
+        let shared = ctx::Shared {
+            store: store.clone(),
+            registry: registry.clone(),
+            options: options.clone(),
+            events: events.clone(),
+            context: context.clone(),
+            dockerfile: name.clone(),
+            imported,
+            flights: flights.clone(),
+            named: named.clone(),
+            checks: checks.config.clone(),
+            ssh: ssh.clone(),
+            next_id: Arc::new(std::sync::atomic::AtomicUsize::new(next_id)),
+        };
         let targets: Vec<Target> = platforms
             .iter()
             .zip(&plans)
             .zip(&graphs)
-            .map(|((platform, plan), graph)| {
-                let mut ctx = ctx::BuildCtx::new(
-                    store.clone(),
-                    registry.clone(),
-                    options.clone(),
-                    events.clone(),
-                    context.clone(),
-                    name.clone(),
-                    graph,
-                    ids.clone(),
-                    platform.clone(),
-                );
-                ctx.imported = imported.clone();
-                ctx.flights = flights.clone();
-                ctx.named = named.clone();
-                ctx.ssh = ssh.clone();
-                ctx.checks = checks.config.clone();
-                Target {
-                    platform: platform.clone(),
-                    plan: plan.clone(),
-                    ctx: Arc::new(ctx),
-                }
+            .map(|((platform, plan), graph)| Target {
+                platform: platform.clone(),
+                plan: plan.clone(),
+                ctx: Arc::new(ctx::BuildCtx::new(shared.clone(), graph, platform.clone())),
             })
             .collect();
         let result = if multi {
