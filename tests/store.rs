@@ -16,6 +16,14 @@ pub(crate) fn make_image(root: &Path, name: &str, marker: &str) -> Descriptor {
     std::fs::create_dir_all(a.upper.join("etc")).unwrap();
     std::fs::write(a.upper.join("etc/base"), b"base\n").unwrap();
     std::fs::write(a.upper.join("etc/gone"), b"deleted later\n").unwrap();
+    // One fixed mtime (children before their directory), so that every image made here
+    // shares this base layer even when the calls straddle a second.
+    let fixed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    for rel in ["etc/base", "etc/gone", "etc", ""] {
+        std::fs::File::open(a.upper.join(rel))
+            .and_then(|f| f.set_modified(fixed))
+            .unwrap();
+    }
     let base = store.commit(a, None).expect("commit base");
     let b = store.prepare().expect("prepare");
     std::fs::create_dir_all(b.upper.join("etc")).unwrap();
