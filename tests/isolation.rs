@@ -466,10 +466,24 @@ fn container_rootfs(dir: &std::path::Path) {
 }
 
 /// `rbuild build` of [`DOCKERFILE`] inside a default `podman run --runtime runc`
-/// (default capabilities and seccomp), its store at `store` inside the container, and
-/// `extra` podman flags (a volume).
+/// (default capabilities and seccomp) of the root filesystem `rootfs` (a plain directory),
+/// its store at `store` inside the container, and `extra` podman flags (a volume).
 fn build_in_container(rootfs: &std::path::Path, store: &str, extra: &[&str]) -> Output {
     let podman = crate::util::podman::Podman::new();
+    let rootfs = rootfs.display().to_string();
+    run_in_container(&podman, &["--rootfs", &rootfs], store, extra, &[])
+}
+
+/// `podman run` (as [`build_in_container`]) of `root` (`--rootfs DIR` or an image) running
+/// `rbuild build` of [`DOCKERFILE`] as `iso`, with its store at `store`, then `after` (a
+/// shell command, run only if the build succeeded; empty: none).
+fn run_in_container(
+    podman: &crate::util::podman::Podman,
+    root: &[&str],
+    store: &str,
+    extra: &[&str],
+    after: &[&str],
+) -> Output {
     let ctx = context();
     let base = format!("BASE={}", busybox().reference);
     let mut args = vec![
@@ -493,21 +507,24 @@ fn build_in_container(rootfs: &std::path::Path, store: &str, extra: &[&str]) -> 
         format!("{}:/ctx:ro", ctx.path().display()),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(
-        [
-            "--rootfs",
-            &rootfs.display().to_string(),
-            "/rbuild",
-            "build",
-            "--progress=plain",
-            "--build-arg",
-            &base,
-            "-t",
-            "iso",
-            "/ctx",
-        ]
-        .map(String::from),
-    );
+    args.extend(root.iter().map(|s| s.to_string()));
+    let build = [
+        "/rbuild",
+        "build",
+        "--progress=plain",
+        "--build-arg",
+        &base,
+        "-t",
+        "iso",
+        "/ctx",
+    ];
+    if after.is_empty() {
+        args.extend(build.map(String::from));
+    } else {
+        // The build's log on stderr, `after`'s output on stdout.
+        let script = format!("{} && {}", build.join(" "), after.join(" "));
+        args.extend(["/bin/sh".to_string(), "-c".into(), script]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     podman.run(&args)
 }
@@ -545,6 +562,82 @@ fn default_podman_container_builds_the_root_layers_with_the_store_on_a_volume_or
     let out = build_in_container(&rootfs, "/store", &[]);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(diff_ids_at(&rootfs.join("store")), expected);
+}
+
+/// A podman image (unique name) of [`container_rootfs`], imported into `podman`'s store:
+/// a container of it runs on the overlay driver's overlayfs root. Removed on drop.
+struct ContainerImage<'a> {
+    podman: &'a crate::util::podman::Podman,
+    name: String,
+}
+
+impl<'a> ContainerImage<'a> {
+    fn import(podman: &'a crate::util::podman::Podman, dir: &std::path::Path) -> Self {
+        let rootfs = dir.join("rootfs");
+        container_rootfs(&rootfs);
+        let tar = dir.join("rootfs.tar");
+        crate::util::tool(
+            "tar",
+            &[
+                "-C",
+                &rootfs.display().to_string(),
+                "-cf",
+                &tar.display().to_string(),
+                ".",
+            ],
+        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("localhost/rbuild-iso-{}-{nanos}:latest", std::process::id());
+        podman.ok(&["import", "--quiet", &tar.display().to_string(), &name]);
+        ContainerImage { podman, name }
+    }
+}
+
+impl Drop for ContainerImage<'_> {
+    fn drop(&mut self) {
+        let _ = self.podman.run(&["rmi", "--force", &self.name]);
+    }
+}
+
+#[test]
+fn default_podman_container_builds_the_root_layers_with_the_store_on_its_overlay_root() {
+    let expected = privileged_diff_ids(&context());
+    let dir = TestDir::new("isolation-overlay-root");
+    let podman = crate::util::podman::Podman::overlay();
+    let driver = podman.ok(&["info", "--format", "{{.Store.GraphDriverName}}"]);
+    assert_eq!(
+        driver.trim(),
+        "overlay",
+        "the container's root is an overlayfs"
+    );
+    let image = ContainerImage::import(&podman, dir.path());
+
+    let out = run_in_container(
+        &podman,
+        &[&image.name],
+        "/store",
+        &[],
+        &[
+            "grep -q '^overlay / overlay' /proc/mounts",
+            "&& /rbuild inspect -f '{{json .rootfs.diff_ids}}' iso",
+            "&& /rbuild fsck >&2",
+        ],
+    );
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        log.contains(
+            "isolation: rootless (no CAP_SYS_ADMIN; a user namespace mapping root's ids onto \
+             themselves; overlayfs refused on the store's filesystem: steps run on copied roots)"
+        ),
+        "the build says it ran on copied roots: {log}"
+    );
+    let diff_ids: Vec<String> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("diff_ids as JSON ({e}): {}", show(&out)));
+    assert_eq!(diff_ids, expected, "{log}");
 }
 
 /// podman's default seccomp profile, refusing what makes namespaces: `unshare`, `clone`

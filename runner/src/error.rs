@@ -190,6 +190,12 @@ pub enum Error {
         /// The upper dir.
         upper: PathBuf,
     },
+    /// A spec whose root is a copy also named overlay lowers.
+    #[error("a copied root takes no overlay lowers ({count} given): the copying snapshotter materialises the whole root in the upper dir")]
+    LowersOfCopiedRoot {
+        /// How many lowers the spec named.
+        count: usize,
+    },
     /// A step asked for something the chroot isolation cannot give.
     #[error("{what} is not possible with --isolation chroot")]
     NotInChroot {

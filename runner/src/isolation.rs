@@ -136,8 +136,59 @@ fn trial_user_namespace() -> Result<(), std::io::Error> {
     })
 }
 
+/// Tries, in a forked child with its own mount namespace that exits at once, an overlay
+/// whose upper and work dirs are in `scratch` (an empty directory on the store's
+/// filesystem), with the options the runner uses (`userxattr` in a user namespace). `Err`
+/// carries the errno of the refusal: EINVAL where the filesystem is itself an overlay (a
+/// container's root) and the overlay is mounted in a user namespace. The mount dies with
+/// the child's namespace; the caller removes `scratch`.
+pub fn probe_overlay_upper(scratch: &std::path::Path, userxattr: bool) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = |name: &str| -> std::io::Result<std::path::PathBuf> {
+        let path = scratch.join(name);
+        std::fs::create_dir(&path)?;
+        Ok(path)
+    };
+    let (lower, upper, work, target) = (dir("l")?, dir("u")?, dir("w")?, dir("m")?);
+    std::fs::write(lower.join("f"), b"")?;
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    for (key, value) in crate::rootfs::overlay_options(userxattr) {
+        data.push_str(&format!(",{key}={value}"));
+    }
+    if userxattr {
+        data.push_str(",userxattr");
+    }
+    let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let data = std::ffi::CString::new(data).map_err(invalid)?;
+    let target = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(invalid)?;
+    trial(move || {
+        let none = std::ptr::null();
+        // SAFETY: raw syscalls with NUL-terminated arguments made before the fork, in the
+        // forked child.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return *libc::__errno_location();
+            }
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(none, c"/".as_ptr(), none, private, none.cast()) != 0 {
+                return *libc::__errno_location();
+            }
+            let overlay = c"overlay".as_ptr();
+            if libc::mount(overlay, target.as_ptr(), overlay, 0, data.as_ptr().cast()) != 0 {
+                return *libc::__errno_location();
+            }
+        }
+        0
+    })
+}
+
 /// Runs `probe` in a forked child and returns its errno (0: success) as a result.
-fn trial(probe: fn() -> i32) -> Result<(), std::io::Error> {
+fn trial(probe: impl FnOnce() -> i32) -> Result<(), std::io::Error> {
     // SAFETY: the child only runs `probe` (raw, async-signal-safe syscalls) and `_exit`.
     let pid = unsafe { libc::fork() };
     if pid < 0 {

@@ -44,6 +44,7 @@ mod error;
 mod init;
 mod isolation;
 mod message;
+mod mountpoints;
 mod net;
 mod process;
 mod rootfs;
@@ -56,13 +57,14 @@ mod userns;
 pub use error::Error;
 pub use init::sandbox_init_main;
 pub use isolation::{
-    check as check_isolation, detect as detect_isolation, rootless_mapping, Detected, Isolation,
+    check as check_isolation, detect as detect_isolation, probe_overlay_upper, rootless_mapping,
+    Detected, Isolation,
 };
 pub use process::DEFAULT_CAPABILITIES;
 pub use sandbox::{Cancel, ExitStatus, Sandbox, Stream};
 pub use spec::{
-    default_hosts, host_resolv_conf, ExtraMount, Limits, Network, SandboxSpec, Ulimit, User,
-    DEFAULT_PATH, MAX_LOWERS, ULIMIT_NAMES,
+    default_hosts, host_resolv_conf, ExtraMount, Limits, Network, RootKind, SandboxSpec, Ulimit,
+    User, DEFAULT_PATH, MAX_LOWERS, ULIMIT_NAMES,
 };
 pub use user::{home_dir, resolve_user};
 pub use userns::{

@@ -1,4 +1,5 @@
-//! The sandbox's root filesystem: overlay, /proc, /dev, /sys, /etc files, extra mounts, pivot.
+//! The sandbox's root filesystem: overlay (or a bound copied root), /proc, /dev, /sys, /etc
+//! files, extra mounts, pivot.
 //!
 //! Runs in PID 1 of the new namespaces, so every mount lives in the sandbox's own mount
 //! namespace and disappears with it. Mountpoints the image lacks (`/proc`, `/etc/hosts`,
@@ -20,7 +21,7 @@ use rustix::mount::{
 };
 
 use crate::error::os;
-use crate::spec::{default_hosts, host_resolv_conf, ExtraMount, SandboxSpec, MAX_LOWERS};
+use crate::spec::{default_hosts, host_resolv_conf, ExtraMount, RootKind, SandboxSpec, MAX_LOWERS};
 use crate::Error;
 
 /// Host device nodes bound into the sandbox's /dev.
@@ -64,13 +65,20 @@ pub(crate) fn enter(
         write_file(&files.join(name), contents.as_bytes())?;
     }
 
-    align_upper_root(spec)?;
-    let mut lowers: Vec<&Path> = spec.lowers.iter().map(PathBuf::as_path).collect();
-    lowers.push(&stubs);
-    let mounted =
-        !legacy_overlay && mount_overlay(&lowers, &spec.upper, &ovl_work, &root, userxattr)?;
-    if !mounted {
-        mount_overlay_legacy(&lowers, &spec.upper, &ovl_work, &root, userxattr)?;
+    match spec.root {
+        RootKind::Overlay => {
+            align_upper_root(spec)?;
+            let mut lowers: Vec<&Path> = spec.lowers.iter().map(PathBuf::as_path).collect();
+            lowers.push(&stubs);
+            let mounted = !legacy_overlay
+                && mount_overlay(&lowers, &spec.upper, &ovl_work, &root, userxattr)?;
+            if !mounted {
+                mount_overlay_legacy(&lowers, &spec.upper, &ovl_work, &root, userxattr)?;
+            }
+        }
+        // The copying snapshotter's root, whose mountpoints the runner made beforehand
+        // (`crate::mountpoints`): bound as it is, nodev as the overlay would be.
+        RootKind::Copied => bind_copied_root(&spec.upper, &root)?,
     }
 
     // Every target below is resolved inside the new root first: a symlink in the image
@@ -115,6 +123,29 @@ pub(crate) fn enter(
     pivot_into(&root)
 }
 
+/// Binds the copied root `upper` at `root`, `nodev` (device nodes a step makes stay
+/// inert), keeping the flags the mount below already has (locked in a user namespace).
+fn bind_copied_root(upper: &Path, root: &Path) -> Result<(), Error> {
+    mount(
+        Some(upper),
+        root,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Error::Mount {
+        what: format!("copied root {}", upper.display()),
+        target: root.to_path_buf(),
+        source: os(e),
+    })?;
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV | locked_flags(root);
+    mount(None::<&str>, root, None::<&str>, flags, None::<&str>).map_err(|e| Error::Mount {
+        what: format!("copied root {} nodev", upper.display()),
+        target: root.to_path_buf(),
+        source: os(e),
+    })
+}
+
 /// The merged root directory takes its mode and owner from the upper dir, so the upper dir
 /// gets the image's (the top-most lower's; `0755 root` for `FROM scratch`). A `0700` upper
 /// dir, as temp-dir helpers make, would otherwise lock every non-root user out of `/`.
@@ -138,7 +169,7 @@ fn align_upper_root(spec: &SandboxSpec) -> Result<(), Error> {
 }
 
 /// The files bound over /etc.
-const ETC_FILES: [&str; 3] = ["hosts", "resolv.conf", "hostname"];
+pub(crate) const ETC_FILES: [&str; 3] = ["hosts", "resolv.conf", "hostname"];
 
 /// The files bound over /etc, by name and contents.
 fn etc_files(spec: &SandboxSpec) -> [(&'static str, String); 3] {
@@ -253,7 +284,7 @@ fn write_stubs(spec: &SandboxSpec, stubs: &Path) -> Result<(), Error> {
 /// kernel takes only `redirect_dir=nofollow`, which creates no redirect either.
 /// `userxattr`: the overlay is mounted in a user namespace (rootless), where overlayfs
 /// keeps its marks in `user.overlay.*` xattrs, the only ones it may write there.
-fn overlay_options(userxattr: bool) -> [(&'static str, &'static str); 4] {
+pub(crate) fn overlay_options(userxattr: bool) -> [(&'static str, &'static str); 4] {
     let redirect = if userxattr { "nofollow" } else { "off" };
     [
         ("redirect_dir", redirect),

@@ -12,7 +12,8 @@ use crate::cgroup::StepCgroup;
 use crate::error::os;
 use crate::init::{InitRequest, REPORT_FD};
 use crate::message::Message;
-use crate::spec::SandboxSpec;
+use crate::mountpoints::Mountpoints;
+use crate::spec::{RootKind, SandboxSpec};
 use crate::{Error, Isolation, INIT_ARG};
 
 /// Which of the command's output streams a line came from.
@@ -236,15 +237,35 @@ impl Sandbox {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let cgroup = StepCgroup::create(&spec.limits)?;
+        // A copied root has no stub layer: its missing mountpoints are made for the step.
+        let namespaced_copy = self.isolation != Isolation::Chroot && spec.root == RootKind::Copied;
+        let mountpoints = if namespaced_copy {
+            Some(Mountpoints::make(&spec.upper, spec)?)
+        } else {
+            None
+        };
+        let cgroup = match StepCgroup::create(&spec.limits) {
+            Ok(cgroup) => cgroup,
+            Err(err) => {
+                if let Some(mountpoints) = mountpoints {
+                    mountpoints.remove();
+                }
+                return Err(err);
+            }
+        };
         let result = self.run_in(spec, cgroup.as_ref(), output, cancel);
         let oom_killed = cgroup.as_ref().is_some_and(StepCgroup::oom_killed);
+        // The sandbox's mount namespace died with its last process: nothing is mounted
+        // on the mountpoints any more.
+        if let Some(mountpoints) = mountpoints {
+            mountpoints.remove();
+        }
         if let Some(cgroup) = cgroup {
             cgroup.destroy()?;
         }
         let mut status = result?;
         // The overlay is gone with the sandbox's mount namespace: the upper dir is ours again.
-        if self.isolation != Isolation::Chroot {
+        if self.isolation != Isolation::Chroot && spec.root == RootKind::Overlay {
             crate::upper::tidy(&spec.upper)?;
         }
         status.oom_killed = oom_killed;

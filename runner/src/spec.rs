@@ -14,8 +14,13 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub struct SandboxSpec {
     /// Read-only layers of the root filesystem, top-most first. May be empty (`FROM scratch`).
     pub lowers: Vec<PathBuf>,
-    /// The writable layer: everything the step changes lands here, as an overlayfs diff.
+    /// The writable layer: everything the step changes lands here, as an overlayfs diff;
+    /// with [`RootKind::Copied`], the whole root.
     pub upper: PathBuf,
+    /// Whether `upper` is an overlay upper dir or a whole copied root (`FROM scratch` has
+    /// no lowers either way, so the two are told apart here, not by `lowers`).
+    #[serde(default)]
+    pub root: RootKind,
     /// A scratch directory on the same filesystem as `upper`; the runner creates its
     /// overlay work dir and merged mountpoint inside it. Nothing in it is part of the layer.
     pub work: PathBuf,
@@ -45,6 +50,17 @@ pub struct SandboxSpec {
     /// Resource limits (`setrlimit`) set before the command is executed.
     #[serde(default)]
     pub ulimits: Vec<Ulimit>,
+}
+
+/// What a step's `upper` dir is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RootKind {
+    /// An overlayfs upper dir over the lowers (and the runner's stub layer).
+    #[default]
+    Overlay,
+    /// The whole root, materialised by a copying snapshotter: `lowers` is empty and no
+    /// overlay is mounted; the namespaced runner binds it as the new root, chroot enters it.
+    Copied,
 }
 
 /// One `setrlimit` of a step (`--ulimit nofile=1024:2048`).
@@ -210,6 +226,7 @@ impl SandboxSpec {
         SandboxSpec {
             lowers,
             upper,
+            root: RootKind::Overlay,
             work,
             argv,
             env: vec![format!("PATH={DEFAULT_PATH}")],
@@ -240,6 +257,11 @@ impl SandboxSpec {
     pub fn validate(&self) -> Result<(), Error> {
         if self.argv.is_empty() {
             return Err(Error::EmptyCommand);
+        }
+        if self.root == RootKind::Copied && !self.lowers.is_empty() {
+            return Err(Error::LowersOfCopiedRoot {
+                count: self.lowers.len(),
+            });
         }
         if self.lowers.len() > MAX_LOWERS {
             return Err(Error::TooManyLayers {

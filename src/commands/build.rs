@@ -225,6 +225,7 @@ fn options(args: &BuildArgs, annotations: output::Annotations) -> anyhow::Result
             .collect::<Result<_, _>>()?,
         limits: resources::limits(args)?,
         isolation: rbuild_runner::Isolation::default(),
+        copied_roots: false,
         manifest_annotations: annotations.manifest,
         descriptor_annotations: annotations.manifest_descriptor,
         cache_from: args
@@ -367,6 +368,7 @@ pub async fn build(g: &Globals, args: BuildArgs) -> anyhow::Result<()> {
     let client = Client::new(client_options(&args.registry));
     let style = Style::pick(args.progress, args.quiet);
     let view = Arc::new(BuildView::new(style));
+    let isolation_line = copied_roots(&store, isolation, isolation_line, &mut opts);
     announce_isolation(&view, isolation, isolation_line, &mut opts);
     let started = Instant::now();
     let tags = opts.tags.clone();
@@ -468,6 +470,25 @@ fn image_names(opts: &mut BuildOptions, exports: &[Export], push_flag: bool) -> 
         }
     }
     push
+}
+
+/// Probes (rootless only) whether overlayfs takes an upper dir on the store's filesystem;
+/// where it does not, steps run on copied roots and the isolation line says so.
+fn copied_roots(
+    store: &Store,
+    isolation: rbuild_runner::Isolation,
+    line: Option<String>,
+    opts: &mut BuildOptions,
+) -> Option<String> {
+    if rbuild_builder::solver::roots::overlay_refused(store, isolation).is_none() {
+        return line;
+    }
+    opts.copied_roots = true;
+    let why = "overlayfs refused on the store's filesystem: steps run on copied roots";
+    Some(match line.as_deref().and_then(|l| l.strip_suffix(')')) {
+        Some(open) => format!("{open}; {why})"),
+        None => format!("isolation: {isolation} ({why})"),
+    })
 }
 
 /// Says once which isolation `auto` picked and what it does not isolate; rootless drops

@@ -118,7 +118,7 @@ impl Snapshotter for CopySnapshotter {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .insert(active.upper.clone(), index);
-        let mounts = Mounts::over(Vec::new(), &active);
+        let mounts = Mounts::copied(&active);
         Ok((active, mounts))
     }
 

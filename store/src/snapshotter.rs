@@ -12,7 +12,8 @@ use crate::snapshot::{ActiveSnapshot, Layer};
 use crate::{ChainId, Descriptor, DiffId, Result, Store};
 
 /// What a step mounts: read-only lowers (top-most first) under a writable upper dir, with a
-/// work dir on the upper's filesystem.
+/// work dir on the upper's filesystem; or, from a copying snapshotter, one upper dir that
+/// is the whole root (`copied_root`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mounts {
     /// Committed snapshot dirs, top-most first; empty for `FROM scratch`.
@@ -21,15 +22,30 @@ pub struct Mounts {
     pub upper: PathBuf,
     /// Scratch space on the upper's filesystem (overlayfs' workdir).
     pub work: PathBuf,
+    /// `upper` holds the whole root, copied ([`crate::CopySnapshotter`]): there are no
+    /// lowers and nothing to mount overlayfs with. Said here rather than guessed from
+    /// empty `lowers`, which an overlay snapshot over `FROM scratch` has too.
+    pub copied_root: bool,
 }
 
 impl Mounts {
-    /// The mounts of `active` over `lowers`.
+    /// The overlay mounts of `active` over `lowers`.
     pub fn over(lowers: Vec<PathBuf>, active: &ActiveSnapshot) -> Mounts {
         Mounts {
             lowers,
             upper: active.upper.clone(),
             work: active.work.clone(),
+            copied_root: false,
+        }
+    }
+
+    /// The mounts of `active` whose upper dir holds the whole root, copied.
+    pub fn copied(active: &ActiveSnapshot) -> Mounts {
+        Mounts {
+            lowers: Vec::new(),
+            upper: active.upper.clone(),
+            work: active.work.clone(),
+            copied_root: true,
         }
     }
 }

@@ -1,6 +1,6 @@
-//! podman with a private store (vfs, a temp root, a short runroot), so tests never touch the
-//! machine's podman images; images are pulled from the test registry over plain HTTP and
-//! run with runc.
+//! podman with a private store (vfs or overlay, a temp root, a short runroot), so tests
+//! never touch the machine's podman images; images are pulled from the test registry over
+//! plain HTTP and run with runc.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -10,13 +10,25 @@ use super::{show, TestDir};
 /// One private podman store.
 pub struct Podman {
     root: PathBuf,
+    driver: &'static str,
     runroot: tempfile::TempDir,
     _dir: TestDir,
 }
 
 impl Podman {
-    /// A fresh, empty podman store.
+    /// A fresh, empty podman store (vfs: a container's root is a plain directory).
     pub fn new() -> Podman {
+        Podman::with_driver("vfs")
+    }
+
+    /// A fresh, empty podman store with the overlay driver: a container's root filesystem
+    /// is an overlayfs mount, as with podman's and docker's defaults. Dropping it removes
+    /// its images and containers (`podman system reset`).
+    pub fn overlay() -> Podman {
+        Podman::with_driver("overlay")
+    }
+
+    fn with_driver(driver: &'static str) -> Podman {
         let dir = TestDir::new("podman");
         // podman refuses a runroot longer than 50 characters: keep it in /tmp.
         let runroot = tempfile::Builder::new()
@@ -25,6 +37,7 @@ impl Podman {
             .expect("runroot");
         Podman {
             root: dir.path().join("root"),
+            driver,
             runroot,
             _dir: dir,
         }
@@ -38,7 +51,7 @@ impl Podman {
             "--runroot".to_string(),
             self.runroot.path().display().to_string(),
             "--storage-driver".to_string(),
-            "vfs".to_string(),
+            self.driver.to_string(),
             "--cgroup-manager".to_string(),
             "cgroupfs".to_string(),
         ];
@@ -91,5 +104,15 @@ impl Podman {
         args.push(image);
         args.extend_from_slice(cmd);
         self.ok(&args)
+    }
+}
+
+impl Drop for Podman {
+    /// The overlay driver leaves mounts and containers' layers that a plain removal of the
+    /// directory cannot take away.
+    fn drop(&mut self) {
+        if self.driver == "overlay" {
+            let _ = self.run(&["system", "reset", "--force"]);
+        }
     }
 }

@@ -166,10 +166,13 @@ impl BuildCtx {
             next_id,
         } = shared;
         let isolation = options.isolation;
-        // Without namespaces there is no overlayfs mount: the step's root is a copy.
-        let snapshotter: Arc<dyn Snapshotter> = match isolation {
-            rbuild_runner::Isolation::Chroot => Arc::new(CopySnapshotter::new(store.clone())),
-            _ => Arc::new(Overlay::new(store.clone())),
+        // Without namespaces, or where overlayfs refuses the store's filesystem, there is
+        // no overlayfs mount: the step's root is a copy.
+        let copied = isolation == rbuild_runner::Isolation::Chroot || options.copied_roots;
+        let snapshotter: Arc<dyn Snapshotter> = if copied {
+            Arc::new(CopySnapshotter::new(store.clone()))
+        } else {
+            Arc::new(Overlay::new(store.clone()))
         };
         BuildCtx {
             snapshotter,

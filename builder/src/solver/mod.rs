@@ -17,6 +17,7 @@ pub mod lint;
 pub mod named_context;
 pub mod plan;
 pub mod remote_cache;
+pub mod roots;
 mod scheduler;
 mod ssh;
 mod state;
@@ -105,6 +106,9 @@ pub struct BuildOptions {
     pub limits: rbuild_runner::Limits,
     /// `--isolation`: how RUN steps are isolated; chroot also picks the copying snapshotter.
     pub isolation: rbuild_runner::Isolation,
+    /// RUN steps run on roots the copying snapshotter materialised, not over overlayfs
+    /// (rootless where [`roots::overlay_refused`]; chroot always does).
+    pub copied_roots: bool,
     /// `--annotation KEY=VALUE` (and `manifest:`): annotations in the image manifest.
     pub manifest_annotations: std::collections::BTreeMap<String, String>,
     /// `--annotation manifest-descriptor:KEY=VALUE`: annotations on the manifest's

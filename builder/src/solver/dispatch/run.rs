@@ -470,6 +470,9 @@ pub async fn run(cx: &StepCx<'_>, st: &mut StageState, r: &Run) -> Result<Lookup
             mounts.work.clone(),
             argv,
         );
+        if mounts.copied_root {
+            spec.root = rbuild_runner::RootKind::Copied;
+        }
         spec.env = env_strings;
         spec.cwd = cwd;
         spec.user = user;
