@@ -635,7 +635,9 @@ fn default_podman_container_builds_the_root_layers_with_the_store_on_its_overlay
         ),
         "the build says it ran on copied roots: {log}"
     );
-    let diff_ids: Vec<String> = serde_json::from_slice(&out.stdout)
+    // The build prints the image id first; inspect's line is the last.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let diff_ids: Vec<String> = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("diff_ids as JSON ({e}): {}", show(&out)));
     assert_eq!(diff_ids, expected, "{log}");
 }

@@ -14,6 +14,7 @@ use crate::layer_out::{mark_opaque, ExternalFiles, TarOptions};
 use crate::rootfs::{copy_attributes, copy_entry, merge_lowers, set_times};
 use crate::snapshot::{ActiveSnapshot, Layer};
 use crate::snapshotter::{Mounts, Snapshotter};
+use crate::whiteout::make_whiteout;
 use crate::{ChainId, Descriptor, DiffId, Error, Result, Store};
 
 /// What the differ compares of one entry. Not the ctime: restoring a file's times (as the
@@ -301,31 +302,10 @@ impl Diff<'_> {
             }
             let to = self.out.join(rel);
             remove_any(&to)?;
-            whiteout(&to).map_err(Error::io("mknod", &to))?;
+            make_whiteout(&to).map_err(Error::io("make a whiteout at", &to))?;
         }
         Ok(())
     }
-}
-
-/// An overlay whiteout at `path`. The overlay snapshotter's carry the time of the
-/// deletion; ours get the time of the commit, which `SOURCE_DATE_EPOCH` clamps the same way.
-fn whiteout(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: `c` is a NUL-terminated path.
-    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Whether `meta` is an overlay whiteout (only used by tests).
-#[cfg(test)]
-fn is_whiteout(meta: &Metadata) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
 #[cfg(test)]
@@ -363,7 +343,7 @@ mod tests {
         assert!(!out.join("etc/keep").exists());
         assert!(!out.join("var").exists());
         let gone = std::fs::symlink_metadata(out.join("etc/gone")).unwrap();
-        assert!(is_whiteout(&gone));
+        assert!(crate::is_whiteout(&out.join("etc/gone"), &gone));
         assert!(crate::is_opaque_dir(&out.join("redo")));
         assert_eq!(std::fs::read(out.join("redo/fresh")).unwrap(), b"f");
         assert!(!out.join("redo/old").exists());

@@ -314,7 +314,7 @@ fn apply_whiteout(parent: &Path, file_name: &[u8], mtime: u64) -> Result<bool, W
     }
     let victim = parent.join(OsStr::from_bytes(hidden));
     remove_any(&victim).map_err(Whiteout::Store)?;
-    mknod(&victim, libc::S_IFCHR, 0, 0).map_err(Whiteout::Io)?;
+    crate::whiteout::make_whiteout(&victim).map_err(Whiteout::Io)?;
     let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
     filetime::set_symlink_file_times(&victim, t, t).map_err(Whiteout::Io)?;
     Ok(true)

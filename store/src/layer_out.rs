@@ -239,8 +239,8 @@ impl<W: Write> TarWriter<W> {
         let mode = meta.mode() & 0o7777;
         let mtime = self.clamp(meta.mtime());
 
-        if ft.is_char_device() && meta.rdev() == 0 {
-            // An overlay whiteout: `.wh.<name>` in the same directory; its own mode and owner
+        if crate::whiteout::is_whiteout(path, meta) {
+            // An overlay whiteout (either form): `.wh.<name>` in the same directory; its own mode and owner
             // mean nothing, so they are normalized.
             let wh = sibling_name(rel, WHITEOUT_PREFIX.as_bytes());
             let h = Member::new(wh, EntryType::Regular, 0o644, 0, 0, mtime);

@@ -47,6 +47,7 @@ mod snapshot;
 mod snapshotter;
 mod sources;
 mod store;
+mod whiteout;
 
 pub use area::{Area, AreaDir};
 pub use blob::{BlobStore, BlobWriter, VerifiedReader};
@@ -69,6 +70,7 @@ pub use snapshot::{ActiveSnapshot, Layer, SnapshotMeta};
 pub use snapshotter::{Mounts, Overlay, Snapshotter};
 pub use sources::MountSources;
 pub use store::{Store, TmpDir};
+pub use whiteout::is_whiteout;
 
 /// The store's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

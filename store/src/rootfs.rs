@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::remove_any;
@@ -50,10 +50,6 @@ struct Merge {
     dirs: Vec<(PathBuf, PathBuf)>,
 }
 
-fn is_whiteout(meta: &std::fs::Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
-}
-
 impl Merge {
     /// Applies the layer directory `src` onto `dst` (a directory that exists).
     fn dir(&mut self, src: &Path, dst: &Path) -> Result<()> {
@@ -66,7 +62,7 @@ impl Merge {
             let from = entry.path();
             let to = dst.join(entry.file_name());
             let meta = std::fs::symlink_metadata(&from).map_err(Error::io("stat", &from))?;
-            if is_whiteout(&meta) {
+            if crate::whiteout::is_whiteout(&from, &meta) {
                 remove_any(&to)?;
                 continue;
             }

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::fs::Metadata;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rbuild_store::ExternalFiles;
@@ -43,10 +43,6 @@ fn lstat(path: &Path) -> Option<Metadata> {
     std::fs::symlink_metadata(path).ok()
 }
 
-fn is_whiteout(meta: &Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
-}
-
 impl Layers<'_> {
     /// What the merged view holds at the root-relative path `rel` (no symlinks followed).
     pub(crate) fn lookup(&self, rel: &str) -> Option<Found> {
@@ -79,7 +75,7 @@ impl Layers<'_> {
         {
             let real = layer.join(rel);
             if let Some(meta) = lstat(&real) {
-                if is_whiteout(&meta) {
+                if rbuild_store::is_whiteout(&real, &meta) {
                     return None;
                 }
                 return Some(Found {
