@@ -722,3 +722,52 @@ fn rootless_steps_see_opaque_dirs_of_snapshots_a_privileged_build_made() {
         "the opaque /d hides the old one: {log}"
     );
 }
+
+/// Why this machine has no delegated cgroup v2 subtree for a rootless build, as rbuild
+/// words it, when /proc/self/cgroup shows v1 controllers (hybrid here); `None` on a
+/// cgroup v2 machine, where the reason depends on the delegation.
+fn cgroup_v1_reason() -> Option<&'static str> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let v1 = text
+        .lines()
+        .any(|l| l.split(':').nth(1).is_some_and(|c| !c.is_empty()));
+    let unified = text.lines().any(|l| l.starts_with("0::"));
+    match (v1, unified) {
+        (true, true) => Some("(hybrid cgroups here: the controllers are on cgroup v1)"),
+        (true, false) => Some("(cgroup v1 here)"),
+        _ => None,
+    }
+}
+
+#[test]
+fn rootless_limits_without_a_delegated_cgroup_are_a_warning_that_says_why() {
+    let ctx = TestDir::new("isolation-limits");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE\nRUN cat /sys/fs/cgroup/memory/memory.limit_in_bytes \
+         /sys/fs/cgroup/memory.max > /limit 2>/dev/null; echo ran > /ran\n",
+    );
+    let rb = Rbuild::new();
+    let dest = ctx.path().join("fs");
+    let dest_s = dest.display().to_string();
+    let out = build(
+        &rb,
+        &ctx,
+        &WITHOUT_SYS_ADMIN,
+        &["--memory", "64m", "--cpu-shares", "512", "-o", &dest_s],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(log.contains("isolation: rootless"), "{log}");
+    let warning = "WARNING: --memory, --cpu-shares not applied: rootless isolation has no \
+                   delegated cgroup v2 subtree";
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(warning)).collect();
+    assert_eq!(lines.len(), 1, "one warning naming the flags: {log}");
+    if let Some(reason) = cgroup_v1_reason() {
+        assert!(lines[0].ends_with(reason), "it says why: {}", lines[0]);
+    }
+    assert_eq!(std::fs::read_to_string(dest.join("ran")).unwrap(), "ran\n");
+    // No 64 MiB limit reached the step.
+    let limit = std::fs::read_to_string(dest.join("limit")).unwrap_or_default();
+    assert!(!limit.lines().any(|l| l.trim() == "67108864"), "{limit}");
+}

@@ -1,4 +1,5 @@
-//! The step's cgroups: created under the runner's own cgroup, limits written, removed after.
+//! The step's cgroups: created under the runner's own cgroup (a rootless build's delegated
+//! one, `crate::delegation`), limits written, removed after.
 //!
 //! Supports both layouts: v1 (one hierarchy per controller under `/sys/fs/cgroup/<ctrl>`,
 //! as on hybrid machines) and v2 (unified /sys/fs/cgroup with cgroup.subtree_control).
@@ -191,8 +192,12 @@ impl StepCgroup {
     }
 
     fn create_v2(limits: &Limits, name: &str) -> Result<StepCgroup, Error> {
-        let (_, own) = own_path(None)?;
-        let own = Path::new(ROOT).join(own.trim_start_matches('/'));
+        // A rootless build's steps go in the subtree delegated to it, beside the leaf the
+        // build moved into ([`crate::delegation`]).
+        let own = match crate::delegation::delegated_parent() {
+            Some(delegated) => delegated.to_path_buf(),
+            None => Path::new(ROOT).join(own_path(None)?.1.trim_start_matches('/')),
+        };
         let available_file = Path::new(ROOT).join("cgroup.controllers");
         let available = fs::read_to_string(&available_file).map_err(cgroup_err(&available_file))?;
         let mut enable = Vec::new();

@@ -40,6 +40,7 @@
 
 mod cgroup;
 mod chroot;
+mod delegation;
 mod error;
 mod init;
 mod isolation;
@@ -54,6 +55,7 @@ mod upper;
 mod user;
 mod userns;
 
+pub use delegation::{delegate as delegate_cgroups, NoDelegation};
 pub use error::Error;
 pub use init::sandbox_init_main;
 pub use isolation::{

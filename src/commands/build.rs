@@ -491,8 +491,8 @@ fn copied_roots(
     })
 }
 
-/// Says once which isolation `auto` picked and what it does not isolate; rootless drops
-/// the cgroup limits, with a warning.
+/// Says once which isolation `auto` picked and what it does not isolate; rootless applies
+/// the cgroup limits in a delegated cgroup v2 subtree, or drops them with a warning.
 fn announce_isolation(
     view: &BuildView,
     isolation: rbuild_runner::Isolation,
@@ -505,12 +505,16 @@ fn announce_isolation(
     if let Some(shared) = isolation.not_isolated() {
         view.line(&format!("#0 WARNING: --isolation {isolation}: {shared}"));
     }
-    if isolation == rbuild_runner::Isolation::Rootless
-        && opts.limits != rbuild_runner::Limits::default()
-    {
-        // A user's cgroups are not theirs to create children in (no delegation is used).
-        view.line("#0 WARNING: --isolation rootless: cgroup limits (--memory, --cpu-*, --resource) are not applied");
-        opts.limits = rbuild_runner::Limits::default();
+    if isolation == rbuild_runner::Isolation::Rootless && !opts.limits.is_unlimited() {
+        // Limits need a cgroup v2 subtree delegated to the build; without one they are
+        // dropped, and the warning says which and why.
+        if let Err(why) = rbuild_runner::delegate_cgroups(&opts.limits) {
+            let flags = resources::limit_flags(&opts.limits).join(", ");
+            view.line(&format!(
+                "#0 WARNING: {flags} not applied: rootless isolation has no delegated cgroup v2 subtree ({why})"
+            ));
+            opts.limits = rbuild_runner::Limits::default();
+        }
     }
 }
 

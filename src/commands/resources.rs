@@ -70,6 +70,23 @@ pub fn size(flag: &str, s: &str) -> Result<u64, UsageError> {
     Ok((number * multiplier as f64) as u64)
 }
 
+/// The flags that set `limits`, by their names (`--memory`), for messages about them.
+pub fn limit_flags(limits: &Limits) -> Vec<&'static str> {
+    [
+        (limits.memory.is_some(), "--memory"),
+        (limits.memory_swap.is_some(), "--memory-swap"),
+        (limits.cpu_quota.is_some(), "--cpu-quota"),
+        (limits.cpu_period.is_some(), "--cpu-period"),
+        (limits.cpu_shares.is_some(), "--cpu-shares"),
+        (limits.cpuset_cpus.is_some(), "--cpuset-cpus"),
+        (limits.cpuset_mems.is_some(), "--cpuset-mems"),
+        (limits.pids.is_some(), "pids"),
+    ]
+    .into_iter()
+    .filter_map(|(set, flag)| set.then_some(flag))
+    .collect()
+}
+
 /// `--ulimit NAME=SOFT[:HARD]` (`-1`: unlimited; HARD defaults to SOFT).
 pub fn ulimit(s: &str) -> Result<Ulimit, UsageError> {
     let bad = |why: String| UsageError(format!("--ulimit {s:?}: {why}"));
