@@ -51,6 +51,35 @@ fn rootless_run_step_cannot_escape_the_sandbox() {
     });
 }
 
+/// The same attempts in a rootless build (root without CAP_SYS_ADMIN) whose store is on an
+/// overlayfs, as on a container's overlay root: overlayfs refuses an upper dir there, so the
+/// step runs on a copied root the runner binds instead of an overlay.
+#[test]
+fn rootless_run_step_on_a_copied_root_cannot_escape_the_sandbox() {
+    let rb = Rbuild::new();
+    // The store's parent is the mount, so that the soundness check's search for mounts
+    // and processes that mention the store does not find this one.
+    let parent = rb.root.parent().expect("the store's test dir");
+    let _overlay = crate::util::overlayfs::OverlayDir::mount(parent);
+    escape_attempts_fail(&rb, |ctx| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"])
+            .arg(env!("CARGO_BIN_EXE_rbuild"))
+            .args(super::build_args(ctx, "escape:v1"))
+            .env("RBUILD_ROOT", &rb.root)
+            .env_remove("RBUILD_ISOLATION")
+            .output()
+            .expect("spawn setpriv rbuild");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("overlayfs refused on the store's filesystem: steps run on copied roots"),
+            "{}",
+            show(&out)
+        );
+        out
+    });
+}
+
 /// Runs the escape attempts as one RUN step built by `run_build` (given the context) into
 /// `rb`'s store as `escape:v1`, then checks that every one failed.
 fn escape_attempts_fail(

@@ -8,6 +8,7 @@ pub mod faultproxy;
 pub mod gateproxy;
 pub mod git;
 pub mod layout;
+pub mod overlayfs;
 pub mod podman;
 pub mod proxy;
 pub mod rawpush;
