@@ -1,6 +1,7 @@
 //! `--isolation`: the same Dockerfile built as root with namespaces and as root without
-//! CAP_SYS_ADMIN (chroot over the copying snapshotter) gives the same diffIDs; `auto` says
-//! which mode it picked and why; chroot says what it does not isolate.
+//! CAP_SYS_ADMIN (rootless, over overlayfs or on copied roots; chroot over the copying
+//! snapshotter) gives the same diffIDs; `auto` says which mode it picked and why; chroot
+//! says what it does not isolate; rootless limits without a delegated cgroup are a warning.
 
 use std::process::{Command, Output};
 
@@ -471,18 +472,19 @@ fn container_rootfs(dir: &std::path::Path) {
 fn build_in_container(rootfs: &std::path::Path, store: &str, extra: &[&str]) -> Output {
     let podman = crate::util::podman::Podman::new();
     let rootfs = rootfs.display().to_string();
-    run_in_container(&podman, &["--rootfs", &rootfs], store, extra, &[])
+    run_in_container(&podman, &["--rootfs", &rootfs], store, extra, (&[], &[]))
 }
 
 /// `podman run` (as [`build_in_container`]) of `root` (`--rootfs DIR` or an image) running
-/// `rbuild build` of [`DOCKERFILE`] as `iso`, with its store at `store`, then `after` (a
-/// shell command, run only if the build succeeded; empty: none).
+/// `rbuild build FLAGS` of [`DOCKERFILE`] as `iso`, with its store at `store`, then `after`
+/// (a shell command, run only if the build succeeded; empty: none). Flags and `after` are
+/// joined into a shell command line: no quoting.
 fn run_in_container(
     podman: &crate::util::podman::Podman,
     root: &[&str],
     store: &str,
     extra: &[&str],
-    after: &[&str],
+    (flags, after): (&[&str], &[&str]),
 ) -> Output {
     let ctx = context();
     let base = format!("BASE={}", busybox().reference);
@@ -508,18 +510,11 @@ fn run_in_container(
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args.extend(root.iter().map(|s| s.to_string()));
-    let build = [
-        "/rbuild",
-        "build",
-        "--progress=plain",
-        "--build-arg",
-        &base,
-        "-t",
-        "iso",
-        "/ctx",
-    ];
+    let mut build = vec!["/rbuild", "build", "--progress=plain", "--build-arg", &base];
+    build.extend_from_slice(flags);
+    build.extend(["-t", "iso", "/ctx"]);
     if after.is_empty() {
-        args.extend(build.map(String::from));
+        args.extend(build.iter().map(|s| s.to_string()));
     } else {
         // The build's log on stderr, `after`'s output on stdout.
         let script = format!("{} && {}", build.join(" "), after.join(" "));
@@ -540,8 +535,10 @@ fn diff_ids_at(root: &std::path::Path) -> Vec<String> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `podman run --rootfs DIR`: the container's root is the plain directory DIR, not an
+/// overlay (that case is the next test), so the store works on a volume and at /store.
 #[test]
-fn default_podman_container_builds_the_root_layers_with_the_store_on_a_volume_or_its_own_fs() {
+fn default_podman_container_builds_the_root_layers_with_the_store_on_a_volume_or_a_plain_rootfs() {
     let expected = privileged_diff_ids(&context());
     let dir = TestDir::new("isolation-container");
     let rootfs = dir.path().join("rootfs");
@@ -620,11 +617,14 @@ fn default_podman_container_builds_the_root_layers_with_the_store_on_its_overlay
         &[&image.name],
         "/store",
         &[],
-        &[
-            "grep -q '^overlay / overlay' /proc/mounts",
-            "&& /rbuild inspect -f '{{json .rootfs.diff_ids}}' iso",
-            "&& /rbuild fsck >&2",
-        ],
+        (
+            &[],
+            &[
+                "grep -q '^overlay / overlay' /proc/mounts",
+                "&& /rbuild inspect -f '{{json .rootfs.diff_ids}}' iso",
+                "&& /rbuild fsck >&2",
+            ],
+        ),
     );
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{}", show(&out));
@@ -640,6 +640,31 @@ fn default_podman_container_builds_the_root_layers_with_the_store_on_its_overlay
     let diff_ids: Vec<String> = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("diff_ids as JSON ({e}): {}", show(&out)));
     assert_eq!(diff_ids, expected, "{log}");
+}
+
+#[test]
+fn chroot_limits_in_a_container_without_a_writable_cgroupfs_are_a_warning_that_says_why() {
+    let dir = TestDir::new("isolation-chroot-limits");
+    let rootfs = dir.path().join("rootfs");
+    container_rootfs(&rootfs);
+    let rootfs_s = rootfs.display().to_string();
+    let podman = crate::util::podman::Podman::new();
+    let out = run_in_container(
+        &podman,
+        &["--rootfs", &rootfs_s],
+        "/store",
+        &[],
+        (&["--isolation", "chroot", "--memory", "64m"], &[]),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let warning = "WARNING: --memory not applied: --isolation chroot cannot make the steps' \
+                   cgroups here (cannot set up cgroup /sys/fs/cgroup/";
+    assert_eq!(
+        log.lines().filter(|l| l.contains(warning)).count(),
+        1,
+        "one warning naming the flag and the cgroup it could not make: {log}"
+    );
 }
 
 /// podman's default seccomp profile, refusing what makes namespaces: `unshare`, `clone`

@@ -302,6 +302,15 @@ impl StepCgroup {
     }
 }
 
+/// Creates and removes a step cgroup with `limits`: whether steps can get them here (a
+/// container's read-only or foreign `/sys/fs/cgroup` cannot). Nothing to limit is `Ok`.
+pub fn trial_limits(limits: &Limits) -> Result<(), Error> {
+    match StepCgroup::create(limits)? {
+        Some(cgroup) => cgroup.destroy(),
+        None => Ok(()),
+    }
+}
+
 /// Where v2 step cgroups go. The "no internal processes" rule lets a cgroup enable
 /// controllers for its children only while it has no processes of its own (the root is
 /// exempt), so the runner's own cgroup works only when it is the root or a delegated,

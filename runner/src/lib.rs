@@ -55,6 +55,7 @@ mod upper;
 mod user;
 mod userns;
 
+pub use cgroup::trial_limits as trial_cgroup_limits;
 pub use delegation::{delegate as delegate_cgroups, NoDelegation};
 pub use error::Error;
 pub use init::sandbox_init_main;

@@ -492,7 +492,8 @@ fn copied_roots(
 }
 
 /// Says once which isolation `auto` picked and what it does not isolate; rootless applies
-/// the cgroup limits in a delegated cgroup v2 subtree, or drops them with a warning.
+/// the cgroup limits in a delegated cgroup v2 subtree, chroot where it can make cgroups,
+/// else they are dropped with a warning that says why.
 fn announce_isolation(
     view: &BuildView,
     isolation: rbuild_runner::Isolation,
@@ -505,16 +506,30 @@ fn announce_isolation(
     if let Some(shared) = isolation.not_isolated() {
         view.line(&format!("#0 WARNING: --isolation {isolation}: {shared}"));
     }
-    if isolation == rbuild_runner::Isolation::Rootless && !opts.limits.is_unlimited() {
-        // Limits need a cgroup v2 subtree delegated to the build; without one they are
-        // dropped, and the warning says which and why.
-        if let Err(why) = rbuild_runner::delegate_cgroups(&opts.limits) {
-            let flags = resources::limit_flags(&opts.limits).join(", ");
-            view.line(&format!(
-                "#0 WARNING: {flags} not applied: rootless isolation has no delegated cgroup v2 subtree ({why})"
-            ));
-            opts.limits = rbuild_runner::Limits::default();
-        }
+    if opts.limits.is_unlimited() {
+        return;
+    }
+    // Rootless limits need a cgroup v2 subtree delegated to the build; chroot's need a
+    // writable cgroupfs (not a container's). Without them the limits are dropped, and the
+    // warning says which and why.
+    let unavailable = match isolation {
+        rbuild_runner::Isolation::Rootless => rbuild_runner::delegate_cgroups(&opts.limits)
+            .err()
+            .map(|why| format!("rootless isolation has no delegated cgroup v2 subtree ({why})")),
+        rbuild_runner::Isolation::Chroot => rbuild_runner::trial_cgroup_limits(&opts.limits)
+            .err()
+            .map(|e| {
+                format!(
+                    "--isolation chroot cannot make the steps' cgroups here ({:#})",
+                    anyhow::Error::from(e)
+                )
+            }),
+        rbuild_runner::Isolation::Namespaces => None,
+    };
+    if let Some(why) = unavailable {
+        let flags = resources::limit_flags(&opts.limits).join(", ");
+        view.line(&format!("#0 WARNING: {flags} not applied: {why}"));
+        opts.limits = rbuild_runner::Limits::default();
     }
 }
 
