@@ -796,3 +796,81 @@ fn rootless_limits_without_a_delegated_cgroup_are_a_warning_that_says_why() {
     let limit = std::fs::read_to_string(dest.join("limit")).unwrap_or_default();
     assert!(!limit.lines().any(|l| l.trim() == "67108864"), "{limit}");
 }
+
+#[test]
+fn kill_9_of_a_build_on_copied_roots_leaves_nothing_and_the_store_sound() {
+    let rb = Rbuild::new();
+    // The store on an overlayfs (its parent is the mount, so that the soundness check's
+    // search for mounts that mention the store does not find this one).
+    let _overlay =
+        crate::util::overlayfs::OverlayDir::mount(rb.root.parent().expect("the store's dir"));
+    let marker = format!("iso-copied-kill-{}", std::process::id());
+    let ctx = TestDir::new("isolation-copied-kill");
+    ctx.write(
+        "Dockerfile",
+        format!(
+            "ARG BASE\nFROM $BASE\nRUN --mount=type=tmpfs,target=/scratch/tmp \
+             ( sleep 1000; echo {marker} ) & sleep 1001; echo {marker}\n"
+        ),
+    );
+    let child = Command::new(WITHOUT_SYS_ADMIN[0])
+        .args(&WITHOUT_SYS_ADMIN[1..])
+        .arg(env!("CARGO_BIN_EXE_rbuild"))
+        .env("RBUILD_ROOT", &rb.root)
+        .env_remove("RBUILD_ISOLATION")
+        .args(["build", "--progress=plain", "--build-arg"])
+        .arg(format!("BASE={}", busybox().reference))
+        .arg(ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn setpriv rbuild");
+    let running = crate::reliability::poll(std::time::Duration::from_secs(60), || {
+        crate::reliability::leftover_processes(&rb.root, &marker)
+            .iter()
+            .filter(|p| p.cmdline.contains(&marker))
+            .count()
+            >= 2
+    });
+    assert!(running, "the step never started");
+    let outer = outer_rbuild(&rb.root).expect("the outer rbuild process");
+    // SAFETY: kill(2) of a pid read from /proc just now.
+    assert_eq!(unsafe { libc::kill(outer, libc::SIGKILL) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("steps run on copied roots"), "{log}");
+    crate::reliability::assert_store_sound(&rb, &marker, "after kill -9 on copied roots");
+}
+
+#[test]
+fn rootless_steps_on_copied_roots_leave_no_mountpoint_in_their_layers() {
+    let ctx = TestDir::new("isolation-copied-mounts");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE\n\
+         RUN --mount=type=tmpfs,target=/new/dir/tmp --mount=type=cache,target=/var/cache/x \
+         echo hi > /new/dir/tmp/gone && echo kept > /kept && cat /etc/hosts /proc/1/comm >/dev/null\n",
+    );
+    let privileged = Rbuild::new();
+    let out = build(&privileged, &ctx, &[], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let expected = diff_ids(&privileged);
+
+    let rb = Rbuild::new();
+    let _overlay =
+        crate::util::overlayfs::OverlayDir::mount(rb.root.parent().expect("the store's dir"));
+    let dest = ctx.path().join("fs");
+    let dest_s = dest.display().to_string();
+    let out = build(&rb, &ctx, &WITHOUT_SYS_ADMIN, &["-o", &dest_s]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(log.contains("steps run on copied roots"), "{log}");
+    assert_eq!(diff_ids(&rb), expected, "{log}");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("kept")).unwrap(),
+        "kept\n"
+    );
+    assert!(!dest.join("new").exists(), "a mountpoint reached the image");
+    let fsck = rb.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", show(&fsck));
+}

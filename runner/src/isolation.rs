@@ -166,6 +166,9 @@ pub fn probe_overlay_upper(scratch: &std::path::Path, userxattr: bool) -> std::i
     let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     let data = std::ffi::CString::new(data).map_err(invalid)?;
     let target = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(invalid)?;
+    // The child gets raw pointers only: it must not free (or allocate) anything, since
+    // another thread of this process may have held the allocator's lock at the fork.
+    let (data, target) = (data.as_ptr(), target.as_ptr());
     trial(move || {
         let none = std::ptr::null();
         // SAFETY: raw syscalls with NUL-terminated arguments made before the fork, in the
@@ -179,7 +182,7 @@ pub fn probe_overlay_upper(scratch: &std::path::Path, userxattr: bool) -> std::i
                 return *libc::__errno_location();
             }
             let overlay = c"overlay".as_ptr();
-            if libc::mount(overlay, target.as_ptr(), overlay, 0, data.as_ptr().cast()) != 0 {
+            if libc::mount(overlay, target, overlay, 0, data.cast()) != 0 {
                 return *libc::__errno_location();
             }
         }
