@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use rbuild_runner::{
-    ExitStatus, ExtraMount, Limits, Network, Sandbox, SandboxSpec, Stream, User,
+    ExitStatus, ExtraMount, Limits, Network, RootKind, Sandbox, SandboxSpec, Stream, User,
     DEFAULT_CAPABILITIES,
 };
 
@@ -422,6 +422,65 @@ fn host_mountinfo() -> Vec<String> {
         .collect();
     lines.sort();
     lines
+}
+
+/// A copied root (what the copying snapshotter gives a rootless step where overlayfs is
+/// refused): bound as `/`, with the standard and extra mounts, and none of the mountpoints
+/// the image lacks left in it afterwards.
+fn copied_root_gets_the_mounts_and_keeps_no_mountpoint() -> TestResult {
+    let step = Step::new();
+    let mut spec = step.spec(
+        "cat /proc/1/comm; test -c /dev/null && echo dev; grep -c localhost /etc/hosts; \
+         echo t > /new/tmp/t; grep ' / ' /proc/self/mounts | grep -c nodev; echo w > /written",
+    );
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", busybox_rootfs().display()))
+        .arg(step.upper())
+        .status()
+        .map_err(|e| e.to_string())?;
+    check!(copy.success(), "cp -a of the rootfs failed");
+    spec.lowers.clear();
+    spec.root = RootKind::Copied;
+    spec.mounts.push(ExtraMount::Tmpfs {
+        target: "/new/tmp".into(),
+        size: None,
+    });
+    let before = host_mountinfo();
+    let out = run(&spec)?;
+    check!(
+        out.status.success(),
+        "status {:?} {}",
+        out.status,
+        out.stderr
+    );
+    check!(
+        out.stdout == "rbuild:[pid1]\ndev\n2\n1\n",
+        "the step saw {:?}",
+        out.stdout
+    );
+    let mut expected: Vec<String> = {
+        let mut image = Vec::new();
+        walk(busybox_rootfs(), busybox_rootfs(), &mut image);
+        image
+    };
+    expected.push("written".into());
+    expected.sort();
+    check!(
+        step.upper_paths() == expected,
+        "the root holds more than the image and the step's file: {:?}",
+        step.upper_paths()
+            .iter()
+            .filter(|p| !expected.contains(p))
+            .collect::<Vec<_>>()
+    );
+    check!(host_mountinfo() == before, "a mount was left on the host");
+    spec.lowers.push(busybox_rootfs().to_path_buf());
+    check!(
+        run(&spec).is_err_and(|e| e.contains("a copied root takes no overlay lowers")),
+        "a copied root with lowers is refused"
+    );
+    Ok(())
 }
 
 fn zero_lowers_from_scratch() -> TestResult {
@@ -1028,6 +1087,10 @@ fn run_step_main(spec_file: &str) -> ExitCode {
 type Test = (&'static str, fn() -> TestResult);
 
 const TESTS: &[Test] = &[
+    (
+        "copied_root_gets_the_mounts_and_keeps_no_mountpoint",
+        copied_root_gets_the_mounts_and_keeps_no_mountpoint,
+    ),
     ("exit_code_and_output_stream", exit_code_and_output_stream),
     ("writes_land_in_upper_only", writes_land_in_upper_only),
     ("deletion_becomes_whiteout", deletion_becomes_whiteout),
