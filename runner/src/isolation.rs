@@ -16,7 +16,8 @@ pub enum Isolation {
     Namespaces,
     /// A non-root user, or root without CAP_SYS_ADMIN (a container): the command
     /// re-executed in a user namespace where it is root (/etc/subuid ranges, or every id
-    /// onto itself), then namespaces over overlayfs (`userxattr`) inside it.
+    /// onto itself), then namespaces over overlayfs (`userxattr`) inside it, or on a copied
+    /// root where overlayfs refuses an upper dir on the store's filesystem.
     Rootless,
     /// No namespaces: the step is `chroot`ed into a copy of its root filesystem. Processes,
     /// network, hostname, IPC and mounts are the host's.

@@ -29,8 +29,10 @@
 //! ```
 //!
 //! Isolation ([`Isolation`], picked by [`detect_isolation`]): namespaces over overlayfs
-//! (the default, root with CAP_SYS_ADMIN), or `chroot` into a root a copying snapshotter
-//! materialised (root without CAP_SYS_ADMIN, or where a seccomp profile refuses `unshare`).
+//! (the default, root with CAP_SYS_ADMIN), the same in a user namespace (rootless), over
+//! overlayfs or, where [`probe_overlay_upper`] finds it refused, on a root a copying
+//! snapshotter materialised ([`RootKind::Copied`]), or `chroot` into such a root (root
+//! without CAP_SYS_ADMIN where a seccomp profile refuses `unshare`).
 //!
 //! Requirements: root, or a non-root user's command re-executed in a user namespace
 //! ([`reexec_in_user_namespace`]), Linux 5.2 (`fsopen`; `lowerdir+`
