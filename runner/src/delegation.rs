@@ -125,9 +125,14 @@ fn find(root: &Path, self_cgroup: &str, wanted: &[&'static str]) -> Result<PathB
     Ok(dir)
 }
 
-/// Moves this process into a leaf of `dir` (cgroup v2 lets a cgroup give its children
-/// controllers only while it holds no process itself) and enables `wanted` for the
-/// children of `dir`, where the steps' cgroups then go.
+/// The leaf of a delegated cgroup that its processes move into. Never swept as a stale
+/// step cgroup (`rbuild-<pid>-<n>`): processes other than rbuild's may live in it.
+const LEAF: &str = "rbuild-init";
+
+/// Moves the processes of `dir` (this one, and e.g. a non-root user's outer rbuild or
+/// shell) into its leaf [`LEAF`] (cgroup v2 lets a cgroup give its children controllers
+/// only while it holds no process itself) and enables `wanted` for the children of `dir`,
+/// where the steps' cgroups then go.
 fn enter(dir: &Path, wanted: &[&'static str]) -> Result<(), NoDelegation> {
     let refused = |path: PathBuf| {
         move |e: std::io::Error| NoDelegation::Refused {
@@ -144,14 +149,23 @@ fn enter(dir: &Path, wanted: &[&'static str]) -> Result<(), NoDelegation> {
     if fs::write(&control, &enable).is_ok() {
         return Ok(());
     }
-    let leaf = dir.join(format!("rbuild-{}-build", std::process::id()));
+    let leaf = dir.join(LEAF);
     match fs::create_dir(&leaf) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(refused(leaf)(e)),
     }
-    let procs = leaf.join("cgroup.procs");
-    fs::write(&procs, std::process::id().to_string()).map_err(refused(procs))?;
+    let procs = dir.join("cgroup.procs");
+    let pids = fs::read_to_string(&procs).map_err(refused(procs))?;
+    let to = leaf.join("cgroup.procs");
+    for pid in pids.split_whitespace() {
+        match fs::write(&to, pid) {
+            Ok(()) => {}
+            // Gone meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(refused(to)(e)),
+        }
+    }
     fs::write(&control, &enable).map_err(refused(control))
 }
 
@@ -200,6 +214,7 @@ mod tests {
         enter(&dir, &["memory", "cpu"]).unwrap();
         let control = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
         assert_eq!(control, "+memory +cpu");
+        assert!(!dir.join(LEAF).exists(), "an empty cgroup needs no leaf");
     }
 
     #[test]
