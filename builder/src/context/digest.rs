@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -97,7 +97,7 @@ pub(crate) fn source_entries<'a>(
     files: &'a ContextFiles,
     source: &'a SelectedSource,
     exclude: &IgnoreRules,
-) -> Result<Vec<&'a ContextEntry>, ContextError> {
+) -> Result<Vec<ContextEntry<'a>>, ContextError> {
     let mut out = Vec::new();
     if source.kind != EntryKind::Dir {
         if !exclude.is_excluded(&source.name)? {
@@ -108,11 +108,16 @@ pub(crate) fn source_entries<'a>(
     out.extend(files.get(&source.resolved));
     let prefix = format!("{}/", source.resolved);
     for entry in files.below(&source.resolved) {
+        if exclude.is_empty() {
+            out.push(entry);
+            continue;
+        }
+        let name = entry.name();
         let rel = match source.resolved.as_str() {
-            "." => entry.name.as_str(),
-            _ => entry.name.strip_prefix(&prefix).unwrap_or(&entry.name),
+            "." => &name,
+            _ => name.strip_prefix(&prefix).unwrap_or(&name),
         };
-        if exclude.is_empty() || !exclude.is_excluded(rel)? {
+        if !exclude.is_excluded(rel)? {
             out.push(entry);
         }
     }
@@ -128,26 +133,26 @@ pub fn digest_sources(
     cache: &mut StatCache,
 ) -> Result<ContentDigest, ContextError> {
     // Each source's entries, and a digest for every regular file among them, in order.
-    let source_files: Vec<Vec<&ContextEntry>> = sources
+    let source_files: Vec<Vec<ContextEntry>> = sources
         .iter()
         .map(|source| source_entries(files, source, exclude))
         .collect::<Result<_, _>>()?;
-    let regular: Vec<&ContextEntry> = source_files
+    let regular: Vec<ContextEntry> = source_files
         .iter()
         .flatten()
-        .filter(|e| e.kind == EntryKind::File)
+        .filter(|e| e.kind() == EntryKind::File)
         .copied()
         .collect();
     let mut digests: Vec<Option<[u8; 32]>> = regular
         .iter()
-        .map(|e| cache.lookup(&e.path, &e.metadata))
+        .map(|e| cache.lookup(&e.path(), e.stat()))
         .collect();
     let misses: Vec<usize> = (0..regular.len())
         .filter(|&i| digests[i].is_none())
         .collect();
-    let missed: Vec<&ContextEntry> = misses.iter().map(|&i| regular[i]).collect();
+    let missed: Vec<ContextEntry> = misses.iter().map(|&i| regular[i]).collect();
     for (i, digest) in misses.into_iter().zip(hash_parallel(&missed)?) {
-        cache.insert(&regular[i].path, &regular[i].metadata, digest);
+        cache.insert(&regular[i].path(), regular[i].stat(), digest);
         digests[i] = Some(digest);
     }
     let mut next_digest = digests.into_iter();
@@ -162,27 +167,29 @@ pub fn digest_sources(
             r => format!("{r}/"),
         };
         for entry in entries {
-            let rel = entry.name.strip_prefix(&prefix).unwrap_or("");
-            let meta = &entry.metadata;
+            let name = entry.name();
+            let rel = name.strip_prefix(&prefix).unwrap_or("");
+            let meta = entry.stat();
+            let kind = entry.kind();
             enc.bytes(rel.as_bytes());
-            enc.bytes(&[entry.kind.tag()]);
-            enc.u64(u64::from(meta.mode() & 0o7777));
+            enc.bytes(&[kind.tag()]);
+            enc.u64(u64::from(meta.mode & 0o7777));
             let (uid, gid) = if files.owners_matter() {
-                (meta.uid(), meta.gid())
+                (meta.uid, meta.gid)
             } else {
                 (0, 0)
             };
             enc.u64(u64::from(uid));
             enc.u64(u64::from(gid));
-            match entry.kind {
+            match kind {
                 EntryKind::File => {
-                    enc.u64(meta.size());
+                    enc.u64(meta.size);
                     // Regular files come in the order `regular` listed them.
                     let digest = next_digest.next().flatten().unwrap_or([0; 32]);
                     enc.bytes(&digest);
                 }
                 EntryKind::Symlink => {
-                    let full = entry.path.clone();
+                    let full = entry.path();
                     let target = std::fs::read_link(&full).map_err(|source| ContextError::Io {
                         op: "read link",
                         path: full,
@@ -190,7 +197,7 @@ pub fn digest_sources(
                     })?;
                     enc.bytes(target.as_os_str().as_encoded_bytes());
                 }
-                EntryKind::CharDevice | EntryKind::BlockDevice => enc.u64(meta.rdev()),
+                EntryKind::CharDevice | EntryKind::BlockDevice => enc.u64(meta.rdev),
                 EntryKind::Dir | EntryKind::Fifo | EntryKind::Socket => {}
             }
         }
@@ -209,7 +216,7 @@ pub fn digest_sources(
 }
 
 /// Hashes `entries` on a few scoped threads; the digests come back in the same order.
-fn hash_parallel(entries: &[&ContextEntry]) -> Result<Vec<[u8; 32]>, ContextError> {
+fn hash_parallel(entries: &[ContextEntry]) -> Result<Vec<[u8; 32]>, ContextError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8)
@@ -222,7 +229,7 @@ fn hash_parallel(entries: &[&ContextEntry]) -> Result<Vec<[u8; 32]>, ContextErro
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(entry) = entries.get(i) else { break };
-                match hash_file(&entry.path) {
+                match hash_file(&entry.path()) {
                     Ok(d) => results.lock().unwrap_or_else(|p| p.into_inner())[i] = d,
                     Err(e) => {
                         first_error

@@ -9,14 +9,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fs::Metadata;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use super::ContextError;
+use super::{ContextError, EntryStat};
 
 const MAGIC: &[u8] = b"rbuild-statcache-v1\n";
 
@@ -30,12 +28,12 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(meta: &Metadata) -> Self {
+    fn of(stat: &EntryStat) -> Self {
         Self {
-            size: meta.size(),
-            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
-            ino: meta.ino(),
-            mode: meta.mode(),
+            size: stat.size,
+            mtime_ns: stat.mtime_ns(),
+            ino: stat.ino,
+            mode: stat.mode,
         }
     }
 }
@@ -116,8 +114,8 @@ impl StatCache {
         cache_dir.join(format!("statcache-{}", &hex::encode(hash)[..32]))
     }
 
-    /// The cached digest of `path` if its metadata has not changed.
-    pub fn lookup(&mut self, path: &Path, meta: &Metadata) -> Option<[u8; 32]> {
+    /// The cached digest of `path` if its stat fields have not changed.
+    pub fn lookup(&mut self, path: &Path, meta: &EntryStat) -> Option<[u8; 32]> {
         let found = self.loaded().get(path.as_os_str()).copied();
         match found {
             Some((stamp, digest)) if stamp == Stamp::of(meta) => {
@@ -128,8 +126,8 @@ impl StatCache {
         }
     }
 
-    /// Records the digest of `path` as read with metadata `meta`.
-    pub fn insert(&mut self, path: &Path, meta: &Metadata, digest: [u8; 32]) {
+    /// Records the digest of `path` as read with the stat fields `meta`.
+    pub fn insert(&mut self, path: &Path, meta: &EntryStat, digest: [u8; 32]) {
         self.stats.misses += 1;
         self.loaded()
             .insert(path.as_os_str().to_os_string(), (Stamp::of(meta), digest));

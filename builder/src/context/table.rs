@@ -1,0 +1,281 @@
+//! The walked entries of a context in one compact table: each relative path stored once,
+//! in walk order, in one byte arena, and found by binary search in that order.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::{ContextError, EntryKind, EntryStat};
+
+/// The walk order of two `/`-separated relative paths: element by element, each compared
+/// by bytes, so a directory comes right before what is below it (`a`, `a/b`, `a.txt`, `ab`).
+/// It is a byte comparison in which `/` sorts before every other byte (names hold no NUL).
+pub fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
+    let common = a.iter().zip(b).position(|(x, y)| x != y);
+    match common {
+        Some(i) => {
+            let key = |c: u8| if c == b'/' { 0 } else { c };
+            key(a[i]).cmp(&key(b[i]))
+        }
+        None => a.len().cmp(&b.len()),
+    }
+}
+
+/// One entry's record: its stat fields, where its name ends in the arena and which base
+/// directory holds its file.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    stat: EntryStat,
+    name_end: u32,
+    base: u32,
+}
+
+/// The entries of a walk, in walk order.
+#[derive(Debug, Default)]
+pub(super) struct EntryTable {
+    /// The directories the entries' files are in (the context root, or the layers).
+    bases: Vec<PathBuf>,
+    /// Every entry's relative path, one after the other.
+    names: Vec<u8>,
+    slots: Vec<Slot>,
+    /// The entries whose names are not UTF-8, by their lossy form (the form patterns and
+    /// sources use), sorted; the last of equal names wins.
+    lossy: Vec<(Box<str>, u32)>,
+}
+
+impl EntryTable {
+    /// An empty table whose entries' files are in `bases`.
+    pub(super) fn new(bases: Vec<PathBuf>) -> Self {
+        Self {
+            bases,
+            ..Self::default()
+        }
+    }
+
+    /// Appends an entry, which must come after every entry already in (walk order); its
+    /// file is `bases[base]` joined with `name`.
+    pub(super) fn push(
+        &mut self,
+        name: &[u8],
+        stat: EntryStat,
+        base: usize,
+    ) -> Result<(), ContextError> {
+        debug_assert!(self.slots.last().is_none_or(|_| walk_order(
+            self.name(self.slots.len() - 1),
+            name
+        )
+        .is_lt()));
+        self.names.extend_from_slice(name);
+        let name_end = u32::try_from(self.names.len()).map_err(|_| ContextError::TooLarge)?;
+        let base = u32::try_from(base).map_err(|_| ContextError::TooLarge)?;
+        if std::str::from_utf8(name).is_err() {
+            let lossy = String::from_utf8_lossy(name).into_owned().into_boxed_str();
+            self.lossy.push((lossy, self.slots.len() as u32));
+        }
+        self.slots.push(Slot {
+            stat,
+            name_end,
+            base,
+        });
+        Ok(())
+    }
+
+    /// Done pushing: the spare capacity is given back and the lossy names sorted.
+    pub(super) fn finish(&mut self) {
+        self.names.shrink_to_fit();
+        self.slots.shrink_to_fit();
+        // Stable: equal lossy names stay in walk order, and lookups take the last.
+        self.lossy.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+
+    /// How many entries there are.
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The relative path of entry `i`.
+    fn name(&self, i: usize) -> &[u8] {
+        let start = match i {
+            0 => 0,
+            _ => self.slots[i - 1].name_end as usize,
+        };
+        &self.names[start..self.slots[i].name_end as usize]
+    }
+
+    /// The entry at `i`.
+    pub(super) fn entry(&self, i: usize) -> ContextEntry<'_> {
+        ContextEntry {
+            table: self,
+            index: i,
+        }
+    }
+
+    /// The index of the entry named `name` (`/`-separated, relative): by its bytes, or for
+    /// a name that is not UTF-8 on disk by its lossy form.
+    pub(super) fn find(&self, name: &str) -> Option<usize> {
+        self.binary_search(name.as_bytes())
+            .or_else(|| self.find_lossy(name))
+    }
+
+    fn binary_search(&self, name: &[u8]) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.slots.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match walk_order(self.name(mid), name) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    fn find_lossy(&self, name: &str) -> Option<usize> {
+        let end = self.lossy.partition_point(|(l, _)| &**l <= name);
+        match end.checked_sub(1).map(|i| &self.lossy[i]) {
+            Some((l, i)) if &**l == name => Some(*i as usize),
+            _ => None,
+        }
+    }
+
+    /// The indices of the entries below entry `i` (not itself), which follow it in walk
+    /// order.
+    pub(super) fn below(&self, i: usize) -> std::ops::Range<usize> {
+        let dir = self.name(i);
+        let end = (i + 1..self.slots.len())
+            .find(|&j| {
+                let name = self.name(j);
+                !(name.len() > dir.len() && name.starts_with(dir) && name[dir.len()] == b'/')
+            })
+            .unwrap_or(self.slots.len());
+        i + 1..end
+    }
+}
+
+/// One path of the context that survived `.dockerignore`: a view into its table.
+#[derive(Clone, Copy)]
+pub struct ContextEntry<'a> {
+    table: &'a EntryTable,
+    index: usize,
+}
+
+impl<'a> ContextEntry<'a> {
+    /// The path relative to the context root (never empty, never `..`), as bytes.
+    pub fn name_bytes(&self) -> &'a [u8] {
+        self.table.name(self.index)
+    }
+
+    /// The same path as a `/`-separated string (lossy for non-UTF-8 names), the form
+    /// patterns match against.
+    pub fn name(&self) -> Cow<'a, str> {
+        String::from_utf8_lossy(self.name_bytes())
+    }
+
+    /// The relative path as a `Path`.
+    pub fn rel(&self) -> &'a Path {
+        Path::new(OsStr::from_bytes(self.name_bytes()))
+    }
+
+    /// The file on disk (the context root, or for a layered walk the layer holding it,
+    /// joined with the relative path).
+    pub fn path(&self) -> PathBuf {
+        let slot = &self.table.slots[self.index];
+        self.table.bases[slot.base as usize].join(self.rel())
+    }
+
+    /// Its `lstat` fields from the walk.
+    pub fn stat(&self) -> &'a EntryStat {
+        &self.table.slots[self.index].stat
+    }
+
+    /// What it is.
+    pub fn kind(&self) -> EntryKind {
+        self.stat().kind()
+    }
+}
+
+impl fmt::Debug for ContextEntry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextEntry")
+            .field("name", &self.name())
+            .field("kind", &self.kind())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(mode: u32) -> EntryStat {
+        EntryStat {
+            size: 0,
+            mtime: 0,
+            ino: 0,
+            dev: 0,
+            rdev: 0,
+            mode,
+            mtime_nsec: 0,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+        }
+    }
+
+    fn table(names: &[&[u8]]) -> EntryTable {
+        let mut t = EntryTable::new(vec![PathBuf::from("/ctx")]);
+        for name in names {
+            t.push(name, stat(libc::S_IFREG | 0o644), 0).unwrap();
+        }
+        t.finish();
+        t
+    }
+
+    #[test]
+    fn walk_order_puts_a_directory_before_its_siblings_with_longer_names() {
+        let mut names: Vec<&[u8]> = vec![
+            b"ab", b"a.txt", b"a/b", b"a", b"a/b/c", b"a-b", b"b", b"a/b.txt",
+        ];
+        names.sort_by(|a, b| walk_order(a, b));
+        let want: Vec<&[u8]> = vec![
+            b"a", b"a/b", b"a/b/c", b"a/b.txt", b"a-b", b"a.txt", b"ab", b"b",
+        ];
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn lookups_find_every_entry_and_nothing_else() {
+        let names: Vec<&[u8]> = vec![b"a", b"a/b", b"a/b/c", b"a.txt", b"ab", b"b"];
+        let t = table(&names);
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(t.find(std::str::from_utf8(name).unwrap()), Some(i));
+            assert_eq!(t.entry(i).name_bytes(), *name);
+        }
+        for absent in ["", "a/", "a/c", "aa", "a.txt/b", "c", "/a"] {
+            assert_eq!(t.find(absent), None, "{absent}");
+        }
+        assert_eq!(t.entry(3).path(), Path::new("/ctx/a.txt"));
+    }
+
+    #[test]
+    fn below_is_the_subtree_only() {
+        let t = table(&[b"a", b"a/b", b"a/b/c", b"a.txt", b"ab", b"ab/x"]);
+        assert_eq!(t.below(0), 1..3);
+        assert_eq!(t.below(1), 2..3);
+        assert_eq!(t.below(3), 4..4);
+        assert_eq!(t.below(4), 5..6);
+    }
+
+    #[test]
+    fn non_utf8_names_are_found_by_their_lossy_form() {
+        let t = table(&[b"d", b"d/\xffx", b"e\xfe"]);
+        assert_eq!(t.find("d/\u{fffd}x"), Some(1));
+        assert_eq!(t.find("e\u{fffd}"), Some(2));
+        assert_eq!(t.entry(1).name(), "d/\u{fffd}x");
+        assert_eq!(t.entry(2).rel().as_os_str().as_bytes(), b"e\xfe");
+        assert_eq!(t.find("e"), None);
+    }
+}
