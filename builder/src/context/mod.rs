@@ -19,7 +19,7 @@ pub use entry::{EntryKind, EntryStat};
 pub use ignore::{find_ignore_file, load_ignore_rules, parse_ignore_file, IgnoreRules};
 pub use select::{select_sources, SelectedSource};
 pub use statcache::{StatCache, StatCacheStats};
-pub use table::{walk_order, ContextEntry};
+pub use table::ContextEntry;
 pub use walk::ContextFiles;
 
 /// An error reading the build context or its ignore rules.

@@ -8,21 +8,9 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::{ContextError, EntryKind, EntryStat};
+use rbuild_store::walk_order;
 
-/// The walk order of two `/`-separated relative paths: element by element, each compared
-/// by bytes, so a directory comes right before what is below it (`a`, `a/b`, `a.txt`, `ab`).
-/// It is a byte comparison in which `/` sorts before every other byte (names hold no NUL).
-pub fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
-    let common = a.iter().zip(b).position(|(x, y)| x != y);
-    match common {
-        Some(i) => {
-            let key = |c: u8| if c == b'/' { 0 } else { c };
-            key(a[i]).cmp(&key(b[i]))
-        }
-        None => a.len().cmp(&b.len()),
-    }
-}
+use super::{ContextError, EntryKind, EntryStat};
 
 /// One entry's record: its stat fields, where its name ends in the arena and which base
 /// directory holds its file.
@@ -232,18 +220,6 @@ mod tests {
         }
         t.finish();
         t
-    }
-
-    #[test]
-    fn walk_order_puts_a_directory_before_its_siblings_with_longer_names() {
-        let mut names: Vec<&[u8]> = vec![
-            b"ab", b"a.txt", b"a/b", b"a", b"a/b/c", b"a-b", b"b", b"a/b.txt",
-        ];
-        names.sort_by(|a, b| walk_order(a, b));
-        let want: Vec<&[u8]> = vec![
-            b"a", b"a/b", b"a/b/c", b"a/b.txt", b"a-b", b"a.txt", b"ab", b"b",
-        ];
-        assert_eq!(names, want);
     }
 
     #[test]

@@ -16,7 +16,9 @@ use std::sync::{Condvar, Mutex};
 
 use walkdir::WalkDir;
 
-use super::table::{walk_order, EntryTable};
+use rbuild_store::walk_order;
+
+use super::table::EntryTable;
 use super::{ContextEntry, ContextError, EntryKind, EntryStat, IgnoreRules};
 
 /// The files of a build context after `.dockerignore`, in walk order (sorted by name,

@@ -430,16 +430,7 @@ impl Writer<'_, '_> {
     /// Drops deferred files at `rel` and below it (something else is written there).
     fn forget_deferred(&self, rel: &Path) {
         if let Some(deferred) = self.layers.deferred {
-            let mut deferred = deferred.borrow_mut();
-            let below: Vec<PathBuf> = deferred
-                .range(rel.to_path_buf()..)
-                .map(|(k, _)| k)
-                .take_while(|k| k.starts_with(rel))
-                .cloned()
-                .collect();
-            for k in below {
-                deferred.remove(&k);
-            }
+            deferred.borrow_mut().remove_below(rel);
         }
     }
 
