@@ -47,10 +47,10 @@ pub struct ExternalFile {
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     /// Where its layer path ends in `bytes` (it starts where the previous slot's data ends).
-    path_end: usize,
+    path_end: u32,
     /// Where the source's file name ends in `bytes`; `path_end` when it is the same as the
     /// last element of the layer path (a COPY keeps names).
-    source_end: usize,
+    source_end: u32,
     /// The source's directory, in `dirs`.
     dir: u32,
     /// In `links`, or `u32::MAX` for none.
@@ -100,12 +100,12 @@ impl ExternalFiles {
     fn start(&self, i: usize) -> usize {
         match i {
             0 => 0,
-            _ => self.slots[i - 1].source_end,
+            _ => self.slots[i - 1].source_end as usize,
         }
     }
 
     fn path_bytes(&self, i: usize) -> &[u8] {
-        &self.bytes[self.start(i)..self.slots[i].path_end]
+        &self.bytes[self.start(i)..self.slots[i].path_end as usize]
     }
 
     fn path(&self, i: usize) -> &Path {
@@ -116,7 +116,9 @@ impl ExternalFiles {
         let slot = &self.slots[i];
         let name = match slot.source_end == slot.path_end {
             true => self.path(i).file_name().unwrap_or_default(),
-            false => OsStr::from_bytes(&self.bytes[slot.path_end..slot.source_end]),
+            false => {
+                OsStr::from_bytes(&self.bytes[slot.path_end as usize..slot.source_end as usize])
+            }
         };
         ExternalFile {
             source: self.dirs[slot.dir as usize].join(name),
@@ -169,12 +171,19 @@ impl ExternalFiles {
             self.slots[i].removed = true;
             self.live -= 1;
         }
+        let (dir, name) = match (file.source.parent(), file.source.file_name()) {
+            (Some(dir), Some(name)) => (dir, name),
+            _ => (Path::new(""), file.source.as_os_str()),
+        };
         let in_order = self
             .slots
             .len()
             .checked_sub(1)
             .is_none_or(|last| walk_order(self.path_bytes(last), key).is_lt());
-        if !in_order {
+        // The compact form counts in u32: past 4 GiB of names, the map takes the rest.
+        let fits = u32::try_from(self.bytes.len() + key.len() + name.len()).is_ok()
+            && u32::try_from(self.dirs.len() + self.links.len() + 1).is_ok();
+        if !in_order || !fits {
             if self.unordered.insert(path, file).is_none() {
                 self.live += 1;
             }
@@ -183,29 +192,25 @@ impl ExternalFiles {
         if self.unordered.remove(&path).is_some() {
             self.live -= 1;
         }
-        let (dir, name) = match (file.source.parent(), file.source.file_name()) {
-            (Some(dir), Some(name)) => (dir, name),
-            _ => (Path::new(""), file.source.as_os_str()),
-        };
         if self.dirs.last().is_none_or(|last| last != dir) {
             self.dirs.push(dir.to_path_buf());
         }
         self.bytes.extend_from_slice(key);
-        let path_end = self.bytes.len();
+        let path_end = self.bytes.len() as u32;
         if path.file_name() != Some(name) {
             self.bytes.extend_from_slice(name.as_bytes());
         }
         let link = match file.link {
             Some(key) => {
                 self.links.push(key);
-                u32::try_from(self.links.len() - 1).unwrap_or(u32::MAX)
+                (self.links.len() - 1) as u32
             }
             None => u32::MAX,
         };
         self.slots.push(Slot {
             path_end,
-            source_end: self.bytes.len(),
-            dir: u32::try_from(self.dirs.len() - 1).unwrap_or(u32::MAX),
+            source_end: self.bytes.len() as u32,
+            dir: (self.dirs.len() - 1) as u32,
             link,
             mode: file.mode,
             uid: file.uid,
