@@ -247,6 +247,14 @@ impl StatCache {
         }
     }
 
+    /// [`StatCache::lookup`] without counting a hit (a digest looked up again).
+    pub(crate) fn peek(&mut self, path: &Path, meta: &EntryStat) -> Option<[u8; 32]> {
+        match self.loaded().get(path.as_os_str().as_encoded_bytes()) {
+            Some((stamp, digest)) if stamp == Stamp::of(meta) => Some(digest),
+            _ => None,
+        }
+    }
+
     /// Records the digest of `path` as read with the stat fields `meta`.
     pub fn insert(&mut self, path: &Path, meta: &EntryStat, digest: [u8; 32]) {
         self.stats.misses += 1;

@@ -179,6 +179,11 @@ impl<'a> ContextEntry<'a> {
         &self.table.slots[self.index].stat
     }
 
+    /// Whether `other` is this entry of the same walk.
+    pub fn same_as(&self, other: &ContextEntry<'_>) -> bool {
+        std::ptr::eq(self.table, other.table) && self.index == other.index
+    }
+
     /// What it is.
     pub fn kind(&self) -> EntryKind {
         self.stat().kind()

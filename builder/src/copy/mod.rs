@@ -517,8 +517,8 @@ impl Writer<'_, '_> {
             "." => String::new(),
             r => format!("{r}/"),
         };
-        let entries = source_entries(files, source, &self.spec.exclude).map_err(Box::new)?;
-        for entry in entries {
+        for entry in source_entries(files, source, &self.spec.exclude) {
+            let entry = entry.map_err(Box::new)?;
             let name = entry.name();
             let rel = name.strip_prefix(&prefix).unwrap_or("");
             if rel.is_empty() && dest_existed {
