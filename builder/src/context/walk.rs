@@ -9,7 +9,7 @@
 //! `dir` but not `dir` itself.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
@@ -35,13 +35,47 @@ pub struct ContextFiles {
 
 /// A directory of the walk: its children still to visit.
 struct Level {
-    children: std::vec::IntoIter<(OsString, EntryStat)>,
+    children: Listing,
+    next: usize,
     rel: PathBuf,
     depth: usize,
 }
 
-/// A directory's children with their `lstat` fields, sorted by name (bytes).
-type Listing = Vec<(OsString, EntryStat)>;
+impl Level {
+    /// The next child's relative path and stat fields.
+    fn next_child(&mut self) -> Option<(PathBuf, EntryStat)> {
+        let (name, stat) = self.children.get(self.next)?;
+        self.next += 1;
+        Some((self.rel.join(name), stat))
+    }
+}
+
+/// A directory's children with their `lstat` fields, sorted by name (bytes): the names in
+/// one buffer, so a listed tree costs no allocation per file.
+#[derive(Debug, Default)]
+struct Listing {
+    names: Vec<u8>,
+    /// Where each child's name ends in `names`.
+    ends: Vec<u32>,
+    stats: Vec<EntryStat>,
+}
+
+impl Listing {
+    fn len(&self) -> usize {
+        self.stats.len()
+    }
+
+    fn get(&self, i: usize) -> Option<(&OsStr, EntryStat)> {
+        let stat = *self.stats.get(i)?;
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p] as usize);
+        let name = OsStr::from_bytes(&self.names[start..self.ends[i] as usize]);
+        Some((name, stat))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&OsStr, EntryStat)> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
 
 /// Whether the walk goes into a directory: it is kept, or excluded with an exception
 /// that may re-include something below it.
@@ -85,7 +119,7 @@ fn list_tree(root: &Path, rules: &IgnoreRules) -> HashMap<PathBuf, Listing> {
                 };
                 let listing = list_dir(&root.join(&rel)).ok();
                 let mut subdirs = Vec::new();
-                for (name, stat) in listing.iter().flatten() {
+                for (name, stat) in listing.iter().flat_map(Listing::iter) {
                     if stat.kind() == EntryKind::Dir {
                         let child = rel.join(name);
                         let text = child.to_string_lossy();
@@ -115,13 +149,25 @@ fn list_dir(dir: &Path) -> Result<Listing, ContextError> {
         let path = path.to_path_buf();
         move |source| ContextError::Io { op, path, source }
     };
-    let mut out = Vec::new();
+    let mut read = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io("walk", dir))? {
         let entry = entry.map_err(io("walk", dir))?;
         let metadata = entry.metadata().map_err(io("stat", &entry.path()))?;
-        out.push((entry.file_name(), EntryStat::of(&metadata)));
+        read.push((entry.file_name(), EntryStat::of(&metadata)));
     }
-    out.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
+    read.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
+    let mut out = Listing {
+        names: Vec::new(),
+        ends: Vec::with_capacity(read.len()),
+        stats: Vec::with_capacity(read.len()),
+    };
+    for (name, stat) in read {
+        out.names.extend_from_slice(name.as_bytes());
+        out.ends
+            .push(u32::try_from(out.names.len()).map_err(|_| ContextError::TooLarge)?);
+        out.stats.push(stat);
+    }
+    out.names.shrink_to_fit();
     Ok(out)
 }
 
@@ -161,12 +207,13 @@ impl ContextFiles {
         // Depth first with an explicit stack; each directory's children listed and stat'ed
         // relative to its open fd (a full-path stat per file costs a path lookup per file).
         let mut stack = vec![Level {
-            children: take(Path::new(""))?.into_iter(),
+            children: take(Path::new(""))?,
+            next: 0,
             rel: PathBuf::new(),
             depth: 1,
         }];
         while let Some(level) = stack.last_mut() {
-            let Some((file_name, stat)) = level.children.next() else {
+            let Some((rel, stat)) = level.next_child() else {
                 stack.pop();
                 continue;
             };
@@ -174,16 +221,16 @@ impl ContextFiles {
             while pending.last().is_some_and(|(d, _, _)| *d >= depth) {
                 pending.pop();
             }
-            let rel = level.rel.join(&file_name);
             let name = rel.to_string_lossy();
             let kind = stat.kind();
             let excluded = rules.is_excluded(&name)?;
             let descend = kind == EntryKind::Dir && descends(rules, &name, excluded);
             drop(name);
             if descend {
-                let children = take(&rel)?.into_iter();
+                let children = take(&rel)?;
                 stack.push(Level {
                     children,
+                    next: 0,
                     rel: rel.clone(),
                     depth: depth + 1,
                 });
