@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -301,9 +302,11 @@ impl ExternalFiles {
                 let name = OsStr::from_bytes(&self.path_bytes(i)[prefix_len..]);
                 (name, self.file(i))
             });
+        // What is below `dir` follows it in `Path` order.
         let others = self
             .unordered
-            .iter()
+            .range::<Path, _>((Bound::Excluded(dir), Bound::Unbounded))
+            .take_while(move |(p, _)| p.starts_with(dir))
             .filter(move |(p, _)| p.parent().unwrap_or(Path::new("")) == dir)
             .filter_map(|(p, f)| Some((p.file_name()?, f.clone())));
         compact.chain(others)
@@ -401,15 +404,25 @@ mod tests {
                 (p, f)
             })
             .collect();
-        let kids = |dir: &str| -> Vec<Vec<u8>> {
-            files
+        // Sorted: the listing sorts them with the directory's own entries.
+        let kids_of = |files: &ExternalFiles, dir: &str| -> Vec<Vec<u8>> {
+            let mut kids: Vec<Vec<u8>> = files
                 .children(Path::new(dir))
                 .map(|(n, _)| n.as_bytes().to_vec())
-                .collect()
+                .collect();
+            kids.sort();
+            kids
         };
+        let kids = |dir: &str| kids_of(&files, dir);
         assert_eq!(kids(""), [b"a.txt".to_vec(), b"z".to_vec()]);
-        assert_eq!(kids("a"), [b"\xffx".to_vec(), b"y".to_vec()]);
+        assert_eq!(kids("a"), [b"y".to_vec(), b"\xffx".to_vec()]);
         assert_eq!(kids("a/b"), [b"c".to_vec()]);
+        let mut files = files;
+        files.insert("a/b/0".into(), file("/s/late"));
+        files.insert("0".into(), file("/s/zero"));
+        assert_eq!(kids_of(&files, "a/b"), [b"0".to_vec(), b"c".to_vec()]);
+        let top = [b"0".to_vec(), b"a.txt".to_vec(), b"z".to_vec()];
+        assert_eq!(kids_of(&files, ""), top);
         let (_, f) = files.children(Path::new("a")).next().unwrap();
         assert_eq!(
             f.source,
