@@ -145,7 +145,7 @@ pub fn digest_sources(
     let mut missed: Vec<ContextEntry> = Vec::new();
     let first = encode_sources(files, sources, exclude, |entry| {
         Ok(cache
-            .lookup(&entry.path(), entry.stat())
+            .lookup(&entry.path(), &entry.stat())
             .unwrap_or_else(|| {
                 missed.push(entry);
                 [0; 32]
@@ -156,7 +156,7 @@ pub fn digest_sources(
     }
     let digests = hash_parallel(&missed)?;
     for (entry, digest) in missed.iter().zip(&digests) {
-        cache.insert(&entry.path(), entry.stat(), *digest);
+        cache.insert(&entry.path(), &entry.stat(), *digest);
     }
     // The second pass meets the same regular files in the same order.
     let mut fresh = missed.iter().zip(digests).peekable();
@@ -164,7 +164,7 @@ pub fn digest_sources(
         if let Some((_, digest)) = fresh.next_if(|(m, _)| m.same_as(&entry)) {
             return Ok(digest);
         }
-        match cache.peek(&entry.path(), entry.stat()) {
+        match cache.peek(&entry.path(), &entry.stat()) {
             Some(digest) => Ok(digest),
             None => hash_file(&entry.path()),
         }

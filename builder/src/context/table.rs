@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
@@ -12,13 +13,30 @@ use rbuild_store::walk_order;
 
 use super::{ContextError, EntryKind, EntryStat};
 
-/// One entry's record: its stat fields, where its name ends in the arena and which base
-/// directory holds its file.
+/// One entry's record: the stat fields files mostly differ in, an index into the table's
+/// distinct [`Shared`] fields, where its name ends in the arena and which base directory
+/// holds its file. 48 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    stat: EntryStat,
+    size: u64,
+    mtime: i64,
+    ino: u64,
+    mode: u32,
+    mtime_nsec: u32,
+    shared: u32,
     name_end: u32,
     base: u32,
+}
+
+/// The stat fields most files of a tree have in common (one device, one owner, one link,
+/// no device number), kept once per distinct value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Shared {
+    dev: u64,
+    rdev: u64,
+    uid: u32,
+    gid: u32,
+    nlink: u32,
 }
 
 /// The entries of a walk, in walk order.
@@ -29,6 +47,9 @@ pub(super) struct EntryTable {
     /// Every entry's relative path, one after the other.
     names: Vec<u8>,
     slots: Vec<Slot>,
+    /// The distinct shared fields, and while pushing, where each is.
+    shared: Vec<Shared>,
+    shared_at: HashMap<Shared, u32>,
     /// The entries whose names are not UTF-8, by their lossy form (the form patterns and
     /// sources use), sorted; the last of equal names wins.
     lossy: Vec<(Box<str>, u32)>,
@@ -63,8 +84,29 @@ impl EntryTable {
             let lossy = String::from_utf8_lossy(name).into_owned().into_boxed_str();
             self.lossy.push((lossy, self.slots.len() as u32));
         }
+        let shared = Shared {
+            dev: stat.dev,
+            rdev: stat.rdev,
+            uid: stat.uid,
+            gid: stat.gid,
+            nlink: stat.nlink,
+        };
+        let shared = match self.shared_at.get(&shared) {
+            Some(&at) => at,
+            None => {
+                let at = u32::try_from(self.shared.len()).map_err(|_| ContextError::TooLarge)?;
+                self.shared.push(shared);
+                self.shared_at.insert(shared, at);
+                at
+            }
+        };
         self.slots.push(Slot {
-            stat,
+            size: stat.size,
+            mtime: stat.mtime,
+            ino: stat.ino,
+            mode: stat.mode,
+            mtime_nsec: stat.mtime_nsec,
+            shared,
             name_end,
             base,
         });
@@ -75,6 +117,8 @@ impl EntryTable {
     pub(super) fn finish(&mut self) {
         self.names.shrink_to_fit();
         self.slots.shrink_to_fit();
+        self.shared.shrink_to_fit();
+        self.shared_at = HashMap::new();
         // Stable: equal lossy names stay in walk order, and lookups take the last.
         self.lossy.sort_by(|a, b| a.0.cmp(&b.0));
     }
@@ -175,8 +219,21 @@ impl<'a> ContextEntry<'a> {
     }
 
     /// Its `lstat` fields from the walk.
-    pub fn stat(&self) -> &'a EntryStat {
-        &self.table.slots[self.index].stat
+    pub fn stat(&self) -> EntryStat {
+        let slot = &self.table.slots[self.index];
+        let shared = &self.table.shared[slot.shared as usize];
+        EntryStat {
+            size: slot.size,
+            mtime: slot.mtime,
+            ino: slot.ino,
+            dev: shared.dev,
+            rdev: shared.rdev,
+            mode: slot.mode,
+            mtime_nsec: slot.mtime_nsec,
+            uid: shared.uid,
+            gid: shared.gid,
+            nlink: shared.nlink,
+        }
     }
 
     /// Whether `other` is this entry of the same walk.
@@ -186,7 +243,7 @@ impl<'a> ContextEntry<'a> {
 
     /// What it is.
     pub fn kind(&self) -> EntryKind {
-        self.stat().kind()
+        EntryKind::of_mode(self.table.slots[self.index].mode)
     }
 }
 
@@ -239,6 +296,37 @@ mod tests {
             assert_eq!(t.find(absent), None, "{absent}");
         }
         assert_eq!(t.entry(3).path(), Path::new("/ctx/a.txt"));
+    }
+
+    #[test]
+    fn stat_fields_come_back_whole_with_shared_ones_kept_once() {
+        let mut t = EntryTable::new(vec![PathBuf::from("/ctx")]);
+        let mut stats = Vec::new();
+        for i in 0..6u32 {
+            let mut st = stat(libc::S_IFREG | 0o600 | i);
+            st.size = u64::from(i) * 1000;
+            st.mtime = -i64::from(i);
+            st.mtime_nsec = i * 7;
+            st.ino = u64::from(i) + 40;
+            st.dev = 3;
+            st.uid = i % 2;
+            st.gid = 100;
+            st.nlink = 1 + i / 4;
+            stats.push(st);
+        }
+        stats[5].mode = libc::S_IFCHR | 0o600;
+        stats[5].rdev = 0x0501;
+        for (i, st) in stats.iter().enumerate() {
+            t.push(format!("f{i}").as_bytes(), *st, 0).unwrap();
+        }
+        t.finish();
+        for (i, st) in stats.iter().enumerate() {
+            assert_eq!(t.entry(i).stat(), *st, "entry {i}");
+        }
+        assert_eq!(t.entry(5).kind(), EntryKind::CharDevice);
+        // uid 0 or 1, nlink 1 for four files and 2 for two (the device among them): four
+        // distinct values for six files.
+        assert_eq!(t.shared.len(), 4);
     }
 
     #[test]

@@ -537,7 +537,7 @@ impl Writer<'_, '_> {
     /// Writes one entry at `target` (root-relative, parents existing).
     fn copy_entry(&mut self, entry: &ContextEntry, target: &str) -> Result<(), CopyError> {
         let src = entry.path();
-        let meta = entry.stat();
+        let meta = &entry.stat();
         let kind = entry.kind();
         let owner = self.owner_of(meta);
         let mtime = filetime::FileTime::from_unix_time(meta.mtime, meta.mtime_nsec);
