@@ -9,8 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::external_files::ExternalFiles;
 use crate::fsutil::remove_any;
-use crate::layer_out::{mark_opaque, ExternalFiles, TarOptions};
+use crate::layer_out::{mark_opaque, TarOptions};
 use crate::rootfs::{copy_attributes, copy_entry, merge_lowers, set_times};
 use crate::snapshot::{ActiveSnapshot, Layer};
 use crate::snapshotter::{Mounts, Snapshotter};
@@ -172,7 +173,7 @@ fn write_diff(root: &Path, index: &StatIndex, out: &Path, external: &ExternalFil
     diff.whiteouts()?;
     // A COPY's external files are merged into the tar over this dir: their directories
     // are part of the layer, as an overlay upper would hold them.
-    for path in external.keys() {
+    for (path, _) in external.iter() {
         if let Some(parent) = path.parent() {
             diff.ensure_dir(parent)?;
         }

@@ -4,7 +4,7 @@
 //! with [`ExternalFiles`] merged in: regular files of the layer whose content is still
 //! elsewhere (a COPY's sources), so a layer can be written without first copying them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
 
+use crate::external_files::{ExternalFile, ExternalFiles};
 use crate::{Error, Result};
 
 /// The xattr overlayfs sets on an opaque directory.
@@ -89,31 +90,6 @@ const BLOCK: usize = 512;
 const USTAR_MAX_ID: u64 = 0o7777777;
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
 
-/// A regular file of a layer whose content is read from `source` when the layer tar is
-/// written, with the metadata it has in the layer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExternalFile {
-    /// Where the content is (opened without following a symlink).
-    pub source: PathBuf,
-    /// Permission bits.
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Modification time, seconds since the epoch.
-    pub mtime: i64,
-    /// Content length; the source must still have exactly this many bytes.
-    pub size: u64,
-    /// External files with the same key are hard links of one another (the first in the
-    /// tar's order holds the content): the source's (device, inode) when it has several links.
-    pub link: Option<(u64, u64)>,
-}
-
-/// External files of a layer by their path relative to the layer root (`a/b`). Their
-/// parent directories must exist in the layer's directory; a name there is replaced.
-pub type ExternalFiles = BTreeMap<PathBuf, ExternalFile>;
-
 /// Writes the layer tar of `dir` (an overlay upper dir) to `out`. The same tree always
 /// gives the same bytes.
 pub fn write_layer_tar<W: Write>(dir: &Path, out: W, options: &TarOptions) -> Result<TarStats> {
@@ -133,16 +109,7 @@ pub fn write_layer_tar_with<W: Write>(
         stats: TarStats::default(),
         options: options.clone(),
     };
-    // External files by parent directory, merged into each directory's sorted listing.
-    let mut by_parent: HashMap<&Path, Vec<(&OsStr, &ExternalFile)>> = HashMap::new();
-    for (rel, file) in external {
-        let name = rel.file_name().ok_or_else(|| Error::Unrepresentable {
-            path: rel.clone(),
-            reason: "external file without a name",
-        })?;
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        by_parent.entry(parent).or_default().push((name, file));
-    }
+    // External files are merged into each directory's sorted listing.
     let mut emitted = 0usize;
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     // Depth first, each directory's entries in byte order of their names (the order of
@@ -150,7 +117,7 @@ pub fn write_layer_tar_with<W: Write>(
     // Each open directory: its layer-relative path and the entries still to write.
     let mut stack: Vec<(PathBuf, std::vec::IntoIter<(OsString, Child)>)> = vec![(
         PathBuf::new(),
-        listing(dir, Path::new(""), &by_parent)?.into_iter(),
+        listing(dir, Path::new(""), external)?.into_iter(),
     )];
     while let Some((parent, children)) = stack.last_mut() {
         let Some((name, child)) = children.next() else {
@@ -161,14 +128,14 @@ pub fn write_layer_tar_with<W: Write>(
         match child {
             Child::External(file) => {
                 emitted += 1;
-                w.external(&rel, file, &mut links)?;
+                w.external(&rel, &file, &mut links)?;
             }
             Child::Real => {
                 let path = dir.join(&rel);
                 let meta = std::fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
                 w.entry(&path, &rel, &meta, &mut links)?;
                 if meta.is_dir() {
-                    let children = listing(&path, &rel, &by_parent)?.into_iter();
+                    let children = listing(&path, &rel, external)?.into_iter();
                     stack.push((rel, children));
                 }
             }
@@ -188,27 +155,21 @@ pub fn write_layer_tar_with<W: Write>(
 }
 
 /// One entry of a directory listing: on disk, or an external file.
-enum Child<'a> {
+enum Child {
     Real,
-    External(&'a ExternalFile),
+    External(ExternalFile),
 }
 
 /// The entries of `path` (layer-relative `rel`) and the external files in it, sorted by
 /// name. A name both on disk and external is an error: the writer of the layer replaces.
-fn listing<'a>(
-    path: &Path,
-    rel: &Path,
-    by_parent: &HashMap<&Path, Vec<(&OsStr, &'a ExternalFile)>>,
-) -> Result<Vec<(OsString, Child<'a>)>> {
+fn listing(path: &Path, rel: &Path, external: &ExternalFiles) -> Result<Vec<(OsString, Child)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(path).map_err(Error::io("read directory", path))? {
         let entry = entry.map_err(Error::io("read directory", path))?;
         out.push((entry.file_name(), Child::Real));
     }
-    if let Some(files) = by_parent.get(rel) {
-        for (name, file) in files {
-            out.push((name.to_os_string(), Child::External(file)));
-        }
+    for (name, file) in external.children(rel) {
+        out.push((name.to_os_string(), Child::External(file)));
     }
     out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     if let Some(pair) = out.windows(2).find(|p| p[0].0 == p[1].0) {

@@ -32,6 +32,7 @@ mod compress;
 mod copy_snapshotter;
 mod digest;
 mod error;
+mod external_files;
 mod fsutil;
 mod gc;
 mod gzip_member;
@@ -56,13 +57,14 @@ pub use compress::{gzip_parallel, zstd_compress, LayerCompression, GZIP_LEVEL, Z
 pub use copy_snapshotter::CopySnapshotter;
 pub use digest::{ChainId, DiffId, Digest};
 pub use error::{error_chain, Error, MissingPlatform};
+pub use external_files::{walk_order, ExternalFile, ExternalFiles};
 pub use gc::{DiskUsage, FsckProblem, PrunePolicy, PruneReport, UsageLine};
 pub use image::Image;
 pub use image_index::{is_index_media_type, platform_list};
 pub use layer_in::{unpack_layer, Unpacked};
 pub use layer_out::{
-    is_opaque_dir, write_layer_tar, write_layer_tar_with, ExternalFile, ExternalFiles, TarOptions,
-    TarStats, OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX,
+    is_opaque_dir, write_layer_tar, write_layer_tar_with, TarOptions, TarStats, OPAQUE_MARKER,
+    OPAQUE_XATTR, WHITEOUT_PREFIX,
 };
 pub use model::oci::*;
 pub use model::{Compression, ImageConfig, ParseError, Platform, Reference, DOCKER_HUB};

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::external_files::ExternalFiles;
 use crate::fsutil::{remove_any, sync_dir, write_atomic};
 use crate::layer_in::unpack_layer;
-use crate::layer_out::{write_layer_tar_with, ExternalFiles, TarOptions};
+use crate::layer_out::{write_layer_tar_with, TarOptions};
 use crate::model::oci::{layer_compression, Descriptor, MEDIA_TYPE_OCI_LAYER};
 use crate::pipe::ThreadedWriter;
 use crate::{ChainId, DiffId, Error, Result, Store};

@@ -7,7 +7,8 @@
 
 use std::path::PathBuf;
 
-use crate::layer_out::{ExternalFiles, TarOptions};
+use crate::external_files::ExternalFiles;
+use crate::layer_out::TarOptions;
 use crate::snapshot::{ActiveSnapshot, Layer};
 use crate::{ChainId, Descriptor, DiffId, Result, Store};
 

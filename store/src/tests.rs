@@ -930,7 +930,7 @@ fn external_files_make_the_same_layer_as_real_ones() {
     };
     let materialized = tempfile::tempdir().unwrap();
     make_real(materialized.path());
-    for (rel, f) in &external {
+    for (rel, f) in external.iter() {
         let p = materialized.path().join(rel);
         std::fs::copy(&f.source, &p).unwrap();
         std::os::unix::fs::lchown(&p, Some(f.uid), Some(f.gid)).unwrap();
@@ -997,7 +997,7 @@ fn external_files_are_checked() {
         )
         .map_err(|e| e.to_string())
     };
-    let one = |rel: &str, f: &ExternalFile| ExternalFiles::from([(rel.into(), f.clone())]);
+    let one = |rel: &str, f: &ExternalFile| ExternalFiles::from_iter([(rel.into(), f.clone())]);
     assert!(tar(&one("dir/other", &file)).is_ok());
     let err = tar(&one("missing/x", &file)).unwrap_err();
     assert!(err.contains("parent is not a directory"), "{err}");

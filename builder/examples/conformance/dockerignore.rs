@@ -152,7 +152,7 @@ fn walk_case(case: &Value) -> Result<(), String> {
         };
     }
     let files = walked.map_err(|e| chain(&e))?;
-    let got: BTreeSet<String> = files.entries().iter().map(|e| e.name.clone()).collect();
+    let got: BTreeSet<String> = files.iter().map(|e| e.name().into_owned()).collect();
     let mut problems = Vec::new();
     for p in strings(&case["present"]) {
         if !got.contains(&p) {

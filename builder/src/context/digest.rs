@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -93,96 +93,124 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32], ContextError> {
 /// everything kept below it. The root (`.`) has no entry of its own. `exclude` (COPY
 /// `--exclude`) is matched against paths relative to the source directory, or against
 /// the source's own name for a file.
-pub(crate) fn source_entries<'a>(
-    files: &'a ContextFiles,
-    source: &'a SelectedSource,
-    exclude: &IgnoreRules,
-) -> Result<Vec<&'a ContextEntry>, ContextError> {
-    let mut out = Vec::new();
-    if source.kind != EntryKind::Dir {
-        if !exclude.is_excluded(&source.name)? {
-            out.extend(files.get(&source.resolved));
-        }
-        return Ok(out);
-    }
-    out.extend(files.get(&source.resolved));
-    let prefix = format!("{}/", source.resolved);
-    for entry in files.below(&source.resolved) {
-        let rel = match source.resolved.as_str() {
-            "." => entry.name.as_str(),
-            _ => entry.name.strip_prefix(&prefix).unwrap_or(&entry.name),
+pub(crate) fn source_entries<'f: 's, 's>(
+    files: &'f ContextFiles,
+    source: &'s SelectedSource,
+    exclude: &'s IgnoreRules,
+) -> impl Iterator<Item = Result<ContextEntry<'f>, ContextError>> + 's {
+    let (own, below) = if source.kind != EntryKind::Dir {
+        let own = match exclude.is_excluded(&source.name) {
+            Ok(true) => None,
+            Ok(false) => files.get(&source.resolved).map(Ok),
+            Err(e) => Some(Err(e)),
         };
-        if exclude.is_empty() || !exclude.is_excluded(rel)? {
-            out.push(entry);
+        (own, None)
+    } else {
+        (
+            files.get(&source.resolved).map(Ok),
+            Some(files.below(&source.resolved)),
+        )
+    };
+    let prefix = format!("{}/", source.resolved);
+    let below = below.into_iter().flatten().filter_map(move |entry| {
+        if exclude.is_empty() {
+            return Some(Ok(entry));
         }
-    }
-    Ok(out)
+        let name = entry.name();
+        let rel = match source.resolved.as_str() {
+            "." => &name,
+            _ => name.strip_prefix(&prefix).unwrap_or(&name),
+        };
+        match exclude.is_excluded(rel) {
+            Ok(true) => None,
+            Ok(false) => Some(Ok(entry)),
+            Err(e) => Some(Err(e)),
+        }
+    });
+    own.into_iter().chain(below)
 }
 
 /// Computes the content digest of `sources` (from [`super::select_sources`]) using and
 /// updating `cache`. `exclude` holds COPY's `--exclude` patterns (empty rules for none).
+///
+/// One pass encodes the entries with the digests the cache holds; when it lacked some, those
+/// files are hashed (in parallel), recorded, and a second pass encodes again. Nothing is
+/// kept per entry but the files the cache lacked.
 pub fn digest_sources(
     files: &ContextFiles,
     sources: &[SelectedSource],
     exclude: &IgnoreRules,
     cache: &mut StatCache,
 ) -> Result<ContentDigest, ContextError> {
-    // Each source's entries, and a digest for every regular file among them, in order.
-    let source_files: Vec<Vec<&ContextEntry>> = sources
-        .iter()
-        .map(|source| source_entries(files, source, exclude))
-        .collect::<Result<_, _>>()?;
-    let regular: Vec<&ContextEntry> = source_files
-        .iter()
-        .flatten()
-        .filter(|e| e.kind == EntryKind::File)
-        .copied()
-        .collect();
-    let mut digests: Vec<Option<[u8; 32]>> = regular
-        .iter()
-        .map(|e| cache.lookup(&e.path, &e.metadata))
-        .collect();
-    let misses: Vec<usize> = (0..regular.len())
-        .filter(|&i| digests[i].is_none())
-        .collect();
-    let missed: Vec<&ContextEntry> = misses.iter().map(|&i| regular[i]).collect();
-    for (i, digest) in misses.into_iter().zip(hash_parallel(&missed)?) {
-        cache.insert(&regular[i].path, &regular[i].metadata, digest);
-        digests[i] = Some(digest);
+    let mut missed: Vec<ContextEntry> = Vec::new();
+    let first = encode_sources(files, sources, exclude, |entry| {
+        Ok(cache
+            .lookup(&entry.path(), &entry.stat())
+            .unwrap_or_else(|| {
+                missed.push(entry);
+                [0; 32]
+            }))
+    })?;
+    if missed.is_empty() {
+        return Ok(first);
     }
-    let mut next_digest = digests.into_iter();
+    let digests = hash_parallel(&missed)?;
+    for (entry, digest) in missed.iter().zip(&digests) {
+        cache.insert(&entry.path(), &entry.stat(), *digest);
+    }
+    // The second pass meets the same regular files in the same order.
+    let mut fresh = missed.iter().zip(digests).peekable();
+    encode_sources(files, sources, exclude, |entry| {
+        if let Some((_, digest)) = fresh.next_if(|(m, _)| m.same_as(&entry)) {
+            return Ok(digest);
+        }
+        match cache.peek(&entry.path(), &entry.stat()) {
+            Some(digest) => Ok(digest),
+            None => hash_file(&entry.path()),
+        }
+    })
+}
 
+/// The digest of `sources`, each regular file's content digest given by `content`, called
+/// once per regular file in encoding order.
+fn encode_sources<'f>(
+    files: &'f ContextFiles,
+    sources: &[SelectedSource],
+    exclude: &IgnoreRules,
+    mut content: impl FnMut(ContextEntry<'f>) -> Result<[u8; 32], ContextError>,
+) -> Result<ContentDigest, ContextError> {
     let mut all = Encoder::new("rbuild-copy-v1");
     all.u64(sources.len() as u64);
     let mut per_source = Vec::with_capacity(sources.len());
-    for (source, entries) in sources.iter().zip(source_files) {
+    for source in sources {
         let mut enc = Encoder::new("rbuild-copy-source-v1");
         let prefix = match source.resolved.as_str() {
             "." => String::new(),
             r => format!("{r}/"),
         };
-        for entry in entries {
-            let rel = entry.name.strip_prefix(&prefix).unwrap_or("");
-            let meta = &entry.metadata;
+        for entry in source_entries(files, source, exclude) {
+            let entry = entry?;
+            let name = entry.name();
+            let rel = name.strip_prefix(&prefix).unwrap_or("");
+            let meta = entry.stat();
+            let kind = entry.kind();
             enc.bytes(rel.as_bytes());
-            enc.bytes(&[entry.kind.tag()]);
-            enc.u64(u64::from(meta.mode() & 0o7777));
+            enc.bytes(&[kind.tag()]);
+            enc.u64(u64::from(meta.mode & 0o7777));
             let (uid, gid) = if files.owners_matter() {
-                (meta.uid(), meta.gid())
+                (meta.uid, meta.gid)
             } else {
                 (0, 0)
             };
             enc.u64(u64::from(uid));
             enc.u64(u64::from(gid));
-            match entry.kind {
+            match kind {
                 EntryKind::File => {
-                    enc.u64(meta.size());
-                    // Regular files come in the order `regular` listed them.
-                    let digest = next_digest.next().flatten().unwrap_or([0; 32]);
-                    enc.bytes(&digest);
+                    enc.u64(meta.size);
+                    enc.bytes(&content(entry)?);
                 }
                 EntryKind::Symlink => {
-                    let full = entry.path.clone();
+                    let full = entry.path();
                     let target = std::fs::read_link(&full).map_err(|source| ContextError::Io {
                         op: "read link",
                         path: full,
@@ -190,7 +218,7 @@ pub fn digest_sources(
                     })?;
                     enc.bytes(target.as_os_str().as_encoded_bytes());
                 }
-                EntryKind::CharDevice | EntryKind::BlockDevice => enc.u64(meta.rdev()),
+                EntryKind::CharDevice | EntryKind::BlockDevice => enc.u64(meta.rdev),
                 EntryKind::Dir | EntryKind::Fifo | EntryKind::Socket => {}
             }
         }
@@ -209,7 +237,7 @@ pub fn digest_sources(
 }
 
 /// Hashes `entries` on a few scoped threads; the digests come back in the same order.
-fn hash_parallel(entries: &[&ContextEntry]) -> Result<Vec<[u8; 32]>, ContextError> {
+fn hash_parallel(entries: &[ContextEntry]) -> Result<Vec<[u8; 32]>, ContextError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8)
@@ -222,7 +250,7 @@ fn hash_parallel(entries: &[&ContextEntry]) -> Result<Vec<[u8; 32]>, ContextErro
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(entry) = entries.get(i) else { break };
-                match hash_file(&entry.path) {
+                match hash_file(&entry.path()) {
                     Ok(d) => results.lock().unwrap_or_else(|p| p.into_inner())[i] = d,
                     Err(e) => {
                         first_error

@@ -2,21 +2,25 @@
 //! for COPY/ADD, content digests and the stat cache that makes them cheap.
 
 mod digest;
+mod entry;
 pub mod glob;
 mod ignore;
 pub mod pathclean;
 mod select;
 mod statcache;
+mod table;
 mod walk;
 
 use std::path::PathBuf;
 
 pub(crate) use digest::source_entries;
 pub use digest::{digest_sources, hash_file, ContentDigest, SourceDigest};
+pub use entry::{EntryKind, EntryStat};
 pub use ignore::{find_ignore_file, load_ignore_rules, parse_ignore_file, IgnoreRules};
 pub use select::{select_sources, SelectedSource};
 pub use statcache::{StatCache, StatCacheStats};
-pub use walk::{ContextEntry, ContextFiles, EntryKind};
+pub use table::ContextEntry;
+pub use walk::ContextFiles;
 
 /// An error reading the build context or its ignore rules.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,9 @@ pub enum ContextError {
         /// The source argument.
         path: String,
     },
+    /// A context whose relative paths take more than 4 GiB together.
+    #[error("build context too large: its paths take more than 4 GiB")]
+    TooLarge,
     /// A source that goes through too many symlinks.
     #[error("too many levels of symbolic links resolving {path}")]
     SymlinkLoop {

@@ -48,12 +48,13 @@ pub fn select_sources<S: AsRef<str>>(
                 return Err(ContextError::BadPattern { pattern: cleaned });
             }
             let before = selected.len();
-            for entry in files.entries() {
-                if glob::matches(&cleaned, &entry.name).unwrap_or(false) {
-                    let (resolved, kind) = resolve(files, &entry.name, arg)?;
+            for entry in files.iter() {
+                let name = entry.name();
+                if glob::matches(&cleaned, &name).unwrap_or(false) {
+                    let (resolved, kind) = resolve(files, &name, arg)?;
                     selected.push(SelectedSource {
                         arg: arg.to_string(),
-                        name: entry.name.clone(),
+                        name: name.into_owned(),
                         resolved,
                         kind,
                     });
@@ -99,7 +100,7 @@ fn resolve(
             format!("{current}/{part}")
         };
         let entry = files.get(&candidate).ok_or_else(not_found)?;
-        if entry.kind != EntryKind::Symlink {
+        if entry.kind() != EntryKind::Symlink {
             current = candidate;
             continue;
         }
@@ -109,7 +110,7 @@ fn resolve(
                 path: arg.to_string(),
             });
         }
-        let full = entry.path.clone();
+        let full = entry.path();
         let target = std::fs::read_link(&full).map_err(|source| ContextError::Io {
             op: "read link",
             path: full,
@@ -120,7 +121,7 @@ fn resolve(
     if current.is_empty() {
         return Ok((".".to_string(), EntryKind::Dir));
     }
-    let kind = files.get(&current).ok_or_else(not_found)?.kind;
+    let kind = files.get(&current).ok_or_else(not_found)?.kind();
     Ok((current, kind))
 }
 

@@ -8,95 +8,25 @@
 //! re-includes). A kept directory appears even when empty. `dir/**` excludes what is in
 //! `dir` but not `dir` itself.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
-use std::fs::{FileType, Metadata};
-use std::os::unix::fs::MetadataExt;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
 use walkdir::WalkDir;
 
-use super::{ContextError, IgnoreRules};
+use rbuild_store::walk_order;
 
-/// What kind of filesystem object an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum EntryKind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Dir,
-    /// A symbolic link (never followed).
-    Symlink,
-    /// A named pipe.
-    Fifo,
-    /// A character device.
-    CharDevice,
-    /// A block device.
-    BlockDevice,
-    /// A unix socket (skipped by copies, as docker does).
-    Socket,
-}
-
-impl EntryKind {
-    /// The kind of a file type from `symlink_metadata`.
-    pub fn of(file_type: FileType) -> Self {
-        use std::os::unix::fs::FileTypeExt;
-        if file_type.is_symlink() {
-            Self::Symlink
-        } else if file_type.is_dir() {
-            Self::Dir
-        } else if file_type.is_fifo() {
-            Self::Fifo
-        } else if file_type.is_char_device() {
-            Self::CharDevice
-        } else if file_type.is_block_device() {
-            Self::BlockDevice
-        } else if file_type.is_socket() {
-            Self::Socket
-        } else {
-            Self::File
-        }
-    }
-
-    /// A stable one-byte tag for digests.
-    pub fn tag(self) -> u8 {
-        match self {
-            Self::File => b'f',
-            Self::Dir => b'd',
-            Self::Symlink => b'l',
-            Self::Fifo => b'p',
-            Self::CharDevice => b'c',
-            Self::BlockDevice => b'b',
-            Self::Socket => b's',
-        }
-    }
-}
-
-/// One path of the context that survived `.dockerignore`.
-#[derive(Debug, Clone)]
-pub struct ContextEntry {
-    /// The path relative to the context root (never empty, never `..`).
-    pub rel: PathBuf,
-    /// The file on disk (the context root, or for a layered walk the layer holding it,
-    /// joined with `rel`).
-    pub path: PathBuf,
-    /// The same path as a `/`-separated string (lossy for non-UTF-8 names), the form
-    /// patterns match against.
-    pub name: String,
-    /// What it is.
-    pub kind: EntryKind,
-    /// Its `lstat` metadata from the walk.
-    pub metadata: Metadata,
-}
+use super::table::EntryTable;
+use super::{ContextEntry, ContextError, EntryKind, EntryStat, IgnoreRules};
 
 /// The files of a build context after `.dockerignore`, in walk order (sorted by name,
 /// parents before children).
 #[derive(Debug)]
 pub struct ContextFiles {
     root: PathBuf,
-    entries: Vec<ContextEntry>,
-    index: HashMap<String, usize>,
+    table: EntryTable,
     /// Whether owners are part of the content: yes for layers (`COPY --from` keeps them),
     /// no for a build context, whose files COPY writes as 0:0 (or `--chown`): who owns the
     /// checkout differs between machines and must not change a cache key.
@@ -105,13 +35,47 @@ pub struct ContextFiles {
 
 /// A directory of the walk: its children still to visit.
 struct Level {
-    children: std::vec::IntoIter<(OsString, Metadata)>,
+    children: Listing,
+    next: usize,
     rel: PathBuf,
     depth: usize,
 }
 
-/// A directory's children with their `lstat` metadata, sorted by name (bytes).
-type Listing = Vec<(OsString, Metadata)>;
+impl Level {
+    /// The next child's relative path and stat fields.
+    fn next_child(&mut self) -> Option<(PathBuf, EntryStat)> {
+        let (name, stat) = self.children.get(self.next)?;
+        self.next += 1;
+        Some((self.rel.join(name), stat))
+    }
+}
+
+/// A directory's children with their `lstat` fields, sorted by name (bytes): the names in
+/// one buffer, so a listed tree costs no allocation per file.
+#[derive(Debug, Default)]
+struct Listing {
+    names: Vec<u8>,
+    /// Where each child's name ends in `names`.
+    ends: Vec<u32>,
+    stats: Vec<EntryStat>,
+}
+
+impl Listing {
+    fn len(&self) -> usize {
+        self.stats.len()
+    }
+
+    fn get(&self, i: usize) -> Option<(&OsStr, EntryStat)> {
+        let stat = *self.stats.get(i)?;
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p] as usize);
+        let name = OsStr::from_bytes(&self.names[start..self.ends[i] as usize]);
+        Some((name, stat))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&OsStr, EntryStat)> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
 
 /// Whether the walk goes into a directory: it is kept, or excluded with an exception
 /// that may re-include something below it.
@@ -155,8 +119,8 @@ fn list_tree(root: &Path, rules: &IgnoreRules) -> HashMap<PathBuf, Listing> {
                 };
                 let listing = list_dir(&root.join(&rel)).ok();
                 let mut subdirs = Vec::new();
-                for (name, metadata) in listing.iter().flatten() {
-                    if metadata.is_dir() {
+                for (name, stat) in listing.iter().flat_map(Listing::iter) {
+                    if stat.kind() == EntryKind::Dir {
                         let child = rel.join(name);
                         let text = child.to_string_lossy();
                         if let Ok(excluded) = rules.is_excluded(&text) {
@@ -185,13 +149,25 @@ fn list_dir(dir: &Path) -> Result<Listing, ContextError> {
         let path = path.to_path_buf();
         move |source| ContextError::Io { op, path, source }
     };
-    let mut out = Vec::new();
+    let mut read = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io("walk", dir))? {
         let entry = entry.map_err(io("walk", dir))?;
         let metadata = entry.metadata().map_err(io("stat", &entry.path()))?;
-        out.push((entry.file_name(), metadata));
+        read.push((entry.file_name(), EntryStat::of(&metadata)));
     }
-    out.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
+    read.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
+    let mut out = Listing {
+        names: Vec::new(),
+        ends: Vec::with_capacity(read.len()),
+        stats: Vec::with_capacity(read.len()),
+    };
+    for (name, stat) in read {
+        out.names.extend_from_slice(name.as_bytes());
+        out.ends
+            .push(u32::try_from(out.names.len()).map_err(|_| ContextError::TooLarge)?);
+        out.stats.push(stat);
+    }
+    out.names.shrink_to_fit();
     Ok(out)
 }
 
@@ -224,64 +200,56 @@ impl ContextFiles {
             Some(listing) => Ok(listing),
             None => list_dir(&root.join(rel)),
         };
-        let mut entries: Vec<ContextEntry> = Vec::new();
+        let mut table = EntryTable::new(vec![root.to_path_buf()]);
         // Excluded directories walked because an exception may re-include something below
-        // them: emitted only when that happens. `(depth, entry)`.
-        let mut pending: Vec<(usize, ContextEntry)> = Vec::new();
+        // them: emitted only when that happens. `(depth, relative path, stat)`.
+        let mut pending: Vec<(usize, PathBuf, EntryStat)> = Vec::new();
         // Depth first with an explicit stack; each directory's children listed and stat'ed
         // relative to its open fd (a full-path stat per file costs a path lookup per file).
         let mut stack = vec![Level {
-            children: take(Path::new(""))?.into_iter(),
+            children: take(Path::new(""))?,
+            next: 0,
             rel: PathBuf::new(),
             depth: 1,
         }];
         while let Some(level) = stack.last_mut() {
-            let Some((file_name, metadata)) = level.children.next() else {
+            let Some((rel, stat)) = level.next_child() else {
                 stack.pop();
                 continue;
             };
             let depth = level.depth;
-            while pending.last().is_some_and(|(d, _)| *d >= depth) {
+            while pending.last().is_some_and(|(d, _, _)| *d >= depth) {
                 pending.pop();
             }
-            let rel = level.rel.join(&file_name);
-            let name = rel.to_string_lossy().into_owned();
-            let kind = EntryKind::of(metadata.file_type());
-            let entry = ContextEntry {
-                path: root.join(&rel),
-                rel,
-                name,
-                kind,
-                metadata,
-            };
-            let excluded = rules.is_excluded(&entry.name)?;
-            let descend = kind == EntryKind::Dir && descends(rules, &entry.name, excluded);
+            let name = rel.to_string_lossy();
+            let kind = stat.kind();
+            let excluded = rules.is_excluded(&name)?;
+            let descend = kind == EntryKind::Dir && descends(rules, &name, excluded);
+            drop(name);
             if descend {
-                let children = take(&entry.rel)?.into_iter();
+                let children = take(&rel)?;
                 stack.push(Level {
                     children,
-                    rel: entry.rel.clone(),
+                    next: 0,
+                    rel: rel.clone(),
                     depth: depth + 1,
                 });
             }
             if excluded {
                 if descend {
-                    pending.push((depth, entry));
+                    pending.push((depth, rel, stat));
                 }
                 continue;
             }
-            entries.extend(pending.drain(..).map(|(_, e)| e));
-            entries.push(entry);
+            for (_, parent, parent_stat) in pending.drain(..) {
+                table.push(parent.as_os_str().as_bytes(), parent_stat, 0)?;
+            }
+            table.push(rel.as_os_str().as_bytes(), stat, 0)?;
         }
-        let index = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.name.clone(), i))
-            .collect();
+        table.finish();
         Ok(Self {
             root: root.to_path_buf(),
-            entries,
-            index,
+            table,
             owners: false,
         })
     }
@@ -299,8 +267,9 @@ impl ContextFiles {
             Dir { opaque: bool },
         }
         let mut seen: HashMap<String, Seen> = HashMap::new();
-        let mut merged: BTreeMap<Vec<OsString>, ContextEntry> = BTreeMap::new();
-        for layer in layers {
+        // (relative path, stat, layer): each path once, the top-most layer's.
+        let mut merged: Vec<(PathBuf, EntryStat, usize)> = Vec::new();
+        for (at, layer) in layers.iter().enumerate() {
             if !layer.is_dir() {
                 return Err(ContextError::NotADirectory {
                     path: layer.clone(),
@@ -349,8 +318,8 @@ impl ContextFiles {
                     path: item.path().to_path_buf(),
                     source: e.into(),
                 })?;
-                let kind = EntryKind::of(metadata.file_type());
-                if kind == EntryKind::CharDevice && metadata.rdev() == 0 {
+                let stat = EntryStat::of(&metadata);
+                if stat.kind() == EntryKind::CharDevice && stat.rdev == 0 {
                     found.push((name, Seen::Gone));
                     continue;
                 }
@@ -364,30 +333,21 @@ impl ContextFiles {
                         Seen::NonDir
                     },
                 ));
-                let key = rel.components().map(|c| c.as_os_str().to_owned()).collect();
-                merged.insert(
-                    key,
-                    ContextEntry {
-                        path: item.path().to_path_buf(),
-                        rel,
-                        name,
-                        kind,
-                        metadata,
-                    },
-                );
+                merged.push((rel, stat, at));
             }
             seen.extend(found);
         }
-        let entries: Vec<ContextEntry> = merged.into_values().collect();
-        let index = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.name.clone(), i))
-            .collect();
+        merged.sort_unstable_by(|a, b| {
+            walk_order(a.0.as_os_str().as_bytes(), b.0.as_os_str().as_bytes())
+        });
+        let mut table = EntryTable::new(layers.to_vec());
+        for (rel, stat, at) in merged {
+            table.push(rel.as_os_str().as_bytes(), stat, at)?;
+        }
+        table.finish();
         Ok(Self {
             root: layers.first().cloned().unwrap_or_default(),
-            entries,
-            index,
+            table,
             owners: true,
         })
     }
@@ -402,27 +362,34 @@ impl ContextFiles {
         &self.root
     }
 
+    /// How many entries were kept.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether nothing was kept.
+    pub fn is_empty(&self) -> bool {
+        self.table.len() == 0
+    }
+
     /// Every kept entry in walk order.
-    pub fn entries(&self) -> &[ContextEntry] {
-        &self.entries
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = ContextEntry<'_>> + '_ {
+        (0..self.table.len()).map(|i| self.table.entry(i))
     }
 
     /// The kept entry at the `/`-separated relative path `name`, if any.
-    pub fn get(&self, name: &str) -> Option<&ContextEntry> {
-        self.index.get(name).map(|&i| &self.entries[i])
+    pub fn get(&self, name: &str) -> Option<ContextEntry<'_>> {
+        self.table.find(name).map(|i| self.table.entry(i))
     }
 
     /// The kept entries below the directory `name` (not itself), in walk order; every
     /// entry for `.`.
-    pub fn below<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ContextEntry> + 'a {
-        let start = match name {
-            "." => 0,
-            _ => self.index.get(name).map_or(self.entries.len(), |&i| i + 1),
+    pub fn below<'a>(&'a self, name: &str) -> impl Iterator<Item = ContextEntry<'a>> + 'a {
+        let range = match name {
+            "." => 0..self.table.len(),
+            _ => self.table.find(name).map_or(0..0, |i| self.table.below(i)),
         };
-        let prefix = format!("{name}/");
-        self.entries[start..]
-            .iter()
-            .take_while(move |e| name == "." || e.name.starts_with(&prefix))
+        range.map(|i| self.table.entry(i))
     }
 }
 
@@ -433,7 +400,7 @@ mod tests {
     fn names(root: &Path, patterns: &[&str]) -> Vec<String> {
         let rules = IgnoreRules::new(patterns).unwrap();
         let names = |files: ContextFiles| -> Vec<String> {
-            files.entries().iter().map(|e| e.name.clone()).collect()
+            files.iter().map(|e| e.name().into_owned()).collect()
         };
         let walked = names(ContextFiles::walk(root, &rules).unwrap());
         // Listing each directory on the spot, in walk order, sees the same.
@@ -499,7 +466,7 @@ mod tests {
         let rules = IgnoreRules::default();
         let files = ContextFiles::walk(dir.path(), &rules).unwrap();
         let link = files.get("etc-link").unwrap();
-        assert_eq!(link.kind, EntryKind::Symlink);
+        assert_eq!(link.kind(), EntryKind::Symlink);
         assert!(files.get("etc-link/passwd").is_none());
     }
 
@@ -533,7 +500,7 @@ mod tests {
         assert_eq!(rc, 0, "needs root: {}", std::io::Error::last_os_error());
         let layers = vec![top.path().to_path_buf(), bottom.path().to_path_buf()];
         let files = ContextFiles::walk_layers(&layers).unwrap();
-        let names: Vec<_> = files.entries().iter().map(|e| e.name.as_str()).collect();
+        let names: Vec<_> = files.iter().map(|e| e.name()).collect();
         assert_eq!(
             names,
             [
@@ -548,15 +515,19 @@ mod tests {
             ]
         );
         let tool = files.get("usr/bin/tool").unwrap();
-        assert!(tool.path.starts_with(top.path()));
-        assert!(files.get("etc/a").unwrap().path.starts_with(bottom.path()));
+        assert!(tool.path().starts_with(top.path()));
+        assert!(files
+            .get("etc/a")
+            .unwrap()
+            .path()
+            .starts_with(bottom.path()));
     }
 
     #[test]
     fn below_lists_a_subtree() {
         let dir = tree(&["a/b", "a/c/d", "a.txt", "ab"]);
         let files = ContextFiles::walk(dir.path(), &IgnoreRules::default()).unwrap();
-        let sub: Vec<_> = files.below("a").map(|e| e.name.as_str()).collect();
+        let sub: Vec<_> = files.below("a").map(|e| e.name()).collect();
         assert_eq!(sub, ["a/b", "a/c", "a/c/d"]);
         assert_eq!(files.below(".").count(), 6);
     }

@@ -59,7 +59,7 @@ impl Layers<'_> {
             if let Some(file) = deferred.get(path) {
                 return lstat(&file.source).map(|meta| Found {
                     meta,
-                    real: file.source.clone(),
+                    real: file.source,
                     in_upper: true,
                 });
             }

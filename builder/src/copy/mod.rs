@@ -30,9 +30,9 @@ mod fetch;
 mod layers;
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use archive::{
@@ -44,8 +44,8 @@ pub use layers::Layers;
 use rbuild_store::ExternalFile;
 
 use crate::context::{
-    pathclean, source_entries, ContextEntry, ContextError, ContextFiles, EntryKind, IgnoreRules,
-    SelectedSource, StatCache,
+    pathclean, source_entries, ContextEntry, ContextError, ContextFiles, EntryKind, EntryStat,
+    IgnoreRules, SelectedSource, StatCache,
 };
 
 /// An error writing the files of a COPY or ADD.
@@ -297,7 +297,7 @@ fn copy_with(
                 }
                 let full = files
                     .get(&source.resolved)
-                    .map_or_else(|| files.root().join(&source.resolved), |e| e.path.clone());
+                    .map_or_else(|| files.root().join(&source.resolved), |e| e.path());
                 if spec.parents {
                     writer.copy_with_parents(files, source, &dest, created_owner)?;
                 } else if source.kind == EntryKind::Dir {
@@ -322,7 +322,7 @@ fn copy_with(
                     writer.parent_of(&target, created_owner)?;
                     let entry = files.get(&source.resolved);
                     if let Some(entry) = entry {
-                        writer.copy_entry(entry, &target)?;
+                        writer.copy_entry(&entry, &target)?;
                     }
                 }
             }
@@ -392,10 +392,10 @@ struct Writer<'s, 'a> {
 }
 
 impl Writer<'_, '_> {
-    fn owner_of(&self, meta: &Metadata) -> (u32, u32) {
+    fn owner_of(&self, meta: &EntryStat) -> (u32, u32) {
         match self.spec.chown {
             Some(owner) => owner,
-            None if self.spec.preserve_owner => (meta.uid(), meta.gid()),
+            None if self.spec.preserve_owner => (meta.uid, meta.gid),
             None => (0, 0),
         }
     }
@@ -430,16 +430,7 @@ impl Writer<'_, '_> {
     /// Drops deferred files at `rel` and below it (something else is written there).
     fn forget_deferred(&self, rel: &Path) {
         if let Some(deferred) = self.layers.deferred {
-            let mut deferred = deferred.borrow_mut();
-            let below: Vec<PathBuf> = deferred
-                .range(rel.to_path_buf()..)
-                .map(|(k, _)| k)
-                .take_while(|k| k.starts_with(rel))
-                .cloned()
-                .collect();
-            for k in below {
-                deferred.remove(&k);
-            }
+            deferred.borrow_mut().remove_below(rel);
         }
     }
 
@@ -496,7 +487,9 @@ impl Writer<'_, '_> {
                 continue;
             }
             match files.get(&name) {
-                Some(entry) if entry.kind == EntryKind::Dir => self.copy_entry(entry, &target)?,
+                Some(entry) if entry.kind() == EntryKind::Dir => {
+                    self.copy_entry(&entry, &target)?
+                }
                 _ => self.layers.ensure_dir(&target, created_owner).map(drop)?,
             }
         }
@@ -507,7 +500,7 @@ impl Writer<'_, '_> {
             return self.copy_tree(files, source, &target, existed);
         }
         if let Some(entry) = files.get(&source.resolved) {
-            self.copy_entry(entry, &target)?;
+            self.copy_entry(&entry, &target)?;
         }
         Ok(())
     }
@@ -524,9 +517,10 @@ impl Writer<'_, '_> {
             "." => String::new(),
             r => format!("{r}/"),
         };
-        let entries = source_entries(files, source, &self.spec.exclude).map_err(Box::new)?;
-        for entry in entries {
-            let rel = entry.name.strip_prefix(&prefix).unwrap_or("");
+        for entry in source_entries(files, source, &self.spec.exclude) {
+            let entry = entry.map_err(Box::new)?;
+            let name = entry.name();
+            let rel = name.strip_prefix(&prefix).unwrap_or("");
             if rel.is_empty() && dest_existed {
                 continue;
             }
@@ -535,19 +529,20 @@ impl Writer<'_, '_> {
                 (".", r) => r.to_string(),
                 (d, r) => format!("{d}/{r}"),
             };
-            self.copy_entry(entry, &target)?;
+            self.copy_entry(&entry, &target)?;
         }
         Ok(())
     }
 
     /// Writes one entry at `target` (root-relative, parents existing).
     fn copy_entry(&mut self, entry: &ContextEntry, target: &str) -> Result<(), CopyError> {
-        let src = entry.path.clone();
-        let meta = &entry.metadata;
+        let src = entry.path();
+        let meta = &entry.stat();
+        let kind = entry.kind();
         let owner = self.owner_of(meta);
-        let mtime = filetime::FileTime::from_last_modification_time(meta);
-        let mode = self.spec.chmod.unwrap_or(meta.mode() & 0o7777);
-        if entry.kind == EntryKind::Dir {
+        let mtime = filetime::FileTime::from_unix_time(meta.mtime, meta.mtime_nsec);
+        let mode = self.spec.chmod.unwrap_or(meta.mode & 0o7777);
+        if kind == EntryKind::Dir {
             let real = match target {
                 "." => self.layers.upper.to_path_buf(),
                 t => self.layers.upper.join(t),
@@ -570,11 +565,11 @@ impl Writer<'_, '_> {
         }
         let (real, rel) = self.prepare_at(target)?;
         if let (EntryKind::File, Some(deferred), None) =
-            (entry.kind, self.layers.deferred, self.cache.as_ref())
+            (kind, self.layers.deferred, self.cache.as_ref())
         {
             // The layer tar reads it from the source; nothing is copied now. Hard links
             // among the copied files stay hard links (the tar links them by source inode).
-            let link = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+            let link = (meta.nlink > 1).then_some((meta.dev, meta.ino));
             let first = link.is_none_or(|key| self.links.insert(key, rel.clone()).is_none());
             deferred.borrow_mut().insert(
                 rel,
@@ -583,19 +578,19 @@ impl Writer<'_, '_> {
                     mode,
                     uid: owner.0,
                     gid: owner.1,
-                    mtime: meta.mtime(),
-                    size: meta.size(),
+                    mtime: meta.mtime,
+                    size: meta.size,
                     link,
                 },
             );
             if first {
-                self.report.bytes += meta.size();
+                self.report.bytes += meta.size;
             }
             self.report.entries += 1;
             return Ok(());
         }
-        if entry.kind == EntryKind::File && meta.nlink() > 1 {
-            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+        if kind == EntryKind::File && meta.nlink > 1 {
+            if let Some(first) = self.links.get(&(meta.dev, meta.ino)) {
                 std::fs::hard_link(first, &real).map_err(|source| CopyError::Io {
                     op: "link",
                     path: real.clone(),
@@ -604,22 +599,22 @@ impl Writer<'_, '_> {
                 self.report.entries += 1;
                 return Ok(());
             }
-            self.links.insert((meta.dev(), meta.ino()), real.clone());
+            self.links.insert((meta.dev, meta.ino), real.clone());
         }
-        match entry.kind {
+        match kind {
             EntryKind::File => {
                 let mut copied = false;
                 if let Some(cache) = self.cache.as_deref_mut() {
-                    if cache.lookup(&entry.path, meta).is_none() {
+                    if cache.lookup(&src, meta).is_none() {
                         let digest = copy_file_hashing(&src, &real)?;
-                        cache.insert(&entry.path, meta, digest);
+                        cache.insert(&src, meta, digest);
                         copied = true;
                     }
                 }
                 if !copied {
                     copy_file(&src, &real)?;
                 }
-                self.report.bytes += meta.size();
+                self.report.bytes += meta.size;
                 apply_metadata(&real, owner, Some(mode))?;
             }
             EntryKind::Symlink => {
@@ -636,7 +631,7 @@ impl Writer<'_, '_> {
                 apply_metadata(&real, owner, None)?;
             }
             EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
-                make_node(&real, meta.mode(), meta.rdev())?;
+                make_node(&real, meta.mode, meta.rdev)?;
                 apply_metadata(&real, owner, Some(mode))?;
             }
             EntryKind::Socket | EntryKind::Dir => return Ok(()),

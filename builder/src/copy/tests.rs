@@ -823,7 +823,10 @@ fn deferred_files_are_not_copied_and_links_stay_links() {
     f.copy(&["d"], "/out/", |_| {}).unwrap();
 
     let deferred = f.deferred.borrow();
-    let names: Vec<String> = deferred.keys().map(|k| k.display().to_string()).collect();
+    let names: Vec<String> = deferred
+        .iter()
+        .map(|(k, _)| k.display().to_string())
+        .collect();
     assert_eq!(names, ["out/a", "out/b", "out/plain", "out/x"]);
     assert!(f.deferred_upper.path().join("out").is_dir());
     assert!(!f.deferred_upper.path().join("out/plain").exists());
