@@ -1,6 +1,6 @@
-//! Compression at the edge: the gzip (parallel independent members) or zstd (multithreaded)
-//! form of a layer blob at a chosen level, made once and remembered per diffID and level in
-//! `cache/compressed/`.
+//! Compression at the edge: the gzip (parallel independent members, `gzip_member`) or zstd
+//! (multithreaded) form of a layer blob at a chosen level, made once and remembered per diffID
+//! and level in `cache/compressed/`.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -67,26 +67,22 @@ impl LayerCompression {
         }
     }
 
-    /// The default level per format, chosen by measurement with our backends (zlib-rs,
-    /// libzstd) on 1 GiB of base64 text and a 220 MiB tar of `/usr/lib` and `/usr/share`
-    /// (`store/examples/compress_levels.rs`, figures in `bench/README.md`).
+    /// The default level per format, chosen by measurement with our backends (ISA-L and
+    /// libdeflate for gzip, libzstd) on base64 text and layer tars (a Debian rootfs, `/usr/lib`
+    /// and `/usr/share`) (`store/examples/compress_levels.rs`, figures in `bench/README.md`).
     ///
-    /// gzip: 2. zlib-rs level 2 (the "fast" strategy, dynamic Huffman trees) gives the same
-    /// size as level 6 on base64 text (ratio 0.753) and 6 % more on binaries (0.405 vs 0.381),
-    /// and runs 1.3-1.7× faster (34 vs 25 MiB/s per core on text, 59-65 vs 39-46 on the tar).
-    /// Level 1 is zlib-rs's "quick" strategy with static Huffman trees only: 2.2× faster, but
-    /// it stores text as is (ratio 0.998) and makes binaries 25 % bigger than level 6, so every
-    /// pull pays for it. For comparison, go-containerregistry (crane, ko, kaniko) uses Go's
-    /// BestSpeed, whose level 1 is a dynamic-Huffman fast matcher like our level 2; podman and
-    /// buildah use 5, BuildKit 6 (here 6 % smaller than 2 on binaries, at 0.6-0.8× its speed).
+    /// gzip: 2. A member is ISA-L level 1 (~600 MiB/s per core on base64, ~420 on tars) unless
+    /// libdeflate at the level makes its samples at least 3 % smaller (`gzip_member`), as it
+    /// does on tars: libdeflate level 2 gives 0.386-0.389 of the tar's size at ~125 MiB/s per
+    /// core, about zlib level 5's size (podman and buildah use 5, BuildKit 6; 0.377-0.395
+    /// here), where ISA-L level 1 gives 0.417-0.427 and zlib-rs level 2, the compressor before,
+    /// 0.406-0.417 at 93-102. Level 1 (libdeflate 1: 0.398-0.406, ~180 MiB/s per core) trades 3 %
+    /// of size for 1.4x the speed; every pull pays for the size, so 2 stays. Text without
+    /// repeats is ISA-L's at every level, the Huffman-coded size (0.752 on base64).
     ///
-    /// These figures are of deflate with its match search. A member whose samples gain < 3 %
-    /// from that search is Huffman-coded only, at any level (`gzip_member`), so text without
-    /// repeats now runs at ~90 MiB/s per core, the same size whatever the level.
-    ///
-    /// zstd: 3 (libzstd's own default, as in containerd and BuildKit). Level 1 is 1.3-1.7×
-    /// faster (476 vs 359 MiB/s per core on text, 300 vs 180 on the tar) but 12 % bigger on
-    /// binaries (0.390 vs 0.348); level 3 is already 5× faster than gzip level 2.
+    /// zstd: 3 (libzstd's own default, as in containerd and BuildKit). Level 1 is 1.2-1.7×
+    /// faster but 12 % bigger on binaries (0.390 vs 0.348); level 3 (~210 MiB/s per core on
+    /// tars, 0.32-0.35) is smaller than any gzip level and faster than libdeflate's.
     pub fn default_level(compression: Compression) -> i32 {
         match compression {
             Compression::Gzip => GZIP_DEFAULT as i32,
