@@ -16,6 +16,8 @@ use crate::model::oci::{
 };
 use crate::{Compression, Error, Result, Store};
 
+/// Compressed pieces queued for the thread that writes the blob.
+const PIECES_QUEUED: usize = 4;
 /// Uncompressed bytes per gzip member (each compressed on its own thread).
 const GZIP_MEMBER: usize = 4 << 20;
 /// Default gzip level: see [`LayerCompression::default_level`] for the measurement behind it.
@@ -160,13 +162,14 @@ impl Store {
     /// committed under the digest computed while writing, and returns its descriptor, without
     /// writing the per-diffID record (see [`Store::remember_compressed_layer`]).
     /// `on_output(bytes, consumed)` sees every compressed byte in order as it is written to the
-    /// blob, with the number of uncompressed bytes read so far, so a caller can upload while
-    /// the blob is being made. A layer compressed with another format is decompressed first.
+    /// blob, with the number of uncompressed bytes read when that piece was made, so a caller
+    /// can upload while the blob is being made; it is called on the thread that writes the
+    /// blob, not the caller's. A layer compressed with another format is decompressed first.
     pub fn compress_layer(
         &self,
         layer: &Descriptor,
         compression: LayerCompression,
-        on_output: &mut dyn FnMut(&[u8], u64),
+        on_output: &mut (dyn FnMut(&[u8], u64) + Send),
     ) -> Result<Descriptor> {
         let current = layer_compression(&layer.media_type)
             .map_err(|()| Error::UnsupportedMediaType(layer.media_type.clone()))?;
@@ -180,33 +183,61 @@ impl Store {
             inner: self.blobs().open_verified(&layer.digest)?,
             count: &consumed,
         };
-        let mut out = TeeWriter {
-            blob: self.blobs().writer()?,
-            consumed: &consumed,
-            on_output,
-        };
+        let blob = self.blobs().writer()?;
         let stream_error = |source| Error::LayerStream {
             layer: layer.digest.to_string(),
             source,
         };
-        let media_type = match compression.compression {
-            Compression::Gzip => {
-                // The level was validated (0..=9) by LayerCompression::new.
-                let level = compression.level.clamp(0, 9) as u32;
-                gzip_parallel(&mut input, &mut out, level, threads()).map_err(stream_error)?;
-                MEDIA_TYPE_OCI_LAYER_GZIP
+        // This thread reads (verifying) and feeds the compressor; another writes the pieces
+        // into the blob, hashes them and shows them to `on_output`, so neither chain waits
+        // for the other (writing into the page cache is as costly as compressing here).
+        let (media_type, blob) = std::thread::scope(|s| {
+            let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, u64)>(PIECES_QUEUED);
+            let writer = s.spawn(move || -> io::Result<BlobWriter> {
+                let mut blob = blob;
+                for (piece, consumed) in rx {
+                    blob.write_all(&piece)?;
+                    on_output(&piece, consumed);
+                }
+                Ok(blob)
+            });
+            let consumed = &consumed;
+            let mut emit = move |piece: Vec<u8>| {
+                tx.send((piece, consumed.get()))
+                    .map_err(|_| io::Error::other("the blob writer stopped"))
+            };
+            let compressed = match compression.compression {
+                Compression::Gzip => {
+                    // The level was validated (0..=9) by LayerCompression::new.
+                    let level = compression.level.clamp(0, 9) as u32;
+                    gzip_members(&mut input, level, threads(), &mut emit)
+                        .map(|()| MEDIA_TYPE_OCI_LAYER_GZIP)
+                }
+                Compression::Zstd => zstd_compress(
+                    &mut input,
+                    &mut PieceWriter(&mut emit),
+                    compression.level,
+                    threads(),
+                )
+                .map(|()| MEDIA_TYPE_OCI_LAYER_ZSTD),
+                Compression::Bzip2 | Compression::Xz => {
+                    unreachable!("LayerCompression::new admits layer formats only")
+                }
+            };
+            // Closing the channel ends the writer.
+            drop(emit);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the blob writer panicked")));
+            // A writer's error explains a stopped channel better than the compressor's.
+            match (compressed, written) {
+                (_, Err(e)) | (Err(e), _) => Err(e),
+                (Ok(media_type), Ok(blob)) => Ok((media_type, blob)),
             }
-            Compression::Zstd => {
-                zstd_compress(&mut input, &mut out, compression.level, threads())
-                    .map_err(stream_error)?;
-                MEDIA_TYPE_OCI_LAYER_ZSTD
-            }
-            Compression::Bzip2 | Compression::Xz => {
-                unreachable!("LayerCompression::new admits layer formats only")
-            }
-        };
-        let size = out.blob.written();
-        let digest = out.blob.commit(None)?;
+        })
+        .map_err(stream_error)?;
+        let size = blob.written();
+        let digest = blob.commit(None)?;
         Ok(Descriptor::new(media_type, digest, size))
     }
 
@@ -269,21 +300,16 @@ impl<R: Read> Read for CountingReader<'_, R> {
     }
 }
 
-/// Writes compressed bytes into the blob and shows each piece to an observer.
-struct TeeWriter<'a> {
-    blob: BlobWriter,
-    consumed: &'a Cell<u64>,
-    on_output: &'a mut dyn FnMut(&[u8], u64),
-}
+/// Hands each write to a consumer of owned pieces (zstd's output to the blob writer thread).
+struct PieceWriter<'a>(&'a mut dyn FnMut(Vec<u8>) -> io::Result<()>);
 
-impl Write for TeeWriter<'_> {
+impl Write for PieceWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.blob.write_all(buf)?;
-        (self.on_output)(buf, self.consumed.get());
+        (self.0)(buf.to_vec())?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.blob.flush()
+        Ok(())
     }
 }
 
@@ -303,6 +329,16 @@ pub fn gzip_parallel<R: Read, W: Write>(
     out: &mut W,
     level: u32,
     threads: usize,
+) -> io::Result<()> {
+    gzip_members(input, level, threads, &mut |member| out.write_all(&member))
+}
+
+/// [`gzip_parallel`], handing each member to `emit` as it is ready, in order.
+fn gzip_members<R: Read>(
+    input: &mut R,
+    level: u32,
+    threads: usize,
+    emit: &mut dyn FnMut(Vec<u8>) -> io::Result<()>,
 ) -> io::Result<()> {
     type Member = io::Result<Vec<u8>>;
     let threads = threads.max(1);
@@ -344,7 +380,7 @@ pub fn gzip_parallel<R: Read, W: Write>(
                     let member = done
                         .recv()
                         .map_err(|_| io::Error::other("gzip worker thread panicked"))??;
-                    out.write_all(&member)?;
+                    emit(member)?;
                 }
             }
             Ok(())
