@@ -44,7 +44,7 @@ pub trait LocalStore: Clone + Send + Sync + 'static {
         &self,
         layer: &Descriptor,
         compression: LayerCompression,
-        on_output: &mut dyn FnMut(&[u8], u64),
+        on_output: &mut (dyn FnMut(&[u8], u64) + Send),
     ) -> StoreResult<Descriptor>;
     /// Records `compressed` as the form of `layer` in `compression`.
     fn remember_compressed_layer(
@@ -95,7 +95,7 @@ impl LocalStore for Store {
         &self,
         layer: &Descriptor,
         compression: LayerCompression,
-        on_output: &mut dyn FnMut(&[u8], u64),
+        on_output: &mut (dyn FnMut(&[u8], u64) + Send),
     ) -> StoreResult<Descriptor> {
         Store::compress_layer(self, layer, compression, on_output)
     }

@@ -1,6 +1,6 @@
-//! Compression at the edge: the gzip (parallel independent members) or zstd (multithreaded)
-//! form of a layer blob at a chosen level, made once and remembered per diffID and level in
-//! `cache/compressed/`.
+//! Compression at the edge: the gzip (parallel independent members, `gzip_member`) or zstd
+//! (multithreaded) form of a layer blob at a chosen level, made once and remembered per diffID
+//! and level in `cache/compressed/`.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -16,6 +16,8 @@ use crate::model::oci::{
 };
 use crate::{Compression, Error, Result, Store};
 
+/// Compressed pieces queued for the thread that writes the blob.
+const PIECES_QUEUED: usize = 4;
 /// Uncompressed bytes per gzip member (each compressed on its own thread).
 const GZIP_MEMBER: usize = 4 << 20;
 /// Default gzip level: see [`LayerCompression::default_level`] for the measurement behind it.
@@ -67,26 +69,22 @@ impl LayerCompression {
         }
     }
 
-    /// The default level per format, chosen by measurement with our backends (zlib-rs,
-    /// libzstd) on 1 GiB of base64 text and a 220 MiB tar of `/usr/lib` and `/usr/share`
-    /// (`store/examples/compress_levels.rs`, figures in `bench/README.md`).
+    /// The default level per format, chosen by measurement with our backends (ISA-L and
+    /// libdeflate for gzip, libzstd) on base64 text and layer tars (a Debian rootfs, `/usr/lib`
+    /// and `/usr/share`) (`store/examples/compress_levels.rs`, figures in `bench/README.md`).
     ///
-    /// gzip: 2. zlib-rs level 2 (the "fast" strategy, dynamic Huffman trees) gives the same
-    /// size as level 6 on base64 text (ratio 0.753) and 6 % more on binaries (0.405 vs 0.381),
-    /// and runs 1.3-1.7× faster (34 vs 25 MiB/s per core on text, 59-65 vs 39-46 on the tar).
-    /// Level 1 is zlib-rs's "quick" strategy with static Huffman trees only: 2.2× faster, but
-    /// it stores text as is (ratio 0.998) and makes binaries 25 % bigger than level 6, so every
-    /// pull pays for it. For comparison, go-containerregistry (crane, ko, kaniko) uses Go's
-    /// BestSpeed, whose level 1 is a dynamic-Huffman fast matcher like our level 2; podman and
-    /// buildah use 5, BuildKit 6 (here 6 % smaller than 2 on binaries, at 0.6-0.8× its speed).
+    /// gzip: 2. A member is ISA-L level 1 (~600 MiB/s per core on base64, ~420 on tars) unless
+    /// libdeflate at the level makes its samples at least 3 % smaller (`gzip_member`), as it
+    /// does on tars: libdeflate level 2 gives 0.386-0.389 of the tar's size at ~125 MiB/s per
+    /// core, about zlib level 5's size (podman and buildah use 5, BuildKit 6; 0.377-0.395
+    /// here), where ISA-L level 1 gives 0.417-0.427 and zlib-rs level 2, the compressor before,
+    /// 0.406-0.417 at 93-102. Level 1 (libdeflate 1: 0.398-0.406, ~180 MiB/s per core) trades 3 %
+    /// of size for 1.4x the speed; every pull pays for the size, so 2 stays. Text without
+    /// repeats is ISA-L's at every level, the Huffman-coded size (0.752 on base64).
     ///
-    /// These figures are of deflate with its match search. A member whose samples gain < 3 %
-    /// from that search is Huffman-coded only, at any level (`gzip_member`), so text without
-    /// repeats now runs at ~90 MiB/s per core, the same size whatever the level.
-    ///
-    /// zstd: 3 (libzstd's own default, as in containerd and BuildKit). Level 1 is 1.3-1.7×
-    /// faster (476 vs 359 MiB/s per core on text, 300 vs 180 on the tar) but 12 % bigger on
-    /// binaries (0.390 vs 0.348); level 3 is already 5× faster than gzip level 2.
+    /// zstd: 3 (libzstd's own default, as in containerd and BuildKit). Level 1 is 1.2-1.7×
+    /// faster but 12 % bigger on binaries (0.390 vs 0.348); level 3 (~210 MiB/s per core on
+    /// tars, 0.32-0.35) is smaller than any gzip level and faster than libdeflate's.
     pub fn default_level(compression: Compression) -> i32 {
         match compression {
             Compression::Gzip => GZIP_DEFAULT as i32,
@@ -164,13 +162,14 @@ impl Store {
     /// committed under the digest computed while writing, and returns its descriptor, without
     /// writing the per-diffID record (see [`Store::remember_compressed_layer`]).
     /// `on_output(bytes, consumed)` sees every compressed byte in order as it is written to the
-    /// blob, with the number of uncompressed bytes read so far, so a caller can upload while
-    /// the blob is being made. A layer compressed with another format is decompressed first.
+    /// blob, with the number of uncompressed bytes read when that piece was made, so a caller
+    /// can upload while the blob is being made; it is called on the thread that writes the
+    /// blob, not the caller's. A layer compressed with another format is decompressed first.
     pub fn compress_layer(
         &self,
         layer: &Descriptor,
         compression: LayerCompression,
-        on_output: &mut dyn FnMut(&[u8], u64),
+        on_output: &mut (dyn FnMut(&[u8], u64) + Send),
     ) -> Result<Descriptor> {
         let current = layer_compression(&layer.media_type)
             .map_err(|()| Error::UnsupportedMediaType(layer.media_type.clone()))?;
@@ -184,33 +183,61 @@ impl Store {
             inner: self.blobs().open_verified(&layer.digest)?,
             count: &consumed,
         };
-        let mut out = TeeWriter {
-            blob: self.blobs().writer()?,
-            consumed: &consumed,
-            on_output,
-        };
+        let blob = self.blobs().writer()?;
         let stream_error = |source| Error::LayerStream {
             layer: layer.digest.to_string(),
             source,
         };
-        let media_type = match compression.compression {
-            Compression::Gzip => {
-                // The level was validated (0..=9) by LayerCompression::new.
-                let level = compression.level.clamp(0, 9) as u32;
-                gzip_parallel(&mut input, &mut out, level, threads()).map_err(stream_error)?;
-                MEDIA_TYPE_OCI_LAYER_GZIP
+        // This thread reads (verifying) and feeds the compressor; another writes the pieces
+        // into the blob, hashes them and shows them to `on_output`, so neither chain waits
+        // for the other (writing into the page cache is as costly as compressing here).
+        let (media_type, blob) = std::thread::scope(|s| {
+            let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, u64)>(PIECES_QUEUED);
+            let writer = s.spawn(move || -> io::Result<BlobWriter> {
+                let mut blob = blob;
+                for (piece, consumed) in rx {
+                    blob.write_all(&piece)?;
+                    on_output(&piece, consumed);
+                }
+                Ok(blob)
+            });
+            let consumed = &consumed;
+            let mut emit = move |piece: Vec<u8>| {
+                tx.send((piece, consumed.get()))
+                    .map_err(|_| io::Error::other("the blob writer stopped"))
+            };
+            let compressed = match compression.compression {
+                Compression::Gzip => {
+                    // The level was validated (0..=9) by LayerCompression::new.
+                    let level = compression.level.clamp(0, 9) as u32;
+                    gzip_members(&mut input, level, threads(), &mut emit)
+                        .map(|()| MEDIA_TYPE_OCI_LAYER_GZIP)
+                }
+                Compression::Zstd => zstd_compress(
+                    &mut input,
+                    &mut PieceWriter(&mut emit),
+                    compression.level,
+                    threads(),
+                )
+                .map(|()| MEDIA_TYPE_OCI_LAYER_ZSTD),
+                Compression::Bzip2 | Compression::Xz => {
+                    unreachable!("LayerCompression::new admits layer formats only")
+                }
+            };
+            // Closing the channel ends the writer.
+            drop(emit);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the blob writer panicked")));
+            // A writer's error explains a stopped channel better than the compressor's.
+            match (compressed, written) {
+                (_, Err(e)) | (Err(e), _) => Err(e),
+                (Ok(media_type), Ok(blob)) => Ok((media_type, blob)),
             }
-            Compression::Zstd => {
-                zstd_compress(&mut input, &mut out, compression.level, threads())
-                    .map_err(stream_error)?;
-                MEDIA_TYPE_OCI_LAYER_ZSTD
-            }
-            Compression::Bzip2 | Compression::Xz => {
-                unreachable!("LayerCompression::new admits layer formats only")
-            }
-        };
-        let size = out.blob.written();
-        let digest = out.blob.commit(None)?;
+        })
+        .map_err(stream_error)?;
+        let size = blob.written();
+        let digest = blob.commit(None)?;
         Ok(Descriptor::new(media_type, digest, size))
     }
 
@@ -273,21 +300,16 @@ impl<R: Read> Read for CountingReader<'_, R> {
     }
 }
 
-/// Writes compressed bytes into the blob and shows each piece to an observer.
-struct TeeWriter<'a> {
-    blob: BlobWriter,
-    consumed: &'a Cell<u64>,
-    on_output: &'a mut dyn FnMut(&[u8], u64),
-}
+/// Hands each write to a consumer of owned pieces (zstd's output to the blob writer thread).
+struct PieceWriter<'a>(&'a mut dyn FnMut(Vec<u8>) -> io::Result<()>);
 
-impl Write for TeeWriter<'_> {
+impl Write for PieceWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.blob.write_all(buf)?;
-        (self.on_output)(buf, self.consumed.get());
+        (self.0)(buf.to_vec())?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.blob.flush()
+        Ok(())
     }
 }
 
@@ -307,6 +329,16 @@ pub fn gzip_parallel<R: Read, W: Write>(
     out: &mut W,
     level: u32,
     threads: usize,
+) -> io::Result<()> {
+    gzip_members(input, level, threads, &mut |member| out.write_all(&member))
+}
+
+/// [`gzip_parallel`], handing each member to `emit` as it is ready, in order.
+fn gzip_members<R: Read>(
+    input: &mut R,
+    level: u32,
+    threads: usize,
+    emit: &mut dyn FnMut(Vec<u8>) -> io::Result<()>,
 ) -> io::Result<()> {
     type Member = io::Result<Vec<u8>>;
     let threads = threads.max(1);
@@ -348,7 +380,7 @@ pub fn gzip_parallel<R: Read, W: Write>(
                     let member = done
                         .recv()
                         .map_err(|_| io::Error::other("gzip worker thread panicked"))??;
-                    out.write_all(&member)?;
+                    emit(member)?;
                 }
             }
             Ok(())

@@ -629,6 +629,40 @@ fn sample_text(len: usize) -> Vec<u8> {
     data
 }
 
+/// A compressed blob remembered by an older rbuild (another deflate library, so other bytes
+/// for the same level) is still the layer's form at that level: it is reused, not remade.
+#[test]
+fn a_remembered_blob_from_another_compressor_stays_valid() {
+    let (_d, store) = store();
+    let data = sample_text(6 << 20);
+    let digest = store.blobs().put(&data).unwrap();
+    let layer = Descriptor::new(MEDIA_TYPE_OCI_LAYER, digest, data.len() as u64);
+    let level = layer_compression(Compression::Gzip);
+    // One flate2 (zlib-rs) member at the default level, as the compressor before libdeflate.
+    let mut enc = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::new(level.level() as u32));
+    std::io::Write::write_all(&mut enc, &data).unwrap();
+    let old_bytes = enc.finish().unwrap();
+    let old = Descriptor::new(
+        MEDIA_TYPE_OCI_LAYER_GZIP,
+        store.blobs().put(&old_bytes).unwrap(),
+        old_bytes.len() as u64,
+    );
+    assert_ne!(
+        store
+            .compress_layer(&layer, level, &mut |_, _| {})
+            .unwrap()
+            .digest,
+        old.digest,
+        "the current compressor makes other bytes"
+    );
+    store
+        .remember_compressed_layer(&layer, level, &old)
+        .unwrap();
+    assert_eq!(store.compressed_layer(&layer, level).unwrap(), old);
+}
+
 #[test]
 fn compression_level_changes_the_blob_and_keys_the_record() {
     let (d, store) = store();
