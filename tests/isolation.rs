@@ -874,3 +874,33 @@ fn rootless_steps_on_copied_roots_leave_no_mountpoint_in_their_layers() {
     let fsck = rb.run(&["fsck"]);
     assert!(fsck.status.success(), "{}", show(&fsck));
 }
+
+#[test]
+fn copy_from_a_stage_built_on_copied_roots_honours_its_whiteouts() {
+    // The stage's `rm` becomes a whiteout in the xattr form (overlayfs refuses a 0:0
+    // device there); COPY --from reads the stage's layers without mounting them.
+    let ctx = TestDir::new("isolation-copied-whiteout");
+    ctx.write(
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE AS stage\nRUN mkdir -p /t && echo a > /t/gone && echo b > /t/kept\n\
+         RUN rm /t/gone\n\
+         FROM $BASE\nCOPY --from=stage /t /copied\n",
+    );
+    let rb = Rbuild::new();
+    let _overlay =
+        crate::util::overlayfs::OverlayDir::mount(rb.root.parent().expect("the store's dir"));
+    let dest = ctx.path().join("fs");
+    let dest_s = dest.display().to_string();
+    let out = build(&rb, &ctx, &WITHOUT_SYS_ADMIN, &["-o", &dest_s]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(log.contains("steps run on copied roots"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("copied/kept")).unwrap(),
+        "b\n"
+    );
+    assert!(
+        !dest.join("copied/gone").exists(),
+        "a whiteout of the stage was copied as a file: {log}"
+    );
+}

@@ -256,7 +256,8 @@ impl ContextFiles {
 
     /// Walks the merged view of overlay-form layers, top-most first, with no ignore rules:
     /// the rootfs of an earlier stage or of an image, for `COPY --from`, without mounting
-    /// it. A whiteout (char device 0:0) removes a path, an opaque directory
+    /// it. A whiteout (a 0:0 char device, or the xattr form where the store's filesystem refuses
+    /// one) removes a path, an opaque directory
     /// (`trusted.overlay.opaque=y`) hides what lower layers hold below it, and an upper
     /// entry hides a lower one of the same name (directories merge). Each entry's `path`
     /// is the file in the layer that provides it; `root()` is the top-most layer.
@@ -319,7 +320,7 @@ impl ContextFiles {
                     source: e.into(),
                 })?;
                 let stat = EntryStat::of(&metadata);
-                if stat.kind() == EntryKind::CharDevice && stat.rdev == 0 {
+                if rbuild_store::is_whiteout(item.path(), &metadata) {
                     found.push((name, Seen::Gone));
                     continue;
                 }
