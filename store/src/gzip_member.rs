@@ -8,14 +8,20 @@
 //! repeats (base64, hex, random identifiers) matching gains nothing and both give the
 //! Huffman-coded size, so the fast one is kept. The choice depends only on the member's
 //! bytes, so the output stays deterministic. Figures: `bench/README.md`.
+//!
+//! ISA-L is the store's `isal` feature (on by default; the rbuild binary turns it on).
+//! Without it (the fuzz build: ISA-L's configure refuses the sanitizer's flags) every
+//! member is libdeflate's.
 
 use std::io;
 
 use libdeflater::{CompressionLvl, Compressor};
 
 /// Bytes per sample; two samples (the start and the middle of a member).
+#[cfg(feature = "isal")]
 const SAMPLE: usize = 32 << 10;
 /// libdeflate must save at least this share of ISA-L's size to be worth its time.
+#[cfg(feature = "isal")]
 const DEFLATE_GAIN: f64 = 0.03;
 /// Offset of the OS byte in a gzip header.
 const GZIP_OS: usize = 9;
@@ -23,8 +29,8 @@ const GZIP_OS: usize = 9;
 /// `data` as one gzip member (mtime 0, no name, OS byte 255) at `level` (0..=9).
 pub(crate) fn gzip_member(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
     let mut deflater = Compressor::new(deflate_level(level)?);
-    let mut member = if level >= 1 && !deflate_pays(&mut deflater, data)? {
-        isal_compress(data, isal::Codec::Gzip)?
+    let mut member = if let Some(fast) = fast_member(&mut deflater, data, level)? {
+        fast
     } else {
         let mut out = vec![0u8; deflater.gzip_compress_bound(data.len())];
         let len = deflater
@@ -43,6 +49,22 @@ pub(crate) fn gzip_member(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
     Ok(member)
 }
 
+/// ISA-L's member of `data` where libdeflate at `level` would not pay for its time;
+/// `None`: libdeflate's.
+#[cfg(feature = "isal")]
+fn fast_member(deflater: &mut Compressor, data: &[u8], level: u32) -> io::Result<Option<Vec<u8>>> {
+    if level >= 1 && !deflate_pays(deflater, data)? {
+        return isal_compress(data, isal::Codec::Gzip).map(Some);
+    }
+    Ok(None)
+}
+
+/// Without ISA-L every member is libdeflate's.
+#[cfg(not(feature = "isal"))]
+fn fast_member(_: &mut Compressor, _: &[u8], _: u32) -> io::Result<Option<Vec<u8>>> {
+    Ok(None)
+}
+
 fn deflate_level(level: u32) -> io::Result<CompressionLvl> {
     CompressionLvl::new(level as i32)
         .map_err(|e| io::Error::other(format!("gzip level {level}: {e:?}")))
@@ -55,6 +77,7 @@ fn member_error(why: String, len: usize) -> io::Error {
 /// Whether libdeflate (the compressor's level) makes the samples of `data` at least
 /// `DEFLATE_GAIN` smaller than ISA-L level 1 does. Small members are not sampled: they
 /// cost little either way, and get the smaller form.
+#[cfg(feature = "isal")]
 fn deflate_pays(deflater: &mut Compressor, data: &[u8]) -> io::Result<bool> {
     if data.len() < 4 * SAMPLE {
         return Ok(true);
@@ -74,6 +97,7 @@ fn deflate_pays(deflater: &mut Compressor, data: &[u8]) -> io::Result<bool> {
 
 /// `data` compressed by ISA-L at level 1 in one stateless call (raw deflate or a gzip
 /// member). The buffer has room for stored blocks, which ISA-L falls back to.
+#[cfg(feature = "isal")]
 fn isal_compress(data: &[u8], codec: isal::Codec) -> io::Result<Vec<u8>> {
     let mut out = vec![0u8; data.len() + data.len() / 8 + 4096];
     let len = isal::compress_into(data, &mut out, isal::CompressionLevel::One, codec)
@@ -82,7 +106,7 @@ fn isal_compress(data: &[u8], codec: isal::Codec) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "isal"))]
 mod tests {
     use std::io::{Read, Write};
 
