@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::spec::User;
@@ -154,18 +154,24 @@ impl<'a> GroupEntry<'a> {
 }
 
 /// Reads `rel` as the merged overlay would show it: the top-most layer that has it wins;
-/// a whiteout (char device 0:0) hides it; a missing file is `None`.
+/// a whiteout (either form, see [`is_whiteout`]) hides it; a missing file is `None`.
 fn read_through(lowers: &[PathBuf], rel: &str) -> Result<Option<String>, Error> {
     for lower in lowers {
         let path = lower.join(rel);
         match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_char_device() => return Ok(None),
+            Ok(meta) if is_whiteout(&path, &meta) => return Ok(None),
             Ok(_) => {
                 return fs::read(&path)
                     .map(|bytes| Some(String::from_utf8_lossy(&bytes).into_owned()))
                     .map_err(|source| Error::ReadUserDb { path, source })
             }
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            // Not a directory: a parent is a file here, a whiteout perhaps.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 if hides_below(lower, rel) {
                     return Ok(None);
                 }
@@ -186,9 +192,9 @@ fn hides_below(lower: &Path, rel: &str) -> bool {
     {
         dir.push(component);
         match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.file_type().is_char_device() => return true,
+            Ok(meta) if is_whiteout(&dir, &meta) => return true,
             Ok(_) => {
-                if xattr_opaque(&dir) {
+                if is_opaque(&dir) {
                     return true;
                 }
             }
@@ -198,22 +204,23 @@ fn hides_below(lower: &Path, rel: &str) -> bool {
     false
 }
 
-fn xattr_opaque(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut value = [0u8; 1];
-    // SAFETY: lgetxattr writes at most value.len() bytes into value.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            c"trusted.overlay.opaque".as_ptr(),
-            value.as_mut_ptr().cast(),
-            value.len(),
-        )
-    };
-    n == 1 && value[0] == b'y'
+/// Whether a snapshot entry is a whiteout: a 0:0 character device, or the empty file
+/// marked `user.overlay.whiteout` that a store on a filesystem refusing 0:0 devices holds.
+fn is_whiteout(path: &Path, meta: &fs::Metadata) -> bool {
+    let kind = meta.file_type();
+    if kind.is_char_device() {
+        return meta.rdev() == 0;
+    }
+    kind.is_file()
+        && meta.len() == 0
+        && matches!(xattr::get(path, "user.overlay.whiteout"), Ok(Some(_)))
+}
+
+/// Whether a directory carries an opaque mark, trusted or user (a rootless overlay's).
+fn is_opaque(dir: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|name| matches!(xattr::get(dir, name), Ok(Some(v)) if v == b"y"))
 }
 
 #[cfg(test)]
@@ -314,5 +321,43 @@ mod tests {
         let lowers = [wh.path().to_path_buf(), bottom.path().to_path_buf()];
         assert!(resolve_user(&lowers, "alice").is_err());
         assert_eq!(resolve_user(&lowers, "0").unwrap().uid, 0);
+    }
+
+    #[test]
+    fn either_whiteout_form_and_either_opaque_mark_hide_lower_layers() {
+        let lower = layer(PASSWD, GROUP);
+        let lowers =
+            |top: &tempfile::TempDir| vec![top.path().to_path_buf(), lower.path().to_path_buf()];
+
+        // /etc/passwd whited out by the xattr form: alice is unknown.
+        let top = tempfile::tempdir().unwrap();
+        fs::create_dir(top.path().join("etc")).unwrap();
+        let wh = top.path().join("etc/passwd");
+        fs::write(&wh, b"").unwrap();
+        xattr::set(&wh, "user.overlay.whiteout", b"y").unwrap();
+        assert!(resolve_user(&lowers(&top), "alice").is_err());
+        // It hides only itself: /etc/group still comes from the lower layer.
+        assert!(read_through(&lowers(&top), "etc/group")
+            .unwrap()
+            .unwrap()
+            .contains("wheel"));
+
+        // /etc itself whited out by the xattr form.
+        let top = tempfile::tempdir().unwrap();
+        let wh = top.path().join("etc");
+        fs::write(&wh, b"").unwrap();
+        xattr::set(&wh, "user.overlay.whiteout", b"y").unwrap();
+        assert_eq!(read_through(&lowers(&top), "etc/passwd").unwrap(), None);
+
+        // /etc made opaque by a rootless overlay's user mark.
+        let top = tempfile::tempdir().unwrap();
+        fs::create_dir(top.path().join("etc")).unwrap();
+        xattr::set(top.path().join("etc"), "user.overlay.opaque", b"y").unwrap();
+        assert_eq!(read_through(&lowers(&top), "etc/passwd").unwrap(), None);
+        assert!(resolve_user(&lowers(&top), "alice").is_err());
+        // Without the mark the lower layer shows through.
+        let top = tempfile::tempdir().unwrap();
+        fs::create_dir(top.path().join("etc")).unwrap();
+        assert_eq!(resolve_user(&lowers(&top), "alice").unwrap().uid, 1000);
     }
 }
