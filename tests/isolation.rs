@@ -842,6 +842,28 @@ fn kill_9_of_a_build_on_copied_roots_leaves_nothing_and_the_store_sound() {
     crate::reliability::assert_store_sound(&rb, &marker, "after kill -9 on copied roots");
 }
 
+/// Builds `ctx` as root without CAP_SYS_ADMIN with the store on an overlayfs, so rootless
+/// steps run on copied roots, exported to `ctx/fs`. Returns the overlay (keep it while the
+/// store is used), the export and the build's log.
+fn build_on_copied_roots(
+    rb: &Rbuild,
+    ctx: &TestDir,
+) -> (
+    crate::util::overlayfs::OverlayDir,
+    std::path::PathBuf,
+    String,
+) {
+    let overlay =
+        crate::util::overlayfs::OverlayDir::mount(rb.root.parent().expect("the store's dir"));
+    let dest = ctx.path().join("fs");
+    let dest_s = dest.display().to_string();
+    let out = build(rb, ctx, &WITHOUT_SYS_ADMIN, &["-o", &dest_s]);
+    assert!(out.status.success(), "{}", show(&out));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(log.contains("steps run on copied roots"), "{log}");
+    (overlay, dest, log)
+}
+
 #[test]
 fn rootless_steps_on_copied_roots_leave_no_mountpoint_in_their_layers() {
     let ctx = TestDir::new("isolation-copied-mounts");
@@ -857,14 +879,7 @@ fn rootless_steps_on_copied_roots_leave_no_mountpoint_in_their_layers() {
     let expected = diff_ids(&privileged);
 
     let rb = Rbuild::new();
-    let _overlay =
-        crate::util::overlayfs::OverlayDir::mount(rb.root.parent().expect("the store's dir"));
-    let dest = ctx.path().join("fs");
-    let dest_s = dest.display().to_string();
-    let out = build(&rb, &ctx, &WITHOUT_SYS_ADMIN, &["-o", &dest_s]);
-    assert!(out.status.success(), "{}", show(&out));
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(log.contains("steps run on copied roots"), "{log}");
+    let (_overlay, dest, log) = build_on_copied_roots(&rb, &ctx);
     assert_eq!(diff_ids(&rb), expected, "{log}");
     assert_eq!(
         std::fs::read_to_string(dest.join("kept")).unwrap(),
@@ -887,14 +902,7 @@ fn copy_from_a_stage_built_on_copied_roots_honours_its_whiteouts() {
          FROM $BASE\nCOPY --from=stage /t /copied\n",
     );
     let rb = Rbuild::new();
-    let _overlay =
-        crate::util::overlayfs::OverlayDir::mount(rb.root.parent().expect("the store's dir"));
-    let dest = ctx.path().join("fs");
-    let dest_s = dest.display().to_string();
-    let out = build(&rb, &ctx, &WITHOUT_SYS_ADMIN, &["-o", &dest_s]);
-    assert!(out.status.success(), "{}", show(&out));
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(log.contains("steps run on copied roots"), "{log}");
+    let (_overlay, dest, log) = build_on_copied_roots(&rb, &ctx);
     assert_eq!(
         std::fs::read_to_string(dest.join("copied/kept")).unwrap(),
         "b\n"

@@ -59,7 +59,7 @@ pub(crate) async fn compress_and_push<S: LocalStore>(
             // The upload gave up (its receiver is gone): keep writing the blob only.
             if tx
                 .as_ref()
-                .is_some_and(|t| t.blocking_send(Bytes::copy_from_slice(piece)).is_err())
+                .is_some_and(|t| t.blocking_send(Bytes::from(piece)).is_err())
             {
                 tx = None;
             }

@@ -39,12 +39,12 @@ pub trait LocalStore: Clone + Send + Sync + 'static {
         layer: &Descriptor,
         compression: LayerCompression,
     ) -> StoreResult<Option<Descriptor>>;
-    /// Compresses `layer` into a new blob, showing each output byte to `on_output`.
+    /// Compresses `layer` into a new blob, handing each output piece to `on_output` once written.
     fn compress_layer(
         &self,
         layer: &Descriptor,
         compression: LayerCompression,
-        on_output: &mut (dyn FnMut(&[u8], u64) + Send),
+        on_output: &mut (dyn FnMut(Vec<u8>, u64) + Send),
     ) -> StoreResult<Descriptor>;
     /// Records `compressed` as the form of `layer` in `compression`.
     fn remember_compressed_layer(
@@ -95,7 +95,7 @@ impl LocalStore for Store {
         &self,
         layer: &Descriptor,
         compression: LayerCompression,
-        on_output: &mut (dyn FnMut(&[u8], u64) + Send),
+        on_output: &mut (dyn FnMut(Vec<u8>, u64) + Send),
     ) -> StoreResult<Descriptor> {
         Store::compress_layer(self, layer, compression, on_output)
     }

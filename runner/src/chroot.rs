@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::Signal;
-use nix::sys::time::TimeSpec;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::error::os;
 use crate::init::{InitRequest, Report};
 use crate::message::Message;
+use crate::mountpoints::Times;
 use crate::spec::Network;
 use crate::{process, Error};
 
@@ -58,33 +58,6 @@ struct DevNodes {
     made_mtime: Option<(i64, i64)>,
     /// The root's times before /dev was made, when it was.
     root_times: Option<Times>,
-}
-
-/// A directory's access and modification times.
-#[derive(Clone, Copy)]
-struct Times {
-    atime: TimeSpec,
-    mtime: TimeSpec,
-}
-
-impl Times {
-    fn of(meta: &fs::Metadata) -> Times {
-        Times {
-            atime: TimeSpec::new(meta.atime(), meta.atime_nsec()),
-            mtime: TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
-        }
-    }
-
-    /// Puts them back on `path` (best effort: the layer is only tidier for it).
-    fn restore(self, path: &Path) {
-        let _ = nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            path,
-            &self.atime,
-            &self.mtime,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        );
-    }
 }
 
 impl DevNodes {

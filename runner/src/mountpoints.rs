@@ -19,13 +19,13 @@ use crate::Error;
 
 /// A directory's access and modification times.
 #[derive(Clone, Copy, Debug)]
-struct Times {
+pub(crate) struct Times {
     atime: TimeSpec,
     mtime: TimeSpec,
 }
 
 impl Times {
-    fn of(meta: &fs::Metadata) -> Times {
+    pub(crate) fn of(meta: &fs::Metadata) -> Times {
         Times {
             atime: TimeSpec::new(meta.atime(), meta.atime_nsec()),
             mtime: TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
@@ -33,7 +33,7 @@ impl Times {
     }
 
     /// Puts them back on `path` (best effort: the layer is only tidier for it).
-    fn restore(self, path: &Path) {
+    pub(crate) fn restore(self, path: &Path) {
         let _ = nix::sys::stat::utimensat(
             nix::fcntl::AT_FDCWD,
             path,

@@ -161,15 +161,15 @@ impl Store {
     /// Compresses `layer` (read through a reader that verifies its digest) into a new blob,
     /// committed under the digest computed while writing, and returns its descriptor, without
     /// writing the per-diffID record (see [`Store::remember_compressed_layer`]).
-    /// `on_output(bytes, consumed)` sees every compressed byte in order as it is written to the
-    /// blob, with the number of uncompressed bytes read when that piece was made, so a caller
-    /// can upload while the blob is being made; it is called on the thread that writes the
-    /// blob, not the caller's. A layer compressed with another format is decompressed first.
+    /// `on_output(piece, consumed)` is handed every compressed piece in order once it is written
+    /// to the blob, with the number of uncompressed bytes read when that piece was made, so a
+    /// caller can upload while the blob is being made (the piece is its own, no copy); it is
+    /// called on the thread that writes the blob, not the caller's. A layer compressed with another format is decompressed first.
     pub fn compress_layer(
         &self,
         layer: &Descriptor,
         compression: LayerCompression,
-        on_output: &mut (dyn FnMut(&[u8], u64) + Send),
+        on_output: &mut (dyn FnMut(Vec<u8>, u64) + Send),
     ) -> Result<Descriptor> {
         let current = layer_compression(&layer.media_type)
             .map_err(|()| Error::UnsupportedMediaType(layer.media_type.clone()))?;
@@ -197,7 +197,7 @@ impl Store {
                 let mut blob = blob;
                 for (piece, consumed) in rx {
                     blob.write_all(&piece)?;
-                    on_output(&piece, consumed);
+                    on_output(piece, consumed);
                 }
                 Ok(blob)
             });

@@ -753,7 +753,7 @@ fn compress_layer_shows_every_byte_before_the_record_is_written() {
         let mut consumed = 0;
         let c = store
             .compress_layer(&layer, compression, &mut |piece, done| {
-                seen.extend_from_slice(piece);
+                seen.extend_from_slice(&piece);
                 assert!(done >= consumed, "consumed bytes only grow");
                 consumed = done;
             })
