@@ -532,7 +532,8 @@ fn record_to_store(record: &StepRecord, created: String) -> rbuild_store::CacheR
 }
 
 fn record_from_store(rec: &rbuild_store::CacheRecord) -> Option<StepRecord> {
-    serde_json::from_value(rec.config_json.clone()).ok()
+    // Read in place: a clone of the value first would copy every map of the config.
+    serde::Deserialize::deserialize(&rec.config_json).ok()
 }
 
 /// A stored image as a stage's base: its config and layers.
