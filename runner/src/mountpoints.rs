@@ -13,8 +13,8 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::sys::time::TimeSpec;
 
-use crate::rootfs::ETC_FILES;
-use crate::spec::{ExtraMount, SandboxSpec};
+use crate::rootfs::mount_targets;
+use crate::spec::SandboxSpec;
 use crate::Error;
 
 /// A directory's access and modification times.
@@ -63,27 +63,13 @@ pub(crate) struct Mountpoints {
     made: Vec<Made>,
 }
 
-/// Every path the namespaced runner mounts on, with whether it is a file.
-fn targets(spec: &SandboxSpec) -> Vec<(String, bool)> {
-    let mut targets: Vec<(String, bool)> = ["/proc", "/dev", "/sys"]
-        .iter()
-        .map(|dir| (dir.to_string(), false))
-        .collect();
-    targets.extend(ETC_FILES.iter().map(|name| (format!("/etc/{name}"), true)));
-    for extra in &spec.mounts {
-        let file = matches!(extra, ExtraMount::Bind { source, .. } if !source.is_dir());
-        targets.push((extra.target().to_string(), file));
-    }
-    targets
-}
-
 impl Mountpoints {
     /// Makes in `root` every mountpoint of `spec` the root lacks. A path through a symlink
     /// or a file is left alone: the runner resolves it inside the root and fails as the
     /// overlay path would.
     pub(crate) fn make(root: &Path, spec: &SandboxSpec) -> Result<Mountpoints, Error> {
         let mut mountpoints = Mountpoints::default();
-        for (target, file) in targets(spec) {
+        for (target, file) in mount_targets(spec) {
             if let Some(made) = make_one(root, &target, file)? {
                 mountpoints.made.push(made);
             }
@@ -165,6 +151,7 @@ fn make_one(root: &Path, target: &str, file: bool) -> Result<Option<Made>, Error
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::ExtraMount;
 
     fn mtime(path: &Path) -> (i64, i64) {
         let meta = fs::symlink_metadata(path).unwrap();

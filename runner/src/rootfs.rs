@@ -256,18 +256,26 @@ fn inside(root: &Path, target: &str) -> PathBuf {
     root.join(target.trim_start_matches('/'))
 }
 
+/// Every path the runner mounts on, with whether it is a file: what the stub layer holds
+/// for an overlay root, and what [`crate::mountpoints`] makes in a copied one.
+pub(crate) fn mount_targets(spec: &SandboxSpec) -> Vec<(String, bool)> {
+    let mut targets: Vec<(String, bool)> = ["/proc", "/dev", "/sys"]
+        .iter()
+        .map(|dir| (dir.to_string(), false))
+        .collect();
+    targets.extend(ETC_FILES.iter().map(|name| (format!("/etc/{name}"), true)));
+    for extra in &spec.mounts {
+        let file = matches!(extra, ExtraMount::Bind { source, .. } if !source.is_dir());
+        targets.push((extra.target().to_string(), file));
+    }
+    targets
+}
+
 /// Fills the stub layer with every mountpoint the runner will need.
 fn write_stubs(spec: &SandboxSpec, stubs: &Path) -> Result<(), Error> {
-    for dir in ["proc", "dev", "sys", "etc"] {
-        create_dir(&stubs.join(dir))?;
-    }
-    for name in ETC_FILES {
-        write_file(&stubs.join("etc").join(name), b"")?;
-    }
-    for extra in &spec.mounts {
-        let stub = inside(stubs, extra.target());
-        let file_source = matches!(extra, ExtraMount::Bind { source, .. } if !source.is_dir());
-        if file_source {
+    for (target, file) in mount_targets(spec) {
+        let stub = inside(stubs, &target);
+        if file {
             if let Some(parent) = stub.parent() {
                 create_dir(parent)?;
             }
