@@ -23,6 +23,26 @@ pub fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
+/// The first of `len` names, sorted in [`walk_order`] and read by `name_at`, that does not
+/// come before `target` (`len` when all do): the binary search of the tables kept in walk
+/// order.
+pub fn lower_bound_in_walk_order<'a>(
+    len: usize,
+    name_at: impl Fn(usize) -> &'a [u8],
+    target: &[u8],
+) -> usize {
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if walk_order(name_at(mid), target).is_lt() {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// A regular file of a layer whose content is read from `source` when the layer tar is
 /// written, with the metadata it has in the layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,16 +154,7 @@ impl ExternalFiles {
 
     /// The first slot whose path is not before `path`.
     fn lower_bound(&self, path: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0, self.slots.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if walk_order(self.path_bytes(mid), path).is_lt() {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        lower_bound_in_walk_order(self.slots.len(), |i| self.path_bytes(i), path)
     }
 
     /// The live slot at `path`, if any.

@@ -57,7 +57,7 @@ pub use compress::{gzip_parallel, zstd_compress, LayerCompression, GZIP_LEVEL, Z
 pub use copy_snapshotter::CopySnapshotter;
 pub use digest::{ChainId, DiffId, Digest};
 pub use error::{error_chain, Error, MissingPlatform};
-pub use external_files::{walk_order, ExternalFile, ExternalFiles};
+pub use external_files::{lower_bound_in_walk_order, walk_order, ExternalFile, ExternalFiles};
 pub use gc::{DiskUsage, FsckProblem, PrunePolicy, PruneReport, UsageLine};
 pub use image::Image;
 pub use image_index::{is_index_media_type, platform_list};

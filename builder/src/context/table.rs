@@ -2,14 +2,13 @@
 //! in walk order, in one byte arena, and found by binary search in that order.
 
 use std::borrow::Cow;
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rbuild_store::walk_order;
+use rbuild_store::{lower_bound_in_walk_order, walk_order};
 
 use super::{ContextError, EntryKind, EntryStat};
 
@@ -153,16 +152,8 @@ impl EntryTable {
     }
 
     fn binary_search(&self, name: &[u8]) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.slots.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match walk_order(self.name(mid), name) {
-                Ordering::Less => lo = mid + 1,
-                Ordering::Greater => hi = mid,
-                Ordering::Equal => return Some(mid),
-            }
-        }
-        None
+        let i = lower_bound_in_walk_order(self.slots.len(), |j| self.name(j), name);
+        (i < self.slots.len() && self.name(i) == name).then_some(i)
     }
 
     fn find_lossy(&self, name: &str) -> Option<usize> {
