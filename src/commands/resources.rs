@@ -70,7 +70,8 @@ pub fn size(flag: &str, s: &str) -> Result<u64, UsageError> {
     Ok((number * multiplier as f64) as u64)
 }
 
-/// The flags that set `limits`, by their names (`--memory`), for messages about them.
+/// The flags that set `limits`, by their names (`--memory`), for messages about them (no
+/// flag sets `pids`: it is the runner's, for its own callers).
 pub fn limit_flags(limits: &Limits) -> Vec<&'static str> {
     [
         (limits.memory.is_some(), "--memory"),
@@ -80,7 +81,6 @@ pub fn limit_flags(limits: &Limits) -> Vec<&'static str> {
         (limits.cpu_shares.is_some(), "--cpu-shares"),
         (limits.cpuset_cpus.is_some(), "--cpuset-cpus"),
         (limits.cpuset_mems.is_some(), "--cpuset-mems"),
-        (limits.pids.is_some(), "pids"),
     ]
     .into_iter()
     .filter_map(|(set, flag)| set.then_some(flag))

@@ -161,10 +161,11 @@ impl Store {
     /// Compresses `layer` (read through a reader that verifies its digest) into a new blob,
     /// committed under the digest computed while writing, and returns its descriptor, without
     /// writing the per-diffID record (see [`Store::remember_compressed_layer`]).
-    /// `on_output(piece, consumed)` is handed every compressed piece in order once it is written
-    /// to the blob, with the number of uncompressed bytes read when that piece was made, so a
-    /// caller can upload while the blob is being made (the piece is its own, no copy); it is
-    /// called on the thread that writes the blob, not the caller's. A layer compressed with another format is decompressed first.
+    /// `on_output(piece, consumed)` is handed every compressed piece in order once it is
+    /// written to the blob, with the number of uncompressed bytes read when that piece was
+    /// made, so a caller can upload while the blob is being made (the piece is its own, no
+    /// copy); it is called on the thread that writes the blob, not the caller's. A layer
+    /// compressed with another format is decompressed first.
     pub fn compress_layer(
         &self,
         layer: &Descriptor,

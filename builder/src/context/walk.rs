@@ -256,11 +256,11 @@ impl ContextFiles {
 
     /// Walks the merged view of overlay-form layers, top-most first, with no ignore rules:
     /// the rootfs of an earlier stage or of an image, for `COPY --from`, without mounting
-    /// it. A whiteout (a 0:0 char device, or the xattr form where the store's filesystem refuses
-    /// one) removes a path, an opaque directory
-    /// (`trusted.overlay.opaque=y`) hides what lower layers hold below it, and an upper
-    /// entry hides a lower one of the same name (directories merge). Each entry's `path`
-    /// is the file in the layer that provides it; `root()` is the top-most layer.
+    /// it. A whiteout (a 0:0 char device, or the xattr form where the store's filesystem
+    /// refuses one) removes a path, an opaque directory (either mark, `trusted.` or
+    /// `user.overlay.opaque=y`) hides what lower layers hold below it, and an upper entry
+    /// hides a lower one of the same name (directories merge). Each entry's `path` is the
+    /// file in the layer that provides it; `root()` is the top-most layer.
     pub fn walk_layers(layers: &[PathBuf]) -> Result<Self, ContextError> {
         enum Seen {
             Gone,
